@@ -1,0 +1,73 @@
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+FOLDER_TYPES = ("input", "output", "temp")
+
+
+class UnsafePath(ValueError):
+    """A file name that would leave its workspace folder."""
+
+
+class Workspace(models.Model):
+    """One participant's private ComfyUI server, as far as the participant can tell."""
+
+    slug = models.CharField(max_length=16, unique=True, help_text="URL part: /user/<slug>/")
+    owner = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workspace")
+    quota_bytes = models.BigIntegerField(default=5 * 1024**3, help_text="Disk space for inputs and outputs")
+    max_waiting_jobs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Overrides the queue's per-participant limit when set"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    last_activity = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return f"{self.slug} ({self.owner.get_username()})"
+
+    @property
+    def root(self) -> Path:
+        return Path(settings.WORKSHOP_DATA_DIR) / "workspaces" / self.slug
+
+    def ensure_folders(self) -> None:
+        for name in (*FOLDER_TYPES, "userdata"):
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+
+    def file_path(self, folder_type: str, filename: str, subfolder: str = "") -> Path:
+        """Resolve a ComfyUI (type, subfolder, filename) triple inside this workspace.
+
+        Raises UnsafePath for anything that could reach outside the folder: absolute names,
+        '..', links pointing out, unknown types.
+        """
+        if folder_type not in FOLDER_TYPES:
+            raise UnsafePath(f"Unknown folder type {folder_type!r}")
+        if not filename or "\x00" in filename or "\x00" in subfolder:
+            raise UnsafePath("Missing or invalid file name")
+        if "/" in filename or "\\" in filename or filename in (".", ".."):
+            raise UnsafePath(f"Invalid file name {filename!r}")
+        base = (self.root / folder_type).resolve()
+        parts = [p for p in subfolder.replace("\\", "/").split("/") if p]
+        if subfolder.startswith(("/", "\\")) or any(p in (".", "..") for p in parts):
+            raise UnsafePath(f"Invalid subfolder {subfolder!r}")
+        candidate = base.joinpath(*parts, filename)
+        resolved = candidate.resolve()
+        if not resolved.is_relative_to(base):
+            raise UnsafePath("Path leaves the workspace")
+        return candidate
+
+    def touch(self) -> None:
+        now = timezone.now()
+        Workspace.objects.filter(pk=self.pk).update(last_activity=now)
+        self.last_activity = now
+
+    def used_bytes(self) -> int:
+        total = 0
+        for folder in FOLDER_TYPES:
+            for path in (self.root / folder).rglob("*"):
+                if path.is_file() and not path.is_symlink():
+                    total += path.stat().st_size
+        return total

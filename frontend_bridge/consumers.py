@@ -1,0 +1,60 @@
+"""`/user/<slug>/ws`: ComfyUI's websocket, per workspace.
+
+A browser gets exactly what a private ComfyUI would send it (status, execution_*, executing,
+progress, executed …) for its workspace's jobs, plus `workshop.queue` with queue positions.
+"""
+import json
+import uuid
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.http import Http404
+
+from accounts.access import workspace_for
+from jobs import events
+
+FEATURES = {"supports_preview_metadata": False, "max_upload_size": 100 * 1024 * 1024}
+
+
+class WorkspaceSocket(AsyncWebsocketConsumer):
+    async def connect(self):
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        user = self.scope.get("user")
+        try:
+            self.workspace = await database_sync_to_async(workspace_for)(user, slug)
+        except Http404:
+            await self.close(code=4404)
+            return
+        self.group = events.group_name(self.workspace.slug)
+        query = dict(part.split("=", 1) for part in self.scope.get("query_string", b"").decode().split("&") if "=" in part)
+        self.sid = query.get("clientId") or uuid.uuid4().hex
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        # ComfyUI's first frame is always `status` carrying the sid the UI then uses as client_id.
+        snapshot_messages = await database_sync_to_async(self._snapshot)()
+        first, *rest = snapshot_messages
+        first["data"]["sid"] = self.sid
+        for message in (first, *rest):
+            await self.send(text_data=json.dumps(message))
+
+    def _snapshot(self):
+        from jobs.queue import snapshot
+
+        return events.queue_messages(snapshot(), self.workspace.slug)
+
+    async def disconnect(self, code):
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if not text_data:
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            return
+        if isinstance(message, dict) and message.get("type") == "feature_flags":
+            await self.send(text_data=json.dumps({"type": "feature_flags", "data": FEATURES}))
+
+    async def comfy_message(self, event):
+        await self.send(text_data=json.dumps(event["message"]))

@@ -1,0 +1,44 @@
+"""The queue's housekeeping loop: repairs what Redis or a dead worker lost, then dispatches.
+
+Submissions and worker reports dispatch at once on their own; this loop is the safety net
+(Redis flushed, a worker killed mid-job, a job past its timeout) and runs every --interval s.
+"""
+import signal
+import threading
+import time
+
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+
+from jobs.dispatcher import reconcile
+
+
+class Command(BaseCommand):
+    help = "Run the dispatcher loop (reconcile Redis and workers with the database, dispatch)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--interval", type=float, default=2.0)
+        parser.add_argument("--once", action="store_true", help="One pass, then exit")
+
+    def handle(self, *args, interval, once, **options):
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        self.stdout.write(f"dispatcher: checking every {interval:g} s (Ctrl-C to stop)")
+        while not stop.is_set():
+            started = time.monotonic()
+            close_old_connections()
+            try:
+                counts = reconcile()
+            except Exception as exc:  # Keep looping: the database or Redis may be restarting.
+                self.stderr.write(f"dispatcher: {exc}")
+            else:
+                if any(counts.values()):
+                    self.stdout.write(
+                        f"dispatcher: re-enqueued {counts['reenqueued']}, requeued {counts['requeued']}, "
+                        f"timed out {counts['timed_out']}"
+                    )
+            if once:
+                break
+            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+        self.stdout.write("dispatcher: stopped")

@@ -1,0 +1,191 @@
+"""Shared fixtures: the real PostgreSQL test database, Redis DB 13, and for end-to-end tests a
+Daphne server, GPU worker processes and the ComfyUI protocol double."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / "tests" / "workflows"
+
+
+def wait_until(predicate, timeout=15.0, interval=0.05, message="condition"):
+    """Poll something that has no event to await (a row in another process's database)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_redis(settings):
+    """Each test starts with an empty Redis DB of the tests' own (never the shared DB 0)."""
+    conn = redis.Redis.from_url(settings.REDIS_URL)
+    assert conn.connection_pool.connection_kwargs.get("db", 0) != 0, "tests must not use Redis DB 0"
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+
+
+def _test_database_url(settings) -> str:
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def child_env(settings, **extra) -> dict:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="workshop.settings_test",
+        DATABASE_URL=_test_database_url(settings),
+        REDIS_URL=settings.REDIS_URL,
+        WORKSHOP_DATA_DIR=str(settings.WORKSHOP_DATA_DIR),
+        WORKER_STALE_SECONDS=str(settings.WORKER_STALE_SECONDS),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def process(cmd, env, log_path):
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+
+@pytest.fixture
+def double():
+    from tests.comfyui_double import ComfyUIDouble
+
+    with ComfyUIDouble(step_time=0.02, steps=3) as d:
+        yield d
+
+
+class LiveApp:
+    def __init__(self, url, settings, tmp_path):
+        self.url = url
+        self.settings = settings
+        self.tmp_path = tmp_path
+
+    def login(self, username, password="pw") -> requests.Session:
+        """Log in through the real login form, like a participant's browser."""
+        session = requests.Session()
+        page = session.get(f"{self.url}/accounts/login/", timeout=10)
+        page.raise_for_status()
+        answer = session.post(
+            f"{self.url}/accounts/login/",
+            data={"username": username, "password": password, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+            headers={"Referer": f"{self.url}/accounts/login/"},
+            timeout=10,
+            allow_redirects=False,
+        )
+        assert answer.status_code == 302, f"login of {username} failed: {answer.status_code}"
+        return session
+
+    def ws(self, session, slug, client_id="test-client"):
+        from websockets.sync.client import connect
+
+        cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+        return connect(
+            f"{self.url.replace('http', 'ws', 1)}/user/{slug}/ws?clientId={client_id}",
+            additional_headers={"Cookie": cookie, "Origin": self.url},
+            open_timeout=10,
+        )
+
+    @contextmanager
+    def gpu_worker(self, comfyui_url, name="gpu-1"):
+        """A real `python -m gpuworker` process (an RQ worker) next to the ComfyUI double."""
+        from jobs.models import Worker
+
+        _, token = Worker.create_with_token(name)
+        cmd = [
+            sys.executable, "-m", "gpuworker",
+            "--redis", self.settings.REDIS_URL,
+            "--app", self.url,
+            "--token", token,
+            "--comfyui", comfyui_url,
+            "--name", name,
+        ]
+        log = self.tmp_path / f"gpuworker-{name}.log"
+        with process(cmd, child_env(self.settings), log) as proc:
+            try:
+                wait_until(
+                    lambda: proc.poll() is not None or Worker.objects.get(name=name).is_online,
+                    timeout=30,
+                    message=f"worker {name} to register",
+                )
+                assert proc.poll() is None, f"gpuworker exited: {log.read_text()[-3000:]}"
+                yield proc
+            except BaseException:
+                print(f"--- {log} ---\n{log.read_text()[-5000:]}")
+                raise
+
+
+@pytest.fixture
+def live_app(transactional_db, settings, tmp_path):
+    """Daphne serving the real ASGI app (HTTP + websockets) on the test database."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "daphne.log"
+    cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "workshop.asgi:application"]
+    with process(cmd, child_env(settings), log) as proc:
+
+        def up():
+            if proc.poll() is not None:
+                raise AssertionError(f"daphne exited: {log.read_text()[-3000:]}")
+            try:
+                return requests.get(f"{url}/health", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(up, timeout=30, message="daphne to start")
+        try:
+            yield LiveApp(url, settings, tmp_path)
+        except BaseException:
+            print(f"--- daphne log ---\n{log.read_text()[-5000:]}")
+            raise
+
+
+@pytest.fixture
+def participants(db):
+    """user001…user003 with workspaces, password 'pw', and an instructor."""
+    from django.contrib.auth import get_user_model
+
+    from accounts.models import Workspace
+
+    User = get_user_model()
+    made = []
+    for n in (1, 2, 3):
+        user = User.objects.create_user(f"user{n:03d}", password="pw")
+        workspace = Workspace.objects.create(owner=user, slug=f"{n:03d}")
+        workspace.ensure_folders()
+        made.append(workspace)
+    User.objects.create_user("instructor", password="pw", is_staff=True, is_superuser=True)
+    return made

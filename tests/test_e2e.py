@@ -1,0 +1,157 @@
+"""One run, end to end: browser API → Job → dispatcher → RQ → gpuworker → ComfyUI double →
+outputs in the workspace → completed, with the live websocket messages on the way."""
+import io
+import json
+import time
+
+import pytest
+from PIL import Image
+
+from jobs.models import Job, JobState, QueueSettings
+from tests.conftest import WORKFLOWS, wait_until
+
+pytestmark = pytest.mark.e2e
+
+SIMPLE = json.loads((WORKFLOWS / "simple.json").read_text())
+
+
+def receive_until(ws, predicate, timeout=30.0):
+    """Messages from a ComfyUI websocket until one matches; returns all of them."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no matching message in {timeout} s; got {[m.get('type') for m in seen]}")
+        raw = ws.recv(timeout=left)
+        if isinstance(raw, bytes):
+            continue
+        message = json.loads(raw)
+        seen.append(message)
+        if predicate(message):
+            return seen
+
+
+def finished(prompt_id):
+    return lambda m: m["type"] == "execution_success" and m["data"].get("prompt_id") == prompt_id
+
+
+def post_prompt(session, app, slug, prompt, client_id="test-client"):
+    answer = session.post(f"{app.url}/user/{slug}/api/prompt", json={"prompt": prompt, "client_id": client_id}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert set(body) == {"prompt_id", "number", "node_errors"}
+    return body["prompt_id"]
+
+
+def test_one_run_end_to_end(live_app, participants, double):
+    double.steps, double.step_time = 4, 0.05
+    with live_app.gpu_worker(double.url):
+        alice = live_app.login("user001")
+        with live_app.ws(alice, "001") as ws:
+            hello = json.loads(ws.recv(timeout=10))
+            assert hello["type"] == "status" and hello["data"]["sid"] == "test-client"
+
+            first = post_prompt(alice, live_app, "001", SIMPLE)
+            second_prompt = json.loads(json.dumps(SIMPLE))
+            second_prompt["1"]["inputs"]["color"] = 255  # a different prompt: no cache hit
+            second = post_prompt(alice, live_app, "001", second_prompt)
+
+            seen = receive_until(ws, finished(first)) + receive_until(ws, finished(second))
+
+    types = [m["type"] for m in seen]
+    positions = [
+        entry for m in seen if m["type"] == "workshop.queue" for entry in m["data"]["waiting"] if entry["prompt_id"] == second
+    ]
+    assert positions and positions[0]["position"] == 1 and positions[0]["of"] >= 1, "the waiting job was told its place"
+    assert any(m["type"] == "executing" and m["data"].get("prompt_id") == first for m in seen)
+    assert any(m["type"] == "progress" and m["data"].get("prompt_id") == first for m in seen)
+    assert types.index("execution_success") > types.index("executing")
+
+    job = Job.objects.get(pk=first)
+    assert job.state == JobState.COMPLETED and job.worker.name == "gpu-1" and job.gpu_seconds is not None
+    history = alice.get(f"{live_app.url}/user/001/api/history/{first}", timeout=10).json()
+    images = history[first]["outputs"]["3"]["images"]
+    assert history[first]["status"] == {"status_str": "success", "completed": True, "messages": history[first]["status"]["messages"]}
+    image = images[0]
+    assert image["type"] == "output"
+    stored = participants[0].file_path("output", image["filename"], image["subfolder"])
+    assert stored.is_file(), "the output PNG is in user001's workspace"
+
+    view = alice.get(
+        f"{live_app.url}/user/001/api/view",
+        params={"filename": image["filename"], "subfolder": image["subfolder"], "type": "output"},
+        timeout=10,
+    )
+    assert view.status_code == 200 and view.headers["Content-Type"] == "image/png"
+    picture = Image.open(io.BytesIO(view.content)).convert("RGB")
+    assert picture.size == (256, 256) and picture.getpixel((0, 0)) == (0, 255, 255), "red inverted is cyan"
+
+    # Another participant can see neither the job nor the file.
+    bob = live_app.login("user002")
+    assert bob.get(f"{live_app.url}/user/001/api/history/{first}", timeout=10).status_code == 404
+    assert bob.get(f"{live_app.url}/user/002/api/history/{first}", timeout=10).json() == {}
+    assert bob.get(
+        f"{live_app.url}/user/001/api/view", params={"filename": image["filename"], "type": "output"}, timeout=10
+    ).status_code == 404
+    assert not participants[1].file_path("output", image["filename"], image["subfolder"]).exists()
+    with pytest.raises(Exception):
+        with live_app.ws(bob, "001") as ws:
+            ws.recv(timeout=5)
+
+
+def test_cancel_of_running_job_reaches_comfyui_within_two_seconds(live_app, participants, double):
+    double.steps, double.step_time = 400, 0.05  # 20 s per node unless interrupted
+    with live_app.gpu_worker(double.url):
+        alice = live_app.login("user001")
+        with live_app.ws(alice, "001") as ws:
+            prompt_id = post_prompt(alice, live_app, "001", SIMPLE)
+            receive_until(ws, lambda m: m["type"] == "progress" and m["data"].get("prompt_id") == prompt_id)
+            asked = time.monotonic()
+            answer = alice.post(f"{live_app.url}/user/001/api/interrupt", json={"prompt_id": prompt_id}, timeout=10)
+            assert answer.status_code == 200
+            assert double.wait_interrupt(timeout=5), "ComfyUI got no /interrupt"
+            latency = time.monotonic() - asked
+            receive_until(ws, lambda m: m["type"] == "execution_interrupted" and m["data"]["prompt_id"] == prompt_id)
+    assert latency < 2.0, f"interrupt reached ComfyUI after {latency:.2f} s"
+    job = wait_until(lambda: Job.objects.filter(pk=prompt_id, state=JobState.CANCELLED).first(), message="cancelled")
+    assert job.finished_at is not None
+
+
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        ("fifo", ["001", "001", "001", "001", "002", "002", "003"]),
+        ("round_robin", ["001", "002", "003", "001", "002", "001", "001"]),
+        ("fair_share", ["003", "002", "002", "001", "001", "001", "001"]),
+    ],
+)
+def test_policies_decide_start_order_through_rq(live_app, participants, double, policy, expected):
+    """Three participants with uneven loads, queued while no GPU is online, then one worker."""
+    QueueSettings.objects.update_or_create(pk=1, defaults={"policy": policy, "max_waiting_per_user": 10})
+    if policy == "fair_share":
+        # Earlier today user001 rendered a long video and user002 a short one; user003 nothing.
+        from django.utils import timezone
+
+        for workspace, seconds in ((participants[0], 300.0), (participants[1], 20.0)):
+            Job.objects.create(
+                workspace=workspace, prompt={}, state=JobState.COMPLETED, gpu_seconds=seconds,
+                started_at=timezone.now(), finished_at=timezone.now(),
+            )
+    sessions = {slug: live_app.login(f"user{slug}") for slug in ("001", "002", "003")}
+    submitted = []
+    for slug, count in (("001", 4), ("002", 2), ("003", 1)):
+        for n in range(count):
+            prompt = json.loads(json.dumps(SIMPLE))
+            prompt["1"]["inputs"]["color"] = int(slug) * 1000 + n
+            submitted.append(post_prompt(sessions[slug], live_app, slug, prompt))
+    assert Job.objects.filter(state=JobState.QUEUED).count() == 7, "no worker online: everything waits"
+
+    with live_app.gpu_worker(double.url):
+        wait_until(
+            lambda: Job.objects.filter(pk__in=submitted, state=JobState.COMPLETED).count() == 7,
+            timeout=60,
+            message="all seven jobs to complete",
+        )
+    started = Job.objects.filter(pk__in=submitted).order_by("started_at")
+    assert [job.workspace.slug for job in started] == expected

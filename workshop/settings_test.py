@@ -1,0 +1,14 @@
+"""Test settings: the real PostgreSQL and a Redis DB number of the tests' own."""
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/workshop")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
+os.environ.setdefault("CHANNELS_PREFIX", "workshop-test")
+
+from .settings import *  # noqa: E402,F401,F403
+
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+WORKSHOP_DATA_DIR = Path(os.environ.get("WORKSHOP_DATA_DIR") or tempfile.mkdtemp(prefix="workshop-test-data-"))
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
