@@ -1,0 +1,252 @@
+"""Job states, the dispatcher and the worker API, against the real PostgreSQL and Redis."""
+import json
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from rq.serializers import JSONSerializer
+
+from jobs import dispatcher, rq
+from jobs.models import PRIORITY_RESUME, Job, JobState, QueueSettings, Worker
+
+SIMPLE = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "t"}},
+}
+
+
+@pytest.fixture
+def online_worker(db):
+    worker, token = Worker.create_with_token("gpu-test")
+    worker.beat(status="idle")
+    worker.token = token
+    return worker
+
+
+def queue_job(workspace, **fields):
+    return Job.submit(workspace, SIMPLE, **fields)
+
+
+def auth(worker):
+    return {"HTTP_AUTHORIZATION": f"Bearer {worker.token}"}
+
+
+# --- transitions ---------------------------------------------------------------------------
+
+
+def test_a_job_runs_on_one_worker_only(participants, online_worker):
+    job = queue_job(participants[0])
+    other, _ = Worker.create_with_token("gpu-other")
+    assert job.mark_dispatched()
+    assert not job.mark_dispatched(), "a second dispatch of the same job changes nothing"
+    first, second = Job.objects.get(pk=job.pk), Job.objects.get(pk=job.pk)
+    assert first.mark_running(online_worker)
+    assert not second.mark_running(other), "another worker cannot start it too"
+    assert first.mark_running(online_worker), "the same worker repeating 'started' is fine"
+    assert Job.objects.get(pk=job.pk).worker == online_worker
+
+
+def test_a_finished_job_cannot_end_twice(participants, online_worker):
+    job = queue_job(participants[0])
+    job.mark_dispatched()
+    job.mark_running(online_worker)
+    assert job.mark_completed({"2": {"images": []}}, [], 1.0)
+    stale = Job.objects.get(pk=job.pk)
+    assert not stale.mark_failed("late error report")
+    assert not stale.mark_cancelled()
+    assert Job.objects.get(pk=job.pk).state == JobState.COMPLETED
+
+
+def test_cancel_of_a_waiting_job_ends_it_at_once(participants):
+    job = queue_job(participants[0])
+    assert job.cancel()
+    assert job.state == JobState.CANCELLED and job.finished_at
+
+
+def test_cancel_of_a_running_job_signals_its_worker(participants, online_worker, clean_redis):
+    job = queue_job(participants[0])
+    job.mark_dispatched()
+    job.mark_running(online_worker)
+    assert job.cancel()
+    assert job.state == JobState.RUNNING and job.cancel_requested == "cancel", "it ends when the GPU confirms"
+    assert clean_redis.get(rq.CANCEL_KEY.format(job.pk)) == b"cancel"
+
+
+def test_lost_job_goes_back_to_the_front_then_fails_after_max_attempts(participants, online_worker):
+    QueueSettings.objects.update_or_create(pk=1, defaults={"max_attempts": 2})
+    job = queue_job(participants[0])
+    for attempt in (1, 2):
+        assert job.mark_dispatched()
+        job.mark_running(online_worker)
+        job.requeue_front("GPU worker stopped answering")
+    assert job.attempts == 2
+    assert job.state == JobState.FAILED
+    assert "gave up after 2 attempts" in job.error
+
+
+# --- dispatcher ------------------------------------------------------------------------------
+
+
+def test_nothing_is_dispatched_without_an_online_worker(participants, clean_redis):
+    queue_job(participants[0])
+    assert dispatcher.dispatch() == []
+    assert rq.gpu_queue().count == 0
+
+
+def test_dispatch_fills_free_slots_only_and_puts_json_payload_on_rq(participants, online_worker, clean_redis):
+    first = queue_job(participants[0])
+    queue_job(participants[1])
+    with django_capture_on_commit():
+        chosen = dispatcher.dispatch()
+    assert chosen == [str(first.pk)], "one worker: one job"
+    assert dispatcher.dispatch() == [], "the slot is taken"
+    queue = rq.gpu_queue()
+    assert queue.job_ids == [str(first.pk)]
+    rq_job = queue.fetch_job(str(first.pk))
+    assert rq_job.func_name == "gpuworker.tasks.run_job"
+    payload = rq_job.args[0]
+    assert payload["prompt"] == SIMPLE and payload["workspace"] == "001" and payload["attempt"] == 1
+    assert "token" not in json.dumps(payload)
+    assert isinstance(rq_job.serializer(), JSONSerializer) or rq_job.serializer is JSONSerializer
+
+
+def test_a_late_priority_job_jumps_ahead_of_earlier_ones(participants, online_worker):
+    queue_job(participants[0])
+    urgent = queue_job(participants[1])
+    Job.objects.filter(pk=urgent.pk).update(priority=10)
+    with django_capture_on_commit():
+        assert dispatcher.dispatch() == [str(urgent.pk)]
+
+
+def test_paused_queue_dispatches_nothing(participants, online_worker):
+    QueueSettings.objects.update_or_create(pk=1, defaults={"paused": True})
+    queue_job(participants[0])
+    assert dispatcher.dispatch() == []
+
+
+def test_reconcile_re_enqueues_what_redis_lost(participants, online_worker, clean_redis):
+    job = queue_job(participants[0])
+    with django_capture_on_commit():
+        dispatcher.dispatch()
+    clean_redis.flushdb()  # Redis restarted empty
+    counts = dispatcher.reconcile()
+    assert counts["reenqueued"] == 1
+    assert rq.gpu_queue().job_ids == [str(job.pk)]
+    assert Job.objects.get(pk=job.pk).state == JobState.DISPATCHED
+
+
+def test_reconcile_requeues_the_job_of_a_dead_worker_at_the_front(participants, online_worker):
+    job = queue_job(participants[0])
+    later = queue_job(participants[1])
+    job.mark_dispatched()
+    job.mark_running(online_worker)
+    Worker.objects.filter(pk=online_worker.pk).update(last_heartbeat=timezone.now() - timedelta(minutes=5))
+    counts = dispatcher.reconcile()
+    job.refresh_from_db()
+    assert counts["requeued"] == 1
+    assert job.state == JobState.QUEUED and job.priority == PRIORITY_RESUME and job.attempts == 1
+    from jobs.queue import snapshot
+
+    assert [w.id for w in snapshot().ordered] == [str(job.pk), str(later.pk)]
+
+
+def django_capture_on_commit():
+    """Run on_commit callbacks inside a test transaction, as a real commit would."""
+    from django.test import TestCase
+
+    return TestCase.captureOnCommitCallbacks(execute=True)
+
+
+# --- worker API ----------------------------------------------------------------------------
+
+
+def test_worker_api_refuses_unknown_tokens(client, db):
+    answer = client.post("/api/worker/heartbeat", data="{}", content_type="application/json",
+                         HTTP_AUTHORIZATION="Bearer nope")
+    assert answer.status_code == 401
+
+
+def test_started_on_a_cancelled_job_tells_the_worker_not_to_run(client, participants, online_worker):
+    job = queue_job(participants[0])
+    job.mark_dispatched()
+    job.cancel()
+    answer = client.post(f"/api/worker/jobs/{job.pk}/started", data="{}", content_type="application/json",
+                         **auth(online_worker))
+    assert answer.status_code == 409 and answer.json()["state"] == "cancelled"
+
+
+def test_output_upload_is_idempotent_and_never_overwrites_another_jobs_file(client, participants, online_worker):
+    workspace = participants[0]
+    jobs = []
+    for _ in range(2):
+        job = queue_job(workspace)
+        job.mark_dispatched()
+        job.mark_running(online_worker)
+        jobs.append(job)
+    url = "/api/worker/jobs/{}/outputs?filename=ComfyUI_00001_.png&subfolder=&type=output"
+    put = lambda job, data: client.put(url.format(job.pk), data=data, content_type="image/png", **auth(online_worker))  # noqa: E731
+    first = put(jobs[0], b"one").json()
+    again = put(jobs[0], b"one").json()
+    second = put(jobs[1], b"two").json()
+    assert first == again == {"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}
+    assert second["filename"] != first["filename"], "the same GPU-host name from another job gets a new name"
+    assert workspace.file_path("output", first["filename"]).read_bytes() == b"one"
+    assert workspace.file_path("output", second["filename"]).read_bytes() == b"two"
+
+
+def test_output_upload_cannot_escape_the_workspace(client, participants, online_worker):
+    job = queue_job(participants[0])
+    job.mark_dispatched()
+    job.mark_running(online_worker)
+    answer = client.put(f"/api/worker/jobs/{job.pk}/outputs?filename=x.png&subfolder=../../002/output&type=output",
+                        data=b"x", content_type="image/png", **auth(online_worker))
+    assert answer.status_code == 400
+    assert not participants[1].file_path("output", "x.png").exists()
+
+
+def test_finish_twice_is_answered_but_changes_nothing(client, participants, online_worker):
+    job = queue_job(participants[0])
+    job.mark_dispatched()
+    job.mark_running(online_worker)
+    body = {"status": "success", "outputs": {"2": {"images": []}}, "messages": [], "gpu_seconds": 2.5}
+    for _ in range(2):
+        answer = client.post(f"/api/worker/jobs/{job.pk}/finish", data=json.dumps(body),
+                             content_type="application/json", **auth(online_worker))
+        assert answer.status_code == 200 and answer.json()["state"] == "completed"
+    late = client.post(f"/api/worker/jobs/{job.pk}/finish", data=json.dumps({"status": "error", "error": {}}),
+                       content_type="application/json", **auth(online_worker))
+    assert late.json()["state"] == "completed"
+
+
+def test_inputs_are_served_only_when_the_job_reads_them(client, participants, online_worker):
+    workspace = participants[0]
+    workspace.file_path("input", "cat.png").write_bytes(b"cat")
+    workspace.file_path("input", "secret.png").write_bytes(b"secret")
+    job = queue_job(workspace, inputs=[{"filename": "cat.png", "subfolder": "", "type": "input"}])
+    base = f"/api/worker/jobs/{job.pk}/inputs"
+    ok = client.get(base, {"filename": "cat.png", "type": "input"}, **auth(online_worker))
+    assert ok.status_code == 200 and b"".join(ok.streaming_content) == b"cat"
+    assert client.get(base, {"filename": "secret.png", "type": "input"}, **auth(online_worker)).status_code == 404
+
+
+# --- workshop_setup ------------------------------------------------------------------------
+
+
+def test_workshop_setup_creates_accounts_once(db, tmp_path, capsys):
+    from django.contrib.auth import get_user_model
+
+    sheet = tmp_path / "credentials.csv"
+    call_command("workshop_setup", users=3, sheet=str(sheet))
+    out = capsys.readouterr().out
+    rows = sheet.read_text().splitlines()
+    assert rows[0] == "username,password,url" and len(rows) == 5  # instructor + 3
+    assert "user003" in out and "/user/003/" in out
+    user, password, _ = rows[2].split(",")
+    assert get_user_model().objects.get(username=user).check_password(password)
+
+    call_command("workshop_setup", users=4, sheet=str(sheet))
+    rows_after = sheet.read_text().splitlines()
+    assert rows_after[:5] == rows and len(rows_after) == 6, "only user004 is new; old passwords unchanged"
+    assert get_user_model().objects.get(username=user).check_password(password)
+    assert get_user_model().objects.get(username="instructor").is_staff
