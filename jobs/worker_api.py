@@ -94,10 +94,17 @@ def register(request):
 @bad_request_as_400
 def heartbeat(request):
     data = body(request)
+    status = str(data.get("status", "idle"))[:20]
+    if status == "offline":
+        # A worker shutting down says so, so no job is dispatched to a slot that is gone.
+        Worker.objects.filter(pk=request.worker.pk).update(status="offline", last_heartbeat=None, current_job=None)
+        events.queue_changed()
+        return JsonResponse({"ok": True})
     was_online = request.worker.is_online
-    request.worker.beat(status=str(data.get("status", "idle"))[:20])
+    request.worker.beat(status=status)
     if not was_online:
         dispatcher.schedule_dispatch()
+        events.queue_changed()
     return JsonResponse({"ok": True})
 
 
