@@ -224,16 +224,23 @@ class ComfyUIDouble:
             ("GET", "/object_info", self.object_info),
             ("GET", "/object_info/{node_class}", self.object_info),
             ("GET", "/system_stats", self.system_stats),
-            ("GET", "/features", lambda r: web.json_response(FEATURES)),
-            ("GET", "/embeddings", lambda r: web.json_response([])),
-            ("GET", "/extensions", lambda r: web.json_response([])),
-            ("GET", "/models", lambda r: web.json_response(["checkpoints", "loras", "vae"])),
+            ("GET", "/features", self.static_json(FEATURES)),
+            ("GET", "/embeddings", self.static_json([])),
+            ("GET", "/extensions", self.static_json([])),
+            ("GET", "/models", self.static_json(["checkpoints", "loras", "vae"])),
             ("GET", "/models/{folder}", self.models_in),
         ]
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
             app.router.add_route(method, "/api" + path, handler)
         return app
+
+    @staticmethod
+    def static_json(value):
+        async def handler(request):
+            return web.json_response(value)
+
+        return handler
 
     async def system_stats(self, request):
         return web.json_response(

@@ -1,0 +1,92 @@
+"""Calls to the app's worker API (docs/worker-protocol.md), retried while the app restarts."""
+import logging
+import time
+from typing import Callable, Iterable
+
+import requests
+
+log = logging.getLogger("gpuworker.app")
+
+
+class AppError(Exception):
+    """The app answered 4xx: final, retrying will not help."""
+
+    def __init__(self, status: int, body: str):
+        super().__init__(f"app answered {status}: {body[:300]}")
+        self.status, self.body = status, body
+
+
+class AppClient:
+    def __init__(self, base_url: str, token: str, retry_seconds: float = 300.0, timeout: float = 30.0):
+        self.base = base_url.rstrip("/") + "/api/worker/"
+        self.retry_seconds = retry_seconds
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _call(self, method: str, path: str, *, body_factory: Callable[[], object] | None = None, **kwargs):
+        """One call; connection errors and 5xx are retried with backoff (capped at 5 s)."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.2
+        while True:
+            try:
+                if body_factory is not None:
+                    kwargs["data"] = body_factory()  # a streamed body must be re-opened for each try
+                response = self.session.request(method, self.base + path, timeout=self.timeout, **kwargs)
+                if response.status_code < 500:
+                    if response.status_code >= 400:
+                        raise AppError(response.status_code, response.text)
+                    return response
+                problem = f"{response.status_code} {response.text[:200]}"
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                problem = str(exc)
+            if time.monotonic() + delay > deadline:
+                raise ConnectionError(f"app unreachable for {self.retry_seconds:.0f} s: {problem}")
+            log.warning("app call %s %s failed (%s); retrying in %.1f s", method, path, problem, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def post(self, path: str, payload: dict) -> dict:
+        return self._call("POST", path, json=payload).json()
+
+    # --- the contract's calls ---
+
+    def register(self, **info) -> dict:
+        return self.post("register", info)
+
+    def heartbeat(self, status: str, job_id: str | None = None) -> dict:
+        return self.post("heartbeat", {"status": status, "job_id": job_id})
+
+    def publish_catalog(self, catalog: dict) -> dict:
+        return self.post("catalog", catalog)
+
+    def started(self, job_id: str, comfyui_prompt_id: str | None = None) -> bool:
+        """True when the job may run; False when the app says it must not (cancelled meanwhile)."""
+        try:
+            self.post(f"jobs/{job_id}/started", {"comfyui_prompt_id": comfyui_prompt_id})
+        except AppError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def events(self, job_id: str, events: list[dict]) -> str | None:
+        """Relay events; returns the app's stop request ('cancel', 'interrupt') or None."""
+        return self.post(f"jobs/{job_id}/events", {"events": events}).get("cancel")
+
+    def download_input(self, job_id: str, item: dict) -> requests.Response:
+        params = {k: item.get(k, "") for k in ("filename", "subfolder", "type")}
+        return self._call("GET", f"jobs/{job_id}/inputs", params=params, stream=True)
+
+    def upload_output(self, job_id: str, item: dict, open_stream: Callable[[], Iterable[bytes]]) -> dict:
+        params = {k: item.get(k, "") for k in ("filename", "subfolder", "type")}
+        return self._call(
+            "PUT",
+            f"jobs/{job_id}/outputs",
+            params=params,
+            body_factory=open_stream,
+            headers={"Content-Type": "application/octet-stream"},
+        ).json()
+
+    def finish(self, job_id: str, result: dict) -> dict:
+        return self.post(f"jobs/{job_id}/finish", result)

@@ -1,0 +1,122 @@
+"""A client of one ComfyUI server: HTTP calls and the /ws message stream of one prompt."""
+import json
+import logging
+import uuid
+from typing import Iterator
+
+import requests
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+log = logging.getLogger("gpuworker.comfy")
+
+ENDS = {"execution_success", "execution_error", "execution_interrupted"}
+
+
+class ComfyValidationError(Exception):
+    """ComfyUI refused the prompt (HTTP 400); carries its {error, node_errors} body."""
+
+    def __init__(self, body: dict):
+        error = body.get("error") or {}
+        message = error.get("message", "invalid prompt") if isinstance(error, dict) else str(error)
+        super().__init__(message)
+        self.body = body
+
+
+class ComfyClient:
+    def __init__(self, base_url: str, headers: dict | None = None, timeout: float = 30.0):
+        self.base = base_url.rstrip("/")
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers.update(self.headers)
+
+    def get_json(self, path: str, **params):
+        response = self.session.get(self.base + path, params=params, timeout=self.timeout)
+        response.raise_for_status()
+        return response.json()
+
+    def system_stats(self) -> dict:
+        return self.get_json("/system_stats")
+
+    def object_info(self) -> dict:
+        return self.get_json("/object_info")
+
+    def history(self, prompt_id: str) -> dict:
+        return self.get_json(f"/history/{prompt_id}").get(prompt_id) or {}
+
+    def upload_image(self, filename: str, subfolder: str, fileobj, folder_type: str = "input") -> dict:
+        response = self.session.post(
+            self.base + "/upload/image",
+            files={"image": (filename, fileobj)},
+            data={"subfolder": subfolder, "type": folder_type, "overwrite": "true"},
+            timeout=self.timeout,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def submit(self, prompt: dict, extra_data: dict, client_id: str) -> str:
+        # Never pass a prompt_id: ComfyUI would let a participant overwrite someone's history.
+        response = self.session.post(
+            self.base + "/prompt",
+            json={"prompt": prompt, "extra_data": extra_data, "client_id": client_id},
+            timeout=self.timeout,
+        )
+        if response.status_code == 400:
+            raise ComfyValidationError(response.json())
+        response.raise_for_status()
+        return response.json()["prompt_id"]
+
+    def interrupt(self, prompt_id: str | None) -> None:
+        body = {"prompt_id": prompt_id} if prompt_id else {}
+        self.session.post(self.base + "/interrupt", json=body, timeout=10).raise_for_status()
+
+    def download(self, item: dict, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        """Stream one file from /view: a video of gigabytes never sits in memory whole."""
+        params = {"filename": item["filename"], "subfolder": item.get("subfolder", ""), "type": item.get("type", "output")}
+        with self.session.get(self.base + "/view", params=params, stream=True, timeout=self.timeout) as response:
+            response.raise_for_status()
+            yield from response.iter_content(chunk_size)
+
+    def websocket(self, client_id: str | None = None) -> "PromptSocket":
+        return PromptSocket(self, client_id or uuid.uuid4().hex)
+
+
+class PromptSocket:
+    """ComfyUI's /ws for one client id; yields JSON messages, or None when `timeout` passes.
+
+    Binary frames (preview images) are skipped: previews are not relayed.
+    """
+
+    def __init__(self, client: ComfyClient, client_id: str):
+        self.client = client
+        self.client_id = client_id
+        self.ws = None
+        self.open()
+
+    def open(self):
+        url = self.client.base.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
+        self.ws = connect(url, additional_headers=self.client.headers, open_timeout=15, max_size=None)
+
+    def receive(self, timeout: float) -> dict | None:
+        try:
+            raw = self.ws.recv(timeout=timeout)
+        except TimeoutError:
+            return None
+        if isinstance(raw, bytes):
+            return {"type": "_binary"}
+        return json.loads(raw)
+
+    def reopen(self) -> None:
+        self.close()
+        self.open()
+
+    def close(self):
+        if self.ws is not None:
+            try:
+                self.ws.close()
+            except Exception:
+                pass
+
+
+__all__ = ["ComfyClient", "ComfyValidationError", "PromptSocket", "ConnectionClosed", "ENDS"]
