@@ -1,4 +1,5 @@
 """A client of one ComfyUI server: HTTP calls and the /ws message stream of one prompt."""
+import contextlib
 import json
 import logging
 import uuid
@@ -92,11 +93,15 @@ class PromptSocket:
         self.client = client
         self.client_id = client_id
         self.ws = None
+        self._stack = None
         self.open()
 
     def open(self):
         url = self.client.base.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
-        self.ws = connect(url, additional_headers=self.client.headers, open_timeout=15, max_size=None)
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(
+            connect(url, additional_headers=self.client.headers, open_timeout=15, max_size=None)
+        )
 
     def receive(self, timeout: float) -> dict | None:
         try:
@@ -112,11 +117,10 @@ class PromptSocket:
         self.open()
 
     def close(self):
-        if self.ws is not None:
-            try:
-                self.ws.close()
-            except Exception:
-                pass
+        if self._stack is not None:
+            with contextlib.suppress(Exception):
+                self._stack.close()
+            self._stack = self.ws = None
 
 
 __all__ = ["ComfyClient", "ComfyValidationError", "PromptSocket", "ConnectionClosed", "ENDS"]

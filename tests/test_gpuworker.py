@@ -1,0 +1,136 @@
+"""gpuworker on its own: it never needs Django, and it speaks ComfyUI's protocol (double)."""
+import io
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from gpuworker.comfy import ComfyClient, ComfyValidationError
+from gpuworker.throttle import ProgressThrottle
+from tests.comfyui_double import ComfyUIDouble
+
+ROOT = Path(__file__).resolve().parent.parent
+SIMPLE = json.loads((ROOT / "tests" / "workflows" / "simple.json").read_text())
+
+BLOCK_DJANGO = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class NoDjango(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("django", "channels", "django_rq", "daphne"):
+                raise ImportError(f"gpuworker must not import {name}")
+            return None
+
+    sys.meta_path.insert(0, NoDjango())
+    """
+)
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_gpuworker_imports_nothing_of_django():
+    proof = run_python(BLOCK_DJANGO + "import django")
+    assert proof.returncode != 0 and "must not import django" in proof.stderr, "the import blocker works"
+    result = run_python(
+        BLOCK_DJANGO
+        + "import gpuworker, gpuworker.tasks, gpuworker.app, gpuworker.comfy, gpuworker.throttle, gpuworker.__main__\n"
+        + "print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'channels')))"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_gpuworker_cli_explains_missing_options():
+    result = subprocess.run([sys.executable, "-m", "gpuworker"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and "missing --redis, --app, --token, --comfyui" in result.stderr
+
+
+@pytest.fixture
+def comfy():
+    with ComfyUIDouble(step_time=0.01, steps=2) as double:
+        yield double, ComfyClient(double.url)
+
+
+def follow(socket, prompt_id, timeout=10):
+    seen = []
+    while True:
+        message = socket.receive(timeout=timeout)
+        assert message is not None, f"ComfyUI went quiet; saw {[m['type'] for m in seen]}"
+        if message.get("data", {}).get("prompt_id") == prompt_id or message["type"] == "status":
+            seen.append(message)
+        if message["type"] in ("execution_success", "execution_error", "execution_interrupted"):
+            return seen
+
+
+def test_submit_follow_and_download_a_real_png(comfy):
+    double, client = comfy
+    socket = client.websocket()
+    prompt_id = client.submit(SIMPLE, {}, socket.client_id)
+    kinds = [m["type"] for m in follow(socket, prompt_id)]
+    socket.close()
+    assert kinds.index("execution_start") < kinds.index("executing") < kinds.index("executed") < kinds.index("execution_success")
+    assert double.prompts[-1]["client_id"] == socket.client_id and "prompt_id" not in double.prompts[-1]
+    output = client.history(prompt_id)["outputs"]["3"]["images"][0]
+    png = b"".join(client.download(output, chunk_size=64))
+    assert Image.open(io.BytesIO(png)).convert("RGB").getpixel((5, 5)) == (0, 255, 255)
+
+
+def test_validation_error_carries_comfyuis_body(comfy):
+    _, client = comfy
+    with pytest.raises(ComfyValidationError) as caught:
+        client.submit({"1": {"class_type": "NoSuchNode", "inputs": {}}}, {}, "c")
+    assert caught.value.body["error"]["type"] == "invalid_prompt"
+    assert "NoSuchNode does not exist" in str(caught.value)
+
+
+def test_interrupt_stops_the_prompt(comfy):
+    double, client = comfy
+    double.steps, double.step_time = 500, 0.02
+    socket = client.websocket()
+    prompt_id = client.submit(SIMPLE, {}, socket.client_id)
+    assert double.wait_running(5) == prompt_id
+    client.interrupt(prompt_id)
+    assert follow(socket, prompt_id)[-1]["type"] == "execution_interrupted"
+    socket.close()
+
+
+def test_upload_then_view_round_trip(comfy):
+    double, client = comfy
+    answer = client.upload_image("in.png", "sub", io.BytesIO(b"\x89PNG-bytes"))
+    assert answer == {"name": "in.png", "subfolder": "sub", "type": "input"}
+    item = {"filename": "in.png", "subfolder": "sub", "type": "input"}
+    assert b"".join(client.download(item)) == b"\x89PNG-bytes"
+
+
+def test_throttle_keeps_the_last_step_and_drops_bursts():
+    clock = [0.0]
+    throttle = ProgressThrottle(interval=0.25, clock=lambda: clock[0])
+    msg = lambda v: {"type": "progress", "data": {"value": v, "max": 20, "node": "3"}}  # noqa: E731
+    assert throttle.allow(msg(1))
+    assert not throttle.allow(msg(2)), "too soon after the previous one"
+    clock[0] = 0.3
+    assert throttle.allow(msg(3))
+    assert throttle.allow(msg(20)), "the final step always goes through"
+    assert throttle.allow({"type": "executing", "data": {"node": "3"}}), "other messages are never throttled"
+
+
+def test_double_cache_returns_the_earlier_file_like_comfyui(comfy):
+    double, client = comfy
+    names = []
+    for _ in range(2):
+        socket = client.websocket(uuid.uuid4().hex)
+        prompt_id = client.submit(SIMPLE, {}, socket.client_id)
+        seen = follow(socket, prompt_id)
+        socket.close()
+        names.append(client.history(prompt_id)["outputs"]["3"]["images"][0]["filename"])
+    cached = [m for m in seen if m["type"] == "execution_cached"][0]
+    assert cached["data"]["nodes"] == ["1", "2", "3"] and names[0] == names[1]

@@ -1,0 +1,111 @@
+"""Queue policies as pure functions: the order each one promises participants."""
+import random
+from datetime import datetime, timedelta
+
+import pytest
+
+from jobs.policies import POLICIES, Usage, Waiting, etas, order, positions
+
+T0 = datetime(2026, 11, 22, 10, 0, 0)
+
+
+def job(owner, minute, priority=0, estimate=60.0, name=None):
+    return Waiting(id=name or f"{owner}-{minute}", owner=owner, priority=priority,
+                   created_at=T0 + timedelta(minutes=minute), estimate=estimate)
+
+
+def owners(jobs):
+    return [j.owner for j in jobs]
+
+
+def test_fifo_runs_in_submission_order():
+    jobs = [job("b", 2), job("a", 1), job("a", 3), job("c", 0)]
+    assert [j.id for j in order("fifo", jobs, {})] == ["c-0", "a-1", "b-2", "a-3"]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_priority_beats_every_policy(policy):
+    heavy = {"a": Usage(jobs=50, gpu_seconds=5000.0)}
+    jobs = [job("b", 0), job("c", 1), job("a", 9, priority=10)]
+    assert order(policy, jobs, heavy)[0].id == "a-9", "the instructor's 'run next' goes first"
+
+
+def test_round_robin_one_participants_ten_jobs_do_not_hold_back_anothers_first():
+    jobs = [job("a", n) for n in range(10)] + [job("b", 30)]
+    ordered = order("round_robin", jobs, {})
+    assert owners(ordered[:2]) == ["a", "b"], "b's first job runs second, not eleventh"
+
+
+def test_round_robin_counts_jobs_started_today():
+    jobs = [job("busy", 0), job("fresh", 5)]
+    ordered = order("round_robin", jobs, {"busy": Usage(jobs=5)})
+    assert owners(ordered) == ["fresh", "busy"]
+
+
+def test_round_robin_interleaves_and_keeps_each_participants_own_order():
+    jobs = [job("a", 0), job("a", 1), job("a", 2), job("b", 3), job("b", 4), job("c", 5)]
+    ordered = order("round_robin", jobs, {})
+    assert [j.id for j in ordered] == ["a-0", "b-3", "c-5", "a-1", "b-4", "a-2"]
+
+
+def test_fair_share_gpu_heavy_participant_yields():
+    jobs = [job("video", 0), job("image", 1)]
+    usage = {"video": Usage(jobs=1, gpu_seconds=300.0), "image": Usage(jobs=3, gpu_seconds=10.0)}
+    assert owners(order("fair_share", jobs, usage)) == ["image", "video"]
+    assert owners(order("round_robin", jobs, usage)) == ["video", "image"], "round robin counts jobs instead"
+
+
+def test_fair_share_counts_the_estimates_of_jobs_placed_ahead():
+    # a's first job is a long video: after it, b's three short images come before a's second job.
+    jobs = [job("a", 0, estimate=300), job("a", 1, estimate=300)] + [job("b", 2 + n, estimate=10) for n in range(3)]
+    assert owners(order("fair_share", jobs, {})) == ["a", "b", "b", "b", "a"]
+
+
+def test_equal_timestamps_give_a_deterministic_order():
+    jobs = [job("a", 0, name="z"), job("b", 0, name="y"), job("c", 0, name="x")]
+    for policy in POLICIES:
+        assert [j.id for j in order(policy, jobs, {})] == [j.id for j in order(policy, list(reversed(jobs)), {})]
+
+
+def test_unknown_policy_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unknown queue policy 'lottery'"):
+        order("lottery", [], {})
+
+
+def test_positions_are_one_based_and_follow_the_order():
+    ordered = order("round_robin", [job("a", 0), job("a", 1), job("b", 2)], {})
+    assert positions(ordered) == {"a-0": 1, "b-2": 2, "a-1": 3}
+
+
+def test_etas_with_one_and_two_workers():
+    ordered = [job("a", 0, estimate=60), job("b", 1, estimate=30), job("c", 2, estimate=10)]
+    assert etas(ordered, 1) == {"a-0": 0, "b-1": 60, "c-2": 90}
+    assert etas(ordered, 2) == {"a-0": 0, "b-1": 0, "c-2": 30}
+    assert etas(ordered, 1, running_remaining=[45]) == {"a-0": 45, "b-1": 105, "c-2": 135}
+    assert etas(ordered, 2, running_remaining=[45]) == {"a-0": 0, "b-1": 45, "c-2": 60}
+
+
+def test_etas_unknown_without_workers():
+    assert etas([job("a", 0)], 0) == {}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_random_queues_keep_every_job_priority_and_own_order(policy):
+    rng = random.Random(7)
+    for _ in range(50):
+        jobs = [job(rng.choice("abcdef"), rng.randint(0, 100), priority=rng.choice([0, 0, 0, 5, 10]),
+                    estimate=rng.uniform(1, 300), name=f"j{n}") for n in range(rng.randint(0, 40))]
+        usage = {o: Usage(jobs=rng.randint(0, 9), gpu_seconds=rng.uniform(0, 900)) for o in "abcdef"}
+        ordered = order(policy, jobs, usage)
+        assert sorted(j.id for j in ordered) == sorted(j.id for j in jobs), "a permutation: no job lost or doubled"
+        prios = [j.priority for j in ordered]
+        assert prios == sorted(prios, reverse=True), "higher priority always earlier"
+        for owner in "abcdef":
+            mine = [j for j in ordered if j.owner == owner]
+            assert mine == sorted(mine, key=lambda j: (-j.priority, j.created_at, j.id))
+
+
+def test_two_hundred_participants_are_ordered_quickly_enough_for_every_push():
+    jobs = [job(f"{o:03d}", o * 10 + n) for o in range(200) for n in range(10)]
+    ordered = order("fair_share", jobs, {})
+    assert len(ordered) == 2000 and len({j.owner for j in ordered[:200]}) == 200, "everyone's first job comes first"
