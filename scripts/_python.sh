@@ -24,7 +24,8 @@ find_python() {
 
 ensure_venv() {
     # usage: ensure_venv requirements-file
-    local req="$1" stamp=".venv/.installed-$(basename "$req")"
+    local req="$1"
+    local stamp=".venv/.installed-$(basename "$req")"
     if [ ! -x .venv/bin/python ]; then
         local py
         py=$(find_python) || { echo "Python 3.12 or newer is needed (set PYTHON=/path/to/python3.12)." >&2; exit 1; }
