@@ -519,6 +519,26 @@ class ComfyUIDouble:
             item = self.queue.pop(0)
             await self._execute(item)
 
+    def _execution_order(self, prompt, outputs):
+        """Like ComfyUI's ux_friendly_pick_node: a ready output node runs as soon as it can."""
+        pending = []
+        for out in outputs:
+            for nid in reversed(self._ancestors(prompt, out)):
+                if nid not in pending:
+                    pending.append(nid)
+        deps = {
+            nid: {v[0] for v in prompt[nid].get("inputs", {}).values()
+                  if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)}
+            for nid in pending
+        }
+        order = []
+        while pending:
+            ready = [nid for nid in pending if deps[nid] <= set(order)]
+            pick = next((nid for nid in ready if nid in outputs), ready[0])
+            order.append(pick)
+            pending.remove(pick)
+        return order
+
     def _signature(self, prompt, node_id, memo):
         if node_id not in memo:
             node = prompt[node_id]
@@ -547,11 +567,7 @@ class ComfyUIDouble:
 
         await self.send_status()
         await emit("execution_start", {"prompt_id": prompt_id, "timestamp": now_ms()})
-        order = []
-        for out in outputs:
-            for nid in reversed(self._ancestors(prompt, out)):
-                if nid not in order:
-                    order.append(nid)
+        order = self._execution_order(prompt, outputs)
         memo = {}
         cached = [nid for nid in order if self.cache_enabled and self._cache.get(nid, (None,))[0] == self._signature(prompt, nid, memo)]
         await emit("execution_cached", {"nodes": cached, "prompt_id": prompt_id, "timestamp": now_ms()})

@@ -155,3 +155,28 @@ def test_policies_decide_start_order_through_rq(live_app, participants, double, 
         )
     started = Job.objects.filter(pk__in=submitted).order_by("started_at")
     assert [job.workspace.slug for job in started] == expected
+
+
+def test_input_files_travel_from_the_workspace_to_comfyui(live_app, participants, double):
+    """A LoadImage input in user001's workspace reaches the GPU host and comes back processed."""
+    from PIL import Image as PILImage
+
+    PILImage.new("RGB", (32, 16), (10, 20, 30)).save(participants[0].file_path("input", "mine.png"))
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "mine.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "from_input"}},
+    }
+    with live_app.gpu_worker(double.url):
+        alice = live_app.login("user001")
+        with live_app.ws(alice, "001") as ws:
+            prompt_id = post_prompt(alice, live_app, "001", prompt)
+            receive_until(ws, finished(prompt_id))
+        missing = alice.post(f"{live_app.url}/user/001/api/prompt",
+                             json={"prompt": {**prompt, "1": {"class_type": "LoadImage", "inputs": {"image": "nope.png"}}}},
+                             timeout=10)
+    assert missing.status_code == 400 and "nope.png" in missing.json()["error"]["message"]
+    assert double.uploads[-1]["name"] == "mine.png"
+    output = Job.objects.get(pk=prompt_id).outputs["3"]["images"][0]
+    picture = PILImage.open(participants[0].file_path("output", output["filename"], output["subfolder"]))
+    assert picture.size == (32, 16) and picture.convert("RGB").getpixel((0, 0)) == (245, 235, 225)

@@ -134,3 +134,25 @@ def test_double_cache_returns_the_earlier_file_like_comfyui(comfy):
         names.append(client.history(prompt_id)["outputs"]["3"]["images"][0]["filename"])
     cached = [m for m in seen if m["type"] == "execution_cached"][0]
     assert cached["data"]["nodes"] == ["1", "2", "3"] and names[0] == names[1]
+
+
+def test_double_follows_the_recorded_message_sequence(comfy):
+    """The double's websocket sequence for the recorded model-free run matches real ComfyUI's."""
+    recorded_path = ROOT.parent / "shared" / "comfyui" / "transcripts.json"
+    if not recorded_path.exists():
+        pytest.skip("recorded ComfyUI transcripts not present on this machine")
+    case = json.loads(recorded_path.read_text())["model_free_ok"]
+    double, client = comfy
+    socket = client.websocket()
+    prompt_id = client.submit(case["request"]["prompt"], {}, socket.client_id)
+    seen = follow(socket, prompt_id)
+    socket.close()
+    essential = {"execution_start", "execution_cached", "executing", "executed", "execution_success"}
+    ours = [m["type"] for m in seen if m["type"] in essential]
+    theirs = [m["type"] for m in case["ws"] if m["type"] in essential]
+    assert ours == theirs
+    ours_history = client.history(prompt_id)
+    theirs_history = next(iter(case["history"].values()))
+    assert set(ours_history) == set(theirs_history)
+    assert ours_history["status"].keys() == theirs_history["status"].keys()
+    assert [kind for kind, _ in ours_history["status"]["messages"]] == [k for k, _ in theirs_history["status"]["messages"]]

@@ -1,0 +1,76 @@
+"""The README's run command: the platform comes up on embedded defaults and stops cleanly."""
+import csv
+import os
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import ROOT, free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def processes_with(marker: str) -> list[int]:
+    """Every process whose environment carries `marker` (children inherit it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_scripts_run_serves_user001_and_leaves_nothing_behind(tmp_path, settings):
+    port = free_port()
+    marker = f"WORKSHOP_RUN_TEST={uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "COMFYUI_URL")}
+    env.update(
+        PORT=str(port),
+        REDIS_URL=settings.REDIS_URL,
+        WORKSHOP_VAR_DIR=str(tmp_path / "var"),
+        WORKSHOP_DATA_DIR=str(tmp_path / "data"),
+        WORKSHOP_USERS="2",
+    )
+    env[marker.split("=")[0]] = marker.split("=")[1]
+    log = (tmp_path / "run.log").open("wb")
+    script = subprocess.Popen(["bash", "scripts/run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def up():
+            assert script.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            try:
+                return requests.get(f"{base}/health", timeout=1).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_until(up, timeout=120, interval=0.2, message="scripts/run to serve /health")
+        rows = list(csv.DictReader((tmp_path / "var" / "credentials.csv").open()))
+        password = next(r["password"] for r in rows if r["username"] == "user001")
+        session = requests.Session()
+        session.get(f"{base}/accounts/login/", timeout=10)
+        login = session.post(
+            f"{base}/accounts/login/",
+            data={"username": "user001", "password": password, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+            headers={"Referer": f"{base}/accounts/login/"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert login.status_code == 302
+        queue = session.get(f"{base}/user/001/api/queue", timeout=10)
+        assert queue.status_code == 200 and queue.json() == {"queue_running": [], "queue_pending": []}
+        assert len(processes_with(marker)) >= 4, "daphne, dispatcher, simulated GPU and gpuworker run"
+    finally:
+        script.send_signal(signal.SIGTERM)
+        script.wait(timeout=60)
+        log.close()
+    wait_until(lambda: processes_with(marker) == [], timeout=20, message="every process of scripts/run to exit")
+    assert "nothing left running" in (tmp_path / "run.log").read_text()
