@@ -57,6 +57,12 @@ class WorkerAdmin(admin.ModelAdmin):
 class QueueSettingsAdmin(admin.ModelAdmin):
     list_display = ("__str__", "policy", "paused", "max_waiting_per_user", "job_timeout", "updated_at")
 
+    def has_add_permission(self, request):
+        return not QueueSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         dispatcher.dispatch()

@@ -72,6 +72,11 @@ def job_of(request, job_id) -> Job:
     return get_object_or_404(Job.objects.select_related("workspace"), pk=job_id)
 
 
+def someone_elses(request, job: Job) -> bool:
+    """A job that another worker runs: this worker may neither upload to it nor end it."""
+    return job.worker_id is not None and job.worker_id != request.worker.pk
+
+
 @worker_call(["POST"])
 @bad_request_as_400
 def register(request):
@@ -182,7 +187,7 @@ def job_events(request, job_id):
 @bad_request_as_400
 def job_output(request, job_id):
     job = job_of(request, job_id)
-    if job.state not in (JobState.RUNNING, JobState.COMPLETED):
+    if job.state not in (JobState.RUNNING, JobState.COMPLETED) or someone_elses(request, job):
         return JsonResponse({"state": job.state}, status=409)
     folder_type = request.GET.get("type", "output")
     if folder_type not in ("output", "temp"):
@@ -200,6 +205,8 @@ def job_output(request, job_id):
 @bad_request_as_400
 def job_finish(request, job_id):
     job = job_of(request, job_id)
+    if someone_elses(request, job):
+        return JsonResponse({"state": job.state}, status=409)
     data = body(request)
     status = data.get("status")
     messages = data.get("messages") or []

@@ -250,3 +250,18 @@ def test_workshop_setup_creates_accounts_once(db, tmp_path, capsys):
     assert rows_after[:5] == rows and len(rows_after) == 6, "only user004 is new; old passwords unchanged"
     assert get_user_model().objects.get(username=user).check_password(password)
     assert get_user_model().objects.get(username="instructor").is_staff
+
+
+def test_a_worker_cannot_end_or_fill_another_workers_job(client, participants, online_worker):
+    intruder, intruder_token = Worker.create_with_token("intruder")
+    job = queue_job(participants[0])
+    job.mark_dispatched()
+    job.mark_running(online_worker)
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {intruder_token}"}
+    finish = client.post(f"/api/worker/jobs/{job.pk}/finish", data=json.dumps({"status": "success"}),
+                         content_type="application/json", **headers)
+    upload = client.put(f"/api/worker/jobs/{job.pk}/outputs?filename=x.png&type=output", data=b"x",
+                        content_type="image/png", **headers)
+    assert finish.status_code == upload.status_code == 409
+    assert Job.objects.get(pk=job.pk).state == JobState.RUNNING
+    assert not participants[0].file_path("output", "x.png").exists()
