@@ -75,8 +75,7 @@ def prompt(request, workspace):
     if "prompt" not in data:
         return comfy_error(400, "no_prompt", "No prompt provided", "No prompt provided")
     api_prompt = data["prompt"]
-    catalog = Catalog.current()
-    object_info = catalog.object_info if catalog else None
+    object_info = Catalog.current_object_info()
     error, node_errors = validate_prompt(api_prompt, object_info, data.get("partial_execution_targets"))
     if error is not None:
         return JsonResponse({"error": error, "node_errors": node_errors}, status=400)
@@ -108,14 +107,7 @@ def prompt(request, workspace):
     except SubmitError as exc:
         return JsonResponse(exc.as_comfy(), status=exc.status)
     dispatcher.schedule_dispatch()
-    _schedule_queue_push(workspace.slug)
     return JsonResponse({"prompt_id": str(job.id), "number": job.number, "node_errors": node_errors or {}})
-
-
-def _schedule_queue_push(slug):
-    from django.db import transaction
-
-    transaction.on_commit(lambda: events.queue_changed(also=[slug]))
 
 
 def _workflow_name(extra_data: dict) -> str:
@@ -136,7 +128,7 @@ def queue(request, workspace):
         for job in chosen:
             job.cancel()
         if chosen:
-            events.queue_changed(also=[workspace.slug])
+            dispatcher.schedule_dispatch()
         return JsonResponse({})
 
     from jobs.queue import snapshot
@@ -220,5 +212,5 @@ def interrupt(request, workspace):
         running = running.filter(pk__in=ids)
     for job in running[:1]:
         job.cancel()
-        events.queue_changed(also=[workspace.slug])
+        events.queue_changed()
     return JsonResponse({})

@@ -29,22 +29,25 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
         query = dict(part.split("=", 1) for part in self.scope.get("query_string", b"").decode().split("&") if "=" in part)
         self.sid = query.get("clientId") or uuid.uuid4().hex
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(events.QUEUE_GROUP, self.channel_name)
         await self.accept()
         # ComfyUI's first frame is always `status` carrying the sid the UI then uses as client_id.
-        snapshot_messages = await database_sync_to_async(self._snapshot)()
-        first, *rest = snapshot_messages
-        first["data"]["sid"] = self.sid
-        for message in (first, *rest):
+        payload = await database_sync_to_async(self._snapshot)()
+        first, *rest = events.queue_messages(payload, self.workspace.slug)
+        self.last_queue = [first, *rest]
+        await self.send(text_data=json.dumps({**first, "data": {**first["data"], "sid": self.sid}}))
+        for message in rest:
             await self.send(text_data=json.dumps(message))
 
     def _snapshot(self):
         from jobs.queue import snapshot
 
-        return events.queue_messages(snapshot(), self.workspace.slug)
+        return events.queue_payload(snapshot())
 
     async def disconnect(self, code):
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.channel_layer.group_discard(events.QUEUE_GROUP, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
         if not text_data:
@@ -58,3 +61,10 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
 
     async def comfy_message(self, event):
         await self.send(text_data=json.dumps(event["message"]))
+
+    async def queue_update(self, event):
+        messages = events.queue_messages(event["payload"], self.workspace.slug)
+        if messages != self.last_queue:
+            self.last_queue = messages
+            for message in messages:
+                await self.send(text_data=json.dumps(message))

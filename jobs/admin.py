@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from . import dispatcher, events
+from . import dispatcher
 from .models import PRIORITY_NEXT, PRIORITY_NOW, Job, JobState, QueueSettings, Worker
 
 
@@ -19,14 +19,13 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
         done = sum(job.cancel() for job in queryset)
-        events.queue_changed(also={j.workspace.slug for j in queryset})
+        dispatcher.dispatch_and_announce()
         self.message_user(request, f"Cancelled {done} job(s).")
 
     @admin.action(description="Run next (head of the queue)")
     def run_next(self, request, queryset):
         n = queryset.filter(state=JobState.QUEUED).update(priority=PRIORITY_NEXT)
-        dispatcher.dispatch()
-        events.queue_changed()
+        dispatcher.dispatch_and_announce()
         self.message_user(request, f"{n} job(s) moved to the head of the queue.")
 
     @admin.action(description="Run now (interrupts a running job; it comes back first)")
@@ -38,8 +37,7 @@ class JobAdmin(admin.ModelAdmin):
         Job.objects.filter(pk__in=[j.pk for j in chosen]).update(priority=PRIORITY_NOW)
         victims = Job.objects.filter(state=JobState.RUNNING).order_by("-started_at")[: len(chosen)]
         interrupted = sum(job.interrupt_for_demo() for job in victims)
-        dispatcher.dispatch()
-        events.queue_changed()
+        dispatcher.dispatch_and_announce()
         self.message_user(request, f"{len(chosen)} job(s) run now; {interrupted} running job(s) interrupted.")
 
 
@@ -65,5 +63,4 @@ class QueueSettingsAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
-        dispatcher.dispatch()
-        events.queue_changed()
+        dispatcher.dispatch_and_announce()

@@ -49,12 +49,17 @@ def _enqueue_all(jobs) -> None:
             rq.enqueue(job)
         except Exception:  # Redis down: reconcile() enqueues it again once Redis is back.
             log.exception("could not enqueue job %s", job.id)
+
+
+def dispatch_and_announce() -> None:
+    """After any queue change: start what can start, then tell every browser its position."""
+    dispatch()
     events.queue_changed()
 
 
 def schedule_dispatch() -> None:
-    """Dispatch once the current transaction commits (or now, outside one)."""
-    transaction.on_commit(dispatch)
+    """dispatch_and_announce once the current transaction commits (or now, outside one)."""
+    transaction.on_commit(dispatch_and_announce)
 
 
 def reconcile() -> dict:
@@ -78,15 +83,14 @@ def reconcile() -> dict:
         if worker is None or not worker.last_heartbeat or worker.last_heartbeat < stale_cutoff:
             if job.requeue_front(f"GPU worker {worker or '?'} stopped answering"):
                 counts["requeued"] += 1
-                events.job_changed(job)
         elif job.started_at and job.started_at < now - timedelta(seconds=queue_settings.job_timeout + 120):
             if job.mark_failed(f"Timed out after {queue_settings.job_timeout} s"):
                 rq.signal_stop(job.id, "cancel")
                 counts["timed_out"] += 1
-                events.job_changed(job)
 
     if any(counts.values()):
-        events.queue_changed()
-    dispatch()
+        dispatch_and_announce()
+    else:
+        dispatch()
     return counts
 

@@ -147,6 +147,24 @@ class Catalog(models.Model):
         online = cls.objects.filter(worker__in=Worker.objects.online()).order_by("-updated_at").first()
         return online or cls.objects.order_by("-updated_at").first()
 
+    _parsed: dict = {}
+
+    @classmethod
+    def current_object_info(cls) -> dict | None:
+        """object_info of the current catalog, parsed once per process and version.
+
+        A real ComfyUI's object_info is about 500 KB of JSON: every prompt validates against it,
+        so it is read from the database only when a worker published a new one.
+        """
+        online = cls.objects.filter(worker__in=Worker.objects.online())
+        key = online.order_by("-updated_at").values_list("pk", "updated_at").first()
+        key = key or cls.objects.order_by("-updated_at").values_list("pk", "updated_at").first()
+        if key is None:
+            return None
+        if cls._parsed.get("key") != key:
+            cls._parsed = {"key": key, "object_info": cls.objects.values_list("object_info", flat=True).get(pk=key[0])}
+        return cls._parsed["object_info"]
+
 
 class SubmitError(Exception):
     """A prompt the queue refuses; carries ComfyUI's error shape so the UI can show it."""

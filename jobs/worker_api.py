@@ -91,7 +91,6 @@ def register(request):
         current_job=None,
     )
     dispatcher.schedule_dispatch()
-    events.queue_changed()
     return JsonResponse({"worker": worker.name, "queue": rq.gpu_queue().name})
 
 
@@ -109,7 +108,6 @@ def heartbeat(request):
     request.worker.beat(status=status)
     if not was_online:
         dispatcher.schedule_dispatch()
-        events.queue_changed()
     return JsonResponse({"ok": True})
 
 
@@ -155,7 +153,7 @@ def job_started(request, job_id):
     if not job.mark_running(request.worker):
         return JsonResponse({"state": job.state}, status=409)
     request.worker.beat(status="busy", current_job=job)
-    events.job_changed(job)
+    events.queue_changed()
     return JsonResponse({"ok": True})
 
 
@@ -228,7 +226,6 @@ def job_finish(request, job_id):
     if changed:
         rq.clear_stop(job.pk)
         _announce_end(job, status, err)
-        events.job_changed(job)
         dispatcher.schedule_dispatch()
     Worker.objects.filter(pk=request.worker.pk, current_job=job).update(current_job=None, status="idle")
     return JsonResponse({"ok": True, "state": job.state})
