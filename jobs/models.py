@@ -10,8 +10,8 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models
-from django.db.models import F, Q
+from django.db import models, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from . import policies
@@ -247,6 +247,11 @@ class Job(models.Model):
                 status=429,
             )
         extra = {k: v for k, v in (extra_data or {}).items() if k not in SECRET_EXTRA_KEYS}
+        with transaction.atomic():
+            return cls._create(workspace, prompt, extra, client_id, inputs, outputs_to_execute, workflow_name)
+
+    @classmethod
+    def _create(cls, workspace, prompt, extra, client_id, inputs, outputs_to_execute, workflow_name) -> "Job":
         last = cls.objects.filter(workspace=workspace).aggregate(n=models.Max("number"))["n"]
         job = cls.objects.create(
             workspace=workspace,
