@@ -214,3 +214,12 @@ def interrupt(request, workspace):
         job.cancel()
         events.queue_changed()
     return JsonResponse({})
+
+
+@workspace_api(["GET"])
+def workshop_queue(request, workspace):
+    """The `workshop.queue` message's data for this workspace (the badge asks on load)."""
+    from jobs.queue import snapshot
+
+    status, queue_message = events.queue_messages(events.queue_payload(snapshot()), workspace.slug)
+    return JsonResponse(queue_message["data"])

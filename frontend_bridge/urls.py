@@ -1,17 +1,56 @@
-from django.urls import path, re_path
+from django.urls import re_path
 
-from . import api
+from . import api, frontend, workspace_api as w
 
 SLUG = r"(?P<slug>[A-Za-z0-9_-]{1,16})"
 
-# ComfyUI registers each route both bare and under /api; so do we.
-urlpatterns = []
+# ComfyUI registers each API route both bare and under /api; so do we.
+API_ROUTES = [
+    (r"prompt", api.prompt),
+    (r"queue", api.queue),
+    (r"history", api.history),
+    (r"history/(?P<prompt_id>[^/]+)", api.history),
+    (r"view", api.view),
+    (r"interrupt", api.interrupt),
+    (r"workshop/queue", api.workshop_queue),
+    (r"workshop/releases", w.releases),
+    (r"free", w.free),
+    (r"system_stats", w.system_stats),
+    (r"features", w.features),
+    (r"embeddings", w.embeddings),
+    (r"extensions", w.extensions),
+    (r"object_info", w.object_info),
+    (r"object_info/(?P<node_class>[^/]+)", w.object_info),
+    (r"models", w.models),
+    (r"models/(?P<folder>[^/]+)", w.models),
+    (r"experiment/models", w.experiment_models),
+    (r"experiment/models/(?P<folder>[^/]+)", w.experiment_models),
+    (r"workflow_templates", w.empty_object),
+    (r"i18n", w.empty_object),
+    (r"users", w.users),
+    (r"settings", w.settings_all),
+    (r"settings/(?P<setting_id>[^/]+)", w.settings_one),
+    (r"userdata", w.userdata_list),
+    (r"v2/userdata", w.userdata_v2),
+    (r"userdata/(?P<file>.+)/move/(?P<dest>.+)", w.userdata_move),
+    (r"userdata/(?P<file>.+)", w.userdata_file),
+    (r"upload/image", w.upload_image),
+    (r"upload/mask", w.upload_mask),
+    (r"view_metadata/(?P<folder_name>[^/]+)", w.view_metadata),
+]
+
+urlpatterns = [
+    re_path(r"^assets/(?P<path>.+)$", frontend.root_asset),
+    re_path(r"^favicon\.ico$", frontend.root_asset, {"path": "favicon.ico"}),
+]
 for prefix in ("api/", ""):
-    urlpatterns += [
-        re_path(rf"^user/{SLUG}/{prefix}prompt$", api.prompt),
-        re_path(rf"^user/{SLUG}/{prefix}queue$", api.queue),
-        re_path(rf"^user/{SLUG}/{prefix}history$", api.history),
-        re_path(rf"^user/{SLUG}/{prefix}history/(?P<prompt_id>[^/]+)$", api.history),
-        re_path(rf"^user/{SLUG}/{prefix}view$", api.view),
-        re_path(rf"^user/{SLUG}/{prefix}interrupt$", api.interrupt),
-    ]
+    urlpatterns += [re_path(rf"^user/{SLUG}/{prefix}{pattern}$", view) for pattern, view in API_ROUTES]
+urlpatterns += [
+    re_path(rf"^user/{SLUG}/internal/logs(/raw|/subscribe)?$", w.internal_logs),
+    re_path(rf"^user/{SLUG}/internal/files/(?P<folder_type>[a-z]+)$", w.internal_files),
+    re_path(rf"^user/{SLUG}/internal/folder_paths$", w.internal_folder_paths),
+    re_path(rf"^user/{SLUG}$", frontend.without_slash),
+    re_path(rf"^user/{SLUG}/$", frontend.page),
+    re_path(rf"^user/{SLUG}/(?P<path>(assets|scripts|extensions|fonts|cursor|templates|docs)/.+|[^/]+\.(css|json|js|ico|png|svg))$",
+            frontend.asset),
+]

@@ -124,6 +124,9 @@ RQ_QUEUES = {
 # Where workspaces keep their files: <WORKSHOP_DATA_DIR>/workspaces/<slug>/{input,output,temp,userdata}
 WORKSHOP_DATA_DIR = Path(env_str("WORKSHOP_DATA_DIR", str(VAR_DIR / "data")))
 
+# Official templates offered as workshop workflows (names in the comfyui-workflow-templates package).
+WORKSHOP_TEMPLATES = env_list("WORKSHOP_TEMPLATES", ["ltxv_text_to_video", "ltxv_image_to_video", "flux_schnell"])
+
 # Queue and worker settings (the instructor changes live values in the admin: QueueSettings).
 WORKSHOP_USERS = env_int("WORKSHOP_USERS", 20)
 QUEUE_POLICY = env_str("QUEUE_POLICY", "round_robin")

@@ -1,0 +1,91 @@
+"""The official ComfyUI frontend (the comfyui-frontend-package wheel), served per workspace.
+
+Everything the frontend asks for resolves under `/user/<slug>/`, except the progress favicon
+frames it requests at the site root (`/assets/...`), which are served there too.
+"""
+import mimetypes
+from functools import lru_cache
+from pathlib import Path
+
+import comfyui_frontend_package
+from django.contrib.auth.views import redirect_to_login
+from django.http import FileResponse, Http404, HttpResponse, HttpResponsePermanentRedirect
+
+from accounts.access import workspace_for
+
+FRONTEND_ROOT = Path(comfyui_frontend_package.__file__).parent / "static"
+OWN_EXTENSIONS = Path(__file__).parent / "static_ext"
+# Hashed bundle names never change content: cache them for a year. Anything else may change
+# with a frontend upgrade; index.html must always be fresh.
+IMMUTABLE = "public, max-age=31536000, immutable"
+SHORT = "public, max-age=3600"
+
+
+@lru_cache(maxsize=1)
+def frontend_version() -> str:
+    from importlib.metadata import version
+
+    return version("comfyui-frontend-package")
+
+
+def static_file(root: Path, relative: str, cache_control: str) -> FileResponse:
+    """A file under `root`, refusing anything that resolves outside it."""
+    base = root.resolve()
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base) or not path.is_file():
+        raise Http404("No such file")
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if path.suffix in (".js", ".mjs"):
+        content_type = "text/javascript"
+    response = FileResponse(open(path, "rb"), content_type=content_type)
+    response["Cache-Control"] = cache_control
+    return response
+
+
+def cache_for(relative: str) -> str:
+    return IMMUTABLE if relative.startswith("assets/") and not relative.startswith("assets/images/") else SHORT
+
+
+def page(request, slug):
+    """`/user/<slug>/`: the ComfyUI web UI, for the owner and staff."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    workspace_for(request.user, slug)
+    response = static_file(FRONTEND_ROOT, "index.html", "no-cache")
+    response["X-Workshop-Workspace"] = slug
+    return response
+
+
+def without_slash(request, slug):
+    # The frontend derives its API base from the path: "/user/007" would make it "/user".
+    return HttpResponsePermanentRedirect(f"/user/{slug}/")
+
+
+def asset(request, slug, path):
+    """Static files of the frontend under the workspace prefix (public code, no user data)."""
+    if path == "user.css":
+        return HttpResponse("", content_type="text/css")
+    if path.startswith("extensions/workshop/"):
+        return static_file(OWN_EXTENSIONS, path.removeprefix("extensions/workshop/"), "no-cache")
+    if path.startswith("templates/"):
+        return static_file(templates_root(), path.removeprefix("templates/"), SHORT)
+    return static_file(FRONTEND_ROOT, path, cache_for(path))
+
+
+def templates_root() -> Path:
+    """The official workflow templates (Templates dialog), from comfyui-workflow-templates."""
+    import comfyui_workflow_templates
+
+    return Path(comfyui_workflow_templates.__file__).parent / "templates"
+
+
+def root_asset(request, path):
+    """`/assets/...` at the site root: the progress favicon frames use an absolute path."""
+    return static_file(FRONTEND_ROOT / "assets", path, SHORT)
+
+
+def core_extensions() -> list[str]:
+    files = sorted((FRONTEND_ROOT / "extensions").rglob("*.js"))
+    core = ["/extensions/" + str(p.relative_to(FRONTEND_ROOT / "extensions")) for p in files]
+    own = ["/extensions/workshop/" + p.name for p in sorted(OWN_EXTENSIONS.glob("*.js"))]
+    return core + own

@@ -1,0 +1,436 @@
+"""The rest of ComfyUI's HTTP API, per workspace: userdata, settings, uploads, and the catalog
+routes answered from what the GPU workers published (never ComfyUI's global views, which would
+show one participant everybody's files and prompts)."""
+import json
+import mimetypes
+import os
+import shutil
+from pathlib import Path
+
+from django.http import FileResponse, HttpResponse, JsonResponse
+
+from accounts.models import UnsafePath
+from jobs.models import Catalog
+
+from . import workflows
+from .api import json_body, workspace_api
+from .frontend import core_extensions, frontend_version
+
+SUPPORTED_COMFYUI = "0.3.64"
+SETTINGS_FILE = "comfy.settings.json"
+UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "upload")
+
+
+def _catalog_data() -> dict:
+    catalog = Catalog.current()
+    return catalog.data if catalog else {}
+
+
+# --- catalog routes --------------------------------------------------------------------------
+
+
+@workspace_api(["GET"])
+def system_stats(request, workspace):
+    stats = _catalog_data().get("system_stats")
+    if stats:
+        return JsonResponse(stats)
+    # No GPU worker has ever connected: the UI must still load (the queue badge says why).
+    return JsonResponse(
+        {
+            "system": {
+                "os": "posix", "ram_total": 0, "ram_free": 0, "comfyui_version": SUPPORTED_COMFYUI,
+                "required_frontend_version": frontend_version(), "python_version": "", "pytorch_version": "",
+                "embedded_python": False, "argv": [],
+            },
+            "devices": [],
+        }
+    )
+
+
+@workspace_api(["GET"])
+def features(request, workspace):
+    from django.conf import settings
+
+    return JsonResponse({"supports_preview_metadata": False, "max_upload_size": settings.MAX_UPLOAD_BYTES})
+
+
+@workspace_api(["GET"])
+def embeddings(request, workspace):
+    return JsonResponse(_catalog_data().get("embeddings") or [], safe=False)
+
+
+@workspace_api(["GET"])
+def extensions(request, workspace):
+    return JsonResponse(core_extensions(), safe=False)
+
+
+def _input_files(workspace) -> list[str]:
+    root = workspace.root / "input"
+    if not root.is_dir():
+        return []
+    return sorted(
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+    )
+
+
+def _with_workspace_files(object_info: dict, workspace) -> dict:
+    """Upload inputs (LoadImage …) list this workspace's own input files, nobody else's."""
+    files = None
+    patched = {}
+    for name, info in object_info.items():
+        required = (info.get("input") or {}).get("required") or {}
+        uploads = [
+            key for key, spec in required.items()
+            if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict)
+            and any(spec[1].get(flag) for flag in UPLOAD_FLAGS) and isinstance(spec[0], list)
+        ]
+        if not uploads:
+            patched[name] = info
+            continue
+        if files is None:
+            files = _input_files(workspace)
+        info = json.loads(json.dumps(info))
+        for key in uploads:
+            info["input"]["required"][key][0] = files
+        patched[name] = info
+    return patched
+
+
+@workspace_api(["GET"])
+def object_info(request, workspace, node_class=None):
+    info = Catalog.current_object_info() or {}
+    if node_class is not None:
+        info = {node_class: info[node_class]} if node_class in info else {}
+    return JsonResponse(_with_workspace_files(info, workspace))
+
+
+@workspace_api(["GET"])
+def models(request, workspace, folder=None):
+    data = _catalog_data()
+    if folder is None:
+        return JsonResponse(data.get("models") or [], safe=False)
+    files = (data.get("model_files") or {}).get(folder)
+    if files is None and folder not in (data.get("models") or []):
+        return HttpResponse(status=404)
+    return JsonResponse(files or [], safe=False)
+
+
+@workspace_api(["GET"])
+def experiment_models(request, workspace, folder=None):
+    data = _catalog_data()
+    if folder is None:
+        return JsonResponse([{"name": name, "folders": []} for name in data.get("models") or []], safe=False)
+    files = (data.get("model_files") or {}).get(folder) or []
+    return JsonResponse([{"name": f, "pathIndex": 0} for f in files], safe=False)
+
+
+@workspace_api(["GET"])
+def releases(request, workspace):
+    """Stands in for api.comfy.org's release list: a workshop pins its ComfyUI version."""
+    return JsonResponse([], safe=False)
+
+
+@workspace_api(["GET"])
+def empty_object(request, workspace, *args, **kwargs):
+    """Routes a plain ComfyUI answers with {} here: i18n, workflow_templates of custom nodes."""
+    return JsonResponse({})
+
+
+@workspace_api(["GET", "PATCH"])
+def internal_logs(request, workspace, *args, **kwargs):
+    # ComfyUI's server log belongs to the GPU host and shows everyone's prompts: never shown.
+    if request.method == "PATCH":
+        return JsonResponse({})
+    return JsonResponse({"entries": [], "size": {"cols": 80, "rows": 24}} if "raw" in request.path else "", safe=False)
+
+
+@workspace_api(["GET"])
+def internal_files(request, workspace, folder_type):
+    if folder_type not in ("input", "output", "temp"):
+        return JsonResponse({"error": "Unknown folder"}, status=400)
+    root = workspace.root / folder_type
+    files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
+    return JsonResponse([str(p.relative_to(root)) for p in files], safe=False)
+
+
+@workspace_api(["GET"])
+def internal_folder_paths(request, workspace):
+    return JsonResponse({})
+
+
+@workspace_api(["POST"])
+def free(request, workspace):
+    # Unloading models on a shared GPU is the instructor's call, not a participant's.
+    return HttpResponse(status=200)
+
+
+# --- users and settings ------------------------------------------------------------------------
+
+
+@workspace_api(["GET", "POST"])
+def users(request, workspace):
+    if request.method == "POST":
+        return JsonResponse({"error": "Accounts are created by the workshop's operator."}, status=400)
+    return JsonResponse({"storage": "server", "migrated": False})
+
+
+def _settings_path(workspace) -> Path:
+    return workspace.root / "userdata" / SETTINGS_FILE
+
+
+def _load_settings(workspace) -> dict:
+    try:
+        return json.loads(_settings_path(workspace).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_settings(workspace, values: dict) -> None:
+    path = _settings_path(workspace)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(values, indent=2))
+    os.replace(tmp, path)
+
+
+@workspace_api(["GET", "POST"])
+def settings_all(request, workspace):
+    if request.method == "POST":
+        values = json_body(request)
+        if not isinstance(values, dict):
+            return JsonResponse({"error": "Settings must be a JSON object."}, status=400)
+        _save_settings(workspace, {**_load_settings(workspace), **values})
+        return HttpResponse(status=200)
+    return JsonResponse(_load_settings(workspace))
+
+
+@workspace_api(["GET", "POST"])
+def settings_one(request, workspace, setting_id):
+    if request.method == "POST":
+        try:
+            value = json.loads(request.body or b"null")
+        except ValueError:
+            return JsonResponse({"error": "Setting value must be JSON."}, status=400)
+        _save_settings(workspace, {**_load_settings(workspace), setting_id: value})
+        return JsonResponse({})
+    return JsonResponse(_load_settings(workspace).get(setting_id), safe=False)
+
+
+# --- userdata: saved workflows, user.css, templates file … --------------------------------------
+
+
+def _userdata_root(workspace) -> Path:
+    root = workspace.root / "userdata"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _userdata_path(workspace, relative: str) -> Path:
+    root = _userdata_root(workspace).resolve()
+    if not relative or relative.startswith(("/", "\\")) or "\x00" in relative:
+        raise UnsafePath("Invalid file name")
+    parts = relative.replace("\\", "/").split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise UnsafePath("Invalid file name")
+    path = root.joinpath(*parts)
+    if not path.resolve().is_relative_to(root):
+        raise UnsafePath("Path leaves the workspace")
+    return path
+
+
+def _info(path: Path, shown: str) -> dict:
+    stat = path.stat()
+    return {"path": shown, "size": stat.st_size, "modified": stat.st_mtime, "created": stat.st_ctime}
+
+
+def _flag(request, name, default=False) -> bool:
+    value = request.GET.get(name)
+    return default if value is None else value.lower() == "true"
+
+
+@workspace_api(["GET"])
+def userdata_list(request, workspace):
+    directory = request.GET.get("dir", "")
+    recurse = _flag(request, "recurse")
+    full_info = _flag(request, "full_info")
+    split = _flag(request, "split")
+    try:
+        base = _userdata_path(workspace, directory.rstrip("/")) if directory.strip("/") else _userdata_root(workspace)
+    except UnsafePath as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    prefix = directory.strip("/") + "/" if directory.strip("/") else ""
+    entries: dict[str, dict] = {}
+    if base.is_dir():
+        pattern = base.rglob("*") if recurse else base.glob("*")
+        for path in pattern:
+            if path.is_file() and not path.name.startswith("."):
+                rel = str(path.relative_to(base))
+                entries[rel] = _info(path, rel)
+    # Workshop workflows show up in every workspace's workflows folder.
+    if prefix == "workflows/" or (prefix == "" and recurse):
+        for name, source in workflows.sources().items():
+            rel = ("workshop/" if prefix else "workflows/workshop/") + name
+            if (recurse or prefix == "workflows/workshop/") and rel not in entries:
+                entries[rel] = _info(source, rel)
+    if not entries and not base.is_dir():
+        # A plain ComfyUI answers 404 here; the UI then logs an error. An empty list is quieter.
+        return JsonResponse([], safe=False)
+    items = sorted(entries.values(), key=lambda e: e["path"])
+    if full_info:
+        return JsonResponse(items, safe=False)
+    if split:
+        return JsonResponse([[e["path"], *e["path"].split("/")] for e in items], safe=False)
+    return JsonResponse([e["path"] for e in items], safe=False)
+
+
+@workspace_api(["GET"])
+def userdata_v2(request, workspace):
+    relative = request.GET.get("path", "").strip("/")
+    try:
+        base = _userdata_path(workspace, relative) if relative else _userdata_root(workspace)
+    except UnsafePath as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    if not base.is_dir():
+        return JsonResponse({"error": "Directory not found"}, status=404)
+    items = []
+    for path in sorted(base.iterdir()):
+        rel = str(path.relative_to(_userdata_root(workspace)))
+        if path.is_dir():
+            items.append({"name": path.name, "path": rel, "type": "directory"})
+        elif not path.name.startswith("."):
+            stat = path.stat()
+            items.append({"name": path.name, "path": rel, "type": "file", "size": stat.st_size, "modified": stat.st_mtime})
+    return JsonResponse(items, safe=False)
+
+
+@workspace_api(["GET", "POST", "DELETE"])
+def userdata_file(request, workspace, file):
+    try:
+        path = _userdata_path(workspace, file)
+    except UnsafePath as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    if request.method == "GET":
+        if path.is_file():
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            return FileResponse(open(path, "rb"), content_type=content_type)
+        source = workflows.original(file)
+        if source is not None:
+            return FileResponse(open(source, "rb"), content_type="application/json")
+        if file == "user.css":
+            return HttpResponse("", content_type="text/css")
+        if file == "comfy.templates.json":
+            return JsonResponse([], safe=False)
+        return HttpResponse("File not found", status=404)
+    if request.method == "DELETE":
+        if not path.is_file():
+            if workflows.original(file) is not None:
+                return JsonResponse({"error": "Workshop workflows cannot be deleted."}, status=403)
+            return HttpResponse("File not found", status=404)
+        path.unlink()
+        return HttpResponse(status=204)
+    overwrite = _flag(request, "overwrite", True)
+    if path.exists() and not overwrite:
+        return HttpResponse("File already exists", status=409)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.upload")
+    tmp.write_bytes(request.body)
+    os.replace(tmp, path)
+    if _flag(request, "full_info"):
+        return JsonResponse(_info(path, file))
+    return JsonResponse(file, safe=False)
+
+
+@workspace_api(["POST"])
+def userdata_move(request, workspace, file, dest):
+    try:
+        source, target = _userdata_path(workspace, file), _userdata_path(workspace, dest)
+    except UnsafePath as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    if not source.is_file():
+        if workflows.original(file) is not None:
+            return JsonResponse({"error": "Workshop workflows cannot be moved; save a copy instead."}, status=403)
+        return HttpResponse("File not found", status=404)
+    if target.exists() and not _flag(request, "overwrite", True):
+        return HttpResponse("File already exists", status=409)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(source, target)
+    if _flag(request, "full_info"):
+        return JsonResponse(_info(target, dest))
+    return JsonResponse(dest, safe=False)
+
+
+# --- uploads -----------------------------------------------------------------------------------
+
+
+def _store_upload(request, workspace, mask=False):
+    from django.conf import settings
+
+    image = request.FILES.get("image")
+    if image is None:
+        return JsonResponse({"error": "No image in the upload."}, status=400)
+    if image.size > settings.MAX_UPLOAD_BYTES:
+        return JsonResponse({"error": f"Files up to {settings.MAX_UPLOAD_BYTES // 2**20} MB."}, status=413)
+    folder_type = request.POST.get("type") or "input"
+    if folder_type not in ("input", "temp", "output"):
+        return JsonResponse({"error": "type must be input, temp or output"}, status=400)
+    subfolder = request.POST.get("subfolder", "")
+    name = os.path.basename(image.name or "")
+    overwrite = (request.POST.get("overwrite") or "").lower() in ("true", "1")
+    used = workspace.used_bytes()
+    if used + image.size > workspace.quota_bytes:
+        return JsonResponse({"error": f"Your workspace is full ({used // 2**20} MB used). Delete some files first."},
+                            status=413)
+    try:
+        path = workspace.file_path(folder_type, name, subfolder)
+    except UnsafePath as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mask:
+        return _apply_mask(request, workspace, image, path)
+    data = image.read()
+    if path.exists() and not overwrite and path.read_bytes() != data:
+        stem, ext = os.path.splitext(name)
+        n = 1
+        while path.exists():
+            name = f"{stem} ({n}){ext}"
+            path = workspace.file_path(folder_type, name, subfolder)
+            n += 1
+    tmp = path.with_name(f".{path.name}.upload")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    workspace.touch()
+    return JsonResponse({"name": name, "subfolder": subfolder, "type": folder_type})
+
+
+def _apply_mask(request, workspace, image, path):
+    """ComfyUI's upload/mask: the mask's alpha goes into a copy of the original image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        original_ref = json.loads(request.POST.get("original_ref") or "{}")
+        source = workspace.file_path(original_ref.get("type") or "input", original_ref.get("filename", ""),
+                                     original_ref.get("subfolder", ""))
+        with Image.open(source) as original, Image.open(image) as mask:
+            result = original.convert("RGBA")
+            result.putalpha(mask.convert("RGBA").getchannel("A").resize(result.size))
+            result.save(path, "PNG")
+    except (ValueError, OSError, UnsafePath, UnidentifiedImageError) as exc:
+        return JsonResponse({"error": f"Could not apply the mask: {exc}"}, status=400)
+    return JsonResponse({"name": path.name, "subfolder": request.POST.get("subfolder", ""),
+                         "type": request.POST.get("type") or "input"})
+
+
+@workspace_api(["POST"])
+def upload_image(request, workspace):
+    return _store_upload(request, workspace)
+
+
+@workspace_api(["POST"])
+def upload_mask(request, workspace):
+    return _store_upload(request, workspace, mask=True)
+
+
+@workspace_api(["GET"])
+def view_metadata(request, workspace, folder_name):
+    # Safetensors metadata of models on the GPU host; not published in the catalog.
+    return HttpResponse(status=404)
