@@ -18,6 +18,9 @@ from .frontend import core_extensions, frontend_version
 
 SUPPORTED_COMFYUI = "0.3.64"
 SETTINGS_FILE = "comfy.settings.json"
+# A workshop starts from the instructor's workflows (Workflows sidebar), not from ComfyUI's
+# first-visit template gallery, whose official templates need models the GPU host may not have.
+DEFAULT_SETTINGS = {"Comfy.TutorialCompleted": True}
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "upload")
 
 
@@ -180,9 +183,10 @@ def _settings_path(workspace) -> Path:
 
 def _load_settings(workspace) -> dict:
     try:
-        return json.loads(_settings_path(workspace).read_text())
+        saved = json.loads(_settings_path(workspace).read_text())
     except (OSError, ValueError):
-        return {}
+        saved = {}
+    return {**DEFAULT_SETTINGS, **saved}
 
 
 def _save_settings(workspace, values: dict) -> None:
@@ -320,6 +324,8 @@ def userdata_file(request, workspace, file):
             return HttpResponse("", content_type="text/css")
         if file == "comfy.templates.json":
             return JsonResponse([], safe=False)
+        if file == "workflows/.index.json":  # the sidebar's bookmarks, none saved yet
+            return JsonResponse({"favorites": []})
         return HttpResponse("File not found", status=404)
     if request.method == "DELETE":
         if not path.is_file():

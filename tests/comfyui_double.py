@@ -602,7 +602,11 @@ class ComfyUIDouble:
                 if node["class_type"] in ("SaveImage", "PreviewImage"):
                     kwargs.update(prompt=prompt, extra_pnginfo=extra.get("extra_pnginfo"))
                 try:
-                    result, ui = getattr(self.nodes, node["class_type"])(**kwargs)
+                    implementation = getattr(self.nodes, node["class_type"], None)
+                    if implementation is None:
+                        # Advertised (the default graph uses it) but needs models: a simulated GPU has none.
+                        raise RuntimeError(f"{node['class_type']} needs models; the simulated GPU runs model-free nodes only")
+                    result, ui = implementation(**kwargs)
                 except Exception as exc:
                     raise NodeFailure(nid, node["class_type"], exc, list(executed), kwargs) from exc
                 values[nid] = result

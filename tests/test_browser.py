@@ -68,12 +68,59 @@ def open_workspace(browser, live_app, username, slug):
     return page, watch
 
 
-def test_explore(browser, live_app, participants, double):
+def load_workshop_workflow(page, name="hello"):
+    """Open a workshop workflow from the Workflows sidebar, as a participant would."""
+    page.locator(".workflows-tab-button").click()
+    folder = page.get_by_text("workshop", exact=True)
+    folder.wait_for()
+    if not page.get_by_text(f"{name}.json").or_(page.get_by_text(name, exact=True)).first.is_visible():
+        folder.click()
+    page.get_by_text(name, exact=True).or_(page.get_by_text(f"{name}.json", exact=True)).first.click()
+    page.wait_for_function(
+        "() => window.app.graph._nodes.map(n => n.type).join(',') === 'EmptyImage,ImageInvert,SaveImage'", timeout=15_000
+    )
+    page.locator(".workflows-tab-button").click()  # close the sidebar again
+
+
+def run_and_watch(page, double):
+    page.locator(".comfyui-queue-button button").first.click()
+    badge = page.locator("#workshop-queue-badge")
+    badge.wait_for(state="attached")
+    page.wait_for_function(
+        "() => /Running on|Position/.test(document.getElementById('workshop-queue-badge')?.textContent || '')",
+        timeout=20_000,
+    )
+    return badge.text_content()
+
+
+def test_participant_runs_a_workshop_workflow_in_the_real_ui(browser, live_app, participants, double):
     ARTIFACTS.mkdir(exist_ok=True)
+    double.steps, double.step_time = 12, 0.15  # long enough to see the badge and the progress bar
     with live_app.gpu_worker(double.url):
         page, watch = open_workspace(browser, live_app, "user001", "001")
-        page.wait_for_timeout(3000)
-        page.screenshot(path=str(ARTIFACTS / "explore.png"))
-        print("FAILED", json.dumps(watch.failed, indent=1))
-        print("ERRORS", json.dumps(watch.errors, indent=1))
-        print("OUTSIDE", watch.outside)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(ARTIFACTS / "01-workspace-loaded.png"))
+        print(page.evaluate("() => Array.from(document.querySelectorAll('.p-dialog')).map(d => d.textContent.slice(0, 300))"))
+        load_workshop_workflow(page)
+        page.screenshot(path=str(ARTIFACTS / "02-hello-workflow.png"))
+        badge_text = run_and_watch(page, double)
+        # ComfyUI's own progress: the node being executed gets the progress bar on the canvas.
+        page.wait_for_function("() => window.app.canvas.node_in_progress || document.title.match(/\\d+%/)", timeout=20_000)
+        page.screenshot(path=str(ARTIFACTS / "03-running-with-badge.png"))
+        job = Job.objects.get(workspace=participants[0])
+        page.wait_for_function(
+            "() => { const n = window.app.graph._nodes.find(n => n.type === 'SaveImage');"
+            " return n && n.imgs && n.imgs.length && n.imgs[0].complete && n.imgs[0].naturalWidth > 0; }",
+            timeout=30_000,
+        )
+        page.screenshot(path=str(ARTIFACTS / "04-output-image.png"))
+        image_src = page.evaluate("() => window.app.graph._nodes.find(n => n.type === 'SaveImage').imgs[0].src")
+        failed, errors = watch.ours()
+
+    assert "Running on gpu-1" in badge_text or "Position" in badge_text
+    job.refresh_from_db()
+    assert job.state == JobState.COMPLETED
+    assert "/user/001/api/view?" in image_src and job.outputs["3"]["images"][0]["filename"] in image_src
+    assert failed == [], f"requests that failed because of the platform: {failed}"
+    assert errors == [], f"console errors caused by the platform: {errors}"
+    assert watch.outside == [], f"calls to outside hosts: {watch.outside}"
