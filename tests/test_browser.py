@@ -98,9 +98,7 @@ def test_participant_runs_a_workshop_workflow_in_the_real_ui(browser, live_app, 
     double.steps, double.step_time = 12, 0.15  # long enough to see the badge and the progress bar
     with live_app.gpu_worker(double.url):
         page, watch = open_workspace(browser, live_app, "user001", "001")
-        page.wait_for_timeout(1000)
         page.screenshot(path=str(ARTIFACTS / "01-workspace-loaded.png"))
-        print(page.evaluate("() => Array.from(document.querySelectorAll('.p-dialog')).map(d => d.textContent.slice(0, 300))"))
         load_workshop_workflow(page)
         page.screenshot(path=str(ARTIFACTS / "02-hello-workflow.png"))
         badge_text = run_and_watch(page, double)
@@ -113,6 +111,7 @@ def test_participant_runs_a_workshop_workflow_in_the_real_ui(browser, live_app, 
             " return n && n.imgs && n.imgs.length && n.imgs[0].complete && n.imgs[0].naturalWidth > 0; }",
             timeout=30_000,
         )
+        page.wait_for_function("() => document.getElementById('workshop-queue-badge').hidden", timeout=15_000)
         page.screenshot(path=str(ARTIFACTS / "04-output-image.png"))
         image_src = page.evaluate("() => window.app.graph._nodes.find(n => n.type === 'SaveImage').imgs[0].src")
         failed, errors = watch.ours()
@@ -124,3 +123,39 @@ def test_participant_runs_a_workshop_workflow_in_the_real_ui(browser, live_app, 
     assert failed == [], f"requests that failed because of the platform: {failed}"
     assert errors == [], f"console errors caused by the platform: {errors}"
     assert watch.outside == [], f"calls to outside hosts: {watch.outside}"
+
+
+def test_two_participants_at_once_never_see_each_others_work(browser, live_app, participants, double):
+    double.steps, double.step_time = 6, 0.1
+    with live_app.gpu_worker(double.url):
+        alice, alice_watch = open_workspace(browser, live_app, "user001", "001")
+        bob, bob_watch = open_workspace(browser, live_app, "user002", "002")
+        frames = []
+        bob.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(payload)))
+        bob.reload()  # reconnect so the frame recorder sees the socket from its start
+        bob.wait_for_function("() => window.app && window.app.graph", timeout=60_000)
+        load_workshop_workflow(alice)
+        load_workshop_workflow(bob)
+        run_and_watch(alice, double)
+        alice.wait_for_function(
+            "() => { const n = window.app.graph._nodes.find(n => n.type === 'SaveImage');"
+            " return n && n.imgs && n.imgs.length && n.imgs[0].complete; }",
+            timeout=30_000,
+        )
+        job = Job.objects.get(workspace=participants[0])
+        bob_queue = bob.evaluate("async () => (await fetch('api/queue')).json()")
+        bob_history = bob.evaluate("async () => (await fetch('api/history?max_items=64')).json()")
+        bob_images = bob.evaluate(
+            "() => (window.app.graph._nodes.find(n => n.type === 'SaveImage').imgs || []).length"
+        )
+        bob.screenshot(path=str(ARTIFACTS / "05-other-participant.png"))
+        errors_before_probe = bob_watch.ours()[1] + alice_watch.ours()[1]
+        stolen = bob.evaluate(f"async () => (await fetch('/user/001/api/history/{job.pk}')).status")
+
+    assert bob_queue == {"queue_running": [], "queue_pending": []}
+    assert bob_history == {}
+    assert bob_images == 0
+    assert stolen == 404
+    assert frames, "user002's websocket was recorded"
+    assert not any(str(job.pk) in str(frame) for frame in frames), "no message about user001's job reached user002"
+    assert errors_before_probe == []
