@@ -134,6 +134,12 @@ def releases(request, workspace):
 
 
 @workspace_api(["GET"])
+def custom_node_template(request, workspace, module, name):
+    # workflow_templates lists none (custom nodes' templates are not in the catalog yet).
+    return JsonResponse({"error": f"No template {module}/{name}."}, status=404)
+
+
+@workspace_api(["GET"])
 def empty_object(request, workspace, *args, **kwargs):
     """Routes a plain ComfyUI answers with {} here: i18n, workflow_templates of custom nodes."""
     return JsonResponse({})

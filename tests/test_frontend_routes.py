@@ -1,0 +1,67 @@
+"""Every route the pinned frontend's bundle calls is answered by the bridge.
+
+Read from the bundle itself, so a frontend upgrade that adds a route fails here first.
+"""
+import re
+
+import pytest
+from django.urls import Resolver404, resolve
+
+from frontend_bridge import frontend
+from frontend_bridge.frontend import FRONTEND_ROOT
+
+CALL = re.compile(r"\b(fetchApi|apiURL|internalURL|fileURL)\(\s*([`\"'])((?:(?!\2).)*?)\2", re.S)
+POST_ITEM = re.compile(r"#postItem\(\s*\"([a-z_]+)\"")
+
+# Routes in the bundle that a workshop deliberately does not serve, with the reason.
+NOT_SERVED = {
+    "/v2/": "ComfyUI-Manager's API base: the workshop's GPU hosts run no Manager, and its UI is not shown",
+}
+
+
+def bundle_calls() -> set[tuple[str, str]]:
+    calls = set()
+    for path in sorted((FRONTEND_ROOT / "assets").glob("*.js")):
+        text = path.read_text(errors="replace")
+        calls |= {(m.group(1), m.group(3)) for m in CALL.finditer(text)}
+        calls |= {("fetchApi", "/" + m.group(1)) for m in POST_ITEM.finditer(text)}
+    return calls
+
+
+def sample_path(kind: str, route: str) -> str:
+    route = route.split("?")[0]
+    # Userdata names carry folders (%2F arrives decoded); other ids never contain a slash.
+    route = re.sub(r"\$\{encodeURIComponent\((file|source|dest)\)\}", "workflows/sample.json", route)
+    route = re.sub(r"\$\{[^}]*\}", "sample", route)
+    base = {"fetchApi": "/user/001/api", "apiURL": "/user/001/api", "internalURL": "/user/001/internal",
+            "fileURL": "/user/001"}[kind]
+    return base + route
+
+
+def test_the_bundle_is_read():
+    calls = bundle_calls()
+    assert ("fetchApi", "/prompt") in calls and ("fetchApi", "/interrupt") in calls
+    assert len(calls) > 30
+
+
+@pytest.mark.parametrize("kind, route", sorted(bundle_calls()))
+def test_bridge_answers_every_route_of_the_frontend(kind, route):
+    if route in NOT_SERVED:
+        pytest.skip(NOT_SERVED[route])
+    if route == "/":
+        return  # fetchApi("/" + type): its types are listed through #postItem
+    path = sample_path(kind, route)
+    try:
+        match = resolve(path)
+    except Resolver404:
+        pytest.fail(f"{kind}({route!r}) -> {path} has no route in the bridge")
+    if kind != "fileURL":
+        assert match.func is not frontend.asset, f"{path} fell through to static files"
+    assert match.func is not None
+
+
+def test_websocket_route_is_served():
+    from frontend_bridge.routing import websocket_urlpatterns
+
+    assert any(p.pattern.match("user/001/ws") for p in websocket_urlpatterns)
+    assert any(p.pattern.match("user/001/api/ws") for p in websocket_urlpatterns)
