@@ -36,6 +36,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(autouse=True)
+def own_data_dir(settings, tmp_path):
+    """Each test's workspaces live in a folder of its own."""
+    settings.WORKSHOP_DATA_DIR = tmp_path / "data"
+
+
+@pytest.fixture(autouse=True)
 def clean_redis(settings):
     """Each test starts with an empty Redis DB of the tests' own (never the shared DB 0)."""
     conn = redis.Redis.from_url(settings.REDIS_URL)

@@ -1,0 +1,220 @@
+"""The rest of ComfyUI's API per workspace: shapes as ComfyUI returns them, isolation kept."""
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from jobs.models import Catalog, Worker
+
+
+@pytest.fixture
+def alice(client, participants):
+    client.login(username="user001", password="pw")
+    return client
+
+
+@pytest.fixture
+def catalog(db):
+    worker, _ = Worker.create_with_token("gpu-1")
+    worker.beat("idle")
+    object_info = {
+        "LoadImage": {"input": {"required": {"image": [["gpu-host-secret.png"], {"image_upload": True}]}},
+                      "output": ["IMAGE", "MASK"], "output_node": False},
+        "SaveImage": {"input": {"required": {"images": ["IMAGE"]}}, "output": [], "output_node": True},
+    }
+    data = {"system_stats": {"system": {"comfyui_version": "0.3.64"}, "devices": [{"name": "H100"}]},
+            "embeddings": ["easynegative"], "models": ["checkpoints", "loras"],
+            "model_files": {"checkpoints": ["sd15.safetensors"]}}
+    return Catalog.objects.create(worker=worker, object_info=object_info, comfyui_version="0.3.64", data=data)
+
+
+def body_of(response) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def png_bytes(color=(255, 0, 0), size=(8, 8)):
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# --- the page --------------------------------------------------------------------------------
+
+
+def test_workspace_page_needs_login_and_belongs_to_its_owner(client, participants):
+    assert client.get("/user/001/").status_code == 302
+    client.login(username="user002", password="pw")
+    assert client.get("/user/001/").status_code == 404
+    page = client.get("/user/002/")
+    assert page.status_code == 200 and b"<title>ComfyUI</title>" in b"".join(page.streaming_content)
+    assert page["Cache-Control"] == "no-cache"
+
+
+def test_path_without_slash_redirects_so_the_ui_finds_its_api(client):
+    answer = client.get("/user/001")
+    assert answer.status_code == 301 and answer["Location"] == "/user/001/"
+
+
+def test_landing_page_sends_participants_to_their_workspace(alice):
+    assert alice.get("/")["Location"] == "/user/001/"
+
+
+def test_frontend_assets_are_cached_and_favicon_frames_served_at_the_root(alice):
+    from frontend_bridge.frontend import FRONTEND_ROOT
+
+    bundle = next((FRONTEND_ROOT / "assets").glob("index-*.js")).name
+    answer = alice.get(f"/user/001/assets/{bundle}")
+    assert answer.status_code == 200 and "immutable" in answer["Cache-Control"]
+    assert alice.get("/assets/images/favicon_progress_16x16/frame_0.png").status_code == 200
+    assert alice.get("/user/001/user.css").status_code == 200
+    assert alice.get("/user/001/assets/../../../etc/passwd").status_code == 404
+
+
+# --- userdata and settings ---------------------------------------------------------------------
+
+
+def test_userdata_save_list_read_move_delete(alice):
+    base = "/user/001/api/userdata"
+    saved = alice.post(f"{base}/workflows%2Fmine.json?overwrite=true&full_info=true", data=b'{"x":1}',
+                       content_type="application/json")
+    assert saved.status_code == 200 and saved.json()["path"] == "workflows/mine.json"
+    listing = alice.get(base, {"dir": "workflows", "recurse": "true", "split": "false", "full_info": "true"}).json()
+    assert {"mine.json", "workshop/hello.json"} <= {item["path"] for item in listing}
+    assert body_of(alice.get(f"{base}/workflows%2Fmine.json")) == b'{"x":1}'
+    refused = alice.post(f"{base}/workflows%2Fmine.json?overwrite=false", data=b"{}", content_type="application/json")
+    assert refused.status_code == 409
+    moved = alice.post(f"{base}/workflows%2Fmine.json/move/workflows%2Fours.json?overwrite=true")
+    assert moved.json() == "workflows/ours.json"
+    assert alice.delete(f"{base}/workflows%2Fours.json").status_code == 204
+    assert alice.get(f"{base}/workflows%2Fours.json").status_code == 404
+
+
+def test_userdata_cannot_escape_or_reach_another_workspace(alice, participants):
+    (participants[1].root / "userdata").mkdir(parents=True, exist_ok=True)
+    (participants[1].root / "userdata" / "secret.json").write_text("{}")
+    assert alice.get("/user/001/api/userdata/..%2F..%2F002%2Fuserdata%2Fsecret.json").status_code == 400
+    assert alice.get("/user/002/api/userdata/secret.json").status_code == 404
+
+
+def test_workshop_workflows_are_read_only_originals_with_personal_copies(alice):
+    url = "/user/001/api/userdata/workflows%2Fworkshop%2Fhello.json"
+    original = json.loads(body_of(alice.get(url)))
+    assert [n["type"] for n in original["nodes"]] == ["EmptyImage", "ImageInvert", "SaveImage"]
+    assert alice.delete(url).status_code == 403
+    original["nodes"][0]["widgets_values"][0] = 64
+    assert alice.post(url + "?overwrite=true", data=json.dumps(original), content_type="application/json").status_code == 200
+    assert json.loads(body_of(alice.get(url)))["nodes"][0]["widgets_values"][0] == 64
+
+
+def test_official_templates_are_offered_as_workshop_workflows(alice):
+    listing = alice.get("/user/001/api/userdata", {"dir": "workflows", "recurse": "true", "full_info": "true"}).json()
+    names = {item["path"] for item in listing}
+    assert {"workshop/ltxv_text_to_video.json", "workshop/ltxv_image_to_video.json", "workshop/flux_schnell.json"} <= names
+
+
+def test_settings_per_workspace(alice, client, participants):
+    assert alice.get("/user/001/api/settings").json()["Comfy.TutorialCompleted"] is True
+    assert alice.post("/user/001/api/settings/Comfy.ColorPalette", data='"light"', content_type="text/plain").status_code == 200
+    assert alice.get("/user/001/api/settings/Comfy.ColorPalette").json() == "light"
+    alice.post("/user/001/api/settings", data=json.dumps({"Comfy.LinkRenderMode": 2}), content_type="application/json")
+    assert alice.get("/user/001/api/settings").json()["Comfy.LinkRenderMode"] == 2
+    client.logout()
+    client.login(username="user002", password="pw")
+    assert "Comfy.ColorPalette" not in client.get("/user/002/api/settings").json()
+
+
+def test_users_and_features_like_a_single_user_comfyui(alice):
+    assert alice.get("/user/001/api/users").json() == {"storage": "server", "migrated": False}
+    assert alice.get("/user/001/api/features").json()["max_upload_size"] > 0
+
+
+# --- uploads ---------------------------------------------------------------------------------
+
+
+def upload(client, name, data, **fields):
+    return client.post("/user/001/api/upload/image", {"image": _named(name, data), **fields})
+
+
+def _named(name, data):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, data, content_type="image/png")
+
+
+def test_upload_image_like_comfyui(alice, participants):
+    first = upload(alice, "cat.png", png_bytes()).json()
+    assert first == {"name": "cat.png", "subfolder": "", "type": "input"}
+    renamed = upload(alice, "cat.png", png_bytes((0, 255, 0))).json()
+    assert renamed["name"] == "cat (1).png", "a different file with the same name is kept apart"
+    replaced = upload(alice, "cat.png", png_bytes((0, 0, 255)), overwrite="true").json()
+    assert replaced["name"] == "cat.png"
+    into = upload(alice, "dog.png", png_bytes(), subfolder="pets").json()
+    assert into == {"name": "dog.png", "subfolder": "pets", "type": "input"}
+    assert participants[0].file_path("input", "dog.png", "pets").is_file()
+    assert not participants[1].file_path("input", "cat.png").exists()
+
+
+def test_upload_refuses_escapes_and_full_workspaces(alice, participants):
+    assert upload(alice, "x.png", png_bytes(), subfolder="../../002/input").status_code == 400
+    participants[0].quota_bytes = 10
+    participants[0].save()
+    answer = upload(alice, "big.png", png_bytes())
+    assert answer.status_code == 413 and "full" in answer.json()["error"]
+
+
+def test_upload_mask_puts_the_mask_into_the_image_alpha(alice, participants):
+    upload(alice, "photo.png", png_bytes(size=(4, 4)))
+    mask = io.BytesIO()
+    Image.new("RGBA", (4, 4), (0, 0, 0, 0)).save(mask, "PNG")
+    answer = alice.post("/user/001/api/upload/mask", {
+        "image": _named("clipspace-mask.png", mask.getvalue()),
+        "original_ref": json.dumps({"filename": "photo.png", "subfolder": "", "type": "input"}),
+        "subfolder": "clipspace", "type": "input",
+    })
+    assert answer.status_code == 200
+    result = Image.open(participants[0].file_path("input", "clipspace-mask.png", "clipspace"))
+    assert result.mode == "RGBA" and result.getpixel((0, 0))[3] == 0
+
+
+# --- catalog routes ----------------------------------------------------------------------------
+
+
+def test_object_info_lists_only_the_workspaces_own_input_files(alice, catalog):
+    upload(alice, "mine.png", png_bytes())
+    info = alice.get("/user/001/api/object_info").json()
+    assert info["LoadImage"]["input"]["required"]["image"][0] == ["mine.png"]
+    one = alice.get("/user/001/api/object_info/LoadImage").json()
+    assert list(one) == ["LoadImage"] and "gpu-host-secret.png" not in json.dumps(one)
+    assert alice.get("/user/001/api/object_info/Nope").json() == {}
+
+
+def test_catalog_routes_come_from_the_gpu_workers(alice, catalog):
+    assert alice.get("/user/001/api/system_stats").json()["devices"][0]["name"] == "H100"
+    assert alice.get("/user/001/api/embeddings").json() == ["easynegative"]
+    assert alice.get("/user/001/api/models").json() == ["checkpoints", "loras"]
+    assert alice.get("/user/001/api/models/checkpoints").json() == ["sd15.safetensors"]
+    assert alice.get("/user/001/api/models/bogus").status_code == 404
+    assert alice.get("/user/001/api/experiment/models").json()[0]["name"] == "checkpoints"
+
+
+def test_without_any_gpu_worker_the_ui_still_loads(alice):
+    stats = alice.get("/user/001/api/system_stats").json()
+    assert stats["devices"] == [] and stats["system"]["comfyui_version"] == "0.3.64"
+    assert alice.get("/user/001/api/object_info").json() == {}
+    queue = alice.get("/user/001/api/workshop/queue").json()
+    assert queue["workers_online"] == 0
+
+
+def test_extensions_include_the_queue_badge(alice):
+    extensions = alice.get("/user/001/api/extensions").json()
+    assert "/extensions/workshop/queue_badge.js" in extensions
+    assert any(e.startswith("/extensions/core/") for e in extensions)
+    badge = alice.get("/user/001/extensions/workshop/queue_badge.js")
+    assert badge.status_code == 200 and badge["Content-Type"].startswith("text/javascript")
+
+
+def test_server_log_and_folder_paths_are_never_shown(alice):
+    assert alice.get("/user/001/internal/logs").json() == ""
+    assert alice.get("/user/001/internal/folder_paths").json() == {}
+    assert alice.get("/user/001/api/i18n").json() == {}
