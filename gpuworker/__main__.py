@@ -26,6 +26,7 @@ from .comfy import ComfyClient
 
 log = logging.getLogger("gpuworker")
 HEARTBEAT_SECONDS = 10
+CATALOG_EVERY = 6  # heartbeats between checks whether ComfyUI's catalog changed
 PRIVATE_STATS = ("argv",)
 
 
@@ -98,15 +99,40 @@ def catalog_of(comfy: ComfyClient, stats: dict) -> dict:
             catalog[key] = comfy.get_json(path)
         except Exception as exc:  # Older or trimmed ComfyUIs may lack a route: publish the rest.
             log.warning("catalog: %s unavailable (%s)", path, exc)
+    model_files = {}
+    for folder in catalog.get("models") or []:
+        try:
+            model_files[folder] = comfy.get_json(f"/models/{folder}")
+        except Exception:
+            continue
+    catalog["model_files"] = model_files
     return catalog
 
 
-def heartbeat_loop(app: AppClient, worker: Worker, stop: threading.Event) -> None:
+def catalog_fingerprint(catalog: dict) -> str:
+    import hashlib
+    import json
+
+    stable = {k: v for k, v in catalog.items() if k != "system_stats"}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
+
+
+def heartbeat_loop(app: AppClient, worker: Worker, comfy: ComfyClient, published: str, stop: threading.Event) -> None:
+    beats = 0
     while not stop.wait(HEARTBEAT_SECONDS):
+        beats += 1
         try:
             state = worker.get_state()
             app.heartbeat("busy" if state == "busy" else "idle", worker.get_current_job_id())
-        except Exception as exc:  # The app may be restarting; the next beat tries again.
+            if beats % CATALOG_EVERY == 0 and state != "busy":
+                # New models or custom nodes on the GPU host show up in the UIs without a restart.
+                catalog = catalog_of(comfy, comfy.system_stats())
+                fingerprint = catalog_fingerprint(catalog)
+                if fingerprint != published:
+                    app.publish_catalog(catalog)
+                    published = fingerprint
+                    log.info("catalog changed; published again")
+        except Exception as exc:  # The app or ComfyUI may be restarting; the next beat tries again.
             log.warning("heartbeat failed: %s", exc)
 
 
@@ -128,14 +154,17 @@ def main(argv=None) -> int:
     stats = wait_for_comfyui(comfy, args.comfyui_wait)
     version = (stats.get("system") or {}).get("comfyui_version", "")
     app.register(name=args.name, provider=args.provider, comfyui_url=args.comfyui, version=version, capacity=1)
-    app.publish_catalog(catalog_of(comfy, stats))
+    catalog = catalog_of(comfy, stats)
+    app.publish_catalog(catalog)
 
     connection = redis.Redis.from_url(args.redis)
     queue = Queue(args.queue, connection=connection, serializer=JSONSerializer)
     # RQ needs a unique name per live process; a restart must not collide with the old entry.
     worker = Worker([queue], connection=connection, serializer=JSONSerializer, name=f"{args.name}.{uuid.uuid4().hex[:6]}")
     stop = threading.Event()
-    threading.Thread(target=heartbeat_loop, args=(app, worker, stop), daemon=True).start()
+    threading.Thread(
+        target=heartbeat_loop, args=(app, worker, comfy, catalog_fingerprint(catalog), stop), daemon=True
+    ).start()
     print(f"gpuworker {args.name}: ComfyUI {version or '?'} at {args.comfyui}, queue '{args.queue}', app {args.app}", flush=True)
     try:
         worker.work(burst=args.burst, logging_level="INFO", with_scheduler=False)
