@@ -196,7 +196,8 @@ def view(request, workspace):
         return JsonResponse({"error": f"{filename} not found"}, status=404)
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     response = FileResponse(open(path, "rb"), content_type=content_type)
-    response["Content-Disposition"] = f'filename="{path.name}"'
+    disposition = "attachment" if request.GET.get("download") else "inline"
+    response["Content-Disposition"] = f'{disposition}; filename="{path.name}"'
     response["Cache-Control"] = "private, max-age=3600"
     return response
 

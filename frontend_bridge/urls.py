@@ -1,6 +1,6 @@
 from django.urls import re_path
 
-from . import api, frontend, workspace_api as w
+from . import api, frontend, outputs, workspace_api as w
 
 SLUG = r"(?P<slug>[A-Za-z0-9_-]{1,16})"
 
@@ -51,6 +51,8 @@ urlpatterns += [
     re_path(rf"^user/{SLUG}/internal/logs(/raw|/subscribe)?$", w.internal_logs),
     re_path(rf"^user/{SLUG}/internal/files/(?P<folder_type>[a-z]+)$", w.internal_files),
     re_path(rf"^user/{SLUG}/internal/folder_paths$", w.internal_folder_paths),
+    re_path(rf"^user/{SLUG}/outputs/$", outputs.outputs_page),
+    re_path(rf"^user/{SLUG}/outputs\.zip$", outputs.outputs_zip),
     re_path(rf"^user/{SLUG}$", frontend.without_slash),
     re_path(rf"^user/{SLUG}/$", frontend.page),
     re_path(rf"^user/{SLUG}/(?P<path>(assets|scripts|extensions|fonts|cursor|templates|docs)/.+|[^/]+\.(css|json|js|ico|png|svg))$",

@@ -218,3 +218,25 @@ def test_server_log_and_folder_paths_are_never_shown(alice):
     assert alice.get("/user/001/internal/logs").json() == ""
     assert alice.get("/user/001/internal/folder_paths").json() == {}
     assert alice.get("/user/001/api/i18n").json() == {}
+
+
+def test_my_outputs_page_lists_newest_first_and_zips_everything(alice, participants):
+    import os
+    import zipfile
+
+    output = participants[0].root / "output"
+    (output / "clips").mkdir(parents=True, exist_ok=True)
+    (output / "old.png").write_bytes(png_bytes())
+    os.utime(output / "old.png", (1, 1))
+    (output / "clips" / "new.mp4").write_bytes(b"\x00video")
+    participants[1].file_path("output", "theirs.png").write_bytes(png_bytes())
+
+    page = alice.get("/user/001/outputs/").content.decode()
+    assert page.index("new.mp4") < page.index("old.png"), "newest first"
+    assert "<video" in page and "<img" in page and "theirs.png" not in page
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(alice.get("/user/001/outputs.zip").streaming_content)))
+    assert sorted(archive.namelist()) == ["clips/new.mp4", "old.png"]
+    assert archive.read("clips/new.mp4") == b"\x00video"
+    download = alice.get("/user/001/api/view?filename=old.png&type=output&download=1")
+    assert download["Content-Disposition"].startswith("attachment")
+    assert alice.get("/user/002/outputs/").status_code == 404

@@ -83,6 +83,16 @@ function show(data) {
 
 app.registerExtension({
   name: "workshop.queueBadge",
+  // "Workshop > My outputs" in the top menu: every picture and video of this workspace.
+  commands: [
+    {
+      id: "Workshop.MyOutputs",
+      label: "My outputs",
+      icon: "pi pi-images",
+      function: () => window.open(api.api_base + "/outputs/", "_blank"),
+    },
+  ],
+  menuCommands: [{ path: ["Workshop"], commands: ["Workshop.MyOutputs"] }],
   async setup() {
     api.addEventListener("workshop.queue", (event) => show(event.detail));
     // The first push may have arrived before this listener: ask once.
