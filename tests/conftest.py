@@ -95,7 +95,8 @@ def double():
 
 
 class LiveApp:
-    def __init__(self, url, settings, tmp_path):
+    def __init__(self, url, settings, tmp_path, pid=None):
+        self.pid = pid
         self.url = url
         self.settings = settings
         self.tmp_path = tmp_path
@@ -173,7 +174,7 @@ def live_app(transactional_db, settings, tmp_path):
 
         wait_until(up, timeout=30, message="daphne to start")
         try:
-            yield LiveApp(url, settings, tmp_path)
+            yield LiveApp(url, settings, tmp_path, pid=proc.pid)
         except BaseException:
             print(f"--- daphne log ---\n{log.read_text()[-5000:]}")
             raise

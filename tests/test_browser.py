@@ -137,24 +137,30 @@ def test_two_participants_at_once_never_see_each_others_work(browser, live_app, 
         load_workshop_workflow(alice)
         load_workshop_workflow(bob)
         run_and_watch(alice, double)
-        alice.wait_for_function(
-            "() => { const n = window.app.graph._nodes.find(n => n.type === 'SaveImage');"
-            " return n && n.imgs && n.imgs.length && n.imgs[0].complete; }",
-            timeout=30_000,
+        bob.locator(".comfyui-queue-button button").first.click()
+        bob.wait_for_function(
+            "() => /Position 1 of/.test(document.getElementById('workshop-queue-badge')?.textContent || '')",
+            timeout=20_000,
         )
+        bob.screenshot(path=str(ARTIFACTS / "05-waiting-with-position.png"))
+        for page in (alice, bob):
+            page.wait_for_function(
+                "() => { const n = window.app.graph._nodes.find(n => n.type === 'SaveImage');"
+                " return n && n.imgs && n.imgs.length && n.imgs[0].complete; }",
+                timeout=30_000,
+            )
         job = Job.objects.get(workspace=participants[0])
+        bobs_job = Job.objects.get(workspace=participants[1])
         bob_queue = bob.evaluate("async () => (await fetch('api/queue')).json()")
         bob_history = bob.evaluate("async () => (await fetch('api/history?max_items=64')).json()")
-        bob_images = bob.evaluate(
-            "() => (window.app.graph._nodes.find(n => n.type === 'SaveImage').imgs || []).length"
-        )
+        bob_image = bob.evaluate("() => window.app.graph._nodes.find(n => n.type === 'SaveImage').imgs[0].src")
         bob.screenshot(path=str(ARTIFACTS / "05-other-participant.png"))
         errors_before_probe = bob_watch.ours()[1] + alice_watch.ours()[1]
         stolen = bob.evaluate(f"async () => (await fetch('/user/001/api/history/{job.pk}')).status")
 
-    assert bob_queue == {"queue_running": [], "queue_pending": []}
-    assert bob_history == {}
-    assert bob_images == 0
+    assert str(job.pk) not in json.dumps(bob_queue)
+    assert list(bob_history) == [str(bobs_job.pk)], "user002's history holds only user002's run"
+    assert bobs_job.outputs["3"]["images"][0]["filename"] in bob_image and "/user/002/" in bob_image
     assert stolen == 404
     assert frames, "user002's websocket was recorded"
     assert not any(str(job.pk) in str(frame) for frame in frames), "no message about user001's job reached user002"
