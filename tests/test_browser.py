@@ -41,8 +41,11 @@ def browser(monkeypatch):
 class Watch:
     """Failed requests and console errors of one page, with what caused them."""
 
-    def __init__(self, page, base):
-        self.failed, self.errors, self.outside = [], [], []
+    def __init__(self, page, base, prefix):
+        self.failed, self.errors, self.outside, self.escaped = [], [], [], []
+        page.on("request", lambda r: r.url.startswith(base) and not r.url.startswith(
+            (f"{base}{prefix}", f"{base}/accounts/login/", f"{base}/assets/images/favicon_progress", f"{base}/favicon.ico")
+        ) and self.escaped.append(r.url))
         page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.status} {r.request.method} {r.url}"))
         page.on("requestfailed", lambda r: self.failed.append(f"FAILED {r.method} {r.url} {r.failure} {r.headers} {r.post_data}"))
         page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
@@ -57,7 +60,7 @@ class Watch:
 def open_workspace(browser, live_app, username, slug):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
-    watch = Watch(page, live_app.url)
+    watch = Watch(page, live_app.url, f"/user/{slug}/")
     page.goto(f"{live_app.url}/user/{slug}/")
     page.fill("#id_username", username)
     page.fill("#id_password", "pw")
@@ -123,6 +126,7 @@ def test_participant_runs_a_workshop_workflow_in_the_real_ui(browser, live_app, 
     assert failed == [], f"requests that failed because of the platform: {failed}"
     assert errors == [], f"console errors caused by the platform: {errors}"
     assert watch.outside == [], f"calls to outside hosts: {watch.outside}"
+    assert watch.escaped == [], f"requests that left the workspace prefix: {watch.escaped}"
 
 
 def test_two_participants_at_once_never_see_each_others_work(browser, live_app, participants, double):
