@@ -131,11 +131,9 @@ def queue(request, workspace):
             dispatcher.schedule_dispatch()
         return JsonResponse({})
 
-    from jobs.queue import snapshot
-
     mine = Job.objects.filter(workspace=workspace)
-    order = {w.id: i for i, w in enumerate(snapshot().ordered)}
-    pending = sorted(mine.filter(state=JobState.QUEUED), key=lambda j: order.get(str(j.pk), len(order)))
+    # Every policy keeps a participant's own jobs in this order, so no queue snapshot is needed.
+    pending = mine.filter(state=JobState.QUEUED).order_by("-priority", "created_at", "id")
     running = mine.filter(state__in=ACTIVE_STATES).order_by("dispatched_at")
     return JsonResponse(
         {

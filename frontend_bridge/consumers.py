@@ -34,7 +34,7 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
         # ComfyUI's first frame is always `status` carrying the sid the UI then uses as client_id.
         payload = await database_sync_to_async(self._snapshot)()
         first, *rest = events.queue_messages(payload, self.workspace.slug)
-        self.last_queue = [first, *rest]
+        self.last_sent = {m["type"]: m for m in (first, *rest)}
         await self.send(text_data=json.dumps({**first, "data": {**first["data"], "sid": self.sid}}))
         for message in rest:
             await self.send(text_data=json.dumps(message))
@@ -60,11 +60,13 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps({"type": "feature_flags", "data": FEATURES}))
 
     async def comfy_message(self, event):
-        await self.send(text_data=json.dumps(event["message"]))
+        for message in event["messages"]:
+            await self.send(text_data=json.dumps(message))
 
     async def queue_update(self, event):
-        messages = events.queue_messages(event["payload"], self.workspace.slug)
-        if messages != self.last_queue:
-            self.last_queue = messages
-            for message in messages:
+        # Each type only when it changed: the ComfyUI frontend re-reads queue and history on
+        # every `status`, so 200 browsers must not get one for every change in someone else's queue.
+        for message in events.queue_messages(event["payload"], self.workspace.slug):
+            if self.last_sent.get(message["type"]) != message:
+                self.last_sent[message["type"]] = message
                 await self.send(text_data=json.dumps(message))

@@ -26,8 +26,10 @@ def _group_send(group: str, event: dict) -> None:
         log.exception("could not push to %s", group)
 
 
-def send(slug: str, message: dict) -> None:
-    _group_send(group_name(slug), {"type": "comfy.message", "message": message})
+def send(slug: str, *messages: dict) -> None:
+    """ComfyUI messages to every socket of one workspace, in order, as one channel-layer send."""
+    if messages:
+        _group_send(group_name(slug), {"type": "comfy.message", "messages": list(messages)})
 
 
 def queue_payload(snap) -> dict:

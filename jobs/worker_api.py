@@ -166,6 +166,7 @@ def job_events(request, job_id):
         raise BadRequest("events must be a list")
     if job.state == JobState.RUNNING and job.worker_id == request.worker.pk:
         progress = None
+        relay = []
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("type"), str):
                 raise BadRequest("each event needs a type")
@@ -174,7 +175,8 @@ def job_events(request, job_id):
                 continue
             if kind == "progress":
                 progress = data
-            events.send(job.workspace.slug, {"type": kind, "data": data})
+            relay.append({"type": kind, "data": data})
+        events.send(job.workspace.slug, *relay)
         if progress is not None:
             Job.objects.filter(pk=job.pk).update(progress=progress)
     stop = job.cancel_requested or ("cancel" if job.is_final else None)
@@ -234,12 +236,11 @@ def job_finish(request, job_id):
 def _announce_end(job: Job, status: str, err: dict) -> None:
     prompt_id = str(job.id)
     stamp = int(time.time() * 1000)
-    slug = job.workspace.slug
     if status == "success":
-        events.send(slug, {"type": "execution_success", "data": {"prompt_id": prompt_id, "timestamp": stamp}})
+        end = {"type": "execution_success", "data": {"prompt_id": prompt_id, "timestamp": stamp}}
     elif status == "error":
-        events.send(slug, {"type": "execution_error", "data": {**err, "prompt_id": prompt_id, "timestamp": stamp}})
+        end = {"type": "execution_error", "data": {**err, "prompt_id": prompt_id, "timestamp": stamp}}
     else:
         data = {k: err.get(k) for k in ("node_id", "node_type", "executed") if k in err}
-        events.send(slug, {"type": "execution_interrupted", "data": {"prompt_id": prompt_id, **data, "timestamp": stamp}})
-    events.send(slug, {"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})
+        end = {"type": "execution_interrupted", "data": {"prompt_id": prompt_id, **data, "timestamp": stamp}}
+    events.send(job.workspace.slug, end, {"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})

@@ -180,3 +180,21 @@ def test_input_files_travel_from_the_workspace_to_comfyui(live_app, participants
     output = Job.objects.get(pk=prompt_id).outputs["3"]["images"][0]
     picture = PILImage.open(participants[0].file_path("output", output["filename"], output["subfolder"]))
     assert picture.size == (32, 16) and picture.convert("RGB").getpixel((0, 0)) == (245, 235, 225)
+
+
+def test_someone_elses_queue_change_sends_no_status_to_other_browsers(live_app, participants):
+    """ComfyUI's UI re-reads queue and history on every `status`: other workspaces get only the
+    changed queue overview, never a `status` of their own for someone else's job."""
+    alice, bob = live_app.login("user001"), live_app.login("user002")
+    with live_app.ws(alice, "001", "a") as alice_ws, live_app.ws(bob, "002", "b") as bob_ws:
+        for ws in (alice_ws, bob_ws):  # the connect snapshot: status, then workshop.queue
+            assert [json.loads(ws.recv(timeout=10))["type"] for _ in range(2)] == ["status", "workshop.queue"]
+        prompt_id = post_prompt(alice, live_app, "001", SIMPLE, client_id="a")
+        mine = receive_until(alice_ws, lambda m: m["type"] == "workshop.queue")
+        theirs = receive_until(bob_ws, lambda m: m["type"] == "workshop.queue")
+    assert [m["type"] for m in mine] == ["status", "workshop.queue"]
+    assert mine[0]["data"]["status"]["exec_info"]["queue_remaining"] == 1
+    assert mine[1]["data"]["waiting"][0]["prompt_id"] == prompt_id
+    assert mine[1]["data"]["workers_online"] == 0
+    assert [m["type"] for m in theirs] == ["workshop.queue"]
+    assert theirs[0]["data"]["waiting"] == [] and theirs[0]["data"]["total_waiting"] == 1
