@@ -1,5 +1,7 @@
 """Access to the RQ queue that carries jobs to GPU workers (JSON, so gpuworker needs no pickle of ours)."""
-import django_rq
+from functools import lru_cache
+
+import redis
 from django.conf import settings
 from rq import Queue
 from rq.exceptions import NoSuchJobError
@@ -11,8 +13,14 @@ TASK = "gpuworker.tasks.run_job"
 CANCEL_KEY = "workshop:cancel:{}"
 
 
-def connection():
-    return django_rq.get_connection(settings.GPU_QUEUE)
+@lru_cache(maxsize=4)
+def _connection_for(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, health_check_interval=30)
+
+
+def connection() -> redis.Redis:
+    """The Redis that carries RQ jobs (one pool per URL, so a restarted Redis is found again)."""
+    return _connection_for(settings.REDIS_URL)
 
 
 def gpu_queue() -> Queue:

@@ -240,3 +240,11 @@ def test_my_outputs_page_lists_newest_first_and_zips_everything(alice, participa
     download = alice.get("/user/001/api/view?filename=old.png&type=output&download=1")
     assert download["Content-Disposition"].startswith("attachment")
     assert alice.get("/user/002/outputs/").status_code == 404
+
+
+def test_staff_see_rqs_dashboard_and_participants_do_not(client, participants):
+    client.login(username="user001", password="pw")
+    assert client.get("/admin/rq/").status_code == 302, "participants are sent to the admin login"
+    client.logout()
+    client.login(username="instructor", password="pw")
+    assert client.get("/admin/rq/").status_code == 200

@@ -9,6 +9,7 @@ urlpatterns = [
     path("health", views.health, name="health"),
     path("accounts/login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/rq/", include("django_rq.urls")),  # RQ's own dashboard: queues, workers, failed jobs
     path("admin/", admin.site.urls),
     path("api/worker/", include("jobs.urls")),
     path("", include("frontend_bridge.urls")),
