@@ -15,4 +15,4 @@ RUN pip install torch torchvision torchaudio --index-url https://download.pytorc
  # ComfyUI imports requests at start without declaring it.
  && pip install requests
 EXPOSE 8188
-CMD ["python", "main.py", "--listen", "127.0.0.1", "--port", "8188"]
+CMD ["python", "main.py", "--listen", "127.0.0.1", "--port", "8188", "--preview-method", "auto"]

@@ -61,7 +61,10 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
 
     async def comfy_message(self, event):
         for message in event["messages"]:
-            await self.send(text_data=json.dumps(message))
+            if "binary" in message:  # a live preview frame, exactly as ComfyUI sends it
+                await self.send(bytes_data=message["binary"])
+            else:
+                await self.send(text_data=json.dumps(message))
 
     async def queue_update(self, event):
         # Each type only when it changed: the ComfyUI frontend re-reads queue and history on

@@ -109,7 +109,7 @@ class PromptSocket:
         except TimeoutError:
             return None
         if isinstance(raw, bytes):
-            return {"type": "_binary"}
+            return {"type": "_binary", "bytes": raw}
         return json.loads(raw)
 
     def reopen(self) -> None:

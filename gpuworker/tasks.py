@@ -1,6 +1,8 @@
 """The RQ job function: one workshop job on one ComfyUI, from inputs to reported result."""
+import base64
 import logging
 import os
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +19,9 @@ CANCEL_KEY = "workshop:cancel:{}"
 POLL = 0.25  # seconds between cancel checks while ComfyUI works: well inside the 2 s promise
 FLUSH = 0.25  # seconds events may wait to be sent together
 # Messages the app turns into its own (the queue's status) or that mean nothing to a browser.
-NOT_RELAYED = {"status", "feature_flags", "_binary", "crystools.monitor"}
+NOT_RELAYED = {"status", "feature_flags", "crystools.monitor"}
+PREVIEW_IMAGE = 1  # ComfyUI's binary event: >I event, >I format (1 JPEG, 2 PNG), image bytes
+PREVIEW_EVERY = 0.5  # seconds between relayed previews: enough to watch an image form
 HISTORY_KINDS = {"execution_start", "execution_cached", *ENDS}
 
 
@@ -133,6 +137,9 @@ class JobRun:
 
     def _handle(self, message: dict) -> str | None:
         kind = message.get("type")
+        if kind == "_binary":
+            self._preview(message["bytes"])
+            return None
         data = message.get("data")
         if kind in NOT_RELAYED or not isinstance(data, dict) or data.get("prompt_id") != self.prompt_id:
             return None
@@ -179,6 +186,17 @@ class JobRun:
             if kind in ENDS:
                 return self._end(kind, {**data, "prompt_id": self.job_id})
         return self._finish("success" if status.get("completed") else "error")
+
+    def _preview(self, frame: bytes) -> None:
+        """Relay a sampler's live preview (sent only to our client_id, so it is this job's)."""
+        if self.started_at is None or len(frame) < 8 or struct.unpack(">I", frame[:4])[0] != PREVIEW_IMAGE:
+            return
+        now = time.monotonic()
+        if now - getattr(self, "last_preview", 0.0) < PREVIEW_EVERY:
+            return
+        self.last_preview = now
+        self._queue_event("_preview", {"frame": base64.b64encode(frame).decode()})
+        self._flush_if_due()
 
     # --- files ---
 

@@ -1,4 +1,5 @@
 """The HTTP API the GPU workers call (docs/worker-protocol.md). Every call is idempotent."""
+import base64
 import functools
 import json
 import time
@@ -175,6 +176,12 @@ def job_events(request, job_id):
                 continue
             if kind == "progress":
                 progress = data
+            if kind == "_preview":
+                try:
+                    relay.append({"binary": base64.b64decode(data["frame"], validate=True)})
+                except (KeyError, TypeError, ValueError):
+                    raise BadRequest("a preview needs its frame in base64") from None
+                continue
             relay.append({"type": kind, "data": data})
         events.send(job.workspace.slug, *relay)
         if progress is not None:

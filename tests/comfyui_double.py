@@ -33,6 +33,12 @@ FRONTEND_VERSION = "1.27.10"
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 
 
+def _preview_png(step: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (step * 20 % 256, 64, 128)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -117,7 +123,9 @@ class Nodes:
 
 
 class ComfyUIDouble:
-    def __init__(self, step_time=0.02, steps=3, output_dir=None, host="127.0.0.1", port=0, cache=True):
+    def __init__(self, step_time=0.02, steps=3, output_dir=None, host="127.0.0.1", port=0, cache=True,
+                 previews=False):
+        self.previews = previews  # like --preview-method auto: a binary preview frame per step
         self.step_time = step_time
         self.steps = steps
         self.cache_enabled = cache
@@ -591,6 +599,8 @@ class ComfyUIDouble:
                         raise Interrupted(nid)
                     await asyncio.sleep(self.step_time)
                     await emit("progress", {"value": step, "max": self.steps, "prompt_id": prompt_id, "node": nid})
+                    if self.previews and sid in self.sockets:
+                        await self.sockets[sid].send_bytes(struct.pack(">II", 1, 2) + _preview_png(step))
                 if self._interrupt_flag:
                     raise Interrupted(nid)
                 kwargs = {}

@@ -198,3 +198,34 @@ def test_someone_elses_queue_change_sends_no_status_to_other_browsers(live_app, 
     assert mine[1]["data"]["workers_online"] == 0
     assert [m["type"] for m in theirs] == ["workshop.queue"]
     assert theirs[0]["data"]["waiting"] == [] and theirs[0]["data"]["total_waiting"] == 1
+
+
+def test_live_previews_reach_the_participants_browser(live_app, participants, double):
+    """With ComfyUI's previews on, the sampler's preview frames arrive as ComfyUI sends them."""
+    import struct
+
+    double.previews, double.steps, double.step_time = True, 6, 0.1
+    with live_app.gpu_worker(double.url):
+        alice, bob = live_app.login("user001"), live_app.login("user002")
+        with live_app.ws(alice, "001") as ws, live_app.ws(bob, "002", "bob") as bob_ws:
+            prompt_id = post_prompt(alice, live_app, "001", SIMPLE)
+            frames = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                raw = ws.recv(timeout=deadline - time.monotonic())
+                if isinstance(raw, bytes):
+                    frames.append(raw)
+                elif json.loads(raw)["type"] == "execution_success":
+                    break
+            bob_binary = []
+            while True:
+                try:
+                    raw = bob_ws.recv(timeout=0.5)
+                except TimeoutError:
+                    break
+                bob_binary += [raw] if isinstance(raw, bytes) else []
+    assert frames, "no preview reached user001"
+    event, image_format = struct.unpack(">II", frames[0][:8])
+    assert (event, image_format) == (1, 2) and frames[0][8:12] == b"\x89PNG"
+    assert len(frames) < 3 * 6, "previews are throttled (the double sent one per step: 18)"
+    assert bob_binary == [], "previews go to their own workspace only"
