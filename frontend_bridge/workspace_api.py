@@ -25,8 +25,7 @@ UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "upload")
 
 
 def _catalog_data() -> dict:
-    catalog = Catalog.current()
-    return catalog.data if catalog else {}
+    return Catalog.current_data()
 
 
 # --- catalog routes --------------------------------------------------------------------------

@@ -142,10 +142,20 @@ class Catalog(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     @classmethod
-    def current(cls) -> "Catalog | None":
-        """The newest catalog, preferring workers that are online."""
-        online = cls.objects.filter(worker__in=Worker.objects.online()).order_by("-updated_at").first()
-        return online or cls.objects.order_by("-updated_at").first()
+    def _current_key(cls):
+        """(pk, updated_at) of the newest catalog, preferring workers that are online."""
+        online = cls.objects.filter(worker__in=Worker.objects.online())
+        for rows in (online, cls.objects.all()):
+            key = rows.order_by("-updated_at").values_list("pk", "updated_at").first()
+            if key:
+                return key
+        return None
+
+    @classmethod
+    def current_data(cls) -> dict:
+        """The current catalog's small part (system_stats, models …), without object_info."""
+        key = cls._current_key()
+        return cls.objects.values_list("data", flat=True).get(pk=key[0]) if key else {}
 
     _parsed: dict = {}
 
@@ -156,9 +166,7 @@ class Catalog(models.Model):
         A real ComfyUI's object_info is about 500 KB of JSON: every prompt validates against it,
         so it is read from the database only when a worker published a new one.
         """
-        online = cls.objects.filter(worker__in=Worker.objects.online())
-        key = online.order_by("-updated_at").values_list("pk", "updated_at").first()
-        key = key or cls.objects.order_by("-updated_at").values_list("pk", "updated_at").first()
+        key = cls._current_key()
         if key is None:
             return None
         if cls._parsed.get("key") != key:
@@ -238,16 +246,18 @@ class Job(models.Model):
         """Queue a validated prompt for a workspace, within the queue's limits."""
         queue_settings = QueueSettings.get()
         limit = workspace.max_waiting_jobs or queue_settings.max_waiting_per_user
-        waiting = cls.objects.filter(workspace=workspace, state=JobState.QUEUED).count()
-        if waiting >= limit:
-            raise SubmitError(
-                "workshop_queue_limit",
-                f"You already have {waiting} jobs waiting (the limit is {limit}). "
-                "Wait for one to start, or cancel one in the queue panel.",
-                status=429,
-            )
         extra = {k: v for k, v in (extra_data or {}).items() if k not in SECRET_EXTRA_KEYS}
         with transaction.atomic():
+            # Two tabs pressing Run at once: the workspace row lock makes the count exact.
+            type(workspace).objects.select_for_update().filter(pk=workspace.pk).exists()
+            waiting = cls.objects.filter(workspace=workspace, state=JobState.QUEUED).count()
+            if waiting >= limit:
+                raise SubmitError(
+                    "workshop_queue_limit",
+                    f"You already have {waiting} jobs waiting (the limit is {limit}). "
+                    "Wait for one to start, or cancel one in the queue panel.",
+                    status=429,
+                )
             return cls._create(workspace, prompt, extra, client_id, inputs, outputs_to_execute, workflow_name)
 
     @classmethod

@@ -265,3 +265,33 @@ def test_a_worker_cannot_end_or_fill_another_workers_job(client, participants, o
     assert finish.status_code == upload.status_code == 409
     assert Job.objects.get(pk=job.pk).state == JobState.RUNNING
     assert not participants[0].file_path("output", "x.png").exists()
+
+
+def test_two_tabs_pressing_run_at_once_cannot_pass_the_waiting_limit(transactional_db, participants):
+    import threading
+
+    from django.db import connection
+
+    from jobs.models import SubmitError
+
+    QueueSettings.objects.update_or_create(pk=1, defaults={"max_waiting_per_user": 1})
+    barrier = threading.Barrier(4)
+    outcomes = []
+
+    def press_run():
+        try:
+            barrier.wait()
+            Job.submit(participants[0], SIMPLE)
+            outcomes.append("queued")
+        except SubmitError:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=press_run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["queued", "refused", "refused", "refused"]
+    assert Job.objects.filter(workspace=participants[0]).count() == 1
