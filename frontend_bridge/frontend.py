@@ -69,6 +69,8 @@ def asset(request, slug, path):
         return static_file(OWN_EXTENSIONS, path.removeprefix("extensions/workshop/"), "no-cache")
     if path.startswith("templates/"):
         return static_file(templates_root(), path.removeprefix("templates/"), SHORT)
+    if path.startswith("extensions/") and not path.startswith("extensions/core/"):
+        return custom_node_file("/" + path)
     return static_file(FRONTEND_ROOT, path, cache_for(path))
 
 
@@ -82,6 +84,18 @@ def templates_root() -> Path:
 def root_asset(request, path):
     """`/assets/...` at the site root: the progress favicon frames use an absolute path."""
     return static_file(FRONTEND_ROOT / "assets", path, SHORT)
+
+
+def custom_node_file(path: str) -> HttpResponse:
+    """A custom node's frontend file, as the GPU workers published it."""
+    from jobs.models import ExtensionFile
+
+    found = ExtensionFile.objects.filter(path=path).values_list("content", "content_type").first()
+    if found is None:
+        raise Http404("No such extension file")
+    response = HttpResponse(bytes(found[0]), content_type=found[1])
+    response["Cache-Control"] = "no-cache"
+    return response
 
 
 def core_extensions() -> list[str]:

@@ -63,7 +63,11 @@ def embeddings(request, workspace):
 
 @workspace_api(["GET"])
 def extensions(request, workspace):
-    return JsonResponse(core_extensions(), safe=False)
+    from jobs.models import ExtensionFile
+
+    published = set(ExtensionFile.objects.values_list("path", flat=True))
+    custom = [p for p in _catalog_data().get("extensions") or [] if p in published]
+    return JsonResponse(core_extensions() + custom, safe=False)
 
 
 def _input_files(workspace) -> list[str]:

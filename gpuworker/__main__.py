@@ -9,6 +9,8 @@ a TOML config file (--config), which is where the provider is chosen.
 import argparse
 import logging
 import os
+import posixpath
+import re
 import signal
 import socket
 import sys
@@ -109,6 +111,41 @@ def catalog_of(comfy: ComfyClient, stats: dict) -> dict:
     return catalog
 
 
+RELATIVE_IMPORT = re.compile(r"""(?:from|import)\s*\(?\s*["'](\.{1,2}/[^"']+)["']""")
+
+
+def extension_files(comfy: ComfyClient, listed: list[str], limit: int = 500) -> dict[str, bytes]:
+    """Custom nodes' frontend files: each listed one plus the modules it imports relatively.
+
+    The app serves them to every workspace; core extensions come with the frontend itself.
+    """
+    pending = [p for p in listed if p.startswith("/extensions/") and not p.startswith("/extensions/core/")]
+    files: dict[str, bytes] = {}
+    while pending and len(files) < limit:
+        path = pending.pop()
+        if path in files:
+            continue
+        try:
+            files[path] = comfy.get_bytes(path)
+        except Exception as exc:
+            log.warning("extension file %s unavailable (%s)", path, exc)
+            continue
+        if path.endswith((".js", ".mjs")):
+            base = posixpath.dirname(path)
+            for relative in RELATIVE_IMPORT.findall(files[path].decode("utf-8", "replace")):
+                target = posixpath.normpath(posixpath.join(base, relative))
+                # Only the pack's own files; "../../scripts/app.js" is the frontend's.
+                if target.startswith("/extensions/") and not target.startswith("/extensions/core/"):
+                    pending.append(target)
+    return files
+
+
+def publish_catalog(app: AppClient, comfy: ComfyClient, catalog: dict) -> None:
+    for path, content in extension_files(comfy, catalog.get("extensions") or []).items():
+        app.publish_file(path, content)
+    app.publish_catalog(catalog)
+
+
 def catalog_fingerprint(catalog: dict) -> str:
     import hashlib
     import json
@@ -129,7 +166,7 @@ def heartbeat_loop(app: AppClient, worker: Worker, comfy: ComfyClient, published
                 catalog = catalog_of(comfy, comfy.system_stats())
                 fingerprint = catalog_fingerprint(catalog)
                 if fingerprint != published:
-                    app.publish_catalog(catalog)
+                    publish_catalog(app, comfy, catalog)
                     published = fingerprint
                     log.info("catalog changed; published again")
         except Exception as exc:  # The app or ComfyUI may be restarting; the next beat tries again.
@@ -155,7 +192,7 @@ def main(argv=None) -> int:
     version = (stats.get("system") or {}).get("comfyui_version", "")
     app.register(name=args.name, provider=args.provider, comfyui_url=args.comfyui, version=version, capacity=1)
     catalog = catalog_of(comfy, stats)
-    app.publish_catalog(catalog)
+    publish_catalog(app, comfy, catalog)
 
     connection = redis.Redis.from_url(args.redis)
     queue = Queue(args.queue, connection=connection, serializer=JSONSerializer)

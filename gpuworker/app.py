@@ -60,6 +60,10 @@ class AppClient:
     def publish_catalog(self, catalog: dict) -> dict:
         return self.post("catalog", catalog)
 
+    def publish_file(self, path: str, content: bytes) -> dict:
+        return self._call("PUT", "catalog/files", params={"path": path}, data=content,
+                          headers={"Content-Type": "application/octet-stream"}).json()
+
     def started(self, job_id: str, comfyui_prompt_id: str | None = None) -> bool:
         """True when the job may run; False when the app says it must not (cancelled meanwhile)."""
         try:

@@ -43,6 +43,11 @@ class ComfyClient:
     def object_info(self) -> dict:
         return self.get_json("/object_info")
 
+    def get_bytes(self, path: str) -> bytes:
+        response = self.session.get(self.base + path, timeout=self.timeout)
+        response.raise_for_status()
+        return response.content
+
     def history(self, prompt_id: str) -> dict:
         return self.get_json(f"/history/{prompt_id}").get(prompt_id) or {}
 

@@ -174,6 +174,18 @@ class Catalog(models.Model):
         return cls._parsed["object_info"]
 
 
+class ExtensionFile(models.Model):
+    """A custom node's frontend file (JS, CSS …) published by a GPU worker, served to every UI."""
+
+    path = models.CharField(max_length=500, unique=True, help_text="/extensions/<pack>/<file>")
+    content = models.BinaryField()
+    content_type = models.CharField(max_length=100, default="text/javascript")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return self.path
+
+
 class SubmitError(Exception):
     """A prompt the queue refuses; carries ComfyUI's error shape so the UI can show it."""
 

@@ -6,6 +6,7 @@ urlpatterns = [
     path("register", worker_api.register),
     path("heartbeat", worker_api.heartbeat),
     path("catalog", worker_api.catalog),
+    path("catalog/files", worker_api.catalog_file),
     path("jobs/<uuid:job_id>/inputs", worker_api.job_input),
     path("jobs/<uuid:job_id>/started", worker_api.job_started),
     path("jobs/<uuid:job_id>/events", worker_api.job_events),

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods
 from accounts.models import UnsafePath
 
 from . import dispatcher, events, rq
-from .models import Catalog, Job, JobState, Worker
+from .models import Catalog, ExtensionFile, Job, JobState, Worker
 
 # Messages that end a run: held back until `finish` has stored the result, so a browser that
 # refreshes its history on them already finds the job there.
@@ -127,6 +127,25 @@ def catalog(request):
             "data": data,
         },
     )
+    return JsonResponse({"ok": True})
+
+
+@worker_call(["PUT", "POST"])
+@bad_request_as_400
+def catalog_file(request):
+    """A custom node's frontend file, e.g. /extensions/ComfyUI-VideoHelperSuite/videoinfo.js."""
+    import mimetypes
+
+    path = request.GET.get("path", "")
+    parts = path.split("/")
+    if not path.startswith("/extensions/") or path.startswith("/extensions/core/") or any(
+        p in ("", ".", "..") for p in parts[1:]
+    ):
+        raise BadRequest("path must be /extensions/<pack>/<file>, outside core")
+    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    if path.endswith((".js", ".mjs")):
+        content_type = "text/javascript"
+    ExtensionFile.objects.update_or_create(path=path, defaults={"content": request.body, "content_type": content_type})
     return JsonResponse({"ok": True})
 
 

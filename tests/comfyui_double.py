@@ -33,6 +33,16 @@ FRONTEND_VERSION = "1.27.10"
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 
 
+# A custom node pack's frontend files, as ComfyUI serves them from the pack's web folder.
+DEMO_EXTENSION = {
+    "/extensions/workshop-demo/demo.js": 'import { app } from "../../scripts/app.js";\n'
+                                         'import { hello } from "./lib/helper.js";\n'
+                                         'app.registerExtension({ name: "workshop.demo", setup() { hello(); } });\n',
+    "/extensions/workshop-demo/lib/helper.js": "export function hello() { return 'demo'; }\n",
+}
+DEMO_EXTENSION_LISTED = ["/extensions/workshop-demo/demo.js"]
+
+
 def _preview_png(step: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16), (step * 20 % 256, 64, 128)).save(buffer, "PNG")
@@ -234,7 +244,8 @@ class ComfyUIDouble:
             ("GET", "/system_stats", self.system_stats),
             ("GET", "/features", self.static_json(FEATURES)),
             ("GET", "/embeddings", self.static_json([])),
-            ("GET", "/extensions", self.static_json([])),
+            ("GET", "/extensions", self.static_json(["/extensions/core/groupNode.js", *DEMO_EXTENSION_LISTED])),
+            ("GET", "/extensions/{pack}/{file:.+}", self.extension_file),
             ("GET", "/models", self.static_json(["checkpoints", "loras", "vae"])),
             ("GET", "/models/{folder}", self.models_in),
         ]
@@ -262,6 +273,12 @@ class ComfyUIDouble:
                              "vram_total": 0, "vram_free": 0, "torch_vram_total": 0, "torch_vram_free": 0}],
             }
         )
+
+    async def extension_file(self, request):
+        path = f"/extensions/{request.match_info['pack']}/{request.match_info['file']}"
+        if path not in DEMO_EXTENSION:
+            return web.Response(status=404)
+        return web.Response(text=DEMO_EXTENSION[path], content_type="text/javascript")
 
     async def models_in(self, request):
         if request.match_info["folder"] not in ("checkpoints", "loras", "vae"):

@@ -229,3 +229,17 @@ def test_live_previews_reach_the_participants_browser(live_app, participants, do
     assert (event, image_format) == (1, 2) and frames[0][8:12] == b"\x89PNG"
     assert len(frames) < 3 * 6, "previews are throttled (the double sent one per step: 18)"
     assert bob_binary == [], "previews go to their own workspace only"
+
+
+def test_custom_node_frontend_files_reach_every_workspace(live_app, participants, double):
+    """A custom node's JS on the GPU host (and what it imports) is served in each workspace."""
+    with live_app.gpu_worker(double.url):
+        alice, bob = live_app.login("user001"), live_app.login("user002")
+        listed = alice.get(f"{live_app.url}/user/001/api/extensions", timeout=10).json()
+        demo = bob.get(f"{live_app.url}/user/002/extensions/workshop-demo/demo.js", timeout=10)
+        helper = bob.get(f"{live_app.url}/user/002/extensions/workshop-demo/lib/helper.js", timeout=10)
+    assert "/extensions/workshop-demo/demo.js" in listed
+    assert listed.count("/extensions/core/groupNode.js") == 1, "core files come from the pinned frontend"
+    assert demo.status_code == 200 and demo.headers["Content-Type"].startswith("text/javascript")
+    assert "registerExtension" in demo.text
+    assert helper.status_code == 200 and "hello" in helper.text
