@@ -193,10 +193,53 @@ def view(request, workspace):
     if not path.is_file():
         return JsonResponse({"error": f"{filename} not found"}, status=404)
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    response = FileResponse(open(path, "rb"), content_type=content_type)
+    partial = _byte_range(request.headers.get("Range", ""), path.stat().st_size)
+    if partial is not None:
+        response = _range_response(path, content_type, *partial)
+    else:
+        response = FileResponse(open(path, "rb"), content_type=content_type)
+        response["Accept-Ranges"] = "bytes"
     disposition = "attachment" if request.GET.get("download") else "inline"
     response["Content-Disposition"] = f'{disposition}; filename="{path.name}"'
     response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def _byte_range(header: str, size: int):
+    """(start, end) of a single `bytes=a-b` range, so browsers can seek in videos."""
+    if not header.startswith("bytes=") or "," in header or size == 0:
+        return None
+    first, _, last = header.removeprefix("bytes=").partition("-")
+    try:
+        if first:
+            start, end = int(first), int(last) if last else size - 1
+        else:
+            start, end = max(size - int(last), 0), size - 1
+    except ValueError:
+        return None
+    if start > end or start >= size:
+        return None
+    return start, min(end, size - 1)
+
+
+def _range_response(path, content_type, start, end):
+    from django.http import StreamingHttpResponse
+
+    def chunks():
+        with open(path, "rb") as source:
+            source.seek(start)
+            left = end - start + 1
+            while left > 0:
+                chunk = source.read(min(left, 1024 * 1024))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                yield chunk
+
+    response = StreamingHttpResponse(chunks(), status=206, content_type=content_type)
+    response["Content-Range"] = f"bytes {start}-{end}/{path.stat().st_size}"
+    response["Content-Length"] = str(end - start + 1)
+    response["Accept-Ranges"] = "bytes"
     return response
 
 

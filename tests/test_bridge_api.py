@@ -162,3 +162,14 @@ def test_cancel_own_queued_job_through_queue_delete(alice, participants):
     prompt_id = post_json(alice, "/user/001/api/prompt", {"prompt": SIMPLE}).json()["prompt_id"]
     assert post_json(alice, "/user/001/api/queue", {"delete": [prompt_id]}).status_code == 200
     assert Job.objects.get(pk=prompt_id).state == JobState.CANCELLED
+
+
+def test_videos_can_be_seeked_with_range_requests(alice, participants):
+    participants[0].file_path("output", "clip.mp4").write_bytes(b"0123456789")
+    whole = alice.get("/user/001/api/view?filename=clip.mp4&type=output")
+    assert whole["Accept-Ranges"] == "bytes" and whole["Content-Type"] == "video/mp4"
+    part = alice.get("/user/001/api/view?filename=clip.mp4&type=output", HTTP_RANGE="bytes=2-5")
+    assert part.status_code == 206 and part["Content-Range"] == "bytes 2-5/10"
+    assert b"".join(part.streaming_content) == b"2345"
+    tail = alice.get("/user/001/api/view?filename=clip.mp4&type=output", HTTP_RANGE="bytes=-3")
+    assert b"".join(tail.streaming_content) == b"789"
