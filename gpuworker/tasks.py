@@ -18,6 +18,7 @@ log = logging.getLogger("gpuworker.tasks")
 CANCEL_KEY = "workshop:cancel:{}"
 POLL = 0.25  # seconds between cancel checks while ComfyUI works: well inside the 2 s promise
 FLUSH = 0.25  # seconds events may wait to be sent together
+GIVE_UP_AFTER = 120  # seconds after a timeout's interrupt before the job is given up
 # Messages the app turns into its own (the queue's status) or that mean nothing to a browser.
 NOT_RELAYED = {"status", "feature_flags", "crystools.monitor"}
 PREVIEW_IMAGE = 1  # ComfyUI's binary event: >I event, >I format (1 JPEG, 2 PNG), image bytes
@@ -111,7 +112,8 @@ class JobRun:
             socket.close()
 
     def _follow(self, socket) -> str:
-        deadline = time.monotonic() + float(self.payload.get("timeout") or 1800)
+        timeout = float(self.payload.get("timeout") or 1800)
+        deadline = time.monotonic() + timeout
         timed_out = False
         while True:
             self._check_stop()
@@ -119,6 +121,10 @@ class JobRun:
                 timed_out = True
                 self.stop_kind = self.stop_kind or "timeout"
                 self._send_interrupt()
+            if time.monotonic() > deadline + GIVE_UP_AFTER:
+                # ComfyUI ignored the interrupt (a node that never checks): free this slot anyway.
+                return self._finish("error", error={"exception_message": f"Timed out after {timeout:.0f} s; "
+                                                    "ComfyUI did not stop when interrupted"})
             try:
                 message = socket.receive(timeout=POLL)
             except ConnectionClosed:

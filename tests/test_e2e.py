@@ -243,3 +243,31 @@ def test_custom_node_frontend_files_reach_every_workspace(live_app, participants
     assert demo.status_code == 200 and demo.headers["Content-Type"].startswith("text/javascript")
     assert "registerExtension" in demo.text
     assert helper.status_code == 200 and "hello" in helper.text
+
+
+def test_instructor_run_now_interrupts_and_the_interrupted_job_runs_again(live_app, participants, double):
+    """'Run now' starts the demo at once; the participant's interrupted job comes back first."""
+    from django.test import Client
+
+    double.steps, double.step_time = 200, 0.05  # ten seconds per node unless interrupted
+    with live_app.gpu_worker(double.url):
+        alice = live_app.login("user001")
+        with live_app.ws(alice, "001") as ws:
+            victim = post_prompt(alice, live_app, "001", SIMPLE)
+            receive_until(ws, lambda m: m["type"] == "progress" and m["data"].get("prompt_id") == victim)
+            demo_prompt = json.loads(json.dumps(SIMPLE))
+            demo_prompt["1"]["inputs"]["color"] = 0x00FF00
+            demo = Job.submit(participants[2], demo_prompt)
+            double.steps, double.step_time = 2, 0.01  # the rest runs quickly
+
+            instructor = Client()
+            instructor.login(username="instructor", password="pw")
+            answer = instructor.post("/admin/jobs/job/", {"action": "run_now", "_selected_action": [str(demo.pk)]})
+            assert answer.status_code == 302
+            receive_until(ws, lambda m: m["type"] == "execution_interrupted" and m["data"]["prompt_id"] == victim)
+            receive_until(ws, finished(victim), timeout=30)
+    victim_job, demo_job = Job.objects.get(pk=victim), Job.objects.get(pk=demo.pk)
+    assert demo_job.state == victim_job.state == JobState.COMPLETED
+    assert victim_job.attempts == 2, "the interrupted job ran again"
+    assert demo_job.started_at < victim_job.started_at, "the demo ran first, then the interrupted job"
+    assert double.interrupts, "the interrupt reached ComfyUI"
