@@ -5,6 +5,8 @@ Pure functions: no Django, no I/O.
 """
 
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "upload")
+# Core loader nodes and their file input, for when no catalog has been published yet.
+KNOWN_UPLOADS = {"LoadImage": "image", "LoadImageMask": "image", "LoadVideo": "file", "LoadAudio": "audio"}
 
 
 def _error(kind, message, details="", extra=None):
@@ -164,14 +166,20 @@ def validate_prompt(prompt, object_info, partial_execution_targets=None):
 
 def input_files(prompt, object_info) -> list[dict]:
     """Workspace files the prompt reads (LoadImage-style upload inputs), as view triples."""
-    if not isinstance(prompt, dict) or not object_info:
+    if not isinstance(prompt, dict):
         return []
     found = []
     for node in prompt.values():
-        class_info = object_info.get(node.get("class_type")) or {}
-        for name, (_, config) in _input_specs(class_info).items():
+        if not isinstance(node, dict):
+            continue
+        if object_info:
+            class_info = object_info.get(node.get("class_type")) or {}
+            names = [name for name, (_, config) in _input_specs(class_info).items() if _is_upload(config)]
+        else:
+            names = [KNOWN_UPLOADS[node.get("class_type")]] if node.get("class_type") in KNOWN_UPLOADS else []
+        for name in names:
             value = (node.get("inputs") or {}).get(name)
-            if not isinstance(value, str) or not value or not _is_upload(config):
+            if not isinstance(value, str) or not value:
                 continue
             folder_type = "input"
             for kind in ("input", "output", "temp"):

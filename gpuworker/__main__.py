@@ -190,9 +190,10 @@ def main(argv=None) -> int:
     app = AppClient(args.app, args.token, args.app_retry)
     stats = wait_for_comfyui(comfy, args.comfyui_wait)
     version = (stats.get("system") or {}).get("comfyui_version", "")
-    app.register(name=args.name, provider=args.provider, comfyui_url=args.comfyui, version=version, capacity=1)
+    # Catalog first: once registered the worker gets jobs, and prompts are checked against it.
     catalog = catalog_of(comfy, stats)
     publish_catalog(app, comfy, catalog)
+    app.register(name=args.name, provider=args.provider, comfyui_url=args.comfyui, version=version, capacity=1)
 
     connection = redis.Redis.from_url(args.redis)
     queue = Queue(args.queue, connection=connection, serializer=JSONSerializer)

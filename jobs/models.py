@@ -109,7 +109,8 @@ class Worker(models.Model):
 
     @classmethod
     def create_with_token(cls, name: str, **fields) -> tuple["Worker", str]:
-        token = secrets.token_urlsafe(32)
+        # A prefix, so a token never starts with "-" (command lines would read it as an option).
+        token = "wt_" + secrets.token_urlsafe(32)
         worker, _ = cls.objects.update_or_create(name=name, defaults={"token_hash": hash_token(token), **fields})
         return worker, token
 

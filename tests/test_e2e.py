@@ -33,7 +33,12 @@ def receive_until(ws, predicate, timeout=30.0):
 
 
 def finished(prompt_id):
-    return lambda m: m["type"] == "execution_success" and m["data"].get("prompt_id") == prompt_id
+    def check(message):
+        if message["type"] == "execution_error" and message["data"].get("prompt_id") == prompt_id:
+            raise AssertionError(f"the run failed: {message['data'].get('exception_message')}")
+        return message["type"] == "execution_success" and message["data"].get("prompt_id") == prompt_id
+
+    return check
 
 
 def post_prompt(session, app, slug, prompt, client_id="test-client"):

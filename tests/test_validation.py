@@ -121,3 +121,9 @@ def test_input_files_of_load_image_nodes():
         {"filename": "gw_00001_.png", "subfolder": "", "type": "output"},
     ]
     assert validate_prompt(prompt, SUBSET) == (None, {}), "upload inputs are checked against the workspace instead"
+
+
+def test_input_files_are_found_before_any_catalog_exists():
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "cat.png"}},
+              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
+    assert input_files(prompt, None) == [{"filename": "cat.png", "subfolder": "", "type": "input"}]

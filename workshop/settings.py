@@ -112,7 +112,12 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("CHANNELS_PREFIX", "workshop")},
+        # redis-py's default 5 s socket timeout equals channels-redis's 5 s blocking pop: raise
+        # it, or idle websockets die now and then with "Timeout reading from Redis".
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            "prefix": env_str("CHANNELS_PREFIX", "workshop"),
+        },
     }
 }
 
