@@ -38,6 +38,21 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps({**first, "data": {**first["data"], "sid": self.sid}}))
         for message in rest:
             await self.send(text_data=json.dumps(message))
+        # A reload in the middle of a run: like ComfyUI, say at once which node is running.
+        for message in await database_sync_to_async(self._running_progress)():
+            await self.send(text_data=json.dumps(message))
+
+    def _running_progress(self):
+        from jobs.models import Job, JobState
+
+        messages = []
+        for job_id, progress in Job.objects.filter(workspace=self.workspace, state=JobState.RUNNING).values_list(
+            "id", "progress"
+        ):
+            if progress and progress.get("node"):
+                data = {"node": progress["node"], "display_node": progress["node"], "prompt_id": str(job_id)}
+                messages += [{"type": "executing", "data": data}, {"type": "progress", "data": progress}]
+        return messages
 
     def _snapshot(self):
         from jobs.queue import snapshot

@@ -276,3 +276,20 @@ def test_instructor_run_now_interrupts_and_the_interrupted_job_runs_again(live_a
     assert victim_job.attempts == 2, "the interrupted job ran again"
     assert demo_job.started_at < victim_job.started_at, "the demo ran first, then the interrupted job"
     assert double.interrupts, "the interrupt reached ComfyUI"
+
+
+def test_a_browser_reconnecting_mid_run_gets_the_running_node_at_once(live_app, participants, double):
+    double.steps, double.step_time = 200, 0.05
+    with live_app.gpu_worker(double.url):
+        alice = live_app.login("user001")
+        with live_app.ws(alice, "001") as ws:
+            prompt_id = post_prompt(alice, live_app, "001", SIMPLE)
+            receive_until(ws, lambda m: m["type"] == "progress" and m["data"].get("prompt_id") == prompt_id)
+        wait_until(lambda: Job.objects.get(pk=prompt_id).progress.get("node"), message="progress stored")
+        with live_app.ws(alice, "001", "reloaded-tab") as ws:  # the page was reloaded
+            first = [json.loads(ws.recv(timeout=10)) for _ in range(4)]
+            alice.post(f"{live_app.url}/user/001/api/interrupt", json={"prompt_id": prompt_id}, timeout=10)
+    assert [m["type"] for m in first] == ["status", "workshop.queue", "executing", "progress"]
+    assert first[0]["data"]["sid"] == "reloaded-tab"
+    assert first[1]["data"]["running"][0]["prompt_id"] == prompt_id
+    assert first[2]["data"]["prompt_id"] == prompt_id and first[2]["data"]["node"] == first[3]["data"]["node"]
