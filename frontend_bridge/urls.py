@@ -26,7 +26,7 @@ API_ROUTES = [
     (r"models/(?P<folder>[^/]+)", w.models),
     (r"experiment/models", w.experiment_models),
     (r"experiment/models/(?P<folder>[^/]+)", w.experiment_models),
-    (r"workflow_templates", w.empty_object),
+    (r"workflow_templates", w.workflow_templates),
     (r"workflow_templates/(?P<module>[^/]+)/(?P<name>.+)", w.custom_node_template),
     (r"i18n", w.empty_object),
     (r"users", w.users),

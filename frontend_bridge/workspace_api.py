@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from django.http import FileResponse, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 
 from accounts.models import UnsafePath
 from jobs.models import Catalog
@@ -137,9 +137,19 @@ def releases(request, workspace):
 
 
 @workspace_api(["GET"])
+def workflow_templates(request, workspace):
+    """Custom nodes' example workflows, {module: [names]}, as the GPU host's ComfyUI lists them."""
+    return JsonResponse(_catalog_data().get("workflow_templates") or {})
+
+
+@workspace_api(["GET"])
 def custom_node_template(request, workspace, module, name):
-    # workflow_templates lists none (custom nodes' templates are not in the catalog yet).
-    return JsonResponse({"error": f"No template {module}/{name}."}, status=404)
+    from .frontend import custom_node_file
+
+    try:
+        return custom_node_file(f"/workflow_templates/{module}/{name}")
+    except Http404:
+        return JsonResponse({"error": f"No template {module}/{name}."}, status=404)
 
 
 @workspace_api(["GET"])

@@ -96,7 +96,8 @@ def catalog_of(comfy: ComfyClient, stats: dict) -> dict:
         "comfyui_version": system.get("comfyui_version", ""),
         "system_stats": {**stats, "system": system},
     }
-    for key, path in (("embeddings", "/embeddings"), ("models", "/models"), ("extensions", "/extensions")):
+    for key, path in (("embeddings", "/embeddings"), ("models", "/models"), ("extensions", "/extensions"),
+                      ("workflow_templates", "/workflow_templates")):
         try:
             catalog[key] = comfy.get_json(path)
         except Exception as exc:  # Older or trimmed ComfyUIs may lack a route: publish the rest.
@@ -140,8 +141,23 @@ def extension_files(comfy: ComfyClient, listed: list[str], limit: int = 500) -> 
     return files
 
 
+def template_files(comfy: ComfyClient, templates: dict) -> dict[str, bytes]:
+    """Custom nodes' example workflows ({module: [names]}) as files the app can serve."""
+    files = {}
+    for module, names in (templates or {}).items():
+        for name in names if isinstance(names, list) else []:
+            path = f"/workflow_templates/{module}/{name}.json"
+            try:
+                files[path] = comfy.get_bytes(path)
+            except Exception as exc:
+                log.warning("template %s unavailable (%s)", path, exc)
+    return files
+
+
 def publish_catalog(app: AppClient, comfy: ComfyClient, catalog: dict) -> None:
-    for path, content in extension_files(comfy, catalog.get("extensions") or []).items():
+    files = extension_files(comfy, catalog.get("extensions") or [])
+    files.update(template_files(comfy, catalog.get("workflow_templates")))
+    for path, content in files.items():
         app.publish_file(path, content)
     app.publish_catalog(catalog)
 

@@ -133,15 +133,17 @@ def catalog(request):
 @worker_call(["PUT", "POST"])
 @bad_request_as_400
 def catalog_file(request):
-    """A custom node's frontend file, e.g. /extensions/ComfyUI-VideoHelperSuite/videoinfo.js."""
+    """A custom node's file for the UI: a frontend file (/extensions/<pack>/…) or an example
+    workflow (/workflow_templates/<module>/<name>.json)."""
     import mimetypes
 
     path = request.GET.get("path", "")
     parts = path.split("/")
-    if not path.startswith("/extensions/") or path.startswith("/extensions/core/") or any(
-        p in ("", ".", "..") for p in parts[1:]
-    ):
-        raise BadRequest("path must be /extensions/<pack>/<file>, outside core")
+    allowed = path.startswith("/workflow_templates/") or (
+        path.startswith("/extensions/") and not path.startswith("/extensions/core/")
+    )
+    if not allowed or any(p in ("", ".", "..") for p in parts[1:]):
+        raise BadRequest("path must be /extensions/<pack>/<file> (outside core) or /workflow_templates/<module>/<file>")
     content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     if path.endswith((".js", ".mjs")):
         content_type = "text/javascript"

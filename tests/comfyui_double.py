@@ -246,6 +246,8 @@ class ComfyUIDouble:
             ("GET", "/embeddings", self.static_json([])),
             ("GET", "/extensions", self.static_json(["/extensions/core/groupNode.js", *DEMO_EXTENSION_LISTED])),
             ("GET", "/extensions/{pack}/{file:.+}", self.extension_file),
+            ("GET", "/workflow_templates", self.static_json({"workshop-demo": ["demo_example"]})),
+            ("GET", "/workflow_templates/{module}/{file}", self.template_file),
             ("GET", "/models", self.static_json(["checkpoints", "loras", "vae"])),
             ("GET", "/models/{folder}", self.models_in),
         ]
@@ -273,6 +275,11 @@ class ComfyUIDouble:
                              "vram_total": 0, "vram_free": 0, "torch_vram_total": 0, "torch_vram_free": 0}],
             }
         )
+
+    async def template_file(self, request):
+        if (request.match_info["module"], request.match_info["file"]) != ("workshop-demo", "demo_example.json"):
+            return web.Response(status=404)
+        return web.json_response({"nodes": [], "links": [], "version": 0.4, "extra": {"demo": True}})
 
     async def extension_file(self, request):
         path = f"/extensions/{request.match_info['pack']}/{request.match_info['file']}"

@@ -243,11 +243,15 @@ def test_custom_node_frontend_files_reach_every_workspace(live_app, participants
         listed = alice.get(f"{live_app.url}/user/001/api/extensions", timeout=10).json()
         demo = bob.get(f"{live_app.url}/user/002/extensions/workshop-demo/demo.js", timeout=10)
         helper = bob.get(f"{live_app.url}/user/002/extensions/workshop-demo/lib/helper.js", timeout=10)
+        templates = bob.get(f"{live_app.url}/user/002/api/workflow_templates", timeout=10).json()
+        example = bob.get(f"{live_app.url}/user/002/api/workflow_templates/workshop-demo/demo_example.json", timeout=10)
     assert "/extensions/workshop-demo/demo.js" in listed
     assert listed.count("/extensions/core/groupNode.js") == 1, "core files come from the pinned frontend"
     assert demo.status_code == 200 and demo.headers["Content-Type"].startswith("text/javascript")
     assert "registerExtension" in demo.text
     assert helper.status_code == 200 and "hello" in helper.text
+    assert templates == {"workshop-demo": ["demo_example"]}
+    assert example.status_code == 200 and example.json()["extra"] == {"demo": True}
 
 
 def test_instructor_run_now_interrupts_and_the_interrupted_job_runs_again(live_app, participants, double):
