@@ -5,6 +5,7 @@ progress, executed …) for its workspace's jobs, plus `workshop.queue` with que
 """
 import json
 import uuid
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -13,7 +14,7 @@ from django.http import Http404
 from accounts.access import workspace_for
 from jobs import events
 
-FEATURES = {"supports_preview_metadata": False, "max_upload_size": 100 * 1024 * 1024}
+from .frontend import comfy_features
 
 
 class WorkspaceSocket(AsyncWebsocketConsumer):
@@ -26,8 +27,8 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
             await self.close(code=4404)
             return
         self.group = events.group_name(self.workspace.slug)
-        query = dict(part.split("=", 1) for part in self.scope.get("query_string", b"").decode().split("&") if "=" in part)
-        self.sid = query.get("clientId") or uuid.uuid4().hex
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        self.sid = (query.get("clientId") or [""])[0][:100] or uuid.uuid4().hex
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.channel_layer.group_add(events.QUEUE_GROUP, self.channel_name)
         await self.accept()
@@ -72,7 +73,7 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
         except ValueError:
             return
         if isinstance(message, dict) and message.get("type") == "feature_flags":
-            await self.send(text_data=json.dumps({"type": "feature_flags", "data": FEATURES}))
+            await self.send(text_data=json.dumps({"type": "feature_flags", "data": comfy_features()}))
 
     async def comfy_message(self, event):
         for message in event["messages"]:

@@ -21,6 +21,14 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 SHORT = "public, max-age=3600"
 
 
+def comfy_features() -> dict:
+    """ComfyUI's `features`: answered on /features and to the websocket's feature_flags."""
+    from django.conf import settings
+
+    # Previews go out as ComfyUI's plain binary frames (event 1), without the metadata variant.
+    return {"supports_preview_metadata": False, "max_upload_size": settings.MAX_UPLOAD_BYTES}
+
+
 @lru_cache(maxsize=1)
 def frontend_version() -> str:
     from importlib.metadata import version

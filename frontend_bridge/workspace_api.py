@@ -14,7 +14,7 @@ from jobs.models import Catalog
 
 from . import workflows
 from .api import json_body, workspace_api
-from .frontend import core_extensions, frontend_version
+from .frontend import comfy_features, core_extensions, frontend_version
 
 SUPPORTED_COMFYUI = "0.3.64"
 SETTINGS_FILE = "comfy.settings.json"
@@ -51,9 +51,7 @@ def system_stats(request, workspace):
 
 @workspace_api(["GET"])
 def features(request, workspace):
-    from django.conf import settings
-
-    return JsonResponse({"supports_preview_metadata": False, "max_upload_size": settings.MAX_UPLOAD_BYTES})
+    return JsonResponse(comfy_features())
 
 
 @workspace_api(["GET"])

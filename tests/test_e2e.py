@@ -297,3 +297,14 @@ def test_a_browser_reconnecting_mid_run_gets_the_running_node_at_once(live_app, 
     assert first[0]["data"]["sid"] == "reloaded-tab"
     assert first[1]["data"]["running"][0]["prompt_id"] == prompt_id
     assert first[2]["data"]["prompt_id"] == prompt_id and first[2]["data"]["node"] == first[3]["data"]["node"]
+
+
+def test_websocket_answers_comfyuis_feature_flags(live_app, participants):
+    alice = live_app.login("user001")
+    with live_app.ws(alice, "001", "tab%201") as ws:
+        hello = json.loads(ws.recv(timeout=10))
+        ws.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
+        answer = receive_until(ws, lambda m: m["type"] == "feature_flags")[-1]
+    assert hello["data"]["sid"] == "tab 1", "the clientId is read like a query parameter"
+    assert answer["data"]["supports_preview_metadata"] is False
+    assert answer["data"]["max_upload_size"] > 0
