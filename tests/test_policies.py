@@ -18,9 +18,11 @@ def owners(jobs):
     return [j.owner for j in jobs]
 
 
-def test_fifo_runs_in_submission_order():
+def test_fifo_runs_in_submission_order_whatever_anyone_used_today():
     jobs = [job("b", 2), job("a", 1), job("a", 3), job("c", 0)]
     assert [j.id for j in order("fifo", jobs, {})] == ["c-0", "a-1", "b-2", "a-3"]
+    heavy = {"a": Usage(jobs=40, gpu_seconds=9000.0)}
+    assert [j.id for j in order("fifo", jobs, heavy)] == ["c-0", "a-1", "b-2", "a-3"]
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -34,6 +36,12 @@ def test_round_robin_one_participants_ten_jobs_do_not_hold_back_anothers_first()
     jobs = [job("a", n) for n in range(10)] + [job("b", 30)]
     ordered = order("round_robin", jobs, {})
     assert owners(ordered[:2]) == ["a", "b"], "b's first job runs second, not eleventh"
+
+
+def test_round_robin_someone_with_fewer_jobs_today_goes_first_even_if_submitted_last():
+    jobs = [job("a", n) for n in range(10)] + [job("b", 30)]
+    ordered = order("round_robin", jobs, {"a": Usage(jobs=2), "b": Usage(jobs=1)})
+    assert ordered[0].id == "b-30"
 
 
 def test_round_robin_counts_jobs_started_today():
@@ -64,7 +72,8 @@ def test_fair_share_counts_the_estimates_of_jobs_placed_ahead():
 def test_equal_timestamps_give_a_deterministic_order():
     jobs = [job("a", 0, name="z"), job("b", 0, name="y"), job("c", 0, name="x")]
     for policy in POLICIES:
-        assert [j.id for j in order(policy, jobs, {})] == [j.id for j in order(policy, list(reversed(jobs)), {})]
+        assert [j.id for j in order(policy, jobs, {})] == ["x", "y", "z"], "ties broken by job id"
+        assert [j.id for j in order(policy, list(reversed(jobs)), {})] == ["x", "y", "z"], "not by input order"
 
 
 def test_unknown_policy_is_a_clear_error():
@@ -83,6 +92,14 @@ def test_etas_with_one_and_two_workers():
     assert etas(ordered, 2) == {"a-0": 0, "b-1": 0, "c-2": 30}
     assert etas(ordered, 1, running_remaining=[45]) == {"a-0": 45, "b-1": 105, "c-2": 135}
     assert etas(ordered, 2, running_remaining=[45]) == {"a-0": 0, "b-1": 45, "c-2": 60}
+    assert etas(ordered, 2, running_remaining=[45, 20]) == {"a-0": 20, "b-1": 45, "c-2": 75}
+    assert etas([], 2, running_remaining=[45]) == {}
+
+
+def test_etas_follow_the_policy_order_so_what_we_announce_is_what_runs():
+    jobs = [job("a", n, estimate=100) for n in range(3)] + [job("b", 10, estimate=10)]
+    ordered = order("round_robin", jobs, {})
+    assert etas(ordered, 1) == {"a-0": 0, "b-10": 100, "a-1": 110, "a-2": 210}
 
 
 def test_etas_unknown_without_workers():
@@ -105,7 +122,41 @@ def test_random_queues_keep_every_job_priority_and_own_order(policy):
             assert mine == sorted(mine, key=lambda j: (-j.priority, j.created_at, j.id))
 
 
-def test_two_hundred_participants_are_ordered_quickly_enough_for_every_push():
+def reference_order(policy, waiting, usage):
+    """The DESIGN's simulation written out literally (O(n^2)), to check the heap version against."""
+    if policy == "fifo":
+        return sorted(waiting, key=lambda j: (-j.priority, j.created_at, j.id))
+    queues = {}
+    for j in sorted(waiting, key=lambda j: (-j.priority, j.created_at, j.id)):
+        queues.setdefault(j.owner, []).append(j)
+    u = {o: usage.get(o, Usage()) for o in queues}
+    spent = {o: (u[o].jobs if policy == "round_robin" else u[o].gpu_seconds) for o in queues}
+    result = []
+    while any(queues.values()):
+        heads = [q[0] for q in queues.values() if q]
+        best = min(heads, key=lambda j: (-j.priority, spent[j.owner], j.created_at, j.id))
+        queues[best.owner].pop(0)
+        result.append(best)
+        spent[best.owner] += 1 if policy == "round_robin" else best.estimate
+    return result
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_random_queues_match_the_literal_simulation(policy):
+    rng = random.Random(11)
+    for _ in range(100):
+        jobs = [job(rng.choice("abcdefg"), rng.randint(0, 30), priority=rng.choice([0, 0, 0, 0, 5]),
+                    estimate=float(rng.choice([10, 60, 300])), name=f"j{n:02d}") for n in range(rng.randint(0, 30))]
+        usage = {o: Usage(jobs=rng.randint(0, 4), gpu_seconds=float(rng.choice([0, 30, 300]))) for o in "abcde"}
+        assert [j.id for j in order(policy, jobs, usage)] == [j.id for j in reference_order(policy, jobs, usage)]
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "fair_share"])
+def test_two_hundred_participants_with_ten_jobs_each_take_turns(policy):
+    # Owner 000 submitted all ten first, owner 199 last: still, everyone's first job comes before
+    # anyone's second, and so on round by round.
     jobs = [job(f"{o:03d}", o * 10 + n) for o in range(200) for n in range(10)]
-    ordered = order("fair_share", jobs, {})
-    assert len(ordered) == 2000 and len({j.owner for j in ordered[:200]}) == 200, "everyone's first job comes first"
+    ordered = order(policy, jobs, {})
+    assert len(ordered) == 2000
+    for turn in range(10):
+        assert len({j.owner for j in ordered[turn * 200:(turn + 1) * 200]}) == 200
