@@ -1,192 +1,450 @@
-"""Prompt validation against the catalog's object_info, the way ComfyUI's validate_prompt
-answers (same error types, messages and node_errors shape), so the UI highlights the node.
+"""Validate an API-format ComfyUI prompt against a catalog's ``object_info``, answering the way
+ComfyUI 0.3.64's ``execution.validate_prompt`` does: same error types, messages, details,
+``extra_info`` and ``node_errors`` shape, so the ComfyUI web UI marks the right nodes.
 
-Pure functions: no Django, no I/O.
+Pure functions: standard library only, no Django, no I/O, the arguments are never modified.
+
+How ComfyUI validates (and so how this module does):
+
+1. Every node, in prompt order, must have a ``class_type`` that the server knows; the first one
+   that does not fails the prompt with ``invalid_prompt`` (no ``node_errors``).
+2. The output nodes (classes with ``output_node`` true, narrowed to ``partial_execution_targets``
+   when given) are collected; none gives ``prompt_no_outputs``.
+3. Each output is validated recursively through its links. Only nodes an output depends on are
+   validated at all. Per input: ``required_input_missing``; ``bad_linked_input`` (a list that is
+   not of length 2); ``return_type_mismatch`` (the linked output's type does not overlap the input
+   type); ``invalid_input_type`` (INT/FLOAT conversion failed); ``value_smaller_than_min`` /
+   ``value_bigger_than_max``; ``value_not_in_list``. A link to a node that is not in the prompt,
+   or to a slot the class does not have, raises inside ComfyUI and is reported as
+   ``exception_during_inner_validation`` on the node holding the link (or
+   ``exception_during_validation`` when that node is the output itself).
+4. ``node_errors`` lists every node with errors of its own, with ``dependent_outputs``; like
+   ComfyUI, each failing output is appended to *every* node that has failed so far (ComfyUI's
+   recorded answer lists an output under a node it does not depend on), outputs taken in prompt
+   order.
+
+Deliberate differences from ComfyUI 0.3.64 (see ``validate_prompt``): the whole prompt fails when
+any output fails (ComfyUI queues the valid outputs; ``require_all_outputs=False`` restores that);
+``["COMBO", {"options": [...]}]`` inputs are checked against their options (0.3.64 checks only
+list-typed combos; later ComfyUI checks both, PR #11345); upload inputs (``image_upload`` etc.) are not checked against the catalog's list
+(the GPU host's input folder) — the caller checks them against the workspace via
+``input_files``; a node whose ``inputs`` is not an object is refused up front; a cycle of links
+is reported on a node of the loop (ComfyUI runs into Python's recursion limit); exception records
+carry an empty traceback.
 """
 
-UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "upload")
-# Core loader nodes and their file input, for when no catalog has been published yet.
-KNOWN_UPLOADS = {"LoadImage": "image", "LoadImageMask": "image", "LoadVideo": "file", "LoadAudio": "audio"}
+import copy
+
+# A widget option that marks an input as naming a file of the input folder (LoadImage's
+# ``image_upload``, LoadVideo's ``video_upload``, LoadAudio's ``audio_upload``, Load3D's
+# ``file_upload``; older packs use ``upload``).
+UPLOAD_SUFFIX = "_upload"
+# Core loader classes and their file input, for prompts checked before any catalog exists.
+KNOWN_UPLOADS = {
+    "LoadImage": ("image", "input"),
+    "LoadImageMask": ("image", "input"),
+    "LoadImageOutput": ("image", "output"),
+    "LoadVideo": ("file", "input"),
+    "LoadAudio": ("audio", "input"),
+    "Load3D": ("model_file", "input"),
+    "Load3DAnimation": ("model_file", "input"),
+}
+# Types that link to anything: "*" is how ComfyUI's AnyType (a str whose != is always False)
+# shows in object_info; COMFY_MATCHTYPE_V3 is left to the frontend by ComfyUI's validation.
+WILDCARD_TYPES = ("*", "COMFY_MATCHTYPE_V3")
+FOLDER_TYPES = ("output", "input", "temp")  # the order ComfyUI tests the " [type]" annotations in
+LIST_INFO_LIMIT = 20  # longer option lists are summarised, as ComfyUI does
 
 
-def _error(kind, message, details="", extra=None):
-    return {"type": kind, "message": message, "details": details, "extra_info": extra or {}}
+def _error(kind, message, details="", extra_info=None):
+    return {"type": kind, "message": message, "details": details, "extra_info": extra_info or {}}
 
 
-def _is_link(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+def _invalid_prompt(message, node_id=None):
+    return _error("invalid_prompt", message, "" if node_id is None else f"Node ID '#{node_id}'")
 
 
-def _input_specs(class_info: dict) -> dict:
-    spec = class_info.get("input") or {}
-    merged = {}
-    for section in ("required", "optional"):
-        for name, config in (spec.get(section) or {}).items():
-            merged[name] = (section, config)
-    return merged
-
-
-def _combo_options(config):
-    """Options of a COMBO input (old style: a list as type; new style: "COMBO" + options)."""
-    if not isinstance(config, list) or not config:
+def _class_info(object_info, class_type):
+    if not isinstance(class_type, str) or not isinstance(object_info, dict):
         return None
-    if isinstance(config[0], list):
-        return config[0]
-    if config[0] == "COMBO" and len(config) > 1 and isinstance(config[1], dict):
-        return config[1].get("options")
+    info = object_info.get(class_type)
+    return info if isinstance(info, dict) else None
+
+
+def _sections(class_info):
+    sections = class_info.get("input") if isinstance(class_info, dict) else None
+    return sections if isinstance(sections, dict) else {}
+
+
+def _declared_inputs(class_info):
+    """Names of the required and optional inputs (hidden ones are never validated)."""
+    names = []
+    for section in ("required", "optional"):
+        entries = _sections(class_info).get(section)
+        for name in entries if isinstance(entries, dict) else ():
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _input_spec(class_info, name):
+    """(input type, section, options) of one input; a section earlier in required, optional,
+    hidden wins. The type is a string, or a list of choices for an old-style COMBO."""
+    for section in ("required", "optional", "hidden"):
+        entries = _sections(class_info).get(section)
+        if isinstance(entries, dict) and name in entries:
+            spec = entries[name]
+            if not isinstance(spec, (list, tuple)) or not spec:
+                return spec, section, {}  # not a real catalog's shape: a bare type
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            return spec[0], section, options
+    return None, None, None
+
+
+def _combo_choices(input_type, options):
+    if isinstance(input_type, list):
+        return input_type
+    if input_type == "COMBO" and isinstance(options, dict) and isinstance(options.get("options"), list):
+        return options["options"]
     return None
 
 
-def _is_upload(config) -> bool:
-    options = config[1] if isinstance(config, list) and len(config) > 1 and isinstance(config[1], dict) else {}
-    return any(options.get(flag) for flag in UPLOAD_FLAGS)
+def _is_upload(options) -> bool:
+    return isinstance(options, dict) and any(
+        value for key, value in options.items()
+        if isinstance(key, str) and (key == "upload" or key.endswith(UPLOAD_SUFFIX))
+    )
 
 
-def output_node_ids(prompt, object_info) -> list[str]:
+def types_compatible(received_type, input_type) -> bool:
+    """May an output of ``received_type`` feed an input of ``input_type``? Comma-separated types
+    match when they share one type; "*" matches anything; identical lists (COMBO) match."""
+    if received_type == input_type:
+        return True
+    if received_type in WILDCARD_TYPES or input_type in WILDCARD_TYPES:
+        return True
+    if not isinstance(received_type, str) or not isinstance(input_type, str):
+        return False
+    received = {part.strip() for part in received_type.split(",")}
+    accepted = {part.strip() for part in input_type.split(",")}
+    return bool(received & accepted)
+
+
+def _in_targets(node_id, targets) -> bool:
+    if targets is None:
+        return True
+    try:
+        return node_id in targets
+    except TypeError:
+        return False
+
+
+def output_node_ids(prompt, object_info, partial_execution_targets=None) -> list[str]:
+    """Ids of the nodes whose class is an output node (``output_node`` true), in prompt order,
+    narrowed to ``partial_execution_targets`` when given (by ``in``, as ComfyUI tests it)."""
     if not isinstance(prompt, dict) or not object_info:
         return []
-    return [
-        node_id
-        for node_id, node in prompt.items()
-        if isinstance(node, dict) and (object_info.get(node.get("class_type")) or {}).get("output_node")
-    ]
-
-
-def _ancestors(prompt, node_id, seen):
-    if node_id in seen or node_id not in prompt:
-        return
-    seen.add(node_id)
-    for value in (prompt[node_id].get("inputs") or {}).values():
-        if _is_link(value):
-            _ancestors(prompt, value[0], seen)
-
-
-def _check_node(prompt, node_id, node, object_info) -> list[dict]:
-    class_info = object_info[node["class_type"]]
-    inputs = node.get("inputs") or {}
-    errors = []
-    for name, (section, config) in _input_specs(class_info).items():
-        if name not in inputs:
-            if section == "required":
-                errors.append(_error("required_input_missing", "Required input is missing", name, {"input_name": name}))
+    found = []
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict):
             continue
-        value = inputs[name]
-        input_type = config[0] if isinstance(config, list) and config else config
-        if _is_link(value):
-            source = prompt.get(value[0])
-            if not isinstance(source, dict) or source.get("class_type") not in object_info:
-                errors.append(_error("bad_linked_input", "Bad linked input, must be a length-2 list of [string, integer]",
-                                     f"{name}, {value}", {"input_name": name, "input_config": config, "received_value": value}))
+        info = _class_info(object_info, node.get("class_type"))
+        if info is not None and info.get("output_node") is True and _in_targets(node_id, partial_execution_targets):
+            found.append(node_id)
+    return found
+
+
+class _Validator:
+    """ComfyUI's recursive per-node validation, memoised in ``validated`` like its namesake:
+    node id -> (valid, errors of that node, node id). Exceptions raised while reading a link
+    leave the node's validation exactly where ComfyUI's would."""
+
+    def __init__(self, prompt, object_info):
+        self.prompt = prompt
+        self.object_info = object_info
+        self.validated = {}
+        self.in_progress = set()
+
+    def node(self, node_id):
+        if node_id in self.validated:
+            return self.validated[node_id]
+        if node_id in self.in_progress:
+            # ComfyUI recurses until Python's limit and reports nothing useful; stop at once.
+            raise RecursionError(f"maximum recursion depth exceeded: node {node_id} depends on itself")
+        self.in_progress.add(node_id)
+        try:
+            result = self._check(node_id)
+        finally:
+            self.in_progress.discard(node_id)
+        if node_id in self.validated and not result[1]:
+            return self.validated[node_id]  # keep the cycle report made while this node was checked
+        self.validated[node_id] = result
+        return result
+
+    def _check(self, node_id):
+        node = self.prompt[node_id]
+        inputs = node["inputs"]
+        class_info = self.object_info[node["class_type"]]
+        errors = []
+        valid = True
+        for name in _declared_inputs(class_info):
+            input_type, section, options = _input_spec(class_info, name)
+            if name not in inputs:
+                if section == "required":
+                    errors.append(_error("required_input_missing", "Required input is missing", f"{name}",
+                                         {"input_name": name}))
                 continue
-            outputs = object_info[source["class_type"]].get("output") or []
-            if value[1] >= len(outputs) or value[1] < 0:
-                errors.append(_error("bad_linked_input", "Bad linked input, must be a length-2 list of [string, integer]",
-                                     f"{name}, {value}", {"input_name": name, "input_config": config, "received_value": value}))
+            value = inputs[name]
+            config = [input_type, options]
+            if isinstance(value, list):
+                if not self._link(name, value, input_type, config, errors):
+                    valid = False
                 continue
-            received = outputs[value[1]]
-            expected = "COMBO" if isinstance(input_type, list) else input_type
-            if not _types_match(received, expected):
-                details = f"{name}, received_type({received}) mismatch input_type({expected})"
-                errors.append(_error("return_type_mismatch", "Return type mismatch between linked nodes", details,
-                                     {"input_name": name, "input_config": config, "received_type": received, "linked_node": value}))
-            continue
-        options = config[1] if isinstance(config, list) and len(config) > 1 and isinstance(config[1], dict) else {}
+            self._widget(name, value, input_type, options, config, errors)
+        return (False, errors, node_id) if errors or not valid else (True, [], node_id)
+
+    def _link(self, name, value, input_type, config, errors) -> bool:
+        """Check one linked input; False when it or the node it links to is invalid."""
+        if len(value) != 2:
+            errors.append(_error("bad_linked_input",
+                                 "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                                 f"{name}", {"input_name": name, "input_config": config, "received_value": value}))
+            return True  # the error is this node's own; the linked node is not looked at
+        source_id, slot = value
+        # A missing node or slot raises out of this node's validation, as in ComfyUI.
+        source = self.prompt[source_id]
+        return_types = tuple(self.object_info[source["class_type"]].get("output") or ())
+        received_type = return_types[slot]
+        if not types_compatible(received_type, input_type):
+            details = f"{name}, received_type({received_type}) mismatch input_type({input_type})"
+            errors.append(_error("return_type_mismatch", "Return type mismatch between linked nodes", details,
+                                 {"input_name": name, "input_config": config, "received_type": received_type,
+                                  "linked_node": value}))
+            return True
+        try:
+            return self.node(source_id)[0] is not False
+        except Exception as exc:  # noqa: BLE001 - ComfyUI reports any exception of the inner node
+            self.validated[source_id] = (False, [_error(
+                "exception_during_inner_validation", "Exception when validating inner node", str(exc),
+                {"input_name": name, "input_config": config, "exception_message": str(exc),
+                 "exception_type": _type_name(exc), "traceback": [], "linked_node": value},
+            )], source_id)
+            return False
+
+    @staticmethod
+    def _widget(name, value, input_type, options, config, errors):
+        """Check one widget value: conversion, range, then choices."""
+        try:
+            if isinstance(value, dict) and "__value__" in value:
+                value = value["__value__"]  # how the frontend sends a list-valued widget
+            if input_type == "INT":
+                value = int(value)
+            if input_type == "FLOAT":
+                value = float(value)
+            if input_type == "STRING":
+                value = str(value)
+            if input_type == "BOOLEAN":
+                value = bool(value)
+        except Exception as exc:  # noqa: BLE001 - ComfyUI reports any conversion failure
+            errors.append(_error("invalid_input_type", f"Failed to convert an input value to a {input_type} value",
+                                 f"{name}, {value}, {exc}",
+                                 {"input_name": name, "input_config": config, "received_value": value,
+                                  "exception_message": str(exc)}))
+            return
+        if _is_upload(options):
+            # ComfyUI's loaders check their file themselves (VALIDATE_INPUTS), and the catalog's
+            # list is the GPU host's input folder, not the participant's: see input_files().
+            return
         extra = {"input_name": name, "input_config": config, "received_value": value}
-        if input_type in ("INT", "FLOAT"):
-            try:
-                number = int(value) if input_type == "INT" else float(value)
-            except (TypeError, ValueError):
-                errors.append(_error("invalid_input_type", f"Failed to convert an input value to a {input_type} value",
-                                     f"{name}, {value}", extra))
-                continue
-            if "min" in options and number < options["min"]:
-                errors.append(_error("value_smaller_than_min", f"Value {number} smaller than min of {options['min']}", name, extra))
-            if "max" in options and number > options["max"]:
-                errors.append(_error("value_bigger_than_max", f"Value {number} bigger than max of {options['max']}", name, extra))
-        elif input_type == "BOOLEAN" and not isinstance(value, (bool, int)):
-            errors.append(_error("invalid_input_type", "Failed to convert an input value to a BOOLEAN value", f"{name}, {value}", extra))
-        else:
-            choices = _combo_options(config)
-            # Upload inputs name the participant's own files, which the GPU host's list cannot know.
-            if choices is not None and not _is_upload(config) and value not in choices:
-                shown = choices if len(choices) <= 20 else [*choices[:20], "..."]
-                errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {shown}",
-                                     {"input_name": name, "input_config": config, "received_value": value}))
-    return errors
+        if "min" in options and value < options["min"]:
+            message = "Value {} smaller than min of {}".format(value, options["min"])
+            errors.append(_error("value_smaller_than_min", message, f"{name}", extra))
+            return
+        if "max" in options and value > options["max"]:
+            message = "Value {} bigger than max of {}".format(value, options["max"])
+            errors.append(_error("value_bigger_than_max", message, f"{name}", extra))
+            return
+        choices = _combo_choices(input_type, options)
+        if choices is not None and value not in choices:
+            if len(choices) > LIST_INFO_LIMIT:
+                list_info, shown_config = f"(list of length {len(choices)})", None
+            else:
+                list_info, shown_config = str(choices), config
+            errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {list_info}",
+                                 {"input_name": name, "input_config": shown_config, "received_value": value}))
 
 
-def _types_match(received, expected) -> bool:
-    if "*" in (received, expected) or received == expected:
-        return True
-    if not isinstance(received, str) or not isinstance(expected, str):
-        return False
-    return bool(set(received.split(",")) & set(expected.split(",")))
+def _type_name(exc) -> str:
+    klass = type(exc)
+    return klass.__qualname__ if klass.__module__ == "builtins" else f"{klass.__module__}.{klass.__qualname__}"
 
 
-def validate_prompt(prompt, object_info, partial_execution_targets=None):
-    """(error, node_errors): error None when the prompt may be queued."""
-    if not isinstance(prompt, dict) or not prompt:
-        return _error("invalid_prompt", "Cannot execute because the prompt is not a non-empty object of nodes."), {}
+def _class_error(prompt, object_info):
+    """ComfyUI's first pass: every node has a class_type the server knows (first failure wins)."""
     for node_id, node in prompt.items():
         if not isinstance(node, dict) or "class_type" not in node:
-            return _error("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
-                          f"Node ID '#{node_id}'"), {}
-        if not isinstance(node.get("inputs", {}), dict):
-            return _error("invalid_prompt", "Cannot execute because a node has malformed inputs.", f"Node ID '#{node_id}'"), {}
-        if object_info is not None and node["class_type"] not in object_info:
-            return _error("invalid_prompt", f"Cannot execute because node {node['class_type']} does not exist.",
-                          f"Node ID '#{node_id}'"), {}
-        for value in node.get("inputs", {}).values():
-            if _is_link(value) and value[0] not in prompt:
-                return _error("invalid_prompt", "Cannot execute because a node links to a node that is not in the prompt.",
-                              f"Node ID '#{node_id}'"), {}
+            return _invalid_prompt("Cannot execute because a node is missing the class_type property.", node_id)
+        class_type = node["class_type"]
+        if object_info is not None:
+            known = _class_info(object_info, class_type) is not None
+        else:
+            known = isinstance(class_type, str) and class_type != ""
+        if not known:
+            return _invalid_prompt(f"Cannot execute because node {class_type} does not exist.", node_id)
+    return None
+
+
+def _shape_error(prompt, check_links):
+    """Our own up-front checks: inputs are objects; without a catalog, links are well formed and
+    point at nodes of the prompt (with one, links are checked the way ComfyUI does)."""
+    for node_id, node in prompt.items():
+        inputs, class_type = node.get("inputs"), node["class_type"]
+        if not isinstance(inputs, dict):
+            return _invalid_prompt(f"Cannot execute because the inputs of node {class_type} are not an object.",
+                                   node_id)
+        if not check_links:
+            continue
+        for name, value in inputs.items():
+            if not isinstance(value, list):
+                continue
+            if len(value) != 2 or not isinstance(value[1], int) or isinstance(value[1], bool) or value[1] < 0:
+                return _invalid_prompt(f"Cannot execute because input {name} of node {class_type} is a bad link: "
+                                       "it must be a length-2 list of [node_id, slot_index].", node_id)
+            if not isinstance(value[0], str) or value[0] not in prompt:
+                return _invalid_prompt(f"Cannot execute because input {name} of node {class_type} links to node "
+                                       f"#{value[0]}, which is not in the prompt.", node_id)
+    return None
+
+
+def validate_prompt(prompt, object_info, partial_execution_targets=None, *, require_all_outputs=True):
+    """Validate ``prompt`` (API format: node id -> {"class_type", "inputs"}) against ``object_info``.
+
+    Returns ``(error, node_errors)``: ``error`` is None when the prompt may be queued, else
+    ComfyUI's ``{"type", "message", "details", "extra_info"}``; ``node_errors`` maps node ids to
+    ``{"errors": [...], "dependent_outputs": [...], "class_type": ...}``, the body ComfyUI sends
+    back as ``{"error": error, "node_errors": node_errors}`` with status 400.
+
+    ``object_info`` None (no catalog published yet): structural checks only.
+    ``require_all_outputs`` (default True): any failing output fails the prompt. False is
+    ComfyUI's own rule: the prompt fails only when no output is valid; otherwise ``error`` is
+    None and ``node_errors`` still lists the bad nodes (ComfyUI then runs the valid outputs only).
+    """
+    if not isinstance(prompt, dict):
+        return _invalid_prompt("Cannot execute because the prompt is not an object of nodes."), {}
+    error = _class_error(prompt, object_info) or _shape_error(prompt, check_links=object_info is None)
+    if error is not None:
+        return error, {}
     if object_info is None:
+        if not prompt:
+            return _error("prompt_no_outputs", "Prompt has no outputs"), {}
         return None, {}
 
-    outputs = output_node_ids(prompt, object_info)
-    if partial_execution_targets:
-        outputs = [o for o in outputs if o in {str(t) for t in partial_execution_targets}]
+    outputs = output_node_ids(prompt, object_info, partial_execution_targets)
     if not outputs:
         return _error("prompt_no_outputs", "Prompt has no outputs"), {}
 
-    node_errors = {}
+    validator = _Validator(prompt, object_info)
+    good, failed, node_errors = [], [], {}
     for output in outputs:
-        needed = set()
-        _ancestors(prompt, output, needed)
-        for node_id in sorted(needed):
-            if node_id not in node_errors:
-                errors = _check_node(prompt, node_id, prompt[node_id], object_info)
-                node_errors[node_id] = {"errors": errors, "dependent_outputs": [], "class_type": prompt[node_id]["class_type"]}
-            node_errors[node_id]["dependent_outputs"].append(output)
-    node_errors = {k: v for k, v in node_errors.items() if v["errors"]}
-    if node_errors:
-        return _error("prompt_outputs_failed_validation", "Prompt outputs failed validation"), node_errors
-    return None, {}
+        try:
+            valid, reasons, _ = validator.node(output)
+        except Exception as exc:  # noqa: BLE001 - ComfyUI reports any exception of the output node
+            valid = False
+            reasons = [_error("exception_during_validation", "Exception when validating node", str(exc),
+                              {"exception_type": _type_name(exc), "traceback": []})]
+            validator.validated[output] = (False, reasons, output)
+        if valid is True:
+            good.append(output)
+            continue
+        failed.append((output, reasons))
+        for node_id, (node_valid, node_reasons, _) in validator.validated.items():
+            if node_valid is not True and node_reasons:
+                entry = node_errors.setdefault(node_id, {
+                    "errors": node_reasons, "dependent_outputs": [], "class_type": prompt[node_id]["class_type"],
+                })
+                entry["dependent_outputs"].append(output)
+
+    node_errors = copy.deepcopy(node_errors)  # detach from the catalog's option dicts
+    if failed and (require_all_outputs or not good):
+        details = "\n".join(f"{reason['message']}: {reason['details']}" for _, reasons in failed for reason in reasons)
+        return _error("prompt_outputs_failed_validation", "Prompt outputs failed validation", details), node_errors
+    return None, node_errors
 
 
-def input_files(prompt, object_info) -> list[dict]:
-    """Workspace files the prompt reads (LoadImage-style upload inputs), as view triples."""
+def _needed_nodes(prompt, outputs):
+    """Ids of the outputs and every node they link to, directly or not."""
+    needed, stack = set(), list(outputs)
+    while stack:
+        node_id = stack.pop()
+        if node_id in needed or not isinstance(prompt.get(node_id), dict):
+            continue
+        needed.add(node_id)
+        inputs = prompt[node_id].get("inputs")
+        for value in inputs.values() if isinstance(inputs, dict) else ():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                stack.append(value[0])
+    return needed
+
+
+def parse_annotated_name(value, default_type="input") -> dict:
+    """``"sub/x.png [output]"`` -> {"filename": "x.png", "subfolder": "sub", "type": "output"}.
+    Like ComfyUI, a name ending in "[output]", "[input]" or "[temp]" loses that tag and the one
+    character before it (the space the frontend writes)."""
+    folder_type = default_type
+    for kind in FOLDER_TYPES:
+        if value.endswith(f"[{kind}]"):
+            value, folder_type = value[: -(len(kind) + 3)], kind
+            break
+    subfolder, _, filename = value.rpartition("/")
+    return {"filename": filename, "subfolder": subfolder, "type": folder_type}
+
+
+def _upload_inputs(class_type, class_info):
+    """(input name, default folder type) of the inputs of a class that name input files."""
+    found = []
+    if class_info is not None:
+        for name in _declared_inputs(class_info):
+            _, _, options = _input_spec(class_info, name)
+            if _is_upload(options):
+                folder = options.get("image_folder")
+                found.append((name, folder if folder in FOLDER_TYPES else "input"))
+    known = KNOWN_UPLOADS.get(class_type) if isinstance(class_type, str) else None
+    if known is not None and known[0] not in [name for name, _ in found]:
+        if class_info is None or known[0] in _declared_inputs(class_info):
+            found.append(known)
+    return found
+
+
+def input_files(prompt, object_info, partial_execution_targets=None) -> list[dict]:
+    """Files the prompt reads from the input folder (LoadImage-style upload inputs), as
+    ``{"filename", "subfolder", "type"}`` in prompt order, without duplicates. An empty name is
+    returned too (ComfyUI's loader would refuse it), so that the caller's existence check fails.
+
+    With a catalog: inputs whose options carry an upload flag (``image_upload``,
+    ``video_upload``, ``audio_upload``, ``file_upload``, ``upload``), of the nodes the outputs
+    depend on (a stray LoadImage that ComfyUI would never run is not asked for). Without one:
+    the core loader classes' inputs, of every node. Linked inputs are skipped. The names are
+    returned as written: the caller must keep them inside the workspace.
+    """
     if not isinstance(prompt, dict):
         return []
+    if object_info:
+        needed = _needed_nodes(prompt, output_node_ids(prompt, object_info, partial_execution_targets))
+    else:
+        needed = set(prompt)
     found = []
-    for node in prompt.values():
-        if not isinstance(node, dict):
+    for node_id, node in prompt.items():
+        if node_id not in needed or not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
             continue
-        if object_info:
-            class_info = object_info.get(node.get("class_type")) or {}
-            names = [name for name, (_, config) in _input_specs(class_info).items() if _is_upload(config)]
-        else:
-            names = [KNOWN_UPLOADS[node.get("class_type")]] if node.get("class_type") in KNOWN_UPLOADS else []
-        for name in names:
-            value = (node.get("inputs") or {}).get(name)
-            if not isinstance(value, str) or not value:
+        class_type = node.get("class_type")
+        class_info = _class_info(object_info, class_type) if object_info else None
+        for name, default_type in _upload_inputs(class_type, class_info):
+            value = node["inputs"].get(name)
+            if isinstance(value, dict) and "__value__" in value:
+                value = value["__value__"]
+            if not isinstance(value, str):
                 continue
-            folder_type = "input"
-            for kind in ("input", "output", "temp"):
-                if value.endswith(f" [{kind}]"):
-                    value, folder_type = value[: -len(kind) - 3], kind
-            subfolder, _, filename = value.replace("\\", "/").rpartition("/")
-            item = {"filename": filename, "subfolder": subfolder, "type": folder_type}
+            item = parse_annotated_name(value, default_type)
             if item not in found:
                 found.append(item)
     return found
