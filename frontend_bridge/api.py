@@ -7,15 +7,17 @@ import functools
 import json
 import mimetypes
 
+from django.db import transaction
 from django.http import FileResponse, Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from accounts.access import workspace_for
 from accounts.models import UnsafePath
-from jobs import dispatcher, events
+from jobs import events
 from jobs.models import ACTIVE_STATES, FINAL_STATES, Catalog, Job, JobState, QueueSettings, SubmitError
 
+from . import wire
 from .validation import input_files, output_node_ids, validate_prompt
 
 
@@ -103,11 +105,20 @@ def prompt(request, workspace):
             inputs=inputs,
             outputs_to_execute=output_node_ids(api_prompt, object_info),
             workflow_name=_workflow_name(extra_data),
+            submit_fields=_submit_fields(data),
         )
     except SubmitError as exc:
         return JsonResponse(exc.as_comfy(), status=exc.status)
-    dispatcher.schedule_dispatch()
     return JsonResponse({"prompt_id": str(job.id), "number": job.number, "node_errors": node_errors or {}})
+
+
+def _submit_fields(data: dict) -> dict:
+    """What else of ComfyUI's POST /prompt body the GPU must honour. `number`, `front` and
+    `prompt_id` are the queue's business, never ComfyUI's."""
+    targets = data.get("partial_execution_targets")
+    if isinstance(targets, list) and all(isinstance(t, str) for t in targets):
+        return {"partial_execution_targets": targets}
+    return {}
 
 
 def _workflow_name(extra_data: dict) -> str:
@@ -125,10 +136,9 @@ def queue(request, workspace):
         else:
             ids = [str(i) for i in data.get("delete", []) if isinstance(i, str)]
             chosen = list(targets.filter(pk__in=_valid_uuids(ids)))
-        for job in chosen:
-            job.cancel()
-        if chosen:
-            dispatcher.schedule_dispatch()
+        with transaction.atomic():
+            for job in chosen:
+                job.cancel()
         return JsonResponse({})
 
     mine = Job.objects.filter(workspace=workspace)
@@ -254,7 +264,6 @@ def interrupt(request, workspace):
         running = running.filter(pk__in=ids)
     for job in running[:1]:
         job.cancel()
-        events.queue_changed()
     return JsonResponse({})
 
 
@@ -263,5 +272,5 @@ def workshop_queue(request, workspace):
     """The `workshop.queue` message's data for this workspace (the badge asks on load)."""
     from jobs.queue import snapshot
 
-    status, queue_message = events.queue_messages(events.queue_payload(snapshot()), workspace.slug)
+    status, queue_message = wire.queue_messages(events.queue_payload(snapshot()), workspace.slug)
     return JsonResponse(queue_message["data"])

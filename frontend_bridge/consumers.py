@@ -3,7 +3,9 @@
 A browser gets exactly what a private ComfyUI would send it (status, execution_*, executing,
 progress, executed …) for its workspace's jobs, plus `workshop.queue` with queue positions.
 """
+import asyncio
 import json
+import logging
 import uuid
 from urllib.parse import parse_qs
 
@@ -14,7 +16,10 @@ from django.http import Http404
 from accounts.access import workspace_for
 from jobs import events
 
+from . import wire
 from .frontend import comfy_features
+
+log = logging.getLogger(__name__)
 
 
 class WorkspaceSocket(AsyncWebsocketConsumer):
@@ -29,12 +34,13 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
         self.group = events.group_name(self.workspace.slug)
         query = parse_qs(self.scope.get("query_string", b"").decode())
         self.sid = (query.get("clientId") or [""])[0][:100] or uuid.uuid4().hex
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.channel_layer.group_add(events.QUEUE_GROUP, self.channel_name)
+        if not await self._join():
+            await self.close(code=1013)  # "try again later": the frontend reconnects on its own
+            return
         await self.accept()
         # ComfyUI's first frame is always `status` carrying the sid the UI then uses as client_id.
         payload = await database_sync_to_async(self._snapshot)()
-        first, *rest = events.queue_messages(payload, self.workspace.slug)
+        first, *rest = wire.queue_messages(payload, self.workspace.slug)
         self.last_sent = {m["type"]: m for m in (first, *rest)}
         await self.send(text_data=json.dumps({**first, "data": {**first["data"], "sid": self.sid}}))
         for message in rest:
@@ -42,6 +48,21 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
         # A reload in the middle of a run: like ComfyUI, say at once which node is running.
         for message in await database_sync_to_async(self._running_progress)():
             await self.send(text_data=json.dumps(message))
+
+    async def _join(self) -> bool:
+        """Join the workspace's and the queue's groups; a Redis that just restarted may refuse
+        the first tries while channels-redis reconnects."""
+        delay = 0.1
+        for _ in range(8):
+            try:
+                await self.channel_layer.group_add(self.group, self.channel_name)
+                await self.channel_layer.group_add(events.QUEUE_GROUP, self.channel_name)
+                return True
+            except Exception as exc:
+                log.warning("websocket of %s: channel layer unavailable (%s); retrying", self.workspace.slug, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return False
 
     def _running_progress(self):
         from jobs.models import Job, JobState
@@ -51,8 +72,7 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
             "id", "progress"
         ):
             if progress and progress.get("node"):
-                data = {"node": progress["node"], "display_node": progress["node"], "prompt_id": str(job_id)}
-                messages += [{"type": "executing", "data": data}, {"type": "progress", "data": progress}]
+                messages += wire.running_progress(str(job_id), progress)
         return messages
 
     def _snapshot(self):
@@ -62,8 +82,11 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            await self.channel_layer.group_discard(events.QUEUE_GROUP, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+                await self.channel_layer.group_discard(events.QUEUE_GROUP, self.channel_name)
+            except Exception:  # Redis gone: its groups went with it
+                pass
 
     async def receive(self, text_data=None, bytes_data=None):
         if not text_data:
@@ -85,7 +108,11 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
     async def queue_update(self, event):
         # Each type only when it changed: the ComfyUI frontend re-reads queue and history on
         # every `status`, so 200 browsers must not get one for every change in someone else's queue.
-        for message in events.queue_messages(event["payload"], self.workspace.slug):
+        for message in wire.queue_messages(event["payload"], self.workspace.slug):
             if self.last_sent.get(message["type"]) != message:
                 self.last_sent[message["type"]] = message
                 await self.send(text_data=json.dumps(message))
+
+    async def job_update(self, event):
+        for message in wire.job_update(event["job"]):
+            await self.send(text_data=json.dumps(message))

@@ -20,15 +20,16 @@ import tomllib
 import uuid
 
 import redis
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from .app import AppClient
+from . import tasks
+from .app import AppClient, TokenRevoked
 from .comfy import ComfyClient
 
 log = logging.getLogger("gpuworker")
-HEARTBEAT_SECONDS = 10
-CATALOG_EVERY = 6  # heartbeats between checks whether ComfyUI's catalog changed
+HEARTBEAT_SECONDS = 2.5  # until the app's register answer says otherwise
+CATALOG_SECONDS = 60  # between checks, while idle, whether ComfyUI's catalog changed
 PRIVATE_STATS = ("argv",)
 
 
@@ -170,30 +171,90 @@ def catalog_fingerprint(catalog: dict) -> str:
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
 
 
-def heartbeat_loop(app: AppClient, worker: Worker, comfy: ComfyClient, published: str, stop: threading.Event) -> None:
-    beats = 0
-    while not stop.wait(HEARTBEAT_SECONDS):
-        beats += 1
+def vram_free(stats: dict) -> int | None:
+    devices = stats.get("devices") or []
+    values = [d.get("vram_free") for d in devices if isinstance(d, dict) and isinstance(d.get("vram_free"), int)]
+    return max(values) if values else None
+
+
+def heartbeat_loop(app: AppClient, comfy: ComfyClient, every: float, published: str, stop: threading.Event) -> None:
+    """Every `every` seconds: is ComfyUI answering, and which run is this process doing? The
+    answer renews the run's lease, or says to stop it (cancelled, or no longer ours)."""
+    last_catalog = time.monotonic()
+    while not stop.wait(every):
+        run = tasks.ACTIVE
         try:
-            state = worker.get_state()
-            app.heartbeat("busy" if state == "busy" else "idle", worker.get_current_job_id())
-            if beats % CATALOG_EVERY == 0 and state != "busy":
+            try:
+                stats = comfy.get_json("/system_stats")
+                status = "busy" if run else "idle"
+            except Exception:
+                stats, status = {}, "comfyui_unreachable"
+            answer = app.heartbeat(status, run.job_id if run else None, run.run_no if run else None,
+                                   vram_free=vram_free(stats))
+            if run is not None:
+                run.heard(answer)
+            if status == "idle" and time.monotonic() - last_catalog > CATALOG_SECONDS:
                 # New models or custom nodes on the GPU host show up in the UIs without a restart.
-                catalog = catalog_of(comfy, comfy.system_stats())
+                last_catalog = time.monotonic()
+                catalog = catalog_of(comfy, stats)
                 fingerprint = catalog_fingerprint(catalog)
                 if fingerprint != published:
                     publish_catalog(app, comfy, catalog)
                     published = fingerprint
                     log.info("catalog changed; published again")
+        except TokenRevoked:
+            tasks.revoked()
+            return
         except Exception as exc:  # The app or ComfyUI may be restarting; the next beat tries again.
             log.warning("heartbeat failed: %s", exc)
+
+
+class GpuWorker(SimpleWorker):
+    """RQ's worker without a fork: the job runs in this process, so killing it (kill -9 or
+    not) has one outcome, and the heartbeat thread beside the job proves the job is alive."""
+
+    def handle_warm_shutdown_request(self):
+        super().handle_warm_shutdown_request()
+        # A job the worker is doing goes back to the queue at the front, stopped on ComfyUI.
+        tasks.SHUTDOWN.set()
+
+
+def wait_for_redis(connection, stop: threading.Event) -> None:
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            connection.ping()
+            return
+        except redis.RedisError as exc:
+            print(f"gpuworker: Redis unavailable ({exc.__class__.__name__}); retrying in {delay:.1f} s", flush=True)
+            stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def work(args, queue_name: str, stop: threading.Event) -> None:
+    """RQ's work loop, started again whenever Redis went away under it (Redis is disposable)."""
+    connection = redis.Redis.from_url(args.redis, socket_timeout=30, socket_connect_timeout=5, health_check_interval=15)
+    while not stop.is_set():
+        wait_for_redis(connection, stop)
+        queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
+        # RQ needs a unique name per live process; a restart must not collide with the old entry.
+        worker = GpuWorker([queue], connection=connection, serializer=JSONSerializer,
+                           name=f"{args.name}.{uuid.uuid4().hex[:6]}")
+        worker.work(burst=args.burst, logging_level="INFO", with_scheduler=False)
+        if worker._stop_requested or tasks.SHUTDOWN.is_set() or args.burst:
+            return
+        try:
+            connection.ping()
+            return  # RQ stopped for a reason of its own
+        except redis.RedisError:
+            print("gpuworker: lost Redis; waiting for it to come back", flush=True)
 
 
 def main(argv=None) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     headers = headers_of(args)
-    # The forked work horse reads its settings from here; the token never travels through Redis.
+    # The job function reads its settings from here; the token never travels through Redis.
     os.environ.update(
         GPUWORKER_APP=args.app,
         GPUWORKER_TOKEN=args.token,
@@ -206,31 +267,43 @@ def main(argv=None) -> int:
     app = AppClient(args.app, args.token, args.app_retry)
     stats = wait_for_comfyui(comfy, args.comfyui_wait)
     version = (stats.get("system") or {}).get("comfyui_version", "")
-    # Catalog first: once registered the worker gets jobs, and prompts are checked against it.
-    catalog = catalog_of(comfy, stats)
-    publish_catalog(app, comfy, catalog)
-    app.register(name=args.name, provider=args.provider, comfyui_url=args.comfyui, version=version, capacity=1)
-
-    connection = redis.Redis.from_url(args.redis)
-    queue = Queue(args.queue, connection=connection, serializer=JSONSerializer)
-    # RQ needs a unique name per live process; a restart must not collide with the old entry.
-    worker = Worker([queue], connection=connection, serializer=JSONSerializer, name=f"{args.name}.{uuid.uuid4().hex[:6]}")
-    stop = threading.Event()
-    threading.Thread(
-        target=heartbeat_loop, args=(app, worker, comfy, catalog_fingerprint(catalog), stop), daemon=True
-    ).start()
-    print(f"gpuworker {args.name}: ComfyUI {version or '?'} at {args.comfyui}, queue '{args.queue}', app {args.app}", flush=True)
     try:
-        worker.work(burst=args.burst, logging_level="INFO", with_scheduler=False)
+        # Catalog first: once registered the worker gets jobs, and prompts are checked against it.
+        catalog = catalog_of(comfy, stats)
+        publish_catalog(app, comfy, catalog)
+        registered = app.register(name=args.name, provider=args.provider, comfyui_url=args.comfyui, version=version,
+                                  capacity=1, vram_free=vram_free(stats))
+    except TokenRevoked:
+        print("gpuworker: the app does not know this worker's token. Create one with "
+              "`manage.py worker_token NAME` and pass it with --token.", file=sys.stderr, flush=True)
+        return 3
+    queue_name = registered.get("queue") or args.queue
+    every = float(registered.get("heartbeat_seconds") or HEARTBEAT_SECONDS)
+
+    stop = threading.Event()
+    # Its own client: requests sessions are not shared between threads; short retries, so a
+    # beat that fails is simply the next one's job.
+    beat_app = AppClient(args.app, args.token, retry_seconds=min(every, 5.0), timeout=max(every, 2.0))
+    beat_comfy = ComfyClient(args.comfyui, headers, timeout=3.0)
+    beats = threading.Thread(
+        target=heartbeat_loop, args=(beat_app, beat_comfy, every, catalog_fingerprint(catalog), stop), daemon=True
+    )
+    beats.start()
+    print(f"gpuworker {args.name}: ComfyUI {version or '?'} at {args.comfyui}, queue '{queue_name}', "
+          f"app {args.app}, heartbeat every {every:g} s", flush=True)
+    try:
+        work(args, queue_name, stop)
     finally:
         stop.set()
-        try:
-            app.retry_seconds = 5
-            app.heartbeat("offline")
-        except Exception:
-            pass
+        beats.join(timeout=every + 6)
+        if not tasks.REVOKED.is_set():
+            try:
+                app.retry_seconds = 5
+                app.heartbeat("offline")
+            except Exception:
+                pass
         print(f"gpuworker {args.name}: stopped", flush=True)
-    return 0
+    return 3 if tasks.REVOKED.is_set() else 0
 
 
 if __name__ == "__main__":

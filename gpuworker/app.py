@@ -16,6 +16,18 @@ class AppError(Exception):
         self.status, self.body = status, body
 
 
+class RunFenced(Exception):
+    """The app says this run is no longer the job's current one: stop it, report nothing."""
+
+
+class TokenRevoked(Exception):
+    """The app no longer knows this worker's token (rotated or revoked)."""
+
+
+class AppUnreachable(Exception):
+    """The app did not answer for the whole retry window."""
+
+
 class AppClient:
     def __init__(self, base_url: str, token: str, retry_seconds: float = 300.0, timeout: float = 30.0):
         self.base = base_url.rstrip("/") + "/api/worker/"
@@ -34,6 +46,10 @@ class AppClient:
                     kwargs["data"] = body_factory()  # a streamed body must be re-opened for each try
                 response = self.session.request(method, self.base + path, timeout=self.timeout, **kwargs)
                 if response.status_code < 500:
+                    if response.status_code == 401:
+                        raise TokenRevoked("the app refused this worker's token (rotated or revoked)")
+                    if response.status_code == 409 and _says_stop(response):
+                        raise RunFenced(response.json().get("error", "run taken away"))
                     if response.status_code >= 400:
                         raise AppError(response.status_code, response.text)
                     return response
@@ -41,7 +57,7 @@ class AppClient:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 problem = str(exc)
             if time.monotonic() + delay > deadline:
-                raise ConnectionError(f"app unreachable for {self.retry_seconds:.0f} s: {problem}")
+                raise AppUnreachable(f"app unreachable for {self.retry_seconds:.0f} s: {problem}")
             log.warning("app call %s %s failed (%s); retrying in %.1f s", method, path, problem, delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -54,8 +70,8 @@ class AppClient:
     def register(self, **info) -> dict:
         return self.post("register", info)
 
-    def heartbeat(self, status: str, job_id: str | None = None) -> dict:
-        return self.post("heartbeat", {"status": status, "job_id": job_id})
+    def heartbeat(self, status: str, job_id: str | None = None, run: int | None = None, **info) -> dict:
+        return self.post("heartbeat", {"status": status, "job_id": job_id, "run": run, **info})
 
     def publish_catalog(self, catalog: dict) -> dict:
         return self.post("catalog", catalog)
@@ -64,33 +80,38 @@ class AppClient:
         return self._call("PUT", "catalog/files", params={"path": path}, data=content,
                           headers={"Content-Type": "application/octet-stream"}).json()
 
-    def started(self, job_id: str, comfyui_prompt_id: str | None = None) -> bool:
-        """True when the job may run; False when the app says it must not (cancelled meanwhile)."""
+    def started(self, job_id: str, run: int) -> bool:
+        """True when the run may go ahead; False when the app says it must not."""
         try:
-            self.post(f"jobs/{job_id}/started", {"comfyui_prompt_id": comfyui_prompt_id})
-        except AppError as exc:
-            if exc.status == 409:
-                return False
-            raise
+            self.post(f"jobs/{job_id}/started", {"run": run})
+        except RunFenced:
+            return False
         return True
 
-    def events(self, job_id: str, events: list[dict]) -> str | None:
+    def events(self, job_id: str, run: int, events: list[dict]) -> str | None:
         """Relay events; returns the app's stop request ('cancel', 'interrupt') or None."""
-        return self.post(f"jobs/{job_id}/events", {"events": events}).get("cancel")
+        return self.post(f"jobs/{job_id}/events", {"run": run, "events": events}).get("cancel")
 
-    def download_input(self, job_id: str, item: dict) -> requests.Response:
+    def download_input(self, job_id: str, run: int, item: dict) -> requests.Response:
         params = {k: item.get(k, "") for k in ("filename", "subfolder", "type")}
-        return self._call("GET", f"jobs/{job_id}/inputs", params=params, stream=True)
+        return self._call("GET", f"jobs/{job_id}/inputs", params={**params, "run": run}, stream=True)
 
-    def upload_output(self, job_id: str, item: dict, open_stream: Callable[[], Iterable[bytes]]) -> dict:
+    def upload_output(self, job_id: str, run: int, item: dict, open_stream: Callable[[], Iterable[bytes]]) -> dict:
         params = {k: item.get(k, "") for k in ("filename", "subfolder", "type")}
         return self._call(
             "PUT",
             f"jobs/{job_id}/outputs",
-            params=params,
+            params={**params, "run": run},
             body_factory=open_stream,
             headers={"Content-Type": "application/octet-stream"},
         ).json()
 
     def finish(self, job_id: str, result: dict) -> dict:
         return self.post(f"jobs/{job_id}/finish", result)
+
+
+def _says_stop(response) -> bool:
+    try:
+        return bool(response.json().get("stop"))
+    except ValueError:
+        return False

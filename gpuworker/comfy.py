@@ -61,17 +61,38 @@ class ComfyClient:
         response.raise_for_status()
         return response.json()
 
-    def submit(self, prompt: dict, extra_data: dict, client_id: str) -> str:
-        # Never pass a prompt_id: ComfyUI would let a participant overwrite someone's history.
+    def submit(self, prompt: dict, extra_data: dict, client_id: str, **fields) -> str:
+        """Queue a prompt; `fields` are the other POST /prompt fields ComfyUI honours
+        (partial_execution_targets). Never a prompt_id: ComfyUI would let a participant
+        overwrite someone's history."""
+        fields.pop("prompt_id", None)
         response = self.session.post(
             self.base + "/prompt",
-            json={"prompt": prompt, "extra_data": extra_data, "client_id": client_id},
+            json={**fields, "prompt": prompt, "extra_data": extra_data, "client_id": client_id},
             timeout=self.timeout,
         )
         if response.status_code == 400:
             raise ComfyValidationError(response.json())
         response.raise_for_status()
         return response.json()["prompt_id"]
+
+    def answers(self, timeout: float = 3.0) -> bool:
+        try:
+            self.session.get(self.base + "/system_stats", timeout=timeout).raise_for_status()
+            return True
+        except requests.RequestException:
+            return False
+
+    def knows(self, prompt_id: str) -> bool:
+        """Is the prompt running or waiting in ComfyUI's queue?"""
+        queue = self.get_json("/queue")
+        return any(
+            isinstance(item, list) and len(item) > 1 and item[1] == prompt_id
+            for item in (queue.get("queue_running") or []) + (queue.get("queue_pending") or [])
+        )
+
+    def delete_from_queue(self, prompt_id: str) -> None:
+        self.session.post(self.base + "/queue", json={"delete": [prompt_id]}, timeout=10).raise_for_status()
 
     def interrupt(self, prompt_id: str | None) -> None:
         body = {"prompt_id": prompt_id} if prompt_id else {}

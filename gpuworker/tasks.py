@@ -1,29 +1,62 @@
-"""The RQ job function: one workshop job on one ComfyUI, from inputs to reported result."""
+"""The RQ job function: one run of a workshop job on one ComfyUI, from inputs to result.
+
+The run is fenced: every call to the app names it (`run`), and when the app answers that the
+run is no longer the job's current one (409 with `stop`), the worker stops it on ComfyUI
+(interrupt, and delete it from ComfyUI's queue) and reports nothing more. A job ends on the app
+only with ComfyUI's own end (success, error, interrupted) or with a host fault (`lost`: ComfyUI
+unreachable or restarted), which puts it back in the queue.
+"""
 import base64
 import logging
 import os
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 
 import redis
-from websockets.exceptions import ConnectionClosed
+import requests
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from .app import AppClient
+from .app import AppClient, RunFenced, TokenRevoked
 from .comfy import ENDS, ComfyClient, ComfyValidationError
 from .throttle import ProgressThrottle
 
 log = logging.getLogger("gpuworker.tasks")
 
-CANCEL_KEY = "workshop:cancel:{}"
-POLL = 0.25  # seconds between cancel checks while ComfyUI works: well inside the 2 s promise
+CANCEL_KEY = "workshop:cancel:{}_{}"
+POLL = 0.25  # seconds between stop checks while ComfyUI works: well inside the 2 s promise
 FLUSH = 0.25  # seconds events may wait to be sent together
 GIVE_UP_AFTER = 120  # seconds after a timeout's interrupt before the job is given up
+RECONNECT_FOR = 10.0  # seconds a lost ComfyUI websocket is retried before the host counts as down
+END_WAIT = 2.0  # seconds to wait for ComfyUI's closing `executing` after an end message
 # Messages the app turns into its own (the queue's status) or that mean nothing to a browser.
 NOT_RELAYED = {"status", "feature_flags", "crystools.monitor"}
 PREVIEW_IMAGE = 1  # ComfyUI's binary event: >I event, >I format (1 JPEG, 2 PNG), image bytes
 PREVIEW_EVERY = 0.5  # seconds between relayed previews: enough to watch an image form
 HISTORY_KINDS = {"execution_start", "execution_cached", *ENDS}
+HOST_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, OSError, InvalidHandshake)
+# (AppClient raises its own AppUnreachable, so the app being away is never mistaken for this.)
+
+# The run this process is doing, for the heartbeat thread (RQ's SimpleWorker runs jobs in
+# the main thread of the worker process, so the heartbeat proves the job's process is alive).
+ACTIVE: "JobRun | None" = None
+SHUTDOWN = threading.Event()
+
+
+REVOKED = threading.Event()
+
+
+def revoked() -> None:
+    """The app refused our token: nothing this process does can count any more, so it stops."""
+    if not REVOKED.is_set():
+        REVOKED.set()
+        log.error("the app refused this worker's token (it was rotated or revoked): stopping. "
+                  "Start the worker again with the new token from `manage.py worker_token`.")
+        SHUTDOWN.set()
+        import signal
+
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -53,7 +86,8 @@ class Settings:
 
 
 def run_job(payload: dict, settings: Settings | None = None) -> str:
-    """Entry point RQ calls (`gpuworker.tasks.run_job`); returns the final status."""
+    """Entry point RQ calls (`gpuworker.tasks.run_job`); returns how the run ended."""
+    global ACTIVE
     settings = settings or Settings.from_env()
     from rq import get_current_job
 
@@ -65,46 +99,79 @@ def run_job(payload: dict, settings: Settings | None = None) -> str:
         ComfyClient(settings.comfyui, settings.headers),
         connection,
     )
-    return run.run()
+    ACTIVE = run
+    try:
+        return run.run()
+    finally:
+        ACTIVE = None
 
 
 class JobRun:
     def __init__(self, payload: dict, app: AppClient, comfy: ComfyClient, connection):
         self.payload = payload
         self.job_id = payload["job_id"]
+        self.run_no = int(payload.get("run", 0))
         self.app, self.comfy, self.redis = app, comfy, connection
         self.prompt_id = None
-        self.stop_kind = None  # 'cancel' / 'interrupt' once asked; ComfyUI's answer ends the run
-        self.interrupt_sent = False
+        self.stop_kind = None  # 'cancel' / 'interrupt' / 'timeout' once asked
+        self.interrupt_sent = 0.0
+        self.fenced = False  # the app gave this run to someone else (or ended it)
         self.pending: list[dict] = []
         self.last_flush = time.monotonic()
         self.throttle = ProgressThrottle()
         self.outputs: dict = {}
         self.messages: list = []
+        self.end: list[dict] = []
         self.started_at = None
+        self.node_started: tuple | None = None  # (node id, monotonic time) of the running node
+        self.load_seconds = 0.0
         self.uploaded: dict[tuple, dict] = {}
+        self.redis_ok = True
+
+    # --- signals from the heartbeat thread (and the shutdown handler) ---
+
+    def heard(self, answer: dict) -> None:
+        if answer.get("stop"):
+            self.fenced = True
+        elif answer.get("cancel") and not self.stop_kind:
+            self.stop_kind = answer["cancel"]
 
     # --- the run ---
 
     def run(self) -> str:
-        if not self.app.started(self.job_id):
-            log.info("job %s: cancelled before it started; skipped", self.job_id)
-            return "skipped"
         try:
+            if not self.app.started(self.job_id, self.run_no):
+                log.info("job %s run %s: no longer this worker's; skipped", self.job_id, self.run_no)
+                return "skipped"
             return self._run()
+        except TokenRevoked:
+            self._abandon()
+            revoked()
+            return "revoked"
+        except RunFenced as exc:
+            log.warning("job %s run %s: the app took the run away (%s); stopping it on ComfyUI",
+                        self.job_id, self.run_no, exc)
+            self._abandon()
+            return "fenced"
+        except HOST_ERRORS as exc:
+            return self._host_fault(exc)
         except Exception as exc:
             log.exception("job %s failed", self.job_id)
+            self._abandon()
             self._finish("error", error={"exception_message": f"GPU worker error: {exc}", "exception_type": type(exc).__name__})
-            raise
+            return "error"
 
     def _run(self) -> str:
         for item in self.payload.get("inputs", []):
-            with self.app.download_input(self.job_id, item) as response:
+            with self.app.download_input(self.job_id, self.run_no, item) as response:
                 self.comfy.upload_image(item["filename"], item.get("subfolder", ""), response.raw, item.get("type", "input"))
         socket = self.comfy.websocket()
         try:
             try:
-                self.prompt_id = self.comfy.submit(self.payload["prompt"], self.payload.get("extra_data") or {}, socket.client_id)
+                self.prompt_id = self.comfy.submit(
+                    self.payload["prompt"], self.payload.get("extra_data") or {}, socket.client_id,
+                    **(self.payload.get("submit_fields") or {}),
+                )
             except ComfyValidationError as exc:
                 return self._finish("error", error=_validation_error(exc.body))
             return self._follow(socket)
@@ -114,32 +181,43 @@ class JobRun:
     def _follow(self, socket) -> str:
         timeout = float(self.payload.get("timeout") or 1800)
         deadline = time.monotonic() + timeout
-        timed_out = False
+        ending_since = None
         while True:
             self._check_stop()
-            if not timed_out and time.monotonic() > deadline:
-                timed_out = True
-                self.stop_kind = self.stop_kind or "timeout"
+            if self.fenced:
+                raise RunFenced("the app says this run is over")
+            if SHUTDOWN.is_set():
+                self._abandon()
+                self._finish("returned", reason="its GPU worker was shut down")
+                return "returned"
+            if self.stop_kind and self.prompt_id and time.monotonic() - self.interrupt_sent > 2.0:
+                # Repeated: ComfyUI ignores an interrupt for a prompt that has not started yet.
+                self._send_interrupt()
+            if time.monotonic() > deadline and self.stop_kind != "timeout":
+                self.stop_kind = "timeout"
                 self._send_interrupt()
             if time.monotonic() > deadline + GIVE_UP_AFTER:
                 # ComfyUI ignored the interrupt (a node that never checks): free this slot anyway.
+                self._abandon()
                 return self._finish("error", error={"exception_message": f"Timed out after {timeout:.0f} s; "
                                                     "ComfyUI did not stop when interrupted"})
+            if ending_since and time.monotonic() - ending_since > END_WAIT:
+                return self._end()
             try:
                 message = socket.receive(timeout=POLL)
-            except ConnectionClosed:
-                log.warning("job %s: ComfyUI websocket closed; reconnecting", self.job_id)
-                socket.reopen()
-                ended = self._ended_from_history()
+            except (ConnectionClosed, *HOST_ERRORS):
+                ended = self._recover(socket)
                 if ended:
                     return ended
                 continue
             if message is None:
                 self._flush_if_due()
                 continue
-            end = self._handle(message)
-            if end:
-                return end
+            outcome = self._handle(message)
+            if outcome == "end":
+                return self._end()
+            if outcome == "ending":
+                ending_since = time.monotonic()
 
     def _handle(self, message: dict) -> str | None:
         kind = message.get("type")
@@ -150,48 +228,97 @@ class JobRun:
         if kind in NOT_RELAYED or not isinstance(data, dict) or data.get("prompt_id") != self.prompt_id:
             return None
         data = {**data, "prompt_id": self.job_id}
+        relayed = {**message, "data": data}
         if kind == "execution_start":
             self.started_at = time.monotonic()
         if kind in HISTORY_KINDS:
             self.messages.append([kind, data])
+        if kind == "executing":
+            self._node_changed(data.get("node"))
         if kind == "executed":
             data["output"] = self._deliver(data.get("output") or {})
             self.outputs[str(data.get("node"))] = data["output"]
-        if kind in ENDS or (kind == "executing" and data.get("node") is None):
-            self._queue_event(kind, data)
-            self._flush()
-            return self._end(kind, data)
+        if kind in ENDS:
+            self.end.append(relayed)
+            return "ending"  # ComfyUI closes every prompt with `executing` node null
+        if kind == "executing" and data.get("node") is None:
+            self.end.append(relayed)
+            return "end"
         if self.throttle.allow(message):
-            self._queue_event(kind, data)
+            self.pending.append(relayed)
         if kind in ("executing", "executed", "execution_cached", "execution_start"):
             self._flush()
         else:
             self._flush_if_due()
         return None
 
-    def _end(self, kind: str, data: dict) -> str:
-        if kind == "execution_success" or (kind == "executing" and not self.stop_kind):
+    def _node_changed(self, node) -> None:
+        """Time spent in model loaders is kept apart: whoever runs first would pay for everyone."""
+        now = time.monotonic()
+        if self.node_started:
+            previous, since = self.node_started
+            class_type = (self.payload["prompt"].get(str(previous)) or {}).get("class_type", "")
+            if "Loader" in class_type:
+                self.load_seconds += now - since
+        self.node_started = (node, now) if node is not None else None
+
+    def _end(self) -> str:
+        self.pending.extend(self.throttle.held())
+        self._flush()
+        kinds = [m["type"] for m in self.end]
+        end = next((m for m in self.end if m["type"] in ENDS), None)
+        if end is None or end["type"] == "execution_success":
+            if self.stop_kind and end is None:
+                return self._finish("interrupted", error={})
             return self._finish("success")
-        if kind == "execution_error":
-            return self._finish("error", error=data)
+        if end["type"] == "execution_error":
+            return self._finish("error", error=end["data"])
         if self.stop_kind == "timeout":
             timeout = int(self.payload.get("timeout") or 1800)
-            return self._finish("error", error={**data, "exception_message": f"Timed out after {timeout} s"})
-        return self._finish("interrupted", error=data)
+            return self._finish("error", error={**end["data"], "exception_message": f"Timed out after {timeout} s"})
+        log.debug("job %s ended with %s", self.job_id, kinds)
+        return self._finish("interrupted", error=end["data"])
 
-    def _ended_from_history(self) -> str | None:
-        """After a lost websocket: did the prompt end meanwhile? (ComfyUI keeps its history.)"""
+    def _recover(self, socket) -> str | None:
+        """ComfyUI's websocket closed: reconnect, and find out what became of the prompt."""
+        log.warning("job %s: ComfyUI websocket lost; reconnecting", self.job_id)
+        give_up = time.monotonic() + RECONNECT_FOR
+        while True:
+            try:
+                socket.reopen()
+                break
+            except HOST_ERRORS as exc:
+                if time.monotonic() > give_up:
+                    raise ConnectionError(f"ComfyUI stopped answering ({exc.__class__.__name__})") from exc
+                time.sleep(0.5)
         entry = self.comfy.history(self.prompt_id)
         status = entry.get("status") or {}
-        if not status.get("completed") and status.get("status_str") != "error":
-            return None
-        for node, output in (entry.get("outputs") or {}).items():
-            if node not in self.outputs:
-                self.outputs[node] = self._deliver(output)
-        for kind, data in status.get("messages", []):
-            if kind in ENDS:
-                return self._end(kind, {**data, "prompt_id": self.job_id})
-        return self._finish("success" if status.get("completed") else "error")
+        if status.get("completed") or status.get("status_str") == "error":
+            for node, output in (entry.get("outputs") or {}).items():
+                if node not in self.outputs:
+                    self.outputs[node] = self._deliver(output)
+            for kind, data in status.get("messages", []):
+                if kind in ENDS:
+                    self.end.append({"type": kind, "data": {**data, "prompt_id": self.job_id}})
+            self.end.append({"type": "executing", "data": {"node": None, "display_node": None, "prompt_id": self.job_id}})
+            return self._end()
+        if not self.comfy.knows(self.prompt_id):
+            raise ConnectionError("ComfyUI restarted during the run and lost the prompt")
+        return None
+
+    def _host_fault(self, exc) -> str:
+        """ComfyUI is gone (or never answered): the host's fault, not the job's."""
+        down = not self.comfy.answers()
+        reason = f"ComfyUI on this GPU host {'stopped answering' if down else 'failed'} ({exc})"
+        log.warning("job %s run %s: %s; the job goes back to the queue", self.job_id, self.run_no, reason)
+        try:
+            # A prompt ComfyUI had started may itself have brought ComfyUI down (a video model
+            # out of memory): that counts towards the job's attempts; one never started does not.
+            self._finish("lost", reason="the GPU host's ComfyUI stopped answering" if down else "the GPU host's ComfyUI failed",
+                         crash=self.started_at is not None, comfyui_unreachable=down)
+        except RunFenced:
+            pass
+        return "lost"
 
     def _preview(self, frame: bytes) -> None:
         """Relay a sampler's live preview (sent only to our client_id, so it is this job's)."""
@@ -201,7 +328,7 @@ class JobRun:
         if now - getattr(self, "last_preview", 0.0) < PREVIEW_EVERY:
             return
         self.last_preview = now
-        self._queue_event("_preview", {"frame": base64.b64encode(frame).decode()})
+        self.pending.append({"type": "_preview", "data": {"frame": base64.b64encode(frame).decode()}})
         self._flush_if_due()
 
     # --- files ---
@@ -221,14 +348,11 @@ class JobRun:
         # are never deleted there), so the new job gets its own copy.
         ident = (item.get("type"), item.get("subfolder", ""), item["filename"])
         if ident not in self.uploaded:
-            stored = self.app.upload_output(self.job_id, item, lambda: self.comfy.download(item))
+            stored = self.app.upload_output(self.job_id, self.run_no, item, lambda: self.comfy.download(item))
             self.uploaded[ident] = {**item, **stored}
         return self.uploaded[ident]
 
     # --- events and stop requests ---
-
-    def _queue_event(self, kind: str, data: dict) -> None:
-        self.pending.append({"type": kind, "data": data})
 
     def _flush_if_due(self) -> None:
         if self.pending and time.monotonic() - self.last_flush >= FLUSH:
@@ -239,41 +363,62 @@ class JobRun:
             return
         events, self.pending = self.pending, []
         self.last_flush = time.monotonic()
-        stop = self.app.events(self.job_id, events)
-        if stop:
-            self._stop(stop)
+        stop = self.app.events(self.job_id, self.run_no, events)
+        if stop and not self.stop_kind:
+            self.stop_kind = stop
 
     def _check_stop(self) -> None:
         if self.stop_kind:
             return
-        value = self.redis.get(CANCEL_KEY.format(self.job_id))
+        try:
+            value = self.redis.get(CANCEL_KEY.format(self.job_id, self.run_no))
+            self.redis_ok = True
+        except redis.RedisError as exc:
+            # Redis is disposable: the heartbeat's and the events' answers carry the same request.
+            if self.redis_ok:
+                log.warning("job %s: Redis unavailable (%s); stop requests come through the app", self.job_id, exc)
+            self.redis_ok = False
+            return
         if value:
-            self._stop(value.decode() if isinstance(value, bytes) else str(value))
-
-    def _stop(self, kind: str) -> None:
-        if self.stop_kind is None:
-            self.stop_kind = kind
-            log.info("job %s: %s requested; interrupting ComfyUI", self.job_id, kind)
-        self._send_interrupt()
+            self.stop_kind = value.decode() if isinstance(value, bytes) else str(value)
+            log.info("job %s: %s requested; interrupting ComfyUI", self.job_id, self.stop_kind)
 
     def _send_interrupt(self) -> None:
-        if not self.interrupt_sent and self.prompt_id:
-            self.interrupt_sent = True
-            self.comfy.interrupt(self.prompt_id)
+        if self.prompt_id:
+            self.interrupt_sent = time.monotonic()
+            try:
+                self.comfy.interrupt(self.prompt_id)
+            except HOST_ERRORS as exc:
+                log.warning("job %s: interrupt failed (%s)", self.job_id, exc)
+
+    def _abandon(self) -> None:
+        """Stop this run's prompt on ComfyUI, wherever it is (running or still in its queue)."""
+        if not self.prompt_id:
+            return
+        for call in (lambda: self.comfy.delete_from_queue(self.prompt_id), lambda: self.comfy.interrupt(self.prompt_id)):
+            try:
+                call()
+            except HOST_ERRORS as exc:
+                log.warning("job %s: could not stop the prompt on ComfyUI (%s)", self.job_id, exc)
 
     # --- the result ---
 
-    def _finish(self, status: str, error: dict | None = None) -> str:
+    def _finish(self, status: str, error: dict | None = None, **extra) -> str:
         gpu_seconds = round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0
         result = {
+            "run": self.run_no,
             "status": status,
             "outputs": self.outputs,
             "messages": self.messages,
+            "end": self.end if status in ("success", "error", "interrupted") else [],
             "error": error,
             "gpu_seconds": gpu_seconds,
+            "load_seconds": round(min(self.load_seconds, gpu_seconds), 3),
+            **extra,
         }
         answer = self.app.finish(self.job_id, result)
-        log.info("job %s: %s (%.2f s on the GPU) -> %s", self.job_id, status, gpu_seconds, answer.get("state"))
+        log.info("job %s run %s: %s (%.2f s on the GPU) -> %s", self.job_id, self.run_no, status, gpu_seconds,
+                 answer.get("state"))
         return status
 
 

@@ -1,12 +1,15 @@
 from django.contrib import admin, messages
+from django.db import transaction
 
-from . import dispatcher
+from . import lifecycle
+from .dispatcher import free_slots
 from .models import PRIORITY_NEXT, PRIORITY_NOW, Job, JobState, QueueSettings, Worker
 
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("short_id", "workspace", "state", "priority", "number", "created_at", "started_at", "worker", "attempts")
+    list_display = ("short_id", "workspace", "state", "priority", "number", "created_at", "started_at", "worker",
+                    "attempts", "interruptions")
     list_filter = ("state", "worker")
     search_fields = ("id", "workspace__slug", "workspace__owner__username")
     readonly_fields = [f.name for f in Job._meta.fields if f.name not in ("priority",)]
@@ -18,37 +21,48 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
-        done = sum(job.cancel() for job in queryset)
-        dispatcher.dispatch_and_announce()
+        with transaction.atomic():
+            done = sum(job.cancel() for job in queryset)
         self.message_user(request, f"Cancelled {done} job(s).")
 
     @admin.action(description="Run next (head of the queue)")
     def run_next(self, request, queryset):
-        n = queryset.filter(state=JobState.QUEUED).update(priority=PRIORITY_NEXT)
-        dispatcher.dispatch_and_announce()
+        with transaction.atomic():
+            n = queryset.filter(state=JobState.QUEUED).update(priority=PRIORITY_NEXT)
+            lifecycle.changed()
         self.message_user(request, f"{n} job(s) moved to the head of the queue.")
 
-    @admin.action(description="Run now (interrupts a running job; it comes back first)")
+    @admin.action(description="Run now (interrupts a running job only if no GPU is free; it comes back first)")
     def run_now(self, request, queryset):
         chosen = list(queryset.filter(state=JobState.QUEUED))
         if not chosen:
             self.message_user(request, "Pick a waiting job.", messages.WARNING)
             return
-        Job.objects.filter(pk__in=[j.pk for j in chosen]).update(priority=PRIORITY_NOW)
-        victims = Job.objects.filter(state=JobState.RUNNING).order_by("-started_at")[: len(chosen)]
-        interrupted = sum(job.interrupt_for_demo() for job in victims)
-        dispatcher.dispatch_and_announce()
+        with transaction.atomic():
+            Job.objects.filter(pk__in=[j.pk for j in chosen]).update(priority=PRIORITY_NOW)
+            # Only what the free GPUs cannot take at once displaces a running job.
+            needed = len(chosen) - sum(free_slots().values())
+            victims = list(
+                Job.objects.filter(state=JobState.RUNNING).exclude(cancel_requested="cancel").order_by("-started_at")
+            )[: max(needed, 0)]
+            interrupted = sum(job.interrupt_for_demo() for job in victims)
+            lifecycle.changed()
         self.message_user(request, f"{len(chosen)} job(s) run now; {interrupted} running job(s) interrupted.")
 
 
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
-    list_display = ("name", "enabled", "status", "online", "provider", "comfyui_version", "last_heartbeat", "current_job")
-    readonly_fields = ("token_hash", "last_heartbeat", "current_job", "comfyui_version", "status")
+    list_display = ("name", "enabled", "health", "provider", "comfyui_version", "last_heartbeat", "current_job")
+    readonly_fields = ("token_hash", "last_heartbeat", "current_job", "comfyui_version", "status", "vram_free")
 
-    @admin.display(boolean=True)
-    def online(self, worker):
-        return worker.is_online
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            if not obj.enabled:
+                # What waits in its RQ queue goes elsewhere; a running job finishes there.
+                for job in Job.objects.filter(worker=obj, state=JobState.DISPATCHED):
+                    job.lose_run(job.run, f"GPU worker {obj.name} was disabled", crash=False)
+            lifecycle.changed()
 
 
 @admin.register(QueueSettings)
@@ -62,5 +76,6 @@ class QueueSettingsAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        dispatcher.dispatch_and_announce()
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            lifecycle.changed()

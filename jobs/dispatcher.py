@@ -1,96 +1,112 @@
-"""Moves waiting jobs onto RQ while GPU worker slots are free, in the policy's order.
+"""Moves waiting jobs onto the RQ queues of GPU workers with a free slot, in the policy's order.
 
 Workers pull, and a job reaches RQ only when a slot is free, so a late priority job can still
-jump ahead. `dispatch()` runs after every queue change (on commit) and from the
-`dispatcher` management command's loop, which also repairs what Redis lost.
+jump ahead. Each worker has its own RQ queue: the dispatcher chooses the worker, so a disabled
+or unhealthy one never gets a job. `dispatch()` runs in the post-change step (jobs.lifecycle)
+and from the `dispatcher` management command's loop, whose `reap()` also repairs what Redis or
+a dead worker lost.
 """
 import logging
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
-from . import events, rq
-from .models import Job, JobState, QueueSettings, Worker
-from .queue import snapshot
+from . import rq
+from .models import ACTIVE_STATES, Job, JobState, QueueSettings, Worker
+from .queue import Snapshot, snapshot
 
 log = logging.getLogger(__name__)
 
 
-def dispatch() -> list[str]:
-    """Dispatch as many jobs as there are free slots; returns their ids."""
+def free_slots(workers=None) -> dict[int, int]:
+    """Free job slots per online worker (pk -> count)."""
+    workers = list(Worker.objects.online()) if workers is None else workers
+    busy = dict(
+        Job.objects.filter(state__in=ACTIVE_STATES, worker__in=workers)
+        .values_list("worker")
+        .annotate(n=Count("id"))
+    )
+    return {w.pk: w.capacity - busy.get(w.pk, 0) for w in workers if w.capacity > busy.get(w.pk, 0)}
+
+
+def choose_worker(workers: list[Worker], free: dict[int, int], avoid_id=None) -> Worker | None:
+    """A worker with a free slot; after an out-of-memory failure, another one with the most
+    free VRAM if there is one."""
+    candidates = [w for w in workers if free.get(w.pk, 0) > 0]
+    if avoid_id is not None and any(w.pk != avoid_id for w in candidates):
+        candidates = [w for w in candidates if w.pk != avoid_id]
+        candidates.sort(key=lambda w: -(w.vram_free or 0))
+    return candidates[0] if candidates else None
+
+
+def dispatch() -> Snapshot:
+    """Dispatch as many jobs as there are free slots; returns the queue as it now stands."""
     with transaction.atomic():
         # One row lock serialises dispatchers across every app process and the loop.
         queue_settings = QueueSettings.objects.select_for_update().filter(pk=QueueSettings.get().pk).get()
-        if queue_settings.paused:
-            return []
-        busy = Job.objects.active().count()
-        capacity = sum(w.capacity for w in Worker.objects.online())
-        free = capacity - busy
-        if free <= 0:
-            return []
-        ordered = snapshot(queue_settings).ordered
+        workers = list(Worker.objects.online())
+        free = free_slots(workers) if not queue_settings.paused else {}
+        snap = snapshot(queue_settings, workers=workers)
+        if not free:
+            return snap
         chosen: list[Job] = []
-        for waiting in ordered:
-            if len(chosen) >= free:
+        for waiting in snap.ordered:
+            if not any(free.values()):
                 break
             job = Job.objects.select_related("workspace").get(pk=waiting.id)
-            if job.mark_dispatched():
+            worker = choose_worker(workers, free, job.memory_retry_from_id)
+            if worker and job.mark_dispatched(worker):
+                free[worker.pk] -= 1
                 chosen.append(job)
         if chosen:
             transaction.on_commit(lambda: _enqueue_all(chosen))
-    return [str(j.id) for j in chosen]
+            snap = snap.after_dispatch(chosen)
+    return snap
 
 
 def _enqueue_all(jobs) -> None:
     for job in jobs:
         try:
             rq.enqueue(job)
-        except Exception:  # Redis down: reconcile() enqueues it again once Redis is back.
+        except Exception:  # Redis down: reap() enqueues it again once Redis is back.
             log.exception("could not enqueue job %s", job.id)
 
 
-def dispatch_and_announce() -> None:
-    """After any queue change: start what can start, then tell every browser its position."""
-    dispatch()
-    events.queue_changed()
-
-
-def schedule_dispatch() -> None:
-    """dispatch_and_announce once the current transaction commits (or now, outside one)."""
-    transaction.on_commit(dispatch_and_announce)
-
-
-def reconcile() -> dict:
-    """Repair what Redis or a dead worker lost, then dispatch. Safe to run anywhere, any time."""
+def reap() -> dict:
+    """Repair what Redis or a dead worker lost. Safe to run anywhere, any time."""
     counts = {"reenqueued": 0, "requeued": 0, "timed_out": 0}
     now = timezone.now()
-    stale_cutoff = now - timedelta(seconds=settings.WORKER_STALE_SECONDS)
     queue_settings = QueueSettings.get()
 
+    for job in Job.objects.filter(state__in=ACTIVE_STATES, lease_expires_at__lt=now).select_related("worker"):
+        started = job.state == JobState.RUNNING
+        # A run that never started cost the job nothing; one that died mid-run may be the job's
+        # own doing (a model that kills its host), so it counts towards max_attempts.
+        reason = (
+            f"GPU worker {job.worker or '?'} stopped answering during the run"
+            if started
+            else f"GPU worker {job.worker or '?'} did not start it"
+        )
+        if job.lose_run(job.run, reason, crash=started):
+            counts["requeued"] += 1
+
     for job in Job.objects.filter(state=JobState.DISPATCHED).select_related("workspace"):
-        status = rq.status(job.id)
+        try:
+            status = rq.status(job.id, job.run)
+        except Exception:  # Redis is down: nothing to repair yet.
+            break
         if status is None:
             rq.enqueue(job)  # Redis was flushed or restarted: the DB still knows the job.
             counts["reenqueued"] += 1
-        elif status in rq.LOST:
-            if job.requeue_front("The GPU worker lost the job before it started"):
-                counts["requeued"] += 1
 
-    for job in Job.objects.filter(state=JobState.RUNNING).select_related("worker", "workspace"):
-        worker = job.worker
-        if worker is None or not worker.last_heartbeat or worker.last_heartbeat < stale_cutoff:
-            if job.requeue_front(f"GPU worker {worker or '?'} stopped answering"):
-                counts["requeued"] += 1
-        elif job.started_at and job.started_at < now - timedelta(seconds=queue_settings.job_timeout + 120):
-            if job.mark_failed(f"Timed out after {queue_settings.job_timeout} s"):
-                rq.signal_stop(job.id, "cancel")
-                counts["timed_out"] += 1
+    grace = queue_settings.job_timeout + 120
+    for job in Job.objects.filter(state=JobState.RUNNING, started_at__lt=now - timedelta(seconds=grace)):
+        if job.mark_failed(f"Timed out after {queue_settings.job_timeout} s", run=job.run):
+            rq.signal_stop(job.id, job.run, "cancel")
+            counts["timed_out"] += 1
 
-    if any(counts.values()):
-        dispatch_and_announce()
-    else:
-        dispatch()
+    if not any(counts.values()):
+        dispatch()  # each change above already ran the post-change step
     return counts
-

@@ -1,4 +1,5 @@
-"""Pushes to browsers over the channel layer (channels-redis).
+"""Pushes to browsers over the channel layer (channels-redis): domain events, never ComfyUI's
+wire format (frontend_bridge.wire turns them into ComfyUI's messages).
 
 Job messages go to one workspace's group. Queue changes go out once, to the `queue` group every
 open socket joins, as one snapshot of the whole queue; each socket picks its own workspace's part
@@ -27,9 +28,19 @@ def _group_send(group: str, event: dict) -> None:
 
 
 def send(slug: str, *messages: dict) -> None:
-    """ComfyUI messages to every socket of one workspace, in order, as one channel-layer send."""
+    """ComfyUI's own messages (relayed by a worker) to every socket of one workspace, in order."""
     if messages:
         _group_send(group_name(slug), {"type": "comfy.message", "messages": list(messages)})
+
+
+def job_update(job, reason: str) -> None:
+    """A job the platform moved on its own: back to the queue, cancelled or failed without a
+    word from ComfyUI (its worker is gone). The bridge tells the participant why."""
+    _group_send(
+        group_name(job.workspace.slug),
+        {"type": "job.update", "job": {"prompt_id": str(job.id), "state": job.state, "reason": reason,
+                                        "error": job.error}},
+    )
 
 
 def queue_payload(snap) -> dict:
@@ -46,6 +57,7 @@ def queue_payload(snap) -> dict:
         )
     return {
         "policy": snap.policy,
+        "paused": snap.paused,
         "total_waiting": len(snap.ordered),
         "workers_online": snap.slots,
         "waiting": waiting,
@@ -53,26 +65,12 @@ def queue_payload(snap) -> dict:
     }
 
 
-def queue_messages(payload: dict, slug: str) -> list[dict]:
-    """ComfyUI's `status` and our `workshop.queue` for one workspace."""
-    waiting = payload["waiting"].get(slug, [])
-    running = payload["running"].get(slug, [])
-    return [
-        {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": len(waiting) + len(running)}}}},
-        {
-            "type": "workshop.queue",
-            "data": {
-                "policy": payload["policy"],
-                "waiting": waiting,
-                "running": running,
-                "total_waiting": payload["total_waiting"],
-                "workers_online": payload["workers_online"],
-            },
-        },
-    ]
+def queue_update(snap) -> None:
+    _group_send(QUEUE_GROUP, {"type": "queue.update", "payload": queue_payload(snap)})
 
 
 def queue_changed() -> None:
+    """Announce the queue as it stands (for changes that move no job: a worker came or went)."""
     from .queue import snapshot
 
-    _group_send(QUEUE_GROUP, {"type": "queue.update", "payload": queue_payload(snapshot())})
+    queue_update(snapshot())

@@ -14,7 +14,7 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import policies
+from . import lifecycle, policies
 
 # Priorities (higher runs first). A job that was interrupted or lost its worker comes back
 # "at the front": above normal jobs, below the instructor's explicit "run next".
@@ -50,7 +50,11 @@ class QueueSettings(models.Model):
     max_waiting_per_user = models.PositiveIntegerField(default=5)
     max_prompt_bytes = models.PositiveIntegerField(default=2_000_000)
     job_timeout = models.PositiveIntegerField(default=1800, help_text="Seconds a job may run on a GPU")
-    max_attempts = models.PositiveIntegerField(default=3, help_text="Runs before a job that keeps losing its worker fails")
+    max_attempts = models.PositiveIntegerField(
+        default=3,
+        help_text="Runs a job may lose to a crashed GPU worker or ComfyUI before it fails (instructor "
+        "interrupts and operator actions do not count)",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -74,14 +78,31 @@ class QueueSettings(models.Model):
         return obj
 
 
+def _new_token() -> str:
+    # A prefix, so a token never starts with "-" (command lines would read it as an option).
+    return "wt_" + secrets.token_urlsafe(32)
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# Worker.status values. Only idle and busy workers can take a job.
+WORKER_IDLE = "idle"
+WORKER_BUSY = "busy"
+WORKER_OFFLINE = "offline"
+WORKER_COMFYUI_DOWN = "comfyui_unreachable"
+TAKING_JOBS = (WORKER_IDLE, WORKER_BUSY)
+
+
+def lease_cutoff():
+    return timezone.now() - timedelta(seconds=settings.LEASE_SECONDS)
+
+
 class WorkerQuerySet(models.QuerySet):
     def online(self):
-        cutoff = timezone.now() - timedelta(seconds=settings.WORKER_STALE_SECONDS)
-        return self.filter(enabled=True, last_heartbeat__gte=cutoff)
+        """Enabled workers whose heartbeat is fresh and whose ComfyUI answers: they take jobs."""
+        return self.filter(enabled=True, last_heartbeat__gte=lease_cutoff(), status__in=TAKING_JOBS)
 
 
 class Worker(models.Model):
@@ -95,6 +116,7 @@ class Worker(models.Model):
     comfyui_version = models.CharField(max_length=50, blank=True)
     status = models.CharField(max_length=20, default="offline")
     capacity = models.PositiveIntegerField(default=1)
+    vram_free = models.BigIntegerField(null=True, blank=True, help_text="Bytes, as ComfyUI last reported")
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     current_job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
@@ -109,20 +131,59 @@ class Worker(models.Model):
 
     @classmethod
     def create_with_token(cls, name: str, **fields) -> tuple["Worker", str]:
-        # A prefix, so a token never starts with "-" (command lines would read it as an option).
-        token = "wt_" + secrets.token_urlsafe(32)
-        worker, _ = cls.objects.update_or_create(name=name, defaults={"token_hash": hash_token(token), **fields})
-        return worker, token
+        """A new worker and its token, or a new token for an existing one (the old one stops
+        working, and so does any process still using it)."""
+        existing = cls.objects.filter(name=name).first()
+        if existing is not None:
+            token = existing.rotate_token()
+            if fields:
+                cls.objects.filter(pk=existing.pk).update(**fields)
+            existing.refresh_from_db()
+            return existing, token
+        token = _new_token()
+        return cls.objects.create(name=name, token_hash=hash_token(token), **fields), token
 
     @classmethod
     def for_token(cls, token: str) -> "Worker | None":
         return cls.objects.filter(token_hash=hash_token(token)).first()
 
     @property
+    def queue_name(self) -> str:
+        """This worker's own RQ queue: the dispatcher chooses the worker, so a disabled or
+        unhealthy one never receives a job."""
+        return f"{settings.GPU_QUEUE}.w{self.pk}"
+
+    @property
     def is_online(self) -> bool:
-        if not self.enabled or not self.last_heartbeat:
+        if not self.enabled or not self.last_heartbeat or self.status not in TAKING_JOBS:
             return False
-        return self.last_heartbeat >= timezone.now() - timedelta(seconds=settings.WORKER_STALE_SECONDS)
+        return self.last_heartbeat >= lease_cutoff()
+
+    @property
+    def health(self) -> str:
+        """What the console shows: online, disabled, offline or ComfyUI unreachable."""
+        if not self.enabled:
+            return "disabled"
+        if not self.last_heartbeat or self.last_heartbeat < lease_cutoff() or self.status == WORKER_OFFLINE:
+            return "offline"
+        if self.status == WORKER_COMFYUI_DOWN:
+            return "ComfyUI unreachable"
+        return self.status
+
+    def rotate_token(self) -> str:
+        """A new token; the old one stops working at once. The worker's jobs go back to the
+        queue without costing an attempt (the operator did this, not the job)."""
+        token = _new_token()
+        Worker.objects.filter(pk=self.pk).update(token_hash=hash_token(token), status=WORKER_OFFLINE, last_heartbeat=None)
+        self.give_back_jobs("its GPU worker's token was replaced")
+        return token
+
+    def give_back_jobs(self, reason: str) -> int:
+        """Every open run of this worker back to the head of the queue, no attempt counted."""
+        n = 0
+        for job in Job.objects.filter(worker=self, state__in=ACTIVE_STATES):
+            n += job.lose_run(job.run, reason, crash=False)
+        return n
 
     def beat(self, status: str | None = None, **fields) -> None:
         fields["last_heartbeat"] = timezone.now()
@@ -233,7 +294,14 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
-    attempts = models.PositiveIntegerField(default=0)
+    run = models.PositiveIntegerField(default=0, help_text="Number of the current dispatch (the lease a worker holds)")
+    lease_expires_at = models.DateTimeField(null=True, blank=True, help_text="The run is lost if not renewed by then")
+    attempts = models.PositiveIntegerField(default=0, help_text="Runs lost to a crashed worker or ComfyUI")
+    interruptions = models.PositiveIntegerField(default=0, help_text="Runs the instructor interrupted for a demo")
+    memory_retry_from = models.ForeignKey(
+        Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Ran out of GPU memory there once; retried elsewhere if possible",
+    )
     cancel_requested = models.CharField(max_length=20, blank=True, help_text="'cancel' or 'interrupt' while running")
     progress = models.JSONField(default=dict, blank=True)
     outputs = models.JSONField(default=dict, blank=True, help_text="ComfyUI history outputs, workspace paths")
@@ -241,7 +309,11 @@ class Job(models.Model):
     messages = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     node_errors = models.JSONField(default=dict, blank=True)
-    gpu_seconds = models.FloatField(null=True, blank=True)
+    gpu_seconds = models.FloatField(null=True, blank=True, help_text="Seconds ComfyUI worked on it")
+    load_seconds = models.FloatField(null=True, blank=True, help_text="Of which loading models (not billed to fair share)")
+    submit_fields = models.JSONField(
+        default=dict, blank=True, help_text="Other fields of ComfyUI's POST /prompt it honours (partial_execution_targets)"
+    )
     hidden_from_history = models.BooleanField(default=False, help_text="Cleared from the participant's history panel")
 
     objects = JobQuerySet.as_manager()
@@ -255,7 +327,7 @@ class Job(models.Model):
 
     @classmethod
     def submit(cls, workspace, prompt: dict, *, extra_data=None, client_id="", inputs=(), outputs_to_execute=(),
-               workflow_name="") -> "Job":
+               workflow_name="", submit_fields=None) -> "Job":
         """Queue a validated prompt for a workspace, within the queue's limits."""
         queue_settings = QueueSettings.get()
         limit = workspace.max_waiting_jobs or queue_settings.max_waiting_per_user
@@ -271,85 +343,133 @@ class Job(models.Model):
                     "Wait for one to start, or cancel one in the queue panel.",
                     status=429,
                 )
-            return cls._create(workspace, prompt, extra, client_id, inputs, outputs_to_execute, workflow_name)
-
-    @classmethod
-    def _create(cls, workspace, prompt, extra, client_id, inputs, outputs_to_execute, workflow_name) -> "Job":
-        last = cls.objects.filter(workspace=workspace).aggregate(n=models.Max("number"))["n"]
-        job = cls.objects.create(
-            workspace=workspace,
-            prompt=prompt,
-            extra_data=extra,
-            client_id=str(client_id or "")[:100],
-            inputs=list(inputs),
-            outputs_to_execute=list(outputs_to_execute),
-            workflow_name=str(workflow_name or "")[:200],
-            number=(last + 1) if last is not None else 0,
-        )
-        workspace.touch()
+            last = cls.objects.filter(workspace=workspace).aggregate(n=models.Max("number"))["n"]
+            job = cls.objects.create(
+                workspace=workspace,
+                prompt=prompt,
+                extra_data=extra,
+                client_id=str(client_id or "")[:100],
+                inputs=list(inputs),
+                outputs_to_execute=list(outputs_to_execute),
+                workflow_name=str(workflow_name or "")[:200],
+                number=(last + 1) if last is not None else 0,
+                submit_fields=dict(submit_fields or {}),
+            )
+            workspace.touch()
+            lifecycle.changed()
         return job
 
     # --- state transitions: each one conditional UPDATE ---------------------------------
 
-    def _move(self, from_states, **fields) -> bool:
-        changed = Job.objects.filter(pk=self.pk, state__in=list(from_states)).update(**fields)
+    def _move(self, from_states, of_run=None, quiet=False, **fields) -> bool:
+        rows = Job.objects.filter(pk=self.pk, state__in=list(from_states))
+        if of_run is not None:
+            rows = rows.filter(run=of_run)
+        changed = rows.update(**fields)
         if changed:
             self.refresh_from_db()
+            if not quiet:
+                lifecycle.changed()
         return bool(changed)
 
-    def mark_dispatched(self) -> bool:
+    def mark_dispatched(self, worker: Worker) -> bool:
+        """A new run on `worker`: the run number fences off every earlier one."""
         return self._move(
             [JobState.QUEUED],
+            quiet=True,  # the dispatcher announces its own choices
             state=JobState.DISPATCHED,
             dispatched_at=timezone.now(),
-            attempts=F("attempts") + 1,
+            worker=worker,
+            run=F("run") + 1,
+            lease_expires_at=timezone.now() + timedelta(seconds=settings.LEASE_SECONDS),
+            progress={},
         )
 
-    def mark_running(self, worker: Worker) -> bool:
-        # A re-sent "started" from the same worker is answered as success.
+    def is_current_run(self, worker: Worker, run) -> bool:
+        return self.state in ACTIVE_STATES and self.worker_id == worker.pk and str(self.run) == str(run)
+
+    def mark_running(self, worker: Worker, run: int) -> bool:
+        # A re-sent "started" for the same run is answered as success.
         if self._move(
-            [JobState.DISPATCHED], state=JobState.RUNNING, started_at=timezone.now(), worker=worker, progress={}
+            [JobState.DISPATCHED], of_run=run, worker=worker, state=JobState.RUNNING, started_at=timezone.now(),
+            lease_expires_at=timezone.now() + timedelta(seconds=settings.LEASE_SECONDS),
         ):
             return True
         self.refresh_from_db()
-        return self.state == JobState.RUNNING and self.worker_id == worker.pk
+        return self.state == JobState.RUNNING and self.is_current_run(worker, run)
 
-    def mark_completed(self, outputs, messages, gpu_seconds) -> bool:
+    def renew_lease(self, run) -> bool:
+        return bool(
+            Job.objects.filter(pk=self.pk, run=run, state__in=ACTIVE_STATES).update(
+                lease_expires_at=timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)
+            )
+        )
+
+    def mark_completed(self, outputs, messages, gpu_seconds, load_seconds=None, run=None) -> bool:
         return self._move(
             ACTIVE_STATES,
+            of_run=run,
             state=JobState.COMPLETED,
             finished_at=timezone.now(),
             outputs=outputs,
             messages=messages,
             gpu_seconds=gpu_seconds,
+            load_seconds=load_seconds,
             cancel_requested="",
+            lease_expires_at=None,
         )
 
-    def mark_failed(self, error: str, messages=None, node_errors=None, gpu_seconds=None) -> bool:
-        fields = {"state": JobState.FAILED, "finished_at": timezone.now(), "error": error, "cancel_requested": ""}
+    def mark_failed(self, error: str, messages=None, node_errors=None, gpu_seconds=None, load_seconds=None,
+                    run=None) -> bool:
+        fields = {"state": JobState.FAILED, "finished_at": timezone.now(), "error": error, "cancel_requested": "",
+                  "lease_expires_at": None}
         if messages is not None:
             fields["messages"] = messages
         if node_errors is not None:
             fields["node_errors"] = node_errors
         if gpu_seconds is not None:
             fields["gpu_seconds"] = gpu_seconds
-        return self._move(OPEN_STATES, **fields)
+        if load_seconds is not None:
+            fields["load_seconds"] = load_seconds
+        return self._move(OPEN_STATES if run is None else ACTIVE_STATES, of_run=run, **fields)
 
-    def mark_cancelled(self, messages=None, gpu_seconds=None) -> bool:
-        fields = {"state": JobState.CANCELLED, "finished_at": timezone.now(), "cancel_requested": ""}
+    def mark_cancelled(self, messages=None, gpu_seconds=None, run=None) -> bool:
+        fields = {"state": JobState.CANCELLED, "finished_at": timezone.now(), "cancel_requested": "",
+                  "lease_expires_at": None}
         if messages is not None:
             fields["messages"] = messages
         if gpu_seconds is not None:
             fields["gpu_seconds"] = gpu_seconds
-        return self._move(OPEN_STATES, **fields)
+        return self._move(OPEN_STATES if run is None else ACTIVE_STATES, of_run=run, **fields)
 
-    def requeue_front(self, reason: str) -> bool:
-        """Back to the queue, ahead of normal jobs; fails instead after max_attempts runs."""
-        max_attempts = QueueSettings.get().max_attempts
-        if self.attempts >= max_attempts:
-            return self.mark_failed(f"{reason}; gave up after {self.attempts} attempts")
+    def lose_run(self, run: int, reason: str, *, crash: bool) -> bool:
+        """Run `run` ended without a result. A cancel stays final; an instructor's interrupt
+        comes back at the front without costing an attempt; a crash costs one, and after
+        max_attempts of them the job fails with the reason."""
+        from . import rq
+
+        with transaction.atomic():
+            current = Job.objects.select_for_update().filter(pk=self.pk, run=run, state__in=ACTIVE_STATES).first()
+            if current is None:
+                return False
+            self.__dict__.update({f.attname: getattr(current, f.attname) for f in Job._meta.concrete_fields})
+            if current.cancel_requested == "cancel":
+                changed = self.mark_cancelled(run=run)
+            elif current.cancel_requested == "interrupt":
+                changed = self._requeue(run, interruptions=F("interruptions") + 1)
+            elif crash and current.attempts + 1 >= QueueSettings.get().max_attempts:
+                changed = self.mark_failed(f"{reason}; gave up after {current.attempts + 1} attempts", run=run)
+            else:
+                changed = self._requeue(run, attempts=F("attempts") + (1 if crash else 0), error=reason)
+        rq.withdraw(self.pk, run)
+        if changed:
+            lifecycle.changed(notice=(self, reason))
+        return changed
+
+    def _requeue(self, run, **fields) -> bool:
         return self._move(
             ACTIVE_STATES,
+            of_run=run,
             state=JobState.QUEUED,
             priority=models.functions.Greatest(F("priority"), PRIORITY_RESUME),
             dispatched_at=None,
@@ -357,41 +477,58 @@ class Job(models.Model):
             worker=None,
             cancel_requested="",
             progress={},
+            lease_expires_at=None,
+            **fields,
         )
 
+    def retry_for_memory(self, run: int, worker: Worker) -> bool:
+        """Out of GPU memory the first time: once more, on another worker if one is free."""
+        return self._requeue(run, memory_retry_from=worker)
+
     def request_stop(self, kind: str) -> bool:
-        """Ask the worker running this job to stop ('cancel' ends it, 'interrupt' requeues it)."""
-        return self._move(ACTIVE_STATES, cancel_requested=kind)
+        """Ask the worker running this job to stop ('cancel' ends it, 'interrupt' requeues it).
+        A cancel is never turned back into an interrupt."""
+        rows = Job.objects.filter(pk=self.pk, state__in=ACTIVE_STATES)
+        if kind == "interrupt":
+            rows = rows.exclude(cancel_requested="cancel")
+        changed = rows.update(cancel_requested=kind)
+        if changed:
+            self.refresh_from_db()
+        return bool(changed)
 
     # --- control: the participant's and the instructor's levers ------------------------
 
     def cancel(self) -> bool:
-        """Stop this job wherever it is; it ends `cancelled`.
+        """Stop this job wherever it is; it ends `cancelled`, and nothing brings it back.
 
-        A running job ends when its worker confirms ComfyUI stopped (the worker watches the
-        Redis key within half a second), so the GPU is free when the state says so.
+        A running job ends when its worker confirms ComfyUI stopped (the worker hears of it
+        within half a second), so the GPU is free when the state says so; if the worker is gone
+        the reaper ends it `cancelled` when the lease runs out.
         """
         from . import rq
 
         if self.state == JobState.RUNNING:
             if self.request_stop("cancel"):
-                rq.signal_stop(self.pk, "cancel")
+                rq.signal_stop(self.pk, self.run, "cancel")
+                lifecycle.changed()
                 return True
             return False
-        was_dispatched = self.state == JobState.DISPATCHED
+        was_dispatched, run = self.state == JobState.DISPATCHED, self.run
         if self.mark_cancelled():
             if was_dispatched:
-                rq.withdraw(self.pk)
-                rq.signal_stop(self.pk, "cancel")
+                rq.withdraw(self.pk, run)
+                rq.signal_stop(self.pk, self.run, "cancel")
             return True
-        return False
+        # It started meanwhile: ask its worker.
+        self.refresh_from_db()
+        return self.state == JobState.RUNNING and self.cancel()
 
     def interrupt_for_demo(self) -> bool:
         """Stop the running job so a demo can use the GPU; it comes back at the front."""
         from . import rq
 
         if self.request_stop("interrupt"):
-            rq.signal_stop(self.pk, "interrupt")
+            rq.signal_stop(self.pk, self.run, "interrupt")
             return True
         return False
 
@@ -463,9 +600,13 @@ def usage_today() -> dict[str, policies.Usage]:
     rows = (
         Job.objects.filter(started_at__gte=midnight)
         .values("workspace__slug")
-        .annotate(n=models.Count("id"), secs=models.Sum("gpu_seconds"))
+        .annotate(n=models.Count("id"), secs=models.Sum("gpu_seconds"), loading=models.Sum("load_seconds"))
     )
-    return {r["workspace__slug"]: policies.Usage(jobs=r["n"], gpu_seconds=r["secs"] or 0.0) for r in rows}
+    # Loading a model is billed to nobody: whoever happens to run first would pay for everyone.
+    return {
+        r["workspace__slug"]: policies.Usage(jobs=r["n"], gpu_seconds=max((r["secs"] or 0.0) - (r["loading"] or 0.0), 0.0))
+        for r in rows
+    }
 
 
 def store_stream(path, chunks) -> int:

@@ -39,6 +39,22 @@ class Snapshot:
     etas: dict[str, float]
     slots: int
     running: list[Job] = field(default_factory=list)
+    paused: bool = False
+
+    def after_dispatch(self, chosen) -> "Snapshot":
+        """The same queue once `chosen` left it for a GPU: the rest keep the policy's order
+        (each policy's order is the sequence it would start jobs in)."""
+        gone = {str(j.id) for j in chosen}
+        ordered = [w for w in self.ordered if w.id not in gone]
+        return Snapshot(
+            policy=self.policy,
+            ordered=ordered,
+            positions=policies.positions(ordered),
+            etas={k: v for k, v in self.etas.items() if k not in gone},
+            slots=self.slots,
+            running=self.running + list(chosen),
+            paused=self.paused,
+        )
 
     def for_workspace(self, slug: str) -> list[dict]:
         total = len(self.ordered)
@@ -54,7 +70,7 @@ class Snapshot:
         ]
 
 
-def snapshot(queue_settings: QueueSettings | None = None) -> Snapshot:
+def snapshot(queue_settings: QueueSettings | None = None, workers=None) -> Snapshot:
     queue_settings = queue_settings or QueueSettings.get()
     by_workflow, overall = estimates()
     waiting = [
@@ -72,7 +88,7 @@ def snapshot(queue_settings: QueueSettings | None = None) -> Snapshot:
     usage = usage_today()
     ordered = policies.order(queue_settings.policy, waiting, usage)
     running = list(Job.objects.active().select_related("workspace", "worker"))
-    slots = sum(w.capacity for w in Worker.objects.online())
+    slots = sum(w.capacity for w in (Worker.objects.online() if workers is None else workers))
     now = timezone.now()
     remaining = []
     for job in running:
@@ -86,4 +102,5 @@ def snapshot(queue_settings: QueueSettings | None = None) -> Snapshot:
         etas=policies.etas(ordered, slots, remaining[:slots]) if slots else {},
         slots=slots,
         running=running,
+        paused=queue_settings.paused,
     )

@@ -1,4 +1,11 @@
-"""Access to the RQ queue that carries jobs to GPU workers (JSON, so gpuworker needs no pickle of ours)."""
+"""Access to the RQ queues that carry jobs to GPU workers (JSON, so gpuworker needs no pickle
+of ours). Each worker has its own queue (Worker.queue_name); each run of a job is its own RQ
+job, `<job id>_<run>`, so a late run can never be mistaken for the current one.
+
+Redis is disposable: every call here that only helps (withdraw, stop signals) tolerates Redis
+being down; the database stays the truth and the dispatcher's reaper repairs the rest.
+"""
+import logging
 from functools import lru_cache
 
 import redis
@@ -6,16 +13,17 @@ from django.conf import settings
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
-from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
+log = logging.getLogger(__name__)
+
 TASK = "gpuworker.tasks.run_job"
-CANCEL_KEY = "workshop:cancel:{}"
+CANCEL_KEY = "workshop:cancel:{}"  # per run: <job id>_<run>
 
 
 @lru_cache(maxsize=4)
 def _connection_for(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, health_check_interval=30)
+    return redis.Redis.from_url(url, health_check_interval=30, socket_timeout=5, socket_connect_timeout=2)
 
 
 def connection() -> redis.Redis:
@@ -23,55 +31,66 @@ def connection() -> redis.Redis:
     return _connection_for(settings.REDIS_URL)
 
 
-def gpu_queue() -> Queue:
-    return Queue(settings.GPU_QUEUE, connection=connection(), serializer=JSONSerializer)
+def queue_for(worker) -> Queue:
+    return Queue(worker.queue_name, connection=connection(), serializer=JSONSerializer)
+
+
+def rq_id(job_id, run) -> str:
+    return f"{job_id}_{run}"
 
 
 def payload_for(job) -> dict:
     return {
         "job_id": str(job.id),
+        "run": job.run,
         "workspace": job.workspace.slug,
         "prompt": job.prompt,
         "extra_data": job.extra_data,
+        "submit_fields": job.submit_fields,
         "inputs": job.inputs,
         "timeout": job.timeout_seconds,
-        "attempt": job.attempts,
+        "attempt": job.attempts + 1,
     }
 
 
 def enqueue(job) -> None:
-    gpu_queue().enqueue(
+    queue_for(job.worker).enqueue(
         TASK,
         payload_for(job),
-        job_id=str(job.id),
+        job_id=rq_id(job.id, job.run),
         job_timeout=job.timeout_seconds + 300,
         result_ttl=3600,
         failure_ttl=24 * 3600,
     )
 
 
-def status(job_id) -> str | None:
-    """RQ's status of the job, or None when Redis no longer knows it."""
+def status(job_id, run) -> str | None:
+    """RQ's status of the run, or None when Redis no longer knows it."""
     try:
-        return RQJob.fetch(str(job_id), connection=connection(), serializer=JSONSerializer).get_status()
+        return RQJob.fetch(rq_id(job_id, run), connection=connection(), serializer=JSONSerializer).get_status()
     except NoSuchJobError:
         return None
 
 
-def withdraw(job_id) -> None:
-    """Take a job that no worker has picked up off the RQ queue."""
+def withdraw(job_id, run) -> None:
+    """Take a run that no worker has picked up off its RQ queue."""
     try:
-        RQJob.fetch(str(job_id), connection=connection(), serializer=JSONSerializer).cancel()
+        RQJob.fetch(rq_id(job_id, run), connection=connection(), serializer=JSONSerializer).cancel()
     except NoSuchJobError:
         pass
+    except Exception as exc:  # Redis down; the worker is refused at `started` anyway (fencing).
+        log.warning("could not withdraw run %s of job %s: %s", run, job_id, exc)
 
 
-def signal_stop(job_id, kind: str) -> None:
-    connection().set(CANCEL_KEY.format(job_id), kind, ex=3600)
+def signal_stop(job_id, run, kind: str) -> None:
+    try:
+        connection().set(CANCEL_KEY.format(rq_id(job_id, run)), kind, ex=3600)
+    except Exception as exc:  # The worker also hears it in the answer to its next call.
+        log.warning("could not signal %s for job %s: %s", kind, job_id, exc)
 
 
-def clear_stop(job_id) -> None:
-    connection().delete(CANCEL_KEY.format(job_id))
-
-
-LOST = {None, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+def clear_stop(job_id, run) -> None:
+    try:
+        connection().delete(CANCEL_KEY.format(rq_id(job_id, run)))
+    except Exception as exc:
+        log.warning("could not clear the stop signal of job %s: %s", job_id, exc)

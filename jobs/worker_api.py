@@ -2,21 +2,32 @@
 import base64
 import functools
 import json
-import time
 
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
 from django.http import FileResponse, JsonResponse
+from django.utils import timezone
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import UnsafePath
 
-from . import dispatcher, events, rq
-from .models import Catalog, ExtensionFile, Job, JobState, Worker
-
-# Messages that end a run: held back until `finish` has stored the result, so a browser that
-# refreshes its history on them already finds the job there.
-TERMINAL = {"execution_success", "execution_error", "execution_interrupted"}
+from . import events, lifecycle, rq
+from .models import (
+    ACTIVE_STATES,
+    WORKER_BUSY,
+    WORKER_COMFYUI_DOWN,
+    WORKER_IDLE,
+    WORKER_OFFLINE,
+    Catalog,
+    ExtensionFile,
+    Job,
+    JobState,
+    Worker,
+)
 
 
 def error(status: int, message: str, **extra) -> JsonResponse:
@@ -73,43 +84,106 @@ def job_of(request, job_id) -> Job:
     return get_object_or_404(Job.objects.select_related("workspace"), pk=job_id)
 
 
-def someone_elses(request, job: Job) -> bool:
-    """A job that another worker runs: this worker may neither upload to it nor end it."""
-    return job.worker_id is not None and job.worker_id != request.worker.pk
+def run_of(request, data=None):
+    run = request.GET.get("run")
+    if run is None and data is not None:
+        run = data.get("run")
+    try:
+        return int(run)
+    except (TypeError, ValueError):
+        raise BadRequest("name the run (the payload's `run`) this call belongs to") from None
+
+
+def fenced(job: Job, why: str = "") -> JsonResponse:
+    """The run named is not the job's current run on this worker: change nothing, and tell
+    the worker to stop that run on ComfyUI."""
+    message = why or f"this run is no longer the job's current run (job is {job.state}, run {job.run})"
+    return JsonResponse({"error": message, "state": job.state, "stop": True}, status=409)
+
+
+def _beat_fields(data: dict) -> dict:
+    fields = {}
+    try:
+        if data.get("vram_free") is not None:
+            fields["vram_free"] = max(0, int(data["vram_free"]))
+    except (TypeError, ValueError):
+        raise BadRequest("vram_free must be a number of bytes") from None
+    return fields
 
 
 @worker_call(["POST"])
 @bad_request_as_400
 def register(request):
+    """A worker process starting: whatever an earlier process of this worker was running is
+    dead (a restart after kill -9 recovers at once instead of waiting out the lease)."""
     data = body(request)
     worker = request.worker
-    worker.beat(
-        status="idle",
-        provider=str(data.get("provider", worker.provider))[:20],
-        comfyui_url=str(data.get("comfyui_url", ""))[:300],
-        comfyui_version=str(data.get("version", ""))[:50],
-        capacity=max(1, int(data.get("capacity", 1))),
-        current_job=None,
-    )
-    dispatcher.schedule_dispatch()
-    return JsonResponse({"worker": worker.name, "queue": rq.gpu_queue().name})
+    with transaction.atomic():
+        for job in Job.objects.filter(worker=worker, state__in=ACTIVE_STATES):
+            started = job.state == JobState.RUNNING
+            job.lose_run(job.run, f"GPU worker {worker.name} restarted", crash=started)
+        worker.beat(
+            status=WORKER_IDLE,
+            provider=str(data.get("provider", worker.provider))[:20],
+            comfyui_url=str(data.get("comfyui_url", ""))[:300],
+            comfyui_version=str(data.get("version", ""))[:50],
+            capacity=max(1, int(data.get("capacity", 1))),
+            current_job=None,
+            **_beat_fields(data),
+        )
+        lifecycle.changed()
+    return JsonResponse({
+        "worker": worker.name,
+        "queue": worker.queue_name,
+        "lease_seconds": settings.LEASE_SECONDS,
+        "heartbeat_seconds": max(settings.LEASE_SECONDS / 4, 0.5),
+    })
 
 
 @worker_call(["POST"])
 @bad_request_as_400
 def heartbeat(request):
+    """Proof that the worker, and the process running its job, are alive: renews the lease of
+    the run it names and of the runs waiting in its RQ queue."""
     data = body(request)
-    status = str(data.get("status", "idle"))[:20]
-    if status == "offline":
-        # A worker shutting down says so, so no job is dispatched to a slot that is gone.
-        Worker.objects.filter(pk=request.worker.pk).update(status="offline", last_heartbeat=None, current_job=None)
-        events.queue_changed()
-        return JsonResponse({"ok": True})
-    was_online = request.worker.is_online
-    request.worker.beat(status=status)
-    if not was_online:
-        dispatcher.schedule_dispatch()
-    return JsonResponse({"ok": True})
+    worker = request.worker
+    status = str(data.get("status", WORKER_IDLE))[:20]
+    if status not in (WORKER_IDLE, WORKER_BUSY, WORKER_OFFLINE, WORKER_COMFYUI_DOWN):
+        raise BadRequest("status must be idle, busy, offline or comfyui_unreachable")
+    with transaction.atomic():
+        if status == WORKER_OFFLINE:
+            # A worker shutting down says so: nothing more is dispatched to a slot that is gone,
+            # and what waits in its RQ queue goes back without costing an attempt.
+            Worker.objects.filter(pk=worker.pk).update(status=WORKER_OFFLINE, last_heartbeat=None, current_job=None)
+            for job in Job.objects.filter(worker=worker, state=JobState.DISPATCHED):
+                job.lose_run(job.run, f"GPU worker {worker.name} shut down", crash=False)
+            lifecycle.changed()
+            return JsonResponse({"ok": True})
+        could_take_jobs = worker.is_online
+        worker.beat(status=status, **_beat_fields(data))
+        lease = timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)
+        Job.objects.filter(worker=worker, state=JobState.DISPATCHED).update(lease_expires_at=lease)
+        answer = {"ok": True, "cancel": None, "stop": False}
+        job_id, run = data.get("job_id"), data.get("run")
+        if job_id:
+            job = Job.objects.filter(pk=_uuid(job_id)).first() if _uuid(job_id) else None
+            if job is None or not job.is_current_run(worker, run):
+                answer["stop"] = True
+            else:
+                job.renew_lease(run)
+                answer["cancel"] = job.cancel_requested or None
+        if could_take_jobs != worker.is_online:
+            lifecycle.changed()
+    return JsonResponse(answer)
+
+
+def _uuid(value):
+    import uuid
+
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
 
 
 @worker_call(["POST"])
@@ -155,6 +229,8 @@ def catalog_file(request):
 @bad_request_as_400
 def job_input(request, job_id):
     job = job_of(request, job_id)
+    if not job.is_current_run(request.worker, run_of(request)):
+        return fenced(job)
     wanted = {
         "filename": request.GET.get("filename", ""),
         "subfolder": request.GET.get("subfolder", ""),
@@ -172,10 +248,20 @@ def job_input(request, job_id):
 @bad_request_as_400
 def job_started(request, job_id):
     job = job_of(request, job_id)
-    if not job.mark_running(request.worker):
-        return JsonResponse({"state": job.state}, status=409)
-    request.worker.beat(status="busy", current_job=job)
-    events.queue_changed()
+    data = body(request)
+    run = run_of(request, data)
+    worker = request.worker
+    if not job.is_current_run(worker, run):
+        return fenced(job)
+    if not worker.enabled:
+        # The instructor disabled the worker after the job was sent to it: the job goes
+        # elsewhere, at no cost to it.
+        job.lose_run(run, f"GPU worker {worker.name} was disabled", crash=False)
+        return fenced(job, "this worker is disabled; the job went back to the queue")
+    with transaction.atomic():
+        if not job.mark_running(worker, run):
+            return fenced(job)
+        worker.beat(status=WORKER_BUSY, current_job=job)
     return JsonResponse({"ok": True})
 
 
@@ -183,40 +269,44 @@ def job_started(request, job_id):
 @bad_request_as_400
 def job_events(request, job_id):
     job = job_of(request, job_id)
-    items = body(request).get("events", [])
+    data = body(request)
+    run = run_of(request, data)
+    items = data.get("events", [])
     if not isinstance(items, list):
         raise BadRequest("events must be a list")
-    if job.state == JobState.RUNNING and job.worker_id == request.worker.pk:
-        progress = None
-        relay = []
-        for item in items:
-            if not isinstance(item, dict) or not isinstance(item.get("type"), str):
-                raise BadRequest("each event needs a type")
-            kind, data = item["type"], item.get("data") or {}
-            if kind in TERMINAL or (kind == "executing" and isinstance(data, dict) and data.get("node") is None):
-                continue
-            if kind == "progress":
-                progress = data
-            if kind == "_preview":
-                try:
-                    relay.append({"binary": base64.b64decode(data["frame"], validate=True)})
-                except (KeyError, TypeError, ValueError):
-                    raise BadRequest("a preview needs its frame in base64") from None
-                continue
-            relay.append({"type": kind, "data": data})
+    if not job.is_current_run(request.worker, run):
+        return fenced(job)
+    progress = None
+    relay = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            raise BadRequest("each event needs a type")
+        kind, event_data = item["type"], item.get("data") or {}
+        if kind == "progress":
+            progress = event_data
+        if kind == "_preview":
+            try:
+                relay.append({"binary": base64.b64decode(event_data["frame"], validate=True)})
+            except (KeyError, TypeError, ValueError):
+                raise BadRequest("a preview needs its frame in base64") from None
+            continue
+        relay.append({"type": kind, "data": event_data})
+    if job.state == JobState.RUNNING:
         events.send(job.workspace.slug, *relay)
-        if progress is not None:
-            Job.objects.filter(pk=job.pk).update(progress=progress)
-    stop = job.cancel_requested or ("cancel" if job.is_final else None)
-    return JsonResponse({"ok": True, "cancel": stop})
+    fields = {"lease_expires_at": timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)}
+    if progress is not None:
+        fields["progress"] = progress
+    Job.objects.filter(pk=job.pk, run=run).update(**fields)
+    return JsonResponse({"ok": True, "cancel": job.cancel_requested or None})
 
 
 @worker_call(["PUT", "POST"])
 @bad_request_as_400
 def job_output(request, job_id):
     job = job_of(request, job_id)
-    if job.state not in (JobState.RUNNING, JobState.COMPLETED) or someone_elses(request, job):
-        return JsonResponse({"state": job.state}, status=409)
+    run = run_of(request)
+    if job.state != JobState.RUNNING or not job.is_current_run(request.worker, run):
+        return fenced(job)
     folder_type = request.GET.get("type", "output")
     if folder_type not in ("output", "temp"):
         raise BadRequest("type must be output or temp")
@@ -226,49 +316,79 @@ def job_output(request, job_id):
         request.GET.get("filename", ""),
         iter(lambda: request.read(1024 * 1024), b""),
     )
+    job.renew_lease(run)
     return JsonResponse(stored)
+
+
+FINISH_STATUSES = ("success", "error", "interrupted", "lost", "returned")
 
 
 @worker_call(["POST"])
 @bad_request_as_400
 def job_finish(request, job_id):
+    """The run's result. `success`, `error` and `interrupted` are ComfyUI's own ends, whose
+    messages (`end`) are relayed to the browser untouched once the result is stored; `lost`
+    means the host failed (ComfyUI unreachable or restarted) and `returned` that the worker is
+    shutting down: the job goes back to the queue."""
     job = job_of(request, job_id)
-    if someone_elses(request, job):
-        return JsonResponse({"state": job.state}, status=409)
     data = body(request)
+    run = run_of(request, data)
+    worker = request.worker
     status = data.get("status")
+    if status not in FINISH_STATUSES:
+        raise BadRequest("status must be one of " + ", ".join(FINISH_STATUSES))
+    if job.is_final and job.worker_id == worker.pk and str(job.run) == str(run):
+        return JsonResponse({"ok": True, "state": job.state})  # a repeated finish
+    if not job.is_current_run(worker, run):
+        return fenced(job)
     messages = data.get("messages") or []
-    gpu_seconds = data.get("gpu_seconds")
-    err = data.get("error") or {}
-    if status not in ("success", "error", "interrupted"):
-        raise BadRequest("status must be success, error or interrupted")
+    end = [m for m in (data.get("end") or []) if isinstance(m, dict) and isinstance(m.get("type"), str)]
+    gpu_seconds, load_seconds = _seconds(data.get("gpu_seconds")), _seconds(data.get("load_seconds"))
+    err = data.get("error") if isinstance(data.get("error"), dict) else {}
+    relay = (job.workspace.slug, end) if end else None
 
-    if status == "success":
-        changed = job.mark_completed(data.get("outputs") or {}, messages, gpu_seconds)
-    elif status == "error":
-        text = err.get("exception_message") or err.get("message") or "The run failed on the GPU"
-        changed = job.mark_failed(text.strip(), messages=messages, gpu_seconds=gpu_seconds)
-    elif job.cancel_requested == "interrupt":
-        changed = job.requeue_front("Interrupted by the instructor")
-    else:
-        changed = job.mark_cancelled(messages=messages, gpu_seconds=gpu_seconds)
-
-    if changed:
-        rq.clear_stop(job.pk)
-        _announce_end(job, status, err)
-        dispatcher.schedule_dispatch()
-    Worker.objects.filter(pk=request.worker.pk, current_job=job).update(current_job=None, status="idle")
+    with transaction.atomic():
+        if status == "success":
+            job.mark_completed(data.get("outputs") or {}, messages, gpu_seconds, load_seconds, run=run)
+            lifecycle.changed(relay=relay)
+        elif status == "error" and _out_of_memory(err) and job.memory_retry_from_id is None:
+            job.retry_for_memory(run, worker)
+            lifecycle.changed(notice=(job, "The GPU ran out of memory; your job gets one more try"))
+        elif status == "error":
+            text = (err.get("exception_message") or err.get("message") or "The run failed on the GPU").strip()
+            if _out_of_memory(err):
+                text = (
+                    "The GPU ran out of memory twice running this workflow. Try a smaller image or video size, "
+                    f"fewer frames or a smaller batch.\n\n{text}"
+                )
+            job.mark_failed(text, messages=messages, node_errors=err.get("node_errors") or None,
+                            gpu_seconds=gpu_seconds, load_seconds=load_seconds, run=run)
+            lifecycle.changed(relay=relay)
+        elif status == "interrupted" and job.cancel_requested != "cancel":
+            job.lose_run(run, "The instructor paused your job for a demo", crash=False)
+        elif status == "interrupted":
+            job.mark_cancelled(messages=messages, gpu_seconds=gpu_seconds, run=run)
+            lifecycle.changed(relay=relay)
+        else:
+            reason = str(data.get("reason") or "the GPU host failed")[:500]
+            job.lose_run(run, reason, crash=status == "lost" and bool(data.get("crash")))
+            if data.get("comfyui_unreachable"):
+                Worker.objects.filter(pk=worker.pk).update(status=WORKER_COMFYUI_DOWN)
+        Worker.objects.filter(pk=worker.pk, current_job=job).update(current_job=None)
+        Worker.objects.filter(pk=worker.pk, status=WORKER_BUSY).update(status=WORKER_IDLE)
+    rq.clear_stop(job.pk, run)
+    job.refresh_from_db()
     return JsonResponse({"ok": True, "state": job.state})
 
 
-def _announce_end(job: Job, status: str, err: dict) -> None:
-    prompt_id = str(job.id)
-    stamp = int(time.time() * 1000)
-    if status == "success":
-        end = {"type": "execution_success", "data": {"prompt_id": prompt_id, "timestamp": stamp}}
-    elif status == "error":
-        end = {"type": "execution_error", "data": {**err, "prompt_id": prompt_id, "timestamp": stamp}}
-    else:
-        data = {k: err.get(k) for k in ("node_id", "node_type", "executed") if k in err}
-        end = {"type": "execution_interrupted", "data": {"prompt_id": prompt_id, **data, "timestamp": stamp}}
-    events.send(job.workspace.slug, end, {"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})
+def _seconds(value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value and 0 <= value < 1e9 else None  # NaN and nonsense are not stored
+
+
+def _out_of_memory(err: dict) -> bool:
+    text = f"{err.get('exception_type', '')} {err.get('exception_message', '')}".lower()
+    return "outofmemory" in text.replace(" ", "") or "out of memory" in text

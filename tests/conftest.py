@@ -63,7 +63,7 @@ def child_env(settings, **extra) -> dict:
         DATABASE_URL=_test_database_url(settings),
         REDIS_URL=settings.REDIS_URL,
         WORKSHOP_DATA_DIR=str(settings.WORKSHOP_DATA_DIR),
-        WORKER_STALE_SECONDS=str(settings.WORKER_STALE_SECONDS),
+        LEASE_SECONDS=str(settings.LEASE_SECONDS),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

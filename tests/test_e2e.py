@@ -273,11 +273,13 @@ def test_instructor_run_now_interrupts_and_the_interrupted_job_runs_again(live_a
             instructor.login(username="instructor", password="pw")
             answer = instructor.post("/admin/jobs/job/", {"action": "run_now", "_selected_action": [str(demo.pk)]})
             assert answer.status_code == 302
-            receive_until(ws, lambda m: m["type"] == "execution_interrupted" and m["data"]["prompt_id"] == victim)
+            told = receive_until(ws, lambda m: m["type"] == "workshop.notice" and m["data"]["prompt_id"] == victim)
+            assert told[-1]["data"]["state"] == "queued" and "demo" in told[-1]["data"]["text"]
             receive_until(ws, finished(victim), timeout=30)
     victim_job, demo_job = Job.objects.get(pk=victim), Job.objects.get(pk=demo.pk)
     assert demo_job.state == victim_job.state == JobState.COMPLETED
-    assert victim_job.attempts == 2, "the interrupted job ran again"
+    assert victim_job.run == 2, "the interrupted job ran again"
+    assert (victim_job.interruptions, victim_job.attempts) == (1, 0), "an interrupt is not a crash attempt"
     assert demo_job.started_at < victim_job.started_at, "the demo ran first, then the interrupted job"
     assert double.interrupts, "the interrupt reached ComfyUI"
 

@@ -58,15 +58,16 @@ def test_redis_restarting_empty_loses_no_job(participants, own_redis):
     job = Job.submit(participants[0], SIMPLE)
     with _on_commit():
         dispatcher.dispatch()
-    assert rq.gpu_queue().job_ids == [str(job.pk)]
+    queue = lambda: rq.queue_for(worker).job_ids  # noqa: E731
+    assert queue() == [rq.rq_id(job.pk, 1)]
 
     state["proc"].kill()  # Redis dies with the job in it …
     state["proc"].wait()
     state["proc"] = start()  # … and comes back empty.
-    assert rq.gpu_queue().job_ids == []
+    assert queue() == []
 
-    assert dispatcher.reconcile()["reenqueued"] == 1
-    assert rq.gpu_queue().job_ids == [str(job.pk)], "the database knew the job; RQ has it again"
+    assert dispatcher.reap()["reenqueued"] == 1
+    assert queue() == [rq.rq_id(job.pk, 1)], "the database knew the job; RQ has it again"
     assert Job.objects.get(pk=job.pk).state == JobState.DISPATCHED
 
 

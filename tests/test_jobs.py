@@ -28,6 +28,16 @@ def queue_job(workspace, **fields):
     return Job.submit(workspace, SIMPLE, **fields)
 
 
+def start(job, worker):
+    assert job.mark_dispatched(worker)
+    assert job.mark_running(worker, job.run)
+    return job
+
+
+def dispatched_ids():
+    return list(Job.objects.filter(state=JobState.DISPATCHED).values_list("id", flat=True))
+
+
 def auth(worker):
     return {"HTTP_AUTHORIZATION": f"Bearer {worker.token}"}
 
@@ -38,19 +48,18 @@ def auth(worker):
 def test_a_job_runs_on_one_worker_only(participants, online_worker):
     job = queue_job(participants[0])
     other, _ = Worker.create_with_token("gpu-other")
-    assert job.mark_dispatched()
-    assert not job.mark_dispatched(), "a second dispatch of the same job changes nothing"
+    assert job.mark_dispatched(online_worker)
+    assert not job.mark_dispatched(other), "a second dispatch of the same job changes nothing"
     first, second = Job.objects.get(pk=job.pk), Job.objects.get(pk=job.pk)
-    assert first.mark_running(online_worker)
-    assert not second.mark_running(other), "another worker cannot start it too"
-    assert first.mark_running(online_worker), "the same worker repeating 'started' is fine"
+    assert first.mark_running(online_worker, job.run)
+    assert not second.mark_running(other, job.run), "another worker cannot start it too"
+    assert first.mark_running(online_worker, job.run), "the same worker repeating 'started' is fine"
+    assert not first.mark_running(online_worker, job.run - 1), "an earlier run cannot start"
     assert Job.objects.get(pk=job.pk).worker == online_worker
 
 
 def test_a_finished_job_cannot_end_twice(participants, online_worker):
-    job = queue_job(participants[0])
-    job.mark_dispatched()
-    job.mark_running(online_worker)
+    job = start(queue_job(participants[0]), online_worker)
     assert job.mark_completed({"2": {"images": []}}, [], 1.0)
     stale = Job.objects.get(pk=job.pk)
     assert not stale.mark_failed("late error report")
@@ -65,22 +74,19 @@ def test_cancel_of_a_waiting_job_ends_it_at_once(participants):
 
 
 def test_cancel_of_a_running_job_signals_its_worker(participants, online_worker, clean_redis):
-    job = queue_job(participants[0])
-    job.mark_dispatched()
-    job.mark_running(online_worker)
+    job = start(queue_job(participants[0]), online_worker)
     assert job.cancel()
     assert job.state == JobState.RUNNING and job.cancel_requested == "cancel", "it ends when the GPU confirms"
-    assert clean_redis.get(rq.CANCEL_KEY.format(job.pk)) == b"cancel"
+    assert clean_redis.get(rq.CANCEL_KEY.format(rq.rq_id(job.pk, job.run))) == b"cancel"
 
 
 def test_lost_job_goes_back_to_the_front_then_fails_after_max_attempts(participants, online_worker):
     QueueSettings.objects.update_or_create(pk=1, defaults={"max_attempts": 2})
     job = queue_job(participants[0])
     for attempt in (1, 2):
-        assert job.mark_dispatched()
-        job.mark_running(online_worker)
-        job.requeue_front("GPU worker stopped answering")
-    assert job.attempts == 2
+        start(job, online_worker)
+        job.lose_run(job.run, "GPU worker stopped answering", crash=True)
+    assert job.attempts == 1 and job.run == 2
     assert job.state == JobState.FAILED
     assert "gave up after 2 attempts" in job.error
 
@@ -90,23 +96,24 @@ def test_lost_job_goes_back_to_the_front_then_fails_after_max_attempts(participa
 
 def test_nothing_is_dispatched_without_an_online_worker(participants, clean_redis):
     queue_job(participants[0])
-    assert dispatcher.dispatch() == []
-    assert rq.gpu_queue().count == 0
+    dispatcher.dispatch()
+    assert dispatched_ids() == []
 
 
 def test_dispatch_fills_free_slots_only_and_puts_json_payload_on_rq(participants, online_worker, clean_redis):
     first = queue_job(participants[0])
     queue_job(participants[1])
     with django_capture_on_commit():
-        chosen = dispatcher.dispatch()
-    assert chosen == [str(first.pk)], "one worker: one job"
-    assert dispatcher.dispatch() == [], "the slot is taken"
-    queue = rq.gpu_queue()
-    assert queue.job_ids == [str(first.pk)]
-    rq_job = queue.fetch_job(str(first.pk))
+        dispatcher.dispatch()
+    assert dispatched_ids() == [first.pk], "one worker: one job"
+    dispatcher.dispatch()
+    assert dispatched_ids() == [first.pk], "the slot is taken"
+    queue = rq.queue_for(online_worker)
+    assert queue.job_ids == [rq.rq_id(first.pk, 1)], "on the chosen worker's own queue"
+    rq_job = queue.fetch_job(rq.rq_id(first.pk, 1))
     assert rq_job.func_name == "gpuworker.tasks.run_job"
     payload = rq_job.args[0]
-    assert payload["prompt"] == SIMPLE and payload["workspace"] == "001" and payload["attempt"] == 1
+    assert payload["prompt"] == SIMPLE and payload["workspace"] == "001" and payload["attempt"] == 1 and payload["run"] == 1
     assert "token" not in json.dumps(payload)
     assert isinstance(rq_job.serializer(), JSONSerializer) or rq_job.serializer is JSONSerializer
 
@@ -116,13 +123,15 @@ def test_a_late_priority_job_jumps_ahead_of_earlier_ones(participants, online_wo
     urgent = queue_job(participants[1])
     Job.objects.filter(pk=urgent.pk).update(priority=10)
     with django_capture_on_commit():
-        assert dispatcher.dispatch() == [str(urgent.pk)]
+        dispatcher.dispatch()
+    assert dispatched_ids() == [urgent.pk]
 
 
 def test_paused_queue_dispatches_nothing(participants, online_worker):
     QueueSettings.objects.update_or_create(pk=1, defaults={"paused": True})
     queue_job(participants[0])
-    assert dispatcher.dispatch() == []
+    dispatcher.dispatch()
+    assert dispatched_ids() == []
 
 
 def test_reconcile_re_enqueues_what_redis_lost(participants, online_worker, clean_redis):
@@ -130,19 +139,19 @@ def test_reconcile_re_enqueues_what_redis_lost(participants, online_worker, clea
     with django_capture_on_commit():
         dispatcher.dispatch()
     clean_redis.flushdb()  # Redis restarted empty
-    counts = dispatcher.reconcile()
+    counts = dispatcher.reap()
     assert counts["reenqueued"] == 1
-    assert rq.gpu_queue().job_ids == [str(job.pk)]
+    assert rq.queue_for(online_worker).job_ids == [rq.rq_id(job.pk, 1)]
     assert Job.objects.get(pk=job.pk).state == JobState.DISPATCHED
 
 
 def test_reconcile_requeues_the_job_of_a_dead_worker_at_the_front(participants, online_worker):
     job = queue_job(participants[0])
     later = queue_job(participants[1])
-    job.mark_dispatched()
-    job.mark_running(online_worker)
+    start(job, online_worker)
+    Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     Worker.objects.filter(pk=online_worker.pk).update(last_heartbeat=timezone.now() - timedelta(minutes=5))
-    counts = dispatcher.reconcile()
+    counts = dispatcher.reap()
     job.refresh_from_db()
     assert counts["requeued"] == 1
     assert job.state == JobState.QUEUED and job.priority == PRIORITY_RESUME and job.attempts == 1
@@ -169,22 +178,21 @@ def test_worker_api_refuses_unknown_tokens(client, db):
 
 def test_started_on_a_cancelled_job_tells_the_worker_not_to_run(client, participants, online_worker):
     job = queue_job(participants[0])
-    job.mark_dispatched()
+    job.mark_dispatched(online_worker)
     job.cancel()
-    answer = client.post(f"/api/worker/jobs/{job.pk}/started", data="{}", content_type="application/json",
-                         **auth(online_worker))
-    assert answer.status_code == 409 and answer.json()["state"] == "cancelled"
+    answer = client.post(f"/api/worker/jobs/{job.pk}/started", data=json.dumps({"run": job.run}),
+                         content_type="application/json", **auth(online_worker))
+    assert answer.status_code == 409 and answer.json()["state"] == "cancelled" and answer.json()["stop"]
 
 
 def test_output_upload_is_idempotent_and_never_overwrites_another_jobs_file(client, participants, online_worker):
     workspace = participants[0]
     jobs = []
     for _ in range(2):
-        job = queue_job(workspace)
-        job.mark_dispatched()
-        job.mark_running(online_worker)
-        jobs.append(job)
-    url = "/api/worker/jobs/{}/outputs?filename=ComfyUI_00001_.png&subfolder=&type=output"
+        online_worker.capacity = 2
+        online_worker.save()
+        jobs.append(start(queue_job(workspace), online_worker))
+    url = "/api/worker/jobs/{}/outputs?filename=ComfyUI_00001_.png&subfolder=&type=output&run=1"
     put = lambda job, data: client.put(url.format(job.pk), data=data, content_type="image/png", **auth(online_worker))  # noqa: E731
     first = put(jobs[0], b"one").json()
     again = put(jobs[0], b"one").json()
@@ -196,25 +204,21 @@ def test_output_upload_is_idempotent_and_never_overwrites_another_jobs_file(clie
 
 
 def test_output_upload_cannot_escape_the_workspace(client, participants, online_worker):
-    job = queue_job(participants[0])
-    job.mark_dispatched()
-    job.mark_running(online_worker)
-    answer = client.put(f"/api/worker/jobs/{job.pk}/outputs?filename=x.png&subfolder=../../002/output&type=output",
+    job = start(queue_job(participants[0]), online_worker)
+    answer = client.put(f"/api/worker/jobs/{job.pk}/outputs?filename=x.png&subfolder=../../002/output&type=output&run=1",
                         data=b"x", content_type="image/png", **auth(online_worker))
     assert answer.status_code == 400
     assert not participants[1].file_path("output", "x.png").exists()
 
 
 def test_finish_twice_is_answered_but_changes_nothing(client, participants, online_worker):
-    job = queue_job(participants[0])
-    job.mark_dispatched()
-    job.mark_running(online_worker)
-    body = {"status": "success", "outputs": {"2": {"images": []}}, "messages": [], "gpu_seconds": 2.5}
+    job = start(queue_job(participants[0]), online_worker)
+    body = {"run": 1, "status": "success", "outputs": {"2": {"images": []}}, "messages": [], "gpu_seconds": 2.5}
     for _ in range(2):
         answer = client.post(f"/api/worker/jobs/{job.pk}/finish", data=json.dumps(body),
                              content_type="application/json", **auth(online_worker))
         assert answer.status_code == 200 and answer.json()["state"] == "completed"
-    late = client.post(f"/api/worker/jobs/{job.pk}/finish", data=json.dumps({"status": "error", "error": {}}),
+    late = client.post(f"/api/worker/jobs/{job.pk}/finish", data=json.dumps({"run": 1, "status": "error", "error": {}}),
                        content_type="application/json", **auth(online_worker))
     assert late.json()["state"] == "completed"
 
@@ -225,9 +229,12 @@ def test_inputs_are_served_only_when_the_job_reads_them(client, participants, on
     workspace.file_path("input", "secret.png").write_bytes(b"secret")
     job = queue_job(workspace, inputs=[{"filename": "cat.png", "subfolder": "", "type": "input"}])
     base = f"/api/worker/jobs/{job.pk}/inputs"
-    ok = client.get(base, {"filename": "cat.png", "type": "input"}, **auth(online_worker))
+    before = client.get(base, {"filename": "cat.png", "type": "input", "run": 1}, **auth(online_worker))
+    assert before.status_code == 409, "not before the job was sent to this worker"
+    start(job, online_worker)
+    ok = client.get(base, {"filename": "cat.png", "type": "input", "run": 1}, **auth(online_worker))
     assert ok.status_code == 200 and b"".join(ok.streaming_content) == b"cat"
-    assert client.get(base, {"filename": "secret.png", "type": "input"}, **auth(online_worker)).status_code == 404
+    assert client.get(base, {"filename": "secret.png", "type": "input", "run": 1}, **auth(online_worker)).status_code == 404
 
 
 # --- workshop_setup ------------------------------------------------------------------------
@@ -254,13 +261,11 @@ def test_workshop_setup_creates_accounts_once(db, tmp_path, capsys):
 
 def test_a_worker_cannot_end_or_fill_another_workers_job(client, participants, online_worker):
     intruder, intruder_token = Worker.create_with_token("intruder")
-    job = queue_job(participants[0])
-    job.mark_dispatched()
-    job.mark_running(online_worker)
+    job = start(queue_job(participants[0]), online_worker)
     headers = {"HTTP_AUTHORIZATION": f"Bearer {intruder_token}"}
-    finish = client.post(f"/api/worker/jobs/{job.pk}/finish", data=json.dumps({"status": "success"}),
+    finish = client.post(f"/api/worker/jobs/{job.pk}/finish", data=json.dumps({"run": 1, "status": "success"}),
                          content_type="application/json", **headers)
-    upload = client.put(f"/api/worker/jobs/{job.pk}/outputs?filename=x.png&type=output", data=b"x",
+    upload = client.put(f"/api/worker/jobs/{job.pk}/outputs?filename=x.png&type=output&run=1", data=b"x",
                         content_type="image/png", **headers)
     assert finish.status_code == upload.status_code == 409
     assert Job.objects.get(pk=job.pk).state == JobState.RUNNING

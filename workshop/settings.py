@@ -139,7 +139,9 @@ MAX_WAITING_PER_USER = env_int("MAX_WAITING_PER_USER", 5)
 MAX_PROMPT_BYTES = env_int("MAX_PROMPT_BYTES", 2_000_000)
 JOB_TIMEOUT = env_int("JOB_TIMEOUT", 1800)
 MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)
-WORKER_STALE_SECONDS = env_int("WORKER_STALE_SECONDS", 45)
+# A GPU worker renews its lease (and the lease of the run it is doing) every LEASE_SECONDS/4;
+# one silent for LEASE_SECONDS is offline and its run goes back to the head of the queue.
+LEASE_SECONDS = env_int("LEASE_SECONDS", 10)
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_PROMPT_BYTES + 1_000_000
 

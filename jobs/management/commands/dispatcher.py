@@ -10,34 +10,36 @@ import time
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from jobs.dispatcher import reconcile
+from jobs.dispatcher import reap
 
 
 class Command(BaseCommand):
     help = "Run the dispatcher loop (reconcile Redis and workers with the database, dispatch)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--interval", type=float, default=2.0)
+        parser.add_argument("--interval", type=float, default=1.0)
         parser.add_argument("--once", action="store_true", help="One pass, then exit")
 
     def handle(self, *args, interval, once, **options):
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        self.stdout.write(f"dispatcher: checking every {interval:g} s (Ctrl-C to stop)")
+        if not once:
+            self.stdout.write(f"dispatcher: checking every {interval:g} s (Ctrl-C to stop)")
         while not stop.is_set():
             started = time.monotonic()
             close_old_connections()
             try:
-                counts = reconcile()
+                counts = reap()
             except Exception as exc:  # Keep looping: the database or Redis may be restarting.
                 self.stderr.write(f"dispatcher: {exc}")
             else:
                 if any(counts.values()):
                     self.stdout.write(
-                        f"dispatcher: re-enqueued {counts['reenqueued']}, requeued {counts['requeued']}, "
+                        f"dispatcher: re-enqueued {counts['reenqueued']}, lost runs put back {counts['requeued']}, "
                         f"timed out {counts['timed_out']}"
                     )
+                    self.stdout.flush()
             if once:
                 break
             stop.wait(max(0.0, interval - (time.monotonic() - started)))

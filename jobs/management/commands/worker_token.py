@@ -11,9 +11,16 @@ class Command(BaseCommand):
         parser.add_argument("--quiet", action="store_true", help="Print only the token")
 
     def handle(self, *args, name, quiet, **options):
+        existed = Worker.objects.filter(name=name).exists()
         worker, token = Worker.create_with_token(name)
         if quiet:
             self.stdout.write(token)
             return
-        self.stdout.write(f"Worker {worker.name}: token (shown once, the old one no longer works):")
+        if existed:
+            self.stdout.write(
+                f"Worker {worker.name}: new token (shown once). The old one no longer works: a process still "
+                "using it stops, and its job goes back to the queue at no cost."
+            )
+        else:
+            self.stdout.write(f"Worker {worker.name} created: token (shown once):")
         self.stdout.write(token)
