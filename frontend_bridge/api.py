@@ -15,7 +15,15 @@ from django.views.decorators.http import require_http_methods
 from accounts.access import workspace_for
 from accounts.models import UnsafePath
 from jobs import events
-from jobs.models import ACTIVE_STATES, FINAL_STATES, Catalog, Job, JobState, QueueSettings, SubmitError
+from jobs.models import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    Catalog,
+    Job,
+    JobState,
+    QueueSettings,
+    SubmitError,
+)
 
 from . import wire
 from .validation import input_files, output_node_ids, validate_prompt

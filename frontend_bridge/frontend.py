@@ -9,7 +9,12 @@ from pathlib import Path
 
 import comfyui_frontend_package
 from django.contrib.auth.views import redirect_to_login
-from django.http import FileResponse, Http404, HttpResponse, HttpResponsePermanentRedirect
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpResponse,
+    HttpResponsePermanentRedirect,
+)
 
 from accounts.access import workspace_for
 

@@ -2,9 +2,9 @@
 import zipfile
 from pathlib import Path
 
+from django.contrib.auth.decorators import login_required
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import render
-from django.contrib.auth.decorators import login_required
 
 from accounts.access import workspace_for
 

@@ -1,6 +1,7 @@
 from django.urls import re_path
 
-from . import api, frontend, outputs, workspace_api as w
+from . import api, frontend, outputs
+from . import workspace_api as w
 
 SLUG = r"(?P<slug>[A-Za-z0-9_-]{1,16})"
 

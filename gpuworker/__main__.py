@@ -171,6 +171,20 @@ def catalog_fingerprint(catalog: dict) -> str:
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
 
 
+def clear_orphans(comfy: ComfyClient) -> None:
+    """This ComfyUI serves only this worker: whatever it still runs or holds at start belongs to
+    a run of an earlier worker process (killed with -9), which the queue has given to another GPU."""
+    try:
+        queue = comfy.get_json("/queue")
+        orphans = len(queue.get("queue_running") or []) + len(queue.get("queue_pending") or [])
+        if orphans:
+            comfy.session.post(comfy.base + "/queue", json={"clear": True}, timeout=10).raise_for_status()
+            comfy.interrupt(None)
+            print(f"gpuworker: stopped {orphans} prompt(s) an earlier worker process left on ComfyUI", flush=True)
+    except Exception as exc:
+        log.warning("could not check ComfyUI for runs left behind: %s", exc)
+
+
 def vram_free(stats: dict) -> int | None:
     devices = stats.get("devices") or []
     values = [d.get("vram_free") for d in devices if isinstance(d, dict) and isinstance(d.get("vram_free"), int)]
@@ -267,6 +281,7 @@ def main(argv=None) -> int:
     app = AppClient(args.app, args.token, args.app_retry)
     stats = wait_for_comfyui(comfy, args.comfyui_wait)
     version = (stats.get("system") or {}).get("comfyui_version", "")
+    clear_orphans(comfy)
     try:
         # Catalog first: once registered the worker gets jobs, and prompts are checked against it.
         catalog = catalog_of(comfy, stats)

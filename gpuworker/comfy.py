@@ -126,7 +126,7 @@ class PromptSocket:
         url = self.client.base.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
         self._stack = contextlib.ExitStack()
         self.ws = self._stack.enter_context(
-            connect(url, additional_headers=self.client.headers, open_timeout=15, max_size=None)
+            connect(url, additional_headers=self.client.headers, open_timeout=15, close_timeout=1, max_size=None)
         )
 
     def receive(self, timeout: float) -> dict | None:

@@ -28,7 +28,7 @@ CANCEL_KEY = "workshop:cancel:{}_{}"
 POLL = 0.25  # seconds between stop checks while ComfyUI works: well inside the 2 s promise
 FLUSH = 0.25  # seconds events may wait to be sent together
 GIVE_UP_AFTER = 120  # seconds after a timeout's interrupt before the job is given up
-RECONNECT_FOR = 10.0  # seconds a lost ComfyUI websocket is retried before the host counts as down
+RECONNECT_FOR = 3.0  # seconds a lost ComfyUI websocket is retried before the host counts as down
 END_WAIT = 2.0  # seconds to wait for ComfyUI's closing `executing` after an end message
 # Messages the app turns into its own (the queue's status) or that mean nothing to a browser.
 NOT_RELAYED = {"status", "feature_flags", "crystools.monitor"}

@@ -2,14 +2,13 @@
 import base64
 import functools
 import json
-
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.http import FileResponse, JsonResponse
-from django.utils import timezone
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
