@@ -123,6 +123,24 @@ def test_throttle_keeps_the_last_step_and_drops_bursts():
     assert throttle.allow({"type": "executing", "data": {"node": "3"}}), "other messages are never throttled"
 
 
+def test_throttle_never_drops_the_progress_state_that_ends_a_node():
+    """A real ComfyUI's progress_state carries a `nodes` map, not a `node`: the frame in which
+    the last node turns finished must reach the browser, or the UI keeps it marked running."""
+    clock = [0.0]
+    throttle = ProgressThrottle(interval=0.25, clock=lambda: clock[0])
+
+    def state(**nodes):
+        return {"type": "progress_state", "data": {"prompt_id": "p", "nodes": {
+            k: {"state": v, "value": 1, "max": 2, "node_id": k} for k, v in nodes.items()}}}
+
+    assert throttle.allow(state(a="running", b="pending"))
+    assert not throttle.allow(state(a="running", b="pending")), "the same states again within 0.25 s: held back"
+    assert throttle.allow(state(a="finished", b="running")), "a node changed state: sent at once"
+    assert throttle.allow(state(a="finished", b="finished")), "the final all-finished frame is never dropped"
+    assert not throttle.allow(state(a="finished", b="finished"))
+    assert throttle.held() and not throttle.held(), "what was held back is handed over once before the end"
+
+
 def test_double_cache_returns_the_earlier_file_like_comfyui(comfy):
     double, client = comfy
     names = []
