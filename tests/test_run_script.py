@@ -68,6 +68,16 @@ def test_scripts_run_serves_user001_and_leaves_nothing_behind(tmp_path, settings
         queue = session.get(f"{base}/user/001/api/queue", timeout=10)
         assert queue.status_code == 200 and queue.json() == {"queue_running": [], "queue_pending": []}
         assert len(processes_with(marker)) >= 4, "daphne, dispatcher, simulated GPU and gpuworker run"
+
+        # A crashed GPU worker is started again, and the supervisor says so.
+        workers = [pid for pid in processes_with(marker) if b"-m\x00gpuworker\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert workers, "a gpuworker process runs"
+        os.kill(workers[0], signal.SIGKILL)
+        wait_until(lambda: "gpuworker exited with code -9; restarting it" in (tmp_path / "run.log").read_text(),
+                   timeout=20, message="the supervisor to notice the crash")
+        wait_until(lambda: [p for p in processes_with(marker) if p != workers[0]
+                            and b"-m\x00gpuworker\x00" in Path(f"/proc/{p}/cmdline").read_bytes()],
+                   timeout=30, message="a new gpuworker process")
     finally:
         script.send_signal(signal.SIGTERM)
         script.wait(timeout=60)
