@@ -48,6 +48,31 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
         # A reload in the middle of a run: like ComfyUI, say at once which node is running.
         for message in await database_sync_to_async(self._running_progress)():
             await self.send(text_data=json.dumps(message))
+        # Ends this tab missed while it was away (the app or Redis restarting): ComfyUI sends a
+        # run's end to the tab that queued it, so that tab gets it, once.
+        for message in await database_sync_to_async(self._missed_ends)():
+            await self.send(text_data=json.dumps(message))
+
+    def _missed_ends(self):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from jobs.models import FINAL_STATES, Job
+
+        messages = []
+        recent = Job.objects.filter(workspace=self.workspace, client_id=self.sid, state__in=FINAL_STATES,
+                                    end_delivered=False, finished_at__gte=timezone.now() - timedelta(minutes=10))
+        for job in recent.exclude(end_messages=[]).order_by("finished_at"):
+            if job.claim_end_delivery():
+                messages += job.end_messages
+        return messages
+
+    def _claim(self, job_id) -> bool:
+        from jobs.models import Job
+
+        job = Job.objects.filter(pk=job_id, client_id=self.sid).only("id").first()
+        return job is None or job.claim_end_delivery()
 
     async def _join(self) -> bool:
         """Join the workspace's and the queue's groups; a Redis that just restarted may refuse
@@ -99,6 +124,8 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps({"type": "feature_flags", "data": comfy_features()}))
 
     async def comfy_message(self, event):
+        if event.get("end_of") and not await database_sync_to_async(self._claim)(event["end_of"]):
+            return  # this tab got it already (on reconnect)
         for message in event["messages"]:
             if "binary" in message:  # a live preview frame, exactly as ComfyUI sends it
                 await self.send(bytes_data=message["binary"])

@@ -27,10 +27,14 @@ def _group_send(group: str, event: dict) -> None:
         log.exception("could not push to %s", group)
 
 
-def send(slug: str, *messages: dict) -> None:
-    """ComfyUI's own messages (relayed by a worker) to every socket of one workspace, in order."""
+def send(slug: str, *messages: dict, end_of: str | None = None) -> None:
+    """ComfyUI's own messages (relayed by a worker) to every socket of one workspace, in order.
+    end_of: these are the end of that job's run (the submitting tab gets them exactly once)."""
     if messages:
-        _group_send(group_name(slug), {"type": "comfy.message", "messages": list(messages)})
+        event = {"type": "comfy.message", "messages": list(messages)}
+        if end_of:
+            event["end_of"] = end_of
+        _group_send(group_name(slug), event)
 
 
 def job_update(job, reason: str) -> None:

@@ -29,7 +29,7 @@ def _after_commit(notice, relay) -> None:
     from . import dispatcher, events
 
     if relay:
-        events.send(relay[0], *relay[1])
+        events.send(relay[0], *relay[1], end_of=relay[2] if len(relay) > 2 else None)
     if notice:
         events.job_update(*notice)
     if getattr(_state, "pending", False):

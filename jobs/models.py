@@ -315,6 +315,10 @@ class Job(models.Model):
         default=dict, blank=True, help_text="Other fields of ComfyUI's POST /prompt it honours (partial_execution_targets)"
     )
     hidden_from_history = models.BooleanField(default=False, help_text="Cleared from the participant's history panel")
+    end_messages = models.JSONField(default=list, blank=True, help_text="ComfyUI's end messages, as relayed")
+    end_delivered = models.BooleanField(
+        default=False, help_text="The submitting tab got the end messages (else they are sent when it reconnects)"
+    )
 
     objects = JobQuerySet.as_manager()
 
@@ -405,10 +409,15 @@ class Job(models.Model):
             )
         )
 
-    def mark_completed(self, outputs, messages, gpu_seconds, load_seconds=None, run=None) -> bool:
+    def claim_end_delivery(self) -> bool:
+        """True for exactly one caller: the one that may send the end to the submitting tab."""
+        return bool(Job.objects.filter(pk=self.pk, end_delivered=False).update(end_delivered=True))
+
+    def mark_completed(self, outputs, messages, gpu_seconds, load_seconds=None, run=None, end=()) -> bool:
         return self._move(
             ACTIVE_STATES,
             of_run=run,
+            end_messages=list(end),
             state=JobState.COMPLETED,
             finished_at=timezone.now(),
             outputs=outputs,
@@ -420,9 +429,9 @@ class Job(models.Model):
         )
 
     def mark_failed(self, error: str, messages=None, node_errors=None, gpu_seconds=None, load_seconds=None,
-                    run=None) -> bool:
+                    run=None, end=()) -> bool:
         fields = {"state": JobState.FAILED, "finished_at": timezone.now(), "error": error, "cancel_requested": "",
-                  "lease_expires_at": None}
+                  "lease_expires_at": None, "end_messages": list(end)}
         if messages is not None:
             fields["messages"] = messages
         if node_errors is not None:
@@ -433,9 +442,9 @@ class Job(models.Model):
             fields["load_seconds"] = load_seconds
         return self._move(OPEN_STATES if run is None else ACTIVE_STATES, of_run=run, **fields)
 
-    def mark_cancelled(self, messages=None, gpu_seconds=None, run=None) -> bool:
+    def mark_cancelled(self, messages=None, gpu_seconds=None, run=None, end=()) -> bool:
         fields = {"state": JobState.CANCELLED, "finished_at": timezone.now(), "cancel_requested": "",
-                  "lease_expires_at": None}
+                  "lease_expires_at": None, "end_messages": list(end)}
         if messages is not None:
             fields["messages"] = messages
         if gpu_seconds is not None:

@@ -344,11 +344,11 @@ def job_finish(request, job_id):
     end = [m for m in (data.get("end") or []) if isinstance(m, dict) and isinstance(m.get("type"), str)]
     gpu_seconds, load_seconds = _seconds(data.get("gpu_seconds")), _seconds(data.get("load_seconds"))
     err = data.get("error") if isinstance(data.get("error"), dict) else {}
-    relay = (job.workspace.slug, end) if end else None
+    relay = (job.workspace.slug, end, str(job.pk)) if end else None
 
     with transaction.atomic():
         if status == "success":
-            job.mark_completed(data.get("outputs") or {}, messages, gpu_seconds, load_seconds, run=run)
+            job.mark_completed(data.get("outputs") or {}, messages, gpu_seconds, load_seconds, run=run, end=end)
             lifecycle.changed(relay=relay)
         elif status == "error" and _out_of_memory(err) and job.memory_retry_from_id is None:
             job.retry_for_memory(run, worker)
@@ -361,12 +361,12 @@ def job_finish(request, job_id):
                     f"fewer frames or a smaller batch.\n\n{text}"
                 )
             job.mark_failed(text, messages=messages, node_errors=err.get("node_errors") or None,
-                            gpu_seconds=gpu_seconds, load_seconds=load_seconds, run=run)
+                            gpu_seconds=gpu_seconds, load_seconds=load_seconds, run=run, end=end)
             lifecycle.changed(relay=relay)
         elif status == "interrupted" and job.cancel_requested != "cancel":
             job.lose_run(run, "The instructor paused your job for a demo", crash=False)
         elif status == "interrupted":
-            job.mark_cancelled(messages=messages, gpu_seconds=gpu_seconds, run=run)
+            job.mark_cancelled(messages=messages, gpu_seconds=gpu_seconds, run=run, end=end)
             lifecycle.changed(relay=relay)
         else:
             reason = str(data.get("reason") or "the GPU host failed")[:500]

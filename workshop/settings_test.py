@@ -12,3 +12,8 @@ from pathlib import Path  # noqa: E402
 
 WORKSHOP_DATA_DIR = Path(os.environ.get("WORKSHOP_DATA_DIR") or tempfile.mkdtemp(prefix="workshop-test-data-"))
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A database of this run's own, so two test runs on one machine never collide.
+DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get(  # noqa: F405
+    "TEST_DATABASE_NAME", f"test_{DATABASES['default']['NAME']}_{os.getpid()}"  # noqa: F405
+)
