@@ -71,7 +71,23 @@ function badge() {
   return el;
 }
 
+let noticeUntil = 0;
+
+// Why a job moved without the participant doing anything: it lost its GPU and is back at the
+// front, the instructor paused it for a demo, or it failed without a word from ComfyUI.
+function notice(data) {
+  const el = badge();
+  el.hidden = false;
+  el.textContent = data.text;
+  el.classList.toggle("offline", data.state !== "queued");
+  noticeUntil = Date.now() + 8000;
+}
+
 function show(data) {
+  if (Date.now() < noticeUntil) {
+    setTimeout(() => show(data), noticeUntil - Date.now());
+    return;
+  }
   const el = badge();
   const state = describe(data);
   el.hidden = !state;
@@ -95,6 +111,7 @@ app.registerExtension({
   menuCommands: [{ path: ["Workshop"], commands: ["Workshop.MyOutputs"] }],
   async setup() {
     api.addEventListener("workshop.queue", (event) => show(event.detail));
+    api.addEventListener("workshop.notice", (event) => notice(event.detail));
     // The first push may have arrived before this listener: ask once.
     try {
       const response = await api.fetchApi("/workshop/queue");
