@@ -48,6 +48,13 @@ def test_soak(transactional_db, settings, tmp_path):
     QueueSettings.objects.update_or_create(pk=1, defaults={"max_attempts": 10, "max_waiting_per_user": 3})
 
     plat = Platform(settings, tmp_path, lease_seconds=LEASE, steps=6, step_time=0.05)
+    import signal
+
+    def stop_everything(*_):  # a soak stopped with SIGTERM leaves no process behind
+        plat.stop()
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, stop_everything)
     plat.start()
     browsers, submitted, cancelled = [], {}, set()
     lock = threading.Lock()

@@ -20,6 +20,7 @@ import tomllib
 import uuid
 
 import redis
+import requests
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
@@ -191,18 +192,32 @@ def vram_free(stats: dict) -> int | None:
     return max(values) if values else None
 
 
-def heartbeat_loop(app: AppClient, comfy: ComfyClient, every: float, published: str, stop: threading.Event) -> None:
+LEASE_KEY = "workshop:lease:{}_{}"
+
+
+def heartbeat_loop(app: AppClient, comfy: ComfyClient, every: float, published: str, stop: threading.Event,
+                   lease_redis=None, lease_seconds: float = 10.0) -> None:
     """Every `every` seconds: is ComfyUI answering, and which run is this process doing? The
-    answer renews the run's lease, or says to stop it (cancelled, or no longer ours)."""
+    answer renews the run's lease, or says to stop it (cancelled, or no longer ours). The lease
+    is also renewed in Redis, so a restarting app does not take the run away."""
     last_catalog = time.monotonic()
+    failures = 0
     while not stop.wait(every):
         run = tasks.ACTIVE
+        if run is not None and lease_redis is not None:
+            try:
+                lease_redis.set(LEASE_KEY.format(run.job_id, run.run_no), "1", ex=max(int(lease_seconds), 1))
+            except redis.RedisError:
+                pass  # the app's lease still holds
         try:
             try:
                 stats = comfy.get_json("/system_stats")
-                status = "busy" if run else "idle"
+                failures = 0
+            except requests.ConnectionError:
+                stats, failures = {}, failures + 2  # nothing listens: down at once
             except Exception:
-                stats, status = {}, "comfyui_unreachable"
+                stats, failures = {}, failures + 1  # slow under load: twice in a row to count
+            status = "comfyui_unreachable" if failures >= 2 else ("busy" if run else "idle")
             answer = app.heartbeat(status, run.job_id if run else None, run.run_no if run else None,
                                    vram_free=vram_free(stats))
             if run is not None:
@@ -300,8 +315,12 @@ def main(argv=None) -> int:
     # beat that fails is simply the next one's job.
     beat_app = AppClient(args.app, args.token, retry_seconds=min(every, 5.0), timeout=max(every, 2.0))
     beat_comfy = ComfyClient(args.comfyui, headers, timeout=3.0)
+    lease_redis = redis.Redis.from_url(args.redis, socket_timeout=2, socket_connect_timeout=2)
     beats = threading.Thread(
-        target=heartbeat_loop, args=(beat_app, beat_comfy, every, catalog_fingerprint(catalog), stop), daemon=True
+        target=heartbeat_loop,
+        args=(beat_app, beat_comfy, every, catalog_fingerprint(catalog), stop, lease_redis,
+              float(registered.get("lease_seconds") or 10)),
+        daemon=True,
     )
     beats.start()
     print(f"gpuworker {args.name}: ComfyUI {version or '?'} at {args.comfyui}, queue '{queue_name}', "

@@ -81,6 +81,11 @@ def reap() -> dict:
     queue_settings = QueueSettings.get()
 
     for job in Job.objects.filter(state__in=ACTIVE_STATES, lease_expires_at__lt=now).select_related("worker"):
+        if rq.lease_alive(job.id, job.run):
+            # The worker could not reach the app (a restart, a network blip) but is alive and
+            # renewing the lease in Redis: the run goes on.
+            job.renew_lease(job.run)
+            continue
         started = job.state == JobState.RUNNING
         # A run that never started cost the job nothing; one that died mid-run may be the job's
         # own doing (a model that kills its host), so it counts towards max_attempts.

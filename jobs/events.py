@@ -72,9 +72,3 @@ def queue_payload(snap) -> dict:
 def queue_update(snap) -> None:
     _group_send(QUEUE_GROUP, {"type": "queue.update", "payload": queue_payload(snap)})
 
-
-def queue_changed() -> None:
-    """Announce the queue as it stands (for changes that move no job: a worker came or went)."""
-    from .queue import snapshot
-
-    queue_update(snapshot())

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 TASK = "gpuworker.tasks.run_job"
 CANCEL_KEY = "workshop:cancel:{}"  # per run: <job id>_<run>
+LEASE_KEY = "workshop:lease:{}"  # per run; the worker renews it in Redis too (see lease_alive)
 
 
 @lru_cache(maxsize=4)
@@ -80,6 +81,15 @@ def withdraw(job_id, run) -> None:
         pass
     except Exception as exc:  # Redis down; the worker is refused at `started` anyway (fencing).
         log.warning("could not withdraw run %s of job %s: %s", run, job_id, exc)
+
+
+def lease_alive(job_id, run) -> bool | None:
+    """Did the worker renew this run's lease in Redis? A worker that cannot reach the app (the
+    app restarting) still renews it there, so its run is not taken away. None: Redis is down."""
+    try:
+        return bool(connection().exists(LEASE_KEY.format(rq_id(job_id, run))))
+    except Exception:
+        return None
 
 
 def signal_stop(job_id, run, kind: str) -> None:

@@ -29,8 +29,9 @@ def platform(transactional_db, participants, settings, tmp_path, request):
     QueueSettings.objects.update_or_create(pk=1, defaults={"max_attempts": 5})
     name = getattr(request, "param", "")
     # A frozen worker's run must still be going on ComfyUI when it wakes, to be stopped there.
-    steps = 40 if "SIGSTOP" in name else 10
-    step_time = 0.1 if "SIGSTOP" in name else 0.05
+    slow = "SIGSTOP" in name or "past the lease" in name
+    steps = 40 if slow else 10
+    step_time = 0.1 if slow else 0.05
     plat = Platform(settings, tmp_path, lease_seconds=LEASE, steps=steps, step_time=step_time)
     try:
         plat.start()
@@ -53,6 +54,10 @@ def running_job(timeout=30) -> Job:
 def kill_worker(plat, job):
     victim = job.worker.name
     plat.procs[victim].kill()  # SIGKILL: no goodbye, no result
+    # The job moves to the surviving worker (the killed one is not back yet).
+    moved = wait_until(lambda: (j := Job.objects.select_related("worker").get(pk=job.pk)).run > job.run
+                       and j.worker and j, timeout=LEASE * 4, message="the job to move")
+    assert moved.worker.name != victim, "the job went to the surviving worker"
     return lambda: plat.restart(victim)
 
 
@@ -65,12 +70,33 @@ def kill_comfyui(plat, job):
 def restart_redis(plat, job):
     plat.procs["redis"].kill()
     plat.restart("redis")  # back at once, and empty
-    return None
+
+    def workers_lived():
+        for n in range(1, plat.workers + 1):
+            assert plat.procs[f"gpu-{n}"].alive, "a gpuworker exited when Redis went away"
+
+    return workers_lived
 
 
 def restart_daphne(plat, job):
     plat.procs["daphne"].kill()
     plat.restart("daphne")
+    return None
+
+
+def daphne_down_past_the_lease(plat, job):
+    """A deploy that keeps the app away longer than a lease: the workers carry on (their leases
+    live on in Redis) and no run is taken away."""
+    from django.utils import timezone
+
+    plat.procs["daphne"].kill()
+    run = job.run
+    wait_until(lambda: Job.objects.get(pk=job.pk).lease_expires_at < timezone.now(), timeout=LEASE * 3,
+               message="the run's lease in the database to run out")
+    wait_until(lambda: Job.objects.get(pk=job.pk).lease_expires_at > timezone.now(), timeout=LEASE * 3,
+               message="the reaper to find the run alive in Redis")
+    plat.restart("daphne")
+    assert Job.objects.get(pk=job.pk).run == run, "the run was not taken away"
     return None
 
 
@@ -131,6 +157,7 @@ FAULTS = {
     "ComfyUI killed, restarted": kill_comfyui,
     "Redis restarted empty": restart_redis,
     "Daphne killed, restarted": restart_daphne,
+    "Daphne down past the lease": daphne_down_past_the_lease,
     "dispatcher killed": kill_dispatcher,
     "worker SIGSTOP past its lease": freeze_worker,
     "worker disabled": disable_worker,
@@ -189,7 +216,8 @@ def run_with_faults(plat, fault, times: int, jobs_each: int = 2, label: str = ""
 @pytest.mark.parametrize("platform", list(FAULTS), indirect=True)
 def test_every_job_ends_exactly_once_through_a_fault(platform, request):
     name = request.node.callspec.params["platform"]
-    run_with_faults(platform, FAULTS[name], times=1, jobs_each=1 if "SIGSTOP" in name else 2, label=name)
+    slow = "SIGSTOP" in name or "past the lease" in name
+    run_with_faults(platform, FAULTS[name], times=1, jobs_each=1 if slow else 2, label=name)
 
 
 @pytest.mark.parametrize("platform", ["kill -9 gpuworker", "ComfyUI killed, restarted", "Redis restarted empty",

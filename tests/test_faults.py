@@ -112,6 +112,6 @@ def test_worker_calls_wait_for_the_app_to_come_back(transactional_db, settings, 
     with process(cmd, child_env(settings), tmp_path / "daphne.log"):
         caller.join(60)
         assert not caller.is_alive(), "the call never got through"
-    assert result["answer"] == {"ok": True}
+    assert result["answer"]["ok"] is True
     assert result["seconds"] > 0
     assert Worker.objects.get(name="gpu-1").is_online

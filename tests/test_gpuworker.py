@@ -84,6 +84,14 @@ def test_submit_follow_and_download_a_real_png(comfy):
     assert Image.open(io.BytesIO(png)).convert("RGB").getpixel((5, 5)) == (0, 255, 255)
 
 
+def test_other_prompt_fields_reach_comfyui_but_never_a_prompt_id(comfy):
+    """"Queue selected output nodes" sends partial_execution_targets: ComfyUI must get it."""
+    double, client = comfy
+    client.submit(SIMPLE, {}, "c1", partial_execution_targets=["3"], prompt_id="chosen-by-someone")
+    body = double.prompts[-1]
+    assert body["partial_execution_targets"] == ["3"] and "prompt_id" not in body
+
+
 def test_validation_error_carries_comfyuis_body(comfy):
     _, client = comfy
     with pytest.raises(ComfyValidationError) as caught:
