@@ -5,7 +5,7 @@ disabled, a token rotated). Not a pass/fail speed test: it prints a table.
 
     SOAK_MINUTES=30 .venv/bin/python -m pytest bench/soak.py -s -p no:cacheprovider
 
-With no SOAK_MINUTES it runs the 2-minute setting the test suite runs in CI (a fault every 15 s,
+With no SOAK_MINUTES it runs the 2-minute setting the test suite runs in CI (a fault every 11 s,
 so the whole list is taken). Lost, run twice and stuck jobs must be 0, whatever the length.
 """
 import os
@@ -22,7 +22,7 @@ from tests.platform_harness import Browser, Platform, prompt_for
 from tests.test_fault_suite import FAULTS
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "2"))
-FAULT_EVERY = float(os.environ.get("SOAK_FAULT_EVERY", "60" if "SOAK_MINUTES" in os.environ else "15"))
+FAULT_EVERY = float(os.environ.get("SOAK_FAULT_EVERY", "60" if "SOAK_MINUTES" in os.environ else "11"))
 PARTICIPANTS = int(os.environ.get("SOAK_PARTICIPANTS", "20"))
 LEASE = int(os.environ.get("SOAK_LEASE_SECONDS", "10"))  # production's default
 

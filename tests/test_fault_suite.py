@@ -122,6 +122,17 @@ def freeze_worker(plat, job):
     return None
 
 
+def stop_worker(plat, job):
+    """The operator stops a worker (docker stop, Ctrl-C): it gives its job back at no cost."""
+    victim = job.worker.name
+    plat.procs[victim].stop()  # SIGTERM, and wait for it to exit
+    assert plat.procs[victim].popen.returncode == 0, plat.procs[victim].tail()
+    back = Job.objects.get(pk=job.pk)
+    assert back.run > job.run or back.state == JobState.QUEUED, "the job was given back before the worker exited"
+    assert back.attempts == job.attempts, "a shutdown costs no attempt"
+    return lambda: plat.restart(victim)
+
+
 def disable_worker(plat, job):
     from django.test import Client
 
@@ -160,6 +171,7 @@ FAULTS = {
     "Daphne down past the lease": daphne_down_past_the_lease,
     "dispatcher killed": kill_dispatcher,
     "worker SIGSTOP past its lease": freeze_worker,
+    "worker stopped (SIGTERM)": stop_worker,
     "worker disabled": disable_worker,
     "worker token rotated": rotate_token,
 }

@@ -9,7 +9,15 @@ from django.test import TestCase
 from django.utils import timezone
 
 from jobs import dispatcher, rq
-from jobs.models import PRIORITY_NEXT, PRIORITY_RESUME, Job, JobState, QueueSettings, Worker, usage_today
+from jobs.models import (
+    PRIORITY_NEXT,
+    PRIORITY_RESUME,
+    Job,
+    JobState,
+    QueueSettings,
+    Worker,
+    usage_today,
+)
 
 SIMPLE = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
