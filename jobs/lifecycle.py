@@ -22,7 +22,8 @@ def changed(*, notice=None, relay=None) -> None:
     _state.pending = True
     # Each call's messages ride on its own callback (a rollback drops them with it); the first
     # callback to run after the commit dispatches and announces the queue for all of them.
-    transaction.on_commit(functools.partial(_after_commit, notice, relay))
+    # robust: the change is committed; a failed announcement must not turn it into an error.
+    transaction.on_commit(functools.partial(_after_commit, notice, relay), robust=True)
 
 
 def _after_commit(notice, relay) -> None:

@@ -310,3 +310,20 @@ def test_websocket_answers_comfyuis_feature_flags(live_app, participants):
     assert hello["data"]["sid"] == "tab 1", "the clientId is read like a query parameter"
     assert answer["data"]["supports_preview_metadata"] is False
     assert answer["data"]["max_upload_size"] > 0
+
+
+def test_a_tab_that_was_away_gets_its_runs_end_once_when_it_reconnects(live_app, participants, double):
+    """The app or Redis restarting while a run ends: the tab that queued it still hears of it."""
+    double.steps, double.step_time = 2, 0.01
+    with live_app.gpu_worker(double.url):
+        alice = live_app.login("user001")
+        prompt_id = post_prompt(alice, live_app, "001", SIMPLE, client_id="tab-away")  # no socket open
+        wait_until(lambda: Job.objects.filter(pk=prompt_id, state=JobState.COMPLETED).exists(), message="completed")
+        with live_app.ws(alice, "001", client_id="tab-away") as ws:
+            seen = receive_until(ws, finished(prompt_id), timeout=10)
+            assert [m["type"] for m in seen].count("execution_success") == 1
+        with live_app.ws(alice, "001", client_id="tab-away") as ws:
+            # The socket answers feature_flags after everything it says on connecting.
+            ws.send(json.dumps({"type": "feature_flags", "data": {}}))
+            again = receive_until(ws, lambda m: m["type"] == "feature_flags", timeout=10)
+    assert not [m for m in again if m["type"] == "execution_success"], "told once, not at every reconnect"
