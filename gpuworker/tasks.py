@@ -228,6 +228,10 @@ class JobRun:
         if kind in NOT_RELAYED or not isinstance(data, dict) or data.get("prompt_id") != self.prompt_id:
             return None
         data = {**data, "prompt_id": self.job_id}
+        if kind == "progress_state" and isinstance(data.get("nodes"), dict):
+            # Newer frontends key per-job progress on each node's own prompt_id as well.
+            data["nodes"] = {k: ({**v, "prompt_id": self.job_id} if isinstance(v, dict) and "prompt_id" in v else v)
+                             for k, v in data["nodes"].items()}
         relayed = {**message, "data": data}
         if kind == "execution_start":
             self.started_at = time.monotonic()

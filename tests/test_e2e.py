@@ -72,6 +72,13 @@ def test_one_run_end_to_end(live_app, participants, double):
     assert any(m["type"] == "executing" and m["data"].get("prompt_id") == first for m in seen)
     assert any(m["type"] == "progress" and m["data"].get("prompt_id") == first for m in seen)
     assert types.index("execution_success") > types.index("executing")
+    states = [m for m in seen if m["type"] == "progress_state" and m["data"].get("prompt_id") == first]
+    assert states, "ComfyUI's progress_state reaches the browser"
+    assert {n["prompt_id"] for m in states for n in m["data"]["nodes"].values()} == {first}, "nested ids are the job's"
+    final = [m for m in states][-1]["data"]["nodes"]
+    assert all(n["state"] == "finished" for n in final.values()), "the last frame says every node finished"
+    end = [m["type"] for m in seen if m["data"].get("prompt_id") == first][-2:]
+    assert end == ["execution_success", "executing"], "ComfyUI's own end, closing `executing` included"
 
     job = Job.objects.get(pk=first)
     assert job.state == JobState.COMPLETED and job.worker.name == "gpu-1" and job.gpu_seconds is not None
