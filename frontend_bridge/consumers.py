@@ -50,8 +50,11 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps(message))
         # Ends this tab missed while it was away (the app or Redis restarting): ComfyUI sends a
         # run's end to the tab that queued it, so that tab gets it, once.
-        for message in await database_sync_to_async(self._missed_ends)():
-            await self.send(text_data=json.dumps(message))
+        # Marked only once sent: a socket that dies before it could send leaves it for the next.
+        for job_id, messages in await database_sync_to_async(self._missed_ends)():
+            for message in messages:
+                await self.send(text_data=json.dumps(message))
+            await database_sync_to_async(self._delivered)(job_id)
 
     def _missed_ends(self):
         from datetime import timedelta
@@ -60,19 +63,20 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
 
         from jobs.models import FINAL_STATES, Job
 
-        messages = []
         recent = Job.objects.filter(workspace=self.workspace, client_id=self.sid, state__in=FINAL_STATES,
                                     end_delivered=False, finished_at__gte=timezone.now() - timedelta(minutes=10))
-        for job in recent.exclude(end_messages=[]).order_by("finished_at"):
-            if job.claim_end_delivery():
-                messages += job.end_messages
-        return messages
+        return list(recent.exclude(end_messages=[]).order_by("finished_at").values_list("id", "end_messages"))
 
-    def _claim(self, job_id) -> bool:
+    def _end_delivered(self, job_id):
+        """For a job this tab queued: whether it got the run's end already; else None."""
         from jobs.models import Job
 
-        job = Job.objects.filter(pk=job_id, client_id=self.sid).only("id").first()
-        return job is None or job.claim_end_delivery()
+        return Job.objects.filter(pk=job_id, client_id=self.sid).values_list("end_delivered", flat=True).first()
+
+    def _delivered(self, job_id):
+        from jobs.models import Job
+
+        Job.objects.filter(pk=job_id, client_id=self.sid).update(end_delivered=True)
 
     async def _join(self) -> bool:
         """Join the workspace's and the queue's groups; a Redis that just restarted may refuse
@@ -124,13 +128,20 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps({"type": "feature_flags", "data": comfy_features()}))
 
     async def comfy_message(self, event):
-        if event.get("end_of") and not await database_sync_to_async(self._claim)(event["end_of"]):
-            return  # this tab got it already (on reconnect)
+        # A consumer handles one event at a time, its connect first: the end this tab was sent on
+        # connecting is never sent again here. Other tabs of the workspace get it as it comes.
+        end_of = event.get("end_of")
+        delivered = await database_sync_to_async(self._end_delivered)(end_of) if end_of else None
+        if delivered:
+            return  # this tab queued the job and got its end already (on reconnecting)
+        mine = delivered is False
         for message in event["messages"]:
             if "binary" in message:  # a live preview frame, exactly as ComfyUI sends it
                 await self.send(bytes_data=message["binary"])
             else:
                 await self.send(text_data=json.dumps(message))
+        if mine:
+            await database_sync_to_async(self._delivered)(end_of)
 
     async def queue_update(self, event):
         # Each type only when it changed: the ComfyUI frontend re-reads queue and history on

@@ -409,10 +409,6 @@ class Job(models.Model):
             )
         )
 
-    def claim_end_delivery(self) -> bool:
-        """True for exactly one caller: the one that may send the end to the submitting tab."""
-        return bool(Job.objects.filter(pk=self.pk, end_delivered=False).update(end_delivered=True))
-
     def mark_completed(self, outputs, messages, gpu_seconds, load_seconds=None, run=None, end=()) -> bool:
         return self._move(
             ACTIVE_STATES,
