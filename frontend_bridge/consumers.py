@@ -20,6 +20,7 @@ from . import wire
 from .frontend import comfy_features
 
 log = logging.getLogger(__name__)
+REJOIN_SECONDS = 5.0
 
 
 class WorkspaceSocket(AsyncWebsocketConsumer):
@@ -38,10 +39,12 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
             await self.close(code=1013)  # "try again later": the frontend reconnects on its own
             return
         await self.accept()
+        self._rejoin = asyncio.ensure_future(self._stay_joined())
         # ComfyUI's first frame is always `status` carrying the sid the UI then uses as client_id.
         payload = await database_sync_to_async(self._snapshot)()
         first, *rest = wire.queue_messages(payload, self.workspace.slug)
         self.last_sent = {m["type"]: m for m in (first, *rest)}
+        self.open_jobs = self._open_jobs(payload)
         await self.send(text_data=json.dumps({**first, "data": {**first["data"], "sid": self.sid}}))
         for message in rest:
             await self.send(text_data=json.dumps(message))
@@ -93,6 +96,17 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
                 delay = min(delay * 2, 2.0)
         return False
 
+    async def _stay_joined(self):
+        """Join again now and then: Redis restarting empty forgets every group, and a socket that
+        stayed open would hear nothing more. Joining twice changes nothing."""
+        while True:
+            await asyncio.sleep(REJOIN_SECONDS)
+            try:
+                await self.channel_layer.group_add(self.group, self.channel_name)
+                await self.channel_layer.group_add(events.QUEUE_GROUP, self.channel_name)
+            except Exception as exc:
+                log.warning("websocket of %s: could not rejoin its groups (%s)", self.workspace.slug, exc)
+
     def _running_progress(self):
         from jobs.models import Job, JobState
 
@@ -110,6 +124,8 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
         return events.queue_payload(snapshot())
 
     async def disconnect(self, code):
+        if getattr(self, "_rejoin", None) is not None:
+            self._rejoin.cancel()
         if hasattr(self, "group"):
             try:
                 await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -143,7 +159,20 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
         if mine:
             await database_sync_to_async(self._delivered)(end_of)
 
+    def _open_jobs(self, payload) -> set:
+        slug = self.workspace.slug
+        return {e["prompt_id"] for key in ("waiting", "running") for e in payload[key].get(slug, [])}
+
     async def queue_update(self, event):
+        # A job of this workspace left the queue: if this tab queued it and its end never
+        # arrived (Redis was away when it was sent), send it now.
+        now_open = self._open_jobs(event["payload"])
+        if self.open_jobs - now_open:
+            for job_id, messages in await database_sync_to_async(self._missed_ends)():
+                for message in messages:
+                    await self.send(text_data=json.dumps(message))
+                await database_sync_to_async(self._delivered)(job_id)
+        self.open_jobs = now_open
         # Each type only when it changed: the ComfyUI frontend re-reads queue and history on
         # every `status`, so 200 browsers must not get one for every change in someone else's queue.
         for message in wire.queue_messages(event["payload"], self.workspace.slug):

@@ -261,22 +261,23 @@ def wait_for_redis(connection, stop: threading.Event) -> None:
 
 
 def work(args, queue_name: str, stop: threading.Event) -> None:
-    """RQ's work loop, started again whenever Redis went away under it (Redis is disposable)."""
+    """RQ's work loop, started again whenever it quits without being asked to (Redis went away
+    under it, mid-job or between jobs): Redis is disposable."""
     connection = redis.Redis.from_url(args.redis, socket_timeout=30, socket_connect_timeout=5, health_check_interval=15)
+    pause = 1.0
     while not stop.is_set():
         wait_for_redis(connection, stop)
         queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
         # RQ needs a unique name per live process; a restart must not collide with the old entry.
         worker = GpuWorker([queue], connection=connection, serializer=JSONSerializer,
                            name=f"{args.name}.{uuid.uuid4().hex[:6]}")
+        started = time.monotonic()
         worker.work(burst=args.burst, logging_level="INFO", with_scheduler=False)
         if worker._stop_requested or tasks.SHUTDOWN.is_set() or args.burst:
             return
-        try:
-            connection.ping()
-            return  # RQ stopped for a reason of its own
-        except redis.RedisError:
-            print("gpuworker: lost Redis; waiting for it to come back", flush=True)
+        pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
+        print(f"gpuworker: RQ's loop quit (Redis lost?); starting it again in {pause:g} s", flush=True)
+        stop.wait(pause)
 
 
 def main(argv=None) -> int:

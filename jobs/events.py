@@ -72,3 +72,10 @@ def queue_payload(snap) -> dict:
 def queue_update(snap) -> None:
     _group_send(QUEUE_GROUP, {"type": "queue.update", "payload": queue_payload(snap)})
 
+
+
+def queue_changed() -> None:
+    """Announce the queue as it stands (the dispatcher loop's periodic catch-up)."""
+    from .queue import snapshot
+
+    queue_update(snapshot())

@@ -10,7 +10,10 @@ import time
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
+from jobs import events
 from jobs.dispatcher import reap
+
+ANNOUNCE_EVERY = 5  # loops
 
 
 class Command(BaseCommand):
@@ -26,11 +29,17 @@ class Command(BaseCommand):
             signal.signal(sig, lambda *_: stop.set())
         if not once:
             self.stdout.write(f"dispatcher: checking every {interval:g} s (Ctrl-C to stop)")
+        beats = 0
         while not stop.is_set():
             started = time.monotonic()
             close_old_connections()
             try:
                 counts = reap()
+                beats += 1
+                if beats % ANNOUNCE_EVERY == 0:
+                    # The queue as it stands, now and then: a browser that missed a push while
+                    # Redis was away catches up without reloading.
+                    events.queue_changed()
             except Exception as exc:  # Keep looping: the database or Redis may be restarting.
                 self.stderr.write(f"dispatcher: {exc}")
             else:
