@@ -117,6 +117,9 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
             "prefix": env_str("CHANNELS_PREFIX", "workshop"),
+            # Open sockets rejoin their groups every 5 s (frontend_bridge.consumers), so a socket
+            # whose Daphne died leaves them within a minute instead of filling up for a day.
+            "group_expiry": 60,
         },
     }
 }
