@@ -269,7 +269,6 @@ class JobRun:
     def _end(self) -> str:
         self.pending.extend(self.throttle.held())
         self._flush()
-        kinds = [m["type"] for m in self.end]
         end = next((m for m in self.end if m["type"] in ENDS), None)
         if end is None or end["type"] == "execution_success":
             if self.stop_kind and end is None:
@@ -280,7 +279,6 @@ class JobRun:
         if self.stop_kind == "timeout":
             timeout = int(self.payload.get("timeout") or 1800)
             return self._finish("error", error={**end["data"], "exception_message": f"Timed out after {timeout} s"})
-        log.debug("job %s ended with %s", self.job_id, kinds)
         return self._finish("interrupted", error=end["data"])
 
     def _recover(self, socket) -> str | None:
