@@ -59,6 +59,13 @@ class Workspace(models.Model):
             raise UnsafePath("Path leaves the workspace")
         return candidate
 
+    def has_file(self, item: dict) -> bool:
+        """Whether a ComfyUI file reference ({"filename", "subfolder", "type"}) is a file here."""
+        try:
+            return self.file_path(item["type"], item["filename"], item.get("subfolder", "")).is_file()
+        except (UnsafePath, OSError):
+            return False
+
     def touch(self) -> None:
         now = timezone.now()
         Workspace.objects.filter(pk=self.pk).update(last_activity=now)

@@ -26,7 +26,7 @@ from jobs.models import (
 )
 
 from . import wire
-from .validation import input_files, output_node_ids, validate_prompt
+from .validation import input_files, valid_outputs, validate_prompt
 
 
 def comfy_error(status: int, kind: str, message: str, details: str = "") -> JsonResponse:
@@ -86,22 +86,21 @@ def prompt(request, workspace):
         return comfy_error(400, "no_prompt", "No prompt provided", "No prompt provided")
     api_prompt = data["prompt"]
     object_info = Catalog.current_object_info()
-    error, node_errors = validate_prompt(api_prompt, object_info, data.get("partial_execution_targets"))
+    targets = data.get("partial_execution_targets")
+    error, node_errors = validate_prompt(api_prompt, object_info, targets, file_exists=workspace.has_file)
     if error is not None:
         return JsonResponse({"error": error, "node_errors": node_errors}, status=400)
 
-    inputs = input_files(api_prompt, object_info)
-    for item in inputs:
-        try:
-            present = workspace.file_path(item["type"], item["filename"], item["subfolder"]).is_file()
-        except UnsafePath:
-            present = False
-        if not present:
-            return comfy_error(
-                400,
-                "workshop_missing_input",
-                f"Input file {item['filename']!r} is not in your workspace. Upload it first.",
-            )
+    outputs = valid_outputs(api_prompt, object_info, node_errors, targets)
+    # Files of the outputs that will run; the validation above has named any missing on its node
+    # (this catches what it could not, before any GPU worker published a catalog).
+    inputs = input_files(api_prompt, object_info, outputs if object_info else targets)
+    missing = next((item for item in inputs if not workspace.has_file(item)), None)
+    if missing is not None:
+        return comfy_error(
+            400, "workshop_missing_input",
+            f"Input file {missing['filename']!r} is not in your workspace. Upload it first.",
+        )
 
     extra_data = data.get("extra_data") if isinstance(data.get("extra_data"), dict) else {}
     try:
@@ -111,7 +110,7 @@ def prompt(request, workspace):
             extra_data=extra_data,
             client_id=data.get("client_id", ""),
             inputs=inputs,
-            outputs_to_execute=output_node_ids(api_prompt, object_info),
+            outputs_to_execute=outputs,
             workflow_name=_workflow_name(extra_data),
             submit_fields=_submit_fields(data),
         )

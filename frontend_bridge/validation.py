@@ -1,6 +1,7 @@
 """Validate an API-format ComfyUI prompt against a catalog's ``object_info``, answering the way
-ComfyUI 0.3.64's ``execution.validate_prompt`` does: same error types, messages, details,
-``extra_info`` and ``node_errors`` shape, so the ComfyUI web UI marks the right nodes.
+ComfyUI's ``execution.validate_prompt`` does (0.3.64 and 0.8.0 recorded, answer for answer): same
+error types, messages, details, ``extra_info`` and ``node_errors`` shape, so the ComfyUI web UI
+marks the right nodes.
 
 Pure functions: standard library only, no Django, no I/O, the arguments are never modified.
 
@@ -11,26 +12,29 @@ How ComfyUI validates (and so how this module does):
 2. The output nodes (classes with ``output_node`` true, narrowed to ``partial_execution_targets``
    when given) are collected; none gives ``prompt_no_outputs``.
 3. Each output is validated recursively through its links. Only nodes an output depends on are
-   validated at all. Per input: ``required_input_missing``; ``bad_linked_input`` (a list that is
-   not of length 2); ``return_type_mismatch`` (the linked output's type does not overlap the input
-   type); ``invalid_input_type`` (INT/FLOAT conversion failed); ``value_smaller_than_min`` /
-   ``value_bigger_than_max``; ``value_not_in_list``. A link to a node that is not in the prompt,
-   or to a slot the class does not have, raises inside ComfyUI and is reported as
+   validated at all. A node's inputs are first *finalised*: V3 dynamic inputs (DynamicCombo,
+   Autogrow, DynamicSlot) become the flattened, dotted inputs the prompt carries
+   (``resize_type.width``, ``images.image0``). Per input: ``required_input_missing``;
+   ``bad_linked_input`` (a list that is not of length 2); ``return_type_mismatch`` (the linked
+   output's type does not overlap the input type); ``invalid_input_type`` (INT/FLOAT conversion
+   failed); ``value_smaller_than_min`` / ``value_bigger_than_max``; ``value_not_in_list`` (old-style
+   list combos and ``["COMBO", {"options": [...]}]`` alike); then the loaders' own
+   ``custom_validation_failed`` when their file is missing. A link to a node that is not in the
+   prompt, or to a slot the class does not have, raises inside ComfyUI and is reported as
    ``exception_during_inner_validation`` on the node holding the link (or
    ``exception_during_validation`` when that node is the output itself).
 4. ``node_errors`` lists every node with errors of its own, with ``dependent_outputs``; like
    ComfyUI, each failing output is appended to *every* node that has failed so far (ComfyUI's
    recorded answer lists an output under a node it does not depend on), outputs taken in prompt
-   order.
+   order. The prompt fails only when no output is valid; otherwise the valid outputs run and
+   ``node_errors`` still comes back.
 
-Deliberate differences from ComfyUI 0.3.64 (see ``validate_prompt``): the whole prompt fails when
-any output fails (ComfyUI queues the valid outputs; ``require_all_outputs=False`` restores that);
-``["COMBO", {"options": [...]}]`` inputs are checked against their options (0.3.64 checks only
-list-typed combos; later ComfyUI checks both, PR #11345); upload inputs (``image_upload`` etc.) are not checked against the catalog's list
-(the GPU host's input folder) — the caller checks them against the workspace via
-``input_files``; a node whose ``inputs`` is not an object is refused up front; a cycle of links
-is reported on a node of the loop (ComfyUI runs into Python's recursion limit); exception records
-carry an empty traceback.
+Deliberate differences from ComfyUI: upload inputs (``image_upload`` etc.) are checked against
+the participant's workspace (``file_exists``), never the catalog's list, which is the GPU host's
+input folder; a node whose ``inputs`` is not an object is refused up front; a cycle of links is
+reported on a node of the loop (ComfyUI runs into Python's recursion limit); exception records
+carry an empty traceback. Rules a newer ComfyUI may add are not known here: such a prompt passes,
+and ComfyUI's own refusal reaches the participant when the GPU worker submits it.
 """
 
 import copy
@@ -52,6 +56,13 @@ KNOWN_UPLOADS = {
 # Types that link to anything: "*" is how ComfyUI's AnyType (a str whose != is always False)
 # shows in object_info; COMFY_MATCHTYPE_V3 is left to the frontend by ComfyUI's validation.
 WILDCARD_TYPES = ("*", "COMFY_MATCHTYPE_V3")
+# V3 inputs whose one entry in object_info stands for a set of flattened, dotted inputs
+# (``resize_type.width``, ``images.image0``); see _finalized_inputs.
+DYNAMIC_COMBO, AUTOGROW, DYNAMIC_SLOT = "COMFY_DYNAMICCOMBO_V3", "COMFY_AUTOGROW_V3", "COMFY_DYNAMICSLOT_V3"
+# What a loader's own check says of a file that is not there, by its upload flag (ComfyUI's
+# LoadImage, LoadVideo and LoadAudio VALIDATE_INPUTS).
+MISSING_FILE = {"image_upload": "Invalid image file: {}", "video_upload": "Invalid video file: {}",
+                "audio_upload": "Invalid audio file: {}"}
 FOLDER_TYPES = ("output", "input", "temp")  # the order ComfyUI tests the " [type]" annotations in
 LIST_INFO_LIMIT = 20  # longer option lists are summarised, as ComfyUI does
 
@@ -101,6 +112,78 @@ def _input_spec(class_info, name):
     return None, None, None
 
 
+def _finalized_inputs(class_info, inputs):
+    """``{"required": {name: spec}, "optional": {...}}`` of one node, its V3 dynamic inputs
+    expanded against the values the prompt gives, as ComfyUI 0.8's
+    ``_io.get_finalized_class_inputs`` does:
+
+    - a DynamicCombo whose value names one of its options brings that option's inputs, named
+      ``<combo>.<input>``; with no value or an unknown key it brings nothing, itself included;
+    - an Autogrow brings the template input under each of its names the prompt uses, the
+      first ``min`` of them required, the others optional;
+    - a DynamicSlot given a value brings its own inputs.
+    """
+    out = {"required": {}, "optional": {}}
+    sections = {k: v for k, v in _sections(class_info).items() if k != "hidden" and isinstance(v, dict)}
+    _expand(out, inputs, sections, [])
+    return out
+
+
+def _expand(out, live, sections, prefix):
+    for section, entries in sections.items():
+        if section not in out or not isinstance(entries, dict):
+            continue
+        for name, spec in entries.items():
+            kind = spec[0] if isinstance(spec, (list, tuple)) and spec else spec
+            path = prefix + [name]
+            full = ".".join(path)
+            options = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if kind == DYNAMIC_COMBO:
+                if full not in live:
+                    continue
+                chosen = next((o for o in options.get("options") or [] if isinstance(o, dict)
+                               and o.get("key") == live[full]), None)
+                if chosen is not None:
+                    _expand(out, live, chosen.get("inputs") or {}, path)
+                    out[section][full] = spec
+            elif kind == AUTOGROW:
+                _expand(out, live, _autogrow_entries(options.get("template") or {}, live, path), path)
+            elif kind == DYNAMIC_SLOT:
+                if full in live:
+                    _expand(out, live, options.get("inputs") or {}, path)
+                    out[section][full] = spec
+            else:
+                out[section][full] = spec
+
+
+def _autogrow_entries(template, live, path):
+    if not isinstance(template, dict):
+        return {}
+    if "names" in template:
+        names = list(template.get("names") or [])
+    elif "prefix" in template:
+        names = [f"{template['prefix']}{i}" for i in range(int(template.get("max") or 0))]
+    else:
+        return {}
+    entry = None
+    for section in (template.get("input") or {}).values():
+        if isinstance(section, dict) and section:
+            entry = next(iter(section.values()))
+    minimum = template.get("min") or 0
+    found = {}
+    for i, name in enumerate(names):
+        if ".".join(path + [name]) in live and entry is not None:
+            found.setdefault("required" if i < minimum else "optional", {})[name] = entry
+    return found
+
+
+def _spec_parts(spec):
+    """(input type, options) of one catalog entry; a bare type has no options."""
+    if not isinstance(spec, (list, tuple)) or not spec:
+        return spec, {}
+    return spec[0], spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+
 def _combo_choices(input_type, options):
     if isinstance(input_type, list):
         return input_type
@@ -123,6 +206,8 @@ def types_compatible(received_type, input_type) -> bool:
         return True
     if received_type in WILDCARD_TYPES or input_type in WILDCARD_TYPES:
         return True
+    if isinstance(received_type, list) and input_type == "COMBO":
+        return True  # custom nodes that output a list of options as their type
     if not isinstance(received_type, str) or not isinstance(input_type, str):
         return False
     received = {part.strip() for part in received_type.split(",")}
@@ -159,9 +244,10 @@ class _Validator:
     node id -> (valid, errors of that node, node id). Exceptions raised while reading a link
     leave the node's validation exactly where ComfyUI's would."""
 
-    def __init__(self, prompt, object_info):
+    def __init__(self, prompt, object_info, file_exists=None):
         self.prompt = prompt
         self.object_info = object_info
+        self.file_exists = file_exists
         self.validated = {}
         self.in_progress = set()
 
@@ -187,21 +273,48 @@ class _Validator:
         class_info = self.object_info[node["class_type"]]
         errors = []
         valid = True
-        for name in _declared_inputs(class_info):
-            input_type, section, options = _input_spec(class_info, name)
-            if name not in inputs:
-                if section == "required":
-                    errors.append(_error("required_input_missing", "Required input is missing", f"{name}",
-                                         {"input_name": name}))
-                continue
-            value = inputs[name]
-            config = [input_type, options]
-            if isinstance(value, list):
-                if not self._link(name, value, input_type, config, errors):
-                    valid = False
-                continue
-            self._widget(name, value, input_type, options, config, errors)
+        uploads = []
+        finalized = _finalized_inputs(class_info, inputs)
+        for section in ("required", "optional"):
+            for name, spec in finalized[section].items():
+                if section == "optional" and name in finalized["required"]:
+                    continue
+                input_type, options = _spec_parts(spec)
+                if name not in inputs:
+                    if section == "required":
+                        # ComfyUI 0.8 names a V3 node's missing input by its last part only.
+                        errors.append(_error("required_input_missing", "Required input is missing",
+                                             name.split(".")[-1], {"input_name": name}))
+                    continue
+                value = inputs[name]
+                config = [input_type, options]
+                if isinstance(value, list):
+                    if not self._link(name, value, input_type, config, errors):
+                        valid = False
+                    continue
+                if _is_upload(options):
+                    uploads.append((name, value, options))
+                self._widget(name, value, input_type, options, config, errors)
+        for name, value, options in uploads:
+            self._upload(name, value, options, errors)
         return (False, errors, node_id) if errors or not valid else (True, [], node_id)
+
+    def _upload(self, name, value, options, errors):
+        """The loader's own check that its file exists, against the participant's workspace."""
+        if self.file_exists is None:
+            return
+        if isinstance(value, dict) and "__value__" in value:
+            value = value["__value__"]
+        if not isinstance(value, str):
+            return
+        folder = options.get("image_folder")
+        item = parse_annotated_name(value, folder if folder in FOLDER_TYPES else "input")
+        if item["filename"] and self.file_exists(item):
+            return
+        flag = next((k for k in MISSING_FILE if options.get(k)), None)
+        message = (MISSING_FILE[flag] if flag else "Invalid file: {}").format(value)
+        errors.append(_error("custom_validation_failed", "Custom validation failed for node", f"{name} - {message}",
+                             {"input_name": name}))
 
     def _link(self, name, value, input_type, config, errors) -> bool:
         """Check one linked input; False when it or the node it links to is invalid."""
@@ -316,7 +429,8 @@ def _shape_error(prompt, check_links):
     return None
 
 
-def validate_prompt(prompt, object_info, partial_execution_targets=None, *, require_all_outputs=True):
+def validate_prompt(prompt, object_info, partial_execution_targets=None, *, require_all_outputs=False,
+                    file_exists=None):
     """Validate ``prompt`` (API format: node id -> {"class_type", "inputs"}) against ``object_info``.
 
     Returns ``(error, node_errors)``: ``error`` is None when the prompt may be queued, else
@@ -325,9 +439,11 @@ def validate_prompt(prompt, object_info, partial_execution_targets=None, *, requ
     back as ``{"error": error, "node_errors": node_errors}`` with status 400.
 
     ``object_info`` None (no catalog published yet): structural checks only.
-    ``require_all_outputs`` (default True): any failing output fails the prompt. False is
-    ComfyUI's own rule: the prompt fails only when no output is valid; otherwise ``error`` is
-    None and ``node_errors`` still lists the bad nodes (ComfyUI then runs the valid outputs only).
+    ``require_all_outputs`` False (the default) is ComfyUI's own rule: the prompt fails only
+    when no output is valid; otherwise ``error`` is None and ``node_errors`` still lists the bad
+    nodes, and only the valid outputs run (see ``valid_outputs``). True fails on any bad output.
+    ``file_exists(item)`` (item as ``parse_annotated_name`` gives it) stands for the loaders'
+    own check of their file: without it, upload inputs are not checked at all.
     """
     if not isinstance(prompt, dict):
         return _invalid_prompt("Cannot execute because the prompt is not an object of nodes."), {}
@@ -343,7 +459,7 @@ def validate_prompt(prompt, object_info, partial_execution_targets=None, *, requ
     if not outputs:
         return _error("prompt_no_outputs", "Prompt has no outputs"), {}
 
-    validator = _Validator(prompt, object_info)
+    validator = _Validator(prompt, object_info, file_exists)
     good, failed, node_errors = [], [], {}
     for output in outputs:
         try:
@@ -369,6 +485,12 @@ def validate_prompt(prompt, object_info, partial_execution_targets=None, *, requ
         details = "\n".join(f"{reason['message']}: {reason['details']}" for _, reasons in failed for reason in reasons)
         return _error("prompt_outputs_failed_validation", "Prompt outputs failed validation", details), node_errors
     return None, node_errors
+
+
+def valid_outputs(prompt, object_info, node_errors, partial_execution_targets=None) -> list[str]:
+    """The outputs ComfyUI runs of a prompt it accepted: those no node error depends on."""
+    failed = {o for entry in node_errors.values() for o in entry.get("dependent_outputs") or ()}
+    return [o for o in output_node_ids(prompt, object_info, partial_execution_targets) if o not in failed]
 
 
 def _needed_nodes(prompt, outputs):

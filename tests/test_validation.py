@@ -1,7 +1,8 @@
 """frontend_bridge.validation answers like ComfyUI 0.3.64's validate_prompt (recorded bodies).
 
-Pure tests: no database, no Redis. The recorded reference lives in /work/shared/comfyui; tests
-that need it skip when it is absent, the rest run against the catalog subset embedded below.
+Pure tests: no database, no Redis. The recorded references (ComfyUI 0.3.64 and 0.8.0) live in
+the shared folder beside the checkout (COMFYUI_REFERENCE overrides it); tests that need them skip
+when absent, the rest run against the catalog subset embedded below.
 Run: .venv/bin/python -m pytest -p no:django tests/test_validation.py -q
 """
 import ast
@@ -17,7 +18,10 @@ import pytest
 from frontend_bridge import validation
 from frontend_bridge.validation import input_files, output_node_ids, parse_annotated_name, validate_prompt
 
-REFERENCE = Path("/work/shared/comfyui")
+import os
+
+REFERENCE = Path(os.environ.get("COMFYUI_REFERENCE") or Path(__file__).resolve().parents[2] / "shared" / "comfyui")
+V080 = REFERENCE / "v0.8.0"
 
 
 @pytest.fixture(autouse=True)
@@ -333,6 +337,41 @@ def test_recorded_valid_prompt_of_the_transcripts_passes():
     assert validate_prompt(recorded["request"]["prompt"], full_object_info()) == (None, {})
 
 
+def answers_080():
+    path = V080 / "validation_answers.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def catalog_080():
+    path = V080 / "object_info.json.gz"
+    if not path.exists():
+        pytest.skip("recorded ComfyUI 0.8.0 object_info not present on this machine")
+    return json.loads(gzip.decompress(path.read_bytes()))
+
+
+@pytest.mark.parametrize("name", sorted(answers_080()) or ["(recordings absent)"])
+def test_every_recorded_080_answer_is_reproduced(name):
+    """POST /prompt of ComfyUI 0.8.0, no model files and no input files: 200 with the same
+    node_errors where it accepted (valid outputs only run), 400 with the same body where not."""
+    if name not in answers_080():
+        pytest.skip("recorded ComfyUI 0.8.0 answers not present on this machine")
+    case = answers_080()[name]
+    recorded = case["comfyui_0.8.0"]
+    error, node_errors = validate_prompt(case["prompt"], catalog_080(), file_exists=lambda item: False)
+    if recorded["status"] == 200:
+        assert error is None
+        assert canonical({"node_errors": node_errors}) == canonical({"node_errors": recorded["body"]["node_errors"]})
+    else:
+        assert recorded["status"] == 400
+        assert canonical({"error": error, "node_errors": node_errors}) == canonical(recorded["body"])
+
+
+def test_the_080_recordings_are_all_there():
+    if not V080.exists():
+        pytest.skip("recorded ComfyUI 0.8.0 answers not present on this machine")
+    assert len(answers_080()) == 17
+
+
 def test_embedded_subset_matches_the_recorded_catalog():
     def strip(x):
         if isinstance(x, dict):
@@ -637,16 +676,18 @@ def test_dependent_outputs_and_overall_details():
     assert set(node_errors) == {"1", "5"}, "nodes failing only because of their inputs carry no entry"
 
 
-def test_one_bad_output_fails_the_whole_prompt_unless_asked_for_comfyui_rule():
+def test_one_bad_output_leaves_the_prompt_valid_and_reports_the_bad_node():
+    """ComfyUI's rule (0.8.0's P16): valid while one output is; the bad nodes still come back,
+    and only the good outputs run."""
     prompt = {**copy.deepcopy(SIMPLE),
               "4": {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 8, "batch_size": 1, "color": 0}},
               "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}}}
     error, node_errors = validate_prompt(prompt, CATALOG)
-    assert error == FAILED and list(node_errors) == ["4"] and node_errors["4"]["dependent_outputs"] == ["5"]
-    # ComfyUI's own rule: valid while one output is; the bad nodes are still reported.
-    assert validate_prompt(prompt, CATALOG, require_all_outputs=False) == (None, node_errors)
+    assert error is None and list(node_errors) == ["4"] and node_errors["4"]["dependent_outputs"] == ["5"]
+    assert validation.valid_outputs(prompt, CATALOG, node_errors) == ["3"]
+    assert validate_prompt(prompt, CATALOG, require_all_outputs=True) == (FAILED, node_errors)
     del prompt["3"]["inputs"]["filename_prefix"]
-    assert validate_prompt(prompt, CATALOG, require_all_outputs=False)[0]["type"] == "prompt_outputs_failed_validation"
+    assert validate_prompt(prompt, CATALOG)[0]["type"] == "prompt_outputs_failed_validation"
 
 
 def test_nodes_no_output_depends_on_are_not_validated():
@@ -851,3 +892,21 @@ def test_input_files_of_the_recorded_catalog():
     assert input_files(prompt, catalog) == [{"filename": "a.png", "subfolder": "in", "type": "input"},
                                             {"filename": "b.png", "subfolder": "", "type": "input"}]
     assert validate_prompt(prompt, catalog) == (None, {})
+
+
+def test_a_missing_upload_is_refused_on_its_node_like_the_loader_would():
+    """LoadVideo (a new-style COMBO with video_upload) names the participant's missing file on the
+    node itself, so the UI outlines it; a file the workspace has passes."""
+    catalog = {"LoadVideo": {"input": {"required": {"file": ["COMBO", {"options": [], "video_upload": True}]}},
+                             "output": ["VIDEO"], "output_node": False},
+               "SaveVideo": {"input": {"required": {"video": ["VIDEO", {}]}}, "output": [], "output_node": True}}
+    prompt = {"1": {"class_type": "LoadVideo", "inputs": {"file": "clips/mine.mp4"}},
+              "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0]}}}
+    seen = []
+    error, node_errors = validate_prompt(prompt, catalog, file_exists=lambda item: seen.append(item) or False)
+    assert seen == [{"filename": "mine.mp4", "subfolder": "clips", "type": "input"}]
+    assert node_errors["1"]["errors"] == [{
+        "type": "custom_validation_failed", "message": "Custom validation failed for node",
+        "details": "file - Invalid video file: clips/mine.mp4", "extra_info": {"input_name": "file"}}]
+    assert error["type"] == "prompt_outputs_failed_validation"
+    assert validate_prompt(prompt, catalog, file_exists=lambda item: True) == (None, {})
