@@ -18,6 +18,7 @@ from jobs import events
 from jobs.models import (
     ACTIVE_STATES,
     FINAL_STATES,
+    OPEN_STATES,
     Catalog,
     Job,
     JobState,
@@ -190,12 +191,28 @@ def history(request, workspace, prompt_id=None):
         job = visible.filter(pk=ids[0]).first() if ids else None
         return JsonResponse({str(job.pk): job.as_history_entry()} if job else {})
     try:
-        max_items = int(request.GET.get("max_items", "0")) or None
+        max_items = _int_param(request, "max_items")
+        offset = _int_param(request, "offset")
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    # ComfyUI's order (oldest first) and paging: without an offset, the newest max_items.
+    ordered = visible.order_by("finished_at", "created_at")
+    if offset is None or offset < 0:
+        offset = max(ordered.count() - max_items, 0) if max_items is not None else 0
+    if max_items is not None and max_items <= 0:
+        return JsonResponse({})
+    jobs = ordered[offset: offset + max_items] if max_items is not None else ordered[offset:]
+    return JsonResponse({str(j.pk): j.as_history_entry() for j in jobs})
+
+
+def _int_param(request, name):
+    raw = request.GET.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
     except ValueError:
-        max_items = None
-    newest = visible.order_by("-created_at")
-    jobs = list(newest[:max_items] if max_items else newest)
-    return JsonResponse({str(j.pk): j.as_history_entry() for j in reversed(jobs)})
+        raise ValueError(f"{name} must be an integer") from None
 
 
 @workspace_api(["GET"])
@@ -281,3 +298,131 @@ def workshop_queue(request, workspace):
 
     status, queue_message = wire.queue_messages(events.queue_payload(snapshot()), workspace.slug)
     return JsonResponse(queue_message["data"])
+
+
+# --- the Jobs API (frontend 1.53 reads the queue and the history only through it) ------------
+
+JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
+STATES_OF = {"pending": [JobState.QUEUED], "in_progress": list(ACTIVE_STATES), "completed": [JobState.COMPLETED],
+             "failed": [JobState.FAILED], "cancelled": [JobState.CANCELLED]}
+
+
+def _jobs_of(workspace):
+    """The workspace's jobs as the Jobs API sees them: history the participant cleared is gone."""
+    from django.db.models import Q
+    from django.db.models.fields.json import KT
+
+    return (Job.objects.filter(workspace=workspace)
+            .exclude(Q(state__in=FINAL_STATES) & Q(hidden_from_history=True))
+            .annotate(workflow_id=KT("extra_data__extra_pnginfo__workflow__id"))
+            .defer("prompt", "extra_data", "files", "end_messages", "progress", "node_errors"))
+
+
+@workspace_api(["GET"])
+def jobs(request, workspace):
+    """`GET /api/jobs`: upstream's filters (status, workflow_id), sorting and pagination."""
+    query = request.GET
+    statuses = [s.strip().lower() for s in query.get("status", "").split(",") if s.strip()] or list(JOB_STATUSES)
+    invalid = [s for s in statuses if s not in JOB_STATUSES]
+    if invalid:
+        return JsonResponse({"error": f"Invalid status value(s): {', '.join(invalid)}. "
+                                      f"Valid values: {', '.join(JOB_STATUSES)}"}, status=400)
+    sort_by = query.get("sort_by", "created_at").lower()
+    sort_order = query.get("sort_order", "desc").lower()
+    if sort_by not in ("created_at", "execution_duration"):
+        return JsonResponse({"error": "sort_by must be 'created_at' or 'execution_duration'"}, status=400)
+    if sort_order not in ("asc", "desc"):
+        return JsonResponse({"error": "sort_order must be 'asc' or 'desc'"}, status=400)
+    limit = None
+    if "limit" in query:
+        try:
+            limit = int(query["limit"])
+        except ValueError:
+            return JsonResponse({"error": "limit must be an integer"}, status=400)
+        if limit <= 0:
+            return JsonResponse({"error": "limit must be a positive integer"}, status=400)
+    try:
+        offset = max(int(query.get("offset", 0)), 0)
+    except ValueError:
+        return JsonResponse({"error": "offset must be an integer"}, status=400)
+
+    rows = _jobs_of(workspace).filter(state__in=[state for s in statuses for state in STATES_OF[s]])
+    if query.get("workflow_id"):
+        rows = rows.filter(workflow_id=query["workflow_id"])
+    total = rows.count()
+    if sort_by == "created_at":
+        ordered = rows.order_by(("-" if sort_order == "desc" else "") + "created_at", "id")
+        page = list(ordered[offset: offset + limit] if limit else ordered[offset:])
+    else:
+        def duration(job):
+            return (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else 0
+
+        every = sorted(rows, key=duration, reverse=sort_order == "desc")
+        page = every[offset: offset + limit] if limit else every[offset:]
+    return JsonResponse({
+        "jobs": [wire.job_entry(job, job.workflow_id) for job in page],
+        "pagination": {"offset": offset, "limit": limit, "total": total, "has_more": offset + len(page) < total},
+    })
+
+
+def _own_job(workspace, job_id):
+    ids = _valid_uuids([job_id])
+    return _jobs_of(workspace).defer(None).filter(pk=ids[0]).first() if ids else None
+
+
+@workspace_api(["GET"])
+def job_detail(request, workspace, job_id):
+    job = _own_job(workspace, job_id)
+    if job is None:
+        return JsonResponse({"error": "Job not found"}, status=404)
+    return JsonResponse(wire.job_entry(job, job.workflow_id, full=True))
+
+
+@workspace_api(["GET"])
+def job_assets(request, workspace, job_id):
+    """`GET /api/jobs/{id}/assets`: the run's output files, paged like upstream."""
+    job = _own_job(workspace, job_id)
+    if job is None:
+        return JsonResponse({"error": "Job not found"}, status=404)
+    try:
+        limit = max(int(request.GET.get("limit", 500)), 1)
+        offset = max(int(request.GET.get("offset", 0)), 0)
+    except ValueError:
+        return JsonResponse({"error": "limit and offset must be integers"}, status=400)
+    items = list(wire.output_items(job.outputs))
+    base = f"/user/{workspace.slug}/api"
+    assets = []
+    for node_id, media_type, index, item in items[offset: offset + limit]:
+        try:
+            path = workspace.file_path(item.get("type", "output"), str(item.get("filename", "")),
+                                       str(item.get("subfolder", "")))
+            size = path.stat().st_size if path.is_file() else None
+        except (UnsafePath, OSError):
+            size = None
+        assets.append(wire.job_asset(job, node_id, media_type, index, item, base, size))
+    return JsonResponse({"job_id": str(job.pk), "assets": assets, "pagination": {
+        "offset": offset, "limit": limit, "total": len(items), "has_more": offset + len(assets) < len(items)}})
+
+
+@workspace_api(["POST"])
+def job_cancel(request, workspace, job_id):
+    """`POST /api/jobs/{id}/cancel`: a waiting job is withdrawn, a running one stopped on the GPU."""
+    job = _own_job(workspace, job_id)
+    if job is None:
+        return JsonResponse({"error": "Job not found"}, status=404)
+    return JsonResponse({"cancelled": [str(job.pk)] if job.state in OPEN_STATES and job.cancel() else []})
+
+
+@workspace_api(["POST"])
+def jobs_cancel(request, workspace):
+    """`POST /api/jobs/cancel {"job_ids": [...]}` (1 to 100 ids): the workspace's own only."""
+    data = json_body(request)
+    ids = data.get("job_ids") if isinstance(data, dict) else None
+    if not isinstance(ids, list) or not 1 <= len(ids) <= 100 or not all(isinstance(i, str) for i in ids):
+        return JsonResponse({"error": "job_ids must be a list of 1 to 100 job ids"}, status=400)
+    cancelled = []
+    with transaction.atomic():
+        for job in Job.objects.filter(workspace=workspace, state__in=OPEN_STATES, pk__in=_valid_uuids(ids)):
+            if job.cancel():
+                cancelled.append(str(job.pk))
+    return JsonResponse({"cancelled": cancelled})

@@ -31,7 +31,16 @@ def comfy_features() -> dict:
     from django.conf import settings
 
     # Previews go out as ComfyUI's plain binary frames (event 1), without the metadata variant.
-    return {"supports_preview_metadata": False, "max_upload_size": settings.MAX_UPLOAD_BYTES}
+    # Assets (server-side asset database), sign-in (comfy.org accounts) and the Manager are
+    # features a workshop does not run: switched off, so the UI never calls their routes.
+    return {
+        "supports_preview_metadata": False,
+        "max_upload_size": settings.MAX_UPLOAD_BYTES,
+        "assets": False,
+        "show_signin_button": False,
+        "node_replacements": True,
+        "extension": {"manager": {"supports_v4": False}},
+    }
 
 
 @lru_cache(maxsize=1)
@@ -81,17 +90,15 @@ def asset(request, slug, path):
     if path.startswith("extensions/workshop/"):
         return static_file(OWN_EXTENSIONS, path.removeprefix("extensions/workshop/"), "no-cache")
     if path.startswith("templates/"):
-        return static_file(templates_root(), path.removeprefix("templates/"), SHORT)
+        from .workflows import official_files
+
+        found = official_files().get(path.removeprefix("templates/"))
+        if found is None:
+            raise Http404("No such template file")
+        return static_file(found.parent, found.name, SHORT)
     if path.startswith("extensions/") and not path.startswith("extensions/core/"):
         return custom_node_file("/" + path)
     return static_file(FRONTEND_ROOT, path, cache_for(path))
-
-
-def templates_root() -> Path:
-    """The official workflow templates (Templates dialog), from comfyui-workflow-templates."""
-    import comfyui_workflow_templates
-
-    return Path(comfyui_workflow_templates.__file__).parent / "templates"
 
 
 def root_asset(request, path):

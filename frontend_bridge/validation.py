@@ -192,11 +192,26 @@ def _combo_choices(input_type, options):
     return None
 
 
-def _is_upload(options) -> bool:
+def is_upload(options) -> bool:
     return isinstance(options, dict) and any(
         value for key, value in options.items()
         if isinstance(key, str) and (key == "upload" or key.endswith(UPLOAD_SUFFIX))
     )
+
+
+def upload_classes(object_info) -> set[str]:
+    """Classes with an input flagged as an upload anywhere in their inputs (V3 options too)."""
+    def has_upload(value):
+        if isinstance(value, dict):
+            return any(has_upload(v) for v in value.values())
+        if isinstance(value, list):
+            if len(value) > 1 and isinstance(value[1], dict) and is_upload(value[1]):
+                return True
+            return any(has_upload(v) for v in value)
+        return False
+
+    return {name for name, info in (object_info or {}).items()
+            if isinstance(info, dict) and has_upload(info.get("input"))}
 
 
 def types_compatible(received_type, input_type) -> bool:
@@ -292,7 +307,7 @@ class _Validator:
                     if not self._link(name, value, input_type, config, errors):
                         valid = False
                     continue
-                if _is_upload(options):
+                if is_upload(options):
                     uploads.append((name, value, options))
                 self._widget(name, value, input_type, options, config, errors)
         for name, value, options in uploads:
@@ -364,7 +379,7 @@ class _Validator:
                                  {"input_name": name, "input_config": config, "received_value": value,
                                   "exception_message": str(exc)}))
             return
-        if _is_upload(options):
+        if is_upload(options):
             # ComfyUI's loaders check their file themselves (VALIDATE_INPUTS), and the catalog's
             # list is the GPU host's input folder, not the participant's: see input_files().
             return
@@ -527,7 +542,7 @@ def _upload_inputs(class_type, class_info):
     if class_info is not None:
         for name in _declared_inputs(class_info):
             _, _, options = _input_spec(class_info, name)
-            if _is_upload(options):
+            if is_upload(options):
                 folder = options.get("image_folder")
                 found.append((name, folder if folder in FOLDER_TYPES else "input"))
     known = KNOWN_UPLOADS.get(class_type) if isinstance(class_type, str) else None

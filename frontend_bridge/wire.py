@@ -1,10 +1,19 @@
-"""ComfyUI's websocket wire format: every message shape the bridge itself writes lives here.
+"""ComfyUI's wire format: every shape the bridge itself writes on ComfyUI's behalf lives here.
 
 Messages that ComfyUI sent (relayed by a GPU worker) pass through untouched; these are the
-ones the platform must say on ComfyUI's behalf: the queue's `status`, the workshop's own
-`workshop.queue` / `workshop.notice`, and the end of a run whose GPU worker is gone.
+ones the platform must say itself: the queue's `status`, the workshop's own `workshop.queue` /
+`workshop.notice`, the end of a run whose GPU worker is gone, and the Jobs API's entries
+(`/api/jobs`, upstream's `comfy_execution/jobs.py`), which newer frontends read the queue and
+the history from.
 """
+import mimetypes
 import time
+
+# Job states as the Jobs API names them (frontend 1.53's queue and Media Assets panels).
+JOB_STATUS = {"queued": "pending", "dispatched": "in_progress", "running": "in_progress",
+              "completed": "completed", "failed": "failed", "cancelled": "cancelled"}
+PREVIEWABLE_MEDIA = ("images", "video", "audio")
+THREE_D = (".obj", ".fbx", ".gltf", ".glb")
 
 
 def status(queue_remaining: int, sid: str | None = None) -> dict:
@@ -71,3 +80,110 @@ def job_update(job: dict) -> list[dict]:
     }.get(state, reason)
     messages.append({"type": "workshop.notice", "data": {"prompt_id": prompt_id, "state": state, "text": text}})
     return messages
+
+
+def _ms(moment):
+    return int(moment.timestamp() * 1000) if moment else None
+
+
+def _previewable(media_type: str, item: dict) -> bool:
+    """upstream's is_previewable: media type, then MIME format, then a 3D file's extension."""
+    if media_type in PREVIEWABLE_MEDIA:
+        return True
+    fmt = item.get("format") or ""
+    if isinstance(fmt, str) and fmt.startswith(("video/", "audio/")):
+        return True
+    return str(item.get("filename", "")).lower().endswith(THREE_D)
+
+
+def output_items(outputs: dict):
+    """(node id, media type, index, item) of every output file of a run, in ComfyUI's order."""
+    for node_id, node_outputs in (outputs or {}).items():
+        if not isinstance(node_outputs, dict):
+            continue
+        for media_type, items in node_outputs.items():
+            if media_type == "animated" or not isinstance(items, list):
+                continue
+            for index, item in enumerate(items):
+                if isinstance(item, dict):
+                    yield node_id, media_type, index, item
+
+
+def outputs_summary(outputs: dict) -> tuple[int, int, dict | None]:
+    """(outputs_count, previewable_outputs_count, preview_output), preferring type "output"."""
+    count = previewable = 0
+    preview = fallback = None
+    for node_id, media_type, _, item in output_items(outputs):
+        count += 1
+        if not _previewable(media_type, item):
+            continue
+        previewable += 1
+        enriched = {**item, "nodeId": node_id, "mediaType": media_type}
+        if preview is None and item.get("type") == "output":
+            preview = enriched
+        elif fallback is None:
+            fallback = enriched
+    return count, previewable, preview or fallback
+
+
+def _execution_error(job) -> dict | None:
+    """ComfyUI's execution_error of the run, or one said on its behalf: every field the
+    frontend's schema requires is a string or a list, never null."""
+    if job.state != "failed":
+        return None
+    for kind, data in job.messages or []:
+        if kind == "execution_error" and isinstance(data, dict) and isinstance(data.get("node_id"), str):
+            return data
+    return {"prompt_id": str(job.id), "node_id": "", "node_type": "", "executed": [],
+            "exception_message": job.error or "The run failed.", "exception_type": "WorkshopError",
+            "traceback": [], "current_inputs": {}, "current_outputs": {}}
+
+
+def job_entry(job, workflow_id=None, full=False) -> dict:
+    """One job of the Jobs API. `full` adds what `/api/jobs/{id}` answers: the outputs, the
+    execution status and the workflow (for "open workflow" in the Media Assets panel)."""
+    count, previewable, preview = outputs_summary(job.outputs)
+    entry = {
+        "id": str(job.id),
+        "status": JOB_STATUS[job.state],
+        "priority": job.number,
+        "create_time": _ms(job.created_at),
+        "execution_start_time": _ms(job.started_at),
+        "execution_end_time": _ms(job.finished_at) if job.state in ("completed", "failed", "cancelled") else None,
+        "execution_error": _execution_error(job),
+        "outputs_count": count,
+        "previewable_outputs_count": previewable,
+        "preview_output": preview,
+        "workflow_id": workflow_id,
+    }
+    entry = {k: v for k, v in entry.items() if v is not None}
+    if full:
+        entry["outputs"] = job.outputs or {}
+        entry["execution_status"] = {
+            "status_str": "success" if job.state == "completed" else "error",
+            "completed": job.state == "completed",
+            "messages": job.messages or [],
+        } if job.state in ("completed", "failed", "cancelled") else {}
+        entry["workflow"] = {"prompt": job.prompt, "extra_data": job.extra_data or {}}
+        entry["update_time"] = _ms(job.finished_at or job.started_at or job.created_at)
+    return entry
+
+
+def job_asset(job, node_id, media_type, index, item, base: str, size=None) -> dict:
+    """One output file of a run, as `/api/jobs/{id}/assets` lists it; `base` is the workspace's
+    API root, since the browser uses `preview_url` as it stands."""
+    from urllib.parse import urlencode
+
+    name = str(item.get("filename", ""))
+    query = urlencode({"filename": name, "subfolder": item.get("subfolder", ""), "type": item.get("type", "output")})
+    return {
+        "id": f"{job.id}:{node_id}:{media_type}:{index}",
+        "name": name,
+        "preview_url": f"{base}/view?{query}",
+        "mime_type": item.get("format") or mimetypes.guess_type(name)[0],
+        "size": size,
+        "node_id": node_id,
+        "output_key": media_type,
+        "output_index": index,
+        "created_at": job.finished_at.isoformat() if job.finished_at else None,
+    }

@@ -6,6 +6,7 @@ Sources, later ones winning: the model-free "hello" workflow shipped here, the o
 templates named in WORKSHOP_TEMPLATES (from the comfyui-workflow-templates package), and the
 operator's own files in <WORKSHOP_DATA_DIR>/workflows/.
 """
+from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
@@ -14,23 +15,48 @@ FOLDER = "workflows/workshop/"
 SHIPPED = Path(__file__).parent / "workflows"
 
 
-def _package_templates() -> Path | None:
+@lru_cache(maxsize=1)
+def official_files() -> dict[str, Path]:
+    """Every file of the official workflow templates (Templates dialog): index.json and its
+    translations, each template's .json and its thumbnails, by file name.
+
+    comfyui-workflow-templates 0.3 and later ships in bundles (a JSON package and media
+    packages, found through the core package's manifest); older releases had one templates/
+    folder, still read when present. Empty when the package is not installed.
+    """
+    found: dict[str, Path] = {}
     try:
-        import comfyui_workflow_templates
+        import comfyui_workflow_templates as meta
     except ImportError:
-        return None
-    return Path(comfyui_workflow_templates.__file__).parent / "templates"
+        return found
+    legacy = Path(meta.__file__).parent / "templates"
+    if legacy.is_dir():
+        return {p.name: p for p in legacy.iterdir() if p.is_file()}
+    try:
+        from importlib import resources
+
+        json_dir = Path(str(resources.files("comfyui_workflow_templates_json") / "templates"))
+        found.update({p.name: p for p in json_dir.iterdir() if p.is_file()})
+        from comfyui_workflow_templates_core import iter_templates
+
+        for entry in iter_templates():
+            for asset in entry.assets:
+                try:
+                    found.setdefault(asset.filename, Path(meta.get_asset_path(entry.template_id, asset.filename)))
+                except (FileNotFoundError, KeyError):
+                    continue  # a media bundle that is not installed: the dialog shows no thumbnail
+    except (ImportError, ModuleNotFoundError, FileNotFoundError):
+        pass
+    return found
 
 
 def sources() -> dict[str, Path]:
     """name.json -> file, for every workshop workflow."""
     found: dict[str, Path] = {p.name: p for p in sorted(SHIPPED.glob("*.json"))}
-    templates = _package_templates()
-    if templates:
-        for name in settings.WORKSHOP_TEMPLATES:
-            path = templates / f"{name}.json"
-            if path.is_file():
-                found[path.name] = path
+    official = official_files()
+    for name in settings.WORKSHOP_TEMPLATES:
+        if f"{name}.json" in official:
+            found[f"{name}.json"] = official[f"{name}.json"]
     own = Path(settings.WORKSHOP_DATA_DIR) / "workflows"
     if own.is_dir():
         found.update({p.name: p for p in sorted(own.glob("*.json"))})

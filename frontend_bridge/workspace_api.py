@@ -15,13 +15,13 @@ from jobs.models import Catalog
 from . import workflows
 from .api import json_body, workspace_api
 from .frontend import comfy_features, core_extensions, frontend_version
+from .validation import is_upload, upload_classes
 
-SUPPORTED_COMFYUI = "0.3.64"
+SUPPORTED_COMFYUI = "0.38.1"  # the release the GPU image installs
 SETTINGS_FILE = "comfy.settings.json"
 # A workshop starts from the instructor's workflows (Workflows sidebar), not from ComfyUI's
 # first-visit template gallery, whose official templates need models the GPU host may not have.
 DEFAULT_SETTINGS = {"Comfy.TutorialCompleted": True}
-UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "upload")
 
 
 def _catalog_data() -> dict:
@@ -33,25 +33,44 @@ def _catalog_data() -> dict:
 
 @workspace_api(["GET"])
 def system_stats(request, workspace):
-    stats = _catalog_data().get("system_stats")
-    if stats:
-        return JsonResponse(stats)
-    # No GPU worker has ever connected: the UI must still load (the queue badge says why).
-    return JsonResponse(
-        {
-            "system": {
-                "os": "posix", "ram_total": 0, "ram_free": 0, "comfyui_version": SUPPORTED_COMFYUI,
-                "required_frontend_version": frontend_version(), "python_version": "", "pytorch_version": "",
-                "embedded_python": False, "argv": [],
-            },
-            "devices": [],
-        }
-    )
+    """The GPU host's system_stats, answered as the bridge's own: the frontend it serves is the
+    one required (so the UI never warns of an outdated frontend), and the command line stays on
+    the GPU host, though `argv` keeps its shape for the frontend's error report."""
+    stats = json.loads(json.dumps(_catalog_data().get("system_stats") or {}))
+    if not stats:
+        # No GPU worker has ever connected: the UI must still load (the queue badge says why).
+        stats = {"system": {"os": "posix", "ram_total": 0, "ram_free": 0, "comfyui_version": SUPPORTED_COMFYUI,
+                            "python_version": "", "pytorch_version": "", "embedded_python": False},
+                 "devices": []}
+    system = stats.setdefault("system", {})
+    system["required_frontend_version"] = frontend_version()
+    system["argv"] = ["main.py"]
+    return JsonResponse(stats)
 
 
 @workspace_api(["GET"])
 def features(request, workspace):
     return JsonResponse(comfy_features())
+
+
+@workspace_api(["GET"])
+def global_subgraphs(request, workspace):
+    """Custom nodes' subgraph blueprints of the GPU host, {id: entry} without their data."""
+    entries = _catalog_data().get("global_subgraphs") or {}
+    return JsonResponse({key: {k: v for k, v in entry.items() if k != "data"} for key, entry in entries.items()})
+
+
+@workspace_api(["GET"])
+def global_subgraph(request, workspace, subgraph_id):
+    entry = (_catalog_data().get("global_subgraphs") or {}).get(subgraph_id)
+    # ComfyUI answers null for an unknown id; the frontend then reports it as empty.
+    return JsonResponse(entry, safe=False)
+
+
+@workspace_api(["GET"])
+def node_replacements(request, workspace):
+    """Replacements the GPU host's ComfyUI registers for deprecated nodes, {old class: [...]}."""
+    return JsonResponse(_catalog_data().get("node_replacements") or {})
 
 
 @workspace_api(["GET"])
@@ -77,27 +96,73 @@ def _input_files(workspace) -> list[str]:
     )
 
 
+THREE_D_FILES = (".gltf", ".glb", ".obj", ".fbx", ".stl", ".ply", ".spz", ".splat", ".ksplat")
+
+
+def _files_for(options: dict, files: list[str]) -> list[str]:
+    """The workspace files an upload input offers, by kind, as ComfyUI's loaders filter theirs."""
+    def media(name):
+        return (mimetypes.guess_type(name)[0] or "").split("/")[0]
+
+    if options.get("image_upload"):
+        return [f for f in files if media(f) == "image"]
+    if options.get("video_upload"):
+        return [f for f in files if media(f) == "video"]
+    if options.get("audio_upload"):
+        return [f for f in files if media(f) in ("audio", "video")]
+    if options.get("file_upload"):
+        return [f for f in files if f.lower().endswith(THREE_D_FILES)]
+    return list(files)
+
+
+def _patch_uploads(entries, files_of) -> bool:
+    """Replace, in place, the file list of every upload input under `entries` (a node's input
+    sections, V3 dynamic options included); True when one was found."""
+    found = False
+    if isinstance(entries, dict):
+        for value in entries.values():
+            if isinstance(value, list) and len(value) > 1 and isinstance(value[1], dict) and is_upload(value[1]):
+                if isinstance(value[0], list):  # old style: [[files], {"image_upload": true}]
+                    value[0] = _files_for(value[1], files_of())
+                    found = True
+                elif isinstance(value[1].get("options"), list):  # new style: ["COMBO", {"options": [...]}]
+                    value[1]["options"] = _files_for(value[1], files_of())
+                    found = True
+            found = _patch_uploads(value, files_of) or found
+    elif isinstance(entries, list):
+        for value in entries:
+            found = _patch_uploads(value, files_of) or found
+    return found
+
+
 def _with_workspace_files(object_info: dict, workspace) -> dict:
-    """Upload inputs (LoadImage …) list this workspace's own input files, nobody else's."""
-    files = None
-    patched = {}
-    for name, info in object_info.items():
-        required = (info.get("input") or {}).get("required") or {}
-        uploads = [
-            key for key, spec in required.items()
-            if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict)
-            and any(spec[1].get(flag) for flag in UPLOAD_FLAGS) and isinstance(spec[0], list)
-        ]
-        if not uploads:
-            patched[name] = info
-            continue
-        if files is None:
-            files = _input_files(workspace)
-        info = json.loads(json.dumps(info))
-        for key in uploads:
-            info["input"]["required"][key][0] = files
+    """Every upload input (LoadImage, LoadVideo, LoadAudio, Load3D, any input flagged as an
+    upload, old-style or new-style COMBO) lists this workspace's own input files, nobody else's:
+    the catalog's lists are the GPU host's input folder, where every participant's files are."""
+    files = []
+
+    def files_of():
+        if not files:
+            files.append(_input_files(workspace))
+        return files[0]
+
+    uploads = _upload_classes(object_info)
+    patched = dict(object_info)
+    for name in uploads & patched.keys():
+        info = json.loads(json.dumps(patched[name]))
+        _patch_uploads(info.get("input"), files_of)
         patched[name] = info
     return patched
+
+
+_UPLOADS: dict = {}
+
+
+def _upload_classes(object_info: dict) -> set[str]:
+    """Names of the classes with an upload input, worked out once per published catalog."""
+    if _UPLOADS.get("of") is not object_info:
+        _UPLOADS.update({"of": object_info, "names": upload_classes(object_info)})
+    return _UPLOADS["names"]
 
 
 @workspace_api(["GET"])
@@ -203,7 +268,16 @@ def _load_settings(workspace) -> dict:
         saved = json.loads(_settings_path(workspace).read_text())
     except (OSError, ValueError):
         saved = {}
-    return {**DEFAULT_SETTINGS, **saved}
+    return {**DEFAULT_SETTINGS, **start_workflow(), **saved}
+
+
+def start_workflow() -> dict:
+    """`Workshop.StartWorkflow`: the workshop workflow a workspace opens on its first load
+    (the workshop extension opens it, then stores "" so it is opened only once)."""
+    from django.conf import settings
+
+    name = f"{settings.WORKSHOP_START_WORKFLOW}.json"
+    return {"Workshop.StartWorkflow": f"workshop/{name}"} if name in workflows.sources() else {}
 
 
 def _save_settings(workspace, values: dict) -> None:

@@ -99,7 +99,8 @@ def catalog_of(comfy: ComfyClient, stats: dict) -> dict:
         "system_stats": {**stats, "system": system},
     }
     for key, path in (("embeddings", "/embeddings"), ("models", "/models"), ("extensions", "/extensions"),
-                      ("workflow_templates", "/workflow_templates")):
+                      ("workflow_templates", "/workflow_templates"), ("node_replacements", "/node_replacements"),
+                      ("global_subgraphs", "/global_subgraphs")):
         try:
             catalog[key] = comfy.get_json(path)
         except Exception as exc:  # Older or trimmed ComfyUIs may lack a route: publish the rest.
@@ -111,6 +112,13 @@ def catalog_of(comfy: ComfyClient, stats: dict) -> dict:
         except Exception:
             continue
     catalog["model_files"] = model_files
+    subgraphs = catalog.get("global_subgraphs")
+    if isinstance(subgraphs, dict):  # each with its data, so the app can answer /global_subgraphs/{id}
+        for key in list(subgraphs)[:200]:
+            try:
+                subgraphs[key] = comfy.get_json(f"/global_subgraphs/{key}") or subgraphs[key]
+            except Exception:
+                continue
     return catalog
 
 

@@ -132,8 +132,12 @@ RQ_QUEUES = {
 # Where workspaces keep their files: <WORKSHOP_DATA_DIR>/workspaces/<slug>/{input,output,temp,userdata}
 WORKSHOP_DATA_DIR = Path(env_str("WORKSHOP_DATA_DIR", str(VAR_DIR / "data")))
 
-# Official templates offered as workshop workflows (names in the comfyui-workflow-templates package).
-WORKSHOP_TEMPLATES = env_list("WORKSHOP_TEMPLATES", ["ltxv_text_to_video", "ltxv_image_to_video", "flux_schnell"])
+# Official templates offered as workshop workflows (names in the comfyui-workflow-templates package):
+# LTX-2 text-to-video and image-to-video, full and distilled.
+WORKSHOP_TEMPLATES = env_list("WORKSHOP_TEMPLATES", [
+    "video_ltx2_t2v", "video_ltx2_i2v", "video_ltx2_t2v_distilled", "video_ltx2_i2v_distilled"])
+# The workshop workflow a workspace opens on its first load (a name of workflows/workshop/).
+WORKSHOP_START_WORKFLOW = env_str("WORKSHOP_START_WORKFLOW", "video_ltx2_t2v")
 
 # Queue and worker settings (the instructor changes live values in the admin: QueueSettings).
 WORKSHOP_USERS = env_int("WORKSHOP_USERS", 20)

@@ -97,6 +97,11 @@ function show(data) {
   }
 }
 
+// Registered when the module loads, before the websocket opens: the frontend reports any
+// message type nobody listens for as an error.
+api.addEventListener("workshop.queue", (event) => show(event.detail));
+api.addEventListener("workshop.notice", (event) => notice(event.detail));
+
 app.registerExtension({
   name: "workshop.queueBadge",
   // "Workshop > My outputs" in the top menu: every picture and video of this workspace.
@@ -110,9 +115,7 @@ app.registerExtension({
   ],
   menuCommands: [{ path: ["Workshop"], commands: ["Workshop.MyOutputs"] }],
   async setup() {
-    api.addEventListener("workshop.queue", (event) => show(event.detail));
-    api.addEventListener("workshop.notice", (event) => notice(event.detail));
-    // The first push may have arrived before this listener: ask once.
+    // The first push may have arrived before the page was ready: ask once.
     try {
       const response = await api.fetchApi("/workshop/queue");
       if (response.ok) show(await response.json());

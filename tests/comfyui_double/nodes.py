@@ -213,8 +213,56 @@ def SaveImageWebsocket(ctx, images):
     return (), None
 
 
+def dotted(kwargs: dict, name: str) -> dict:
+    """A V3 dynamic input's values, {"width": 32, …}, from the prompt's flat `name.width` keys."""
+    return {key.split(".", 1)[1]: value for key, value in kwargs.items() if key.startswith(name + ".")}
+
+
+def ResizeImageMaskNode(ctx, input, scale_method, resize_type=None, **rest):
+    """Only "scale dimensions" is computed; the other options keep the size."""
+    options = dotted(rest, "resize_type")
+    if resize_type is None:
+        raise TypeError("ResizeImageMaskNode.execute() missing 1 required positional argument: 'resize_type'")
+    if resize_type != "scale dimensions":
+        return (input,), None
+    size = (int(options["width"]) or input[0].width, int(options["height"]) or input[0].height)
+    return ([im.resize(size, Image.Resampling.BOX if scale_method == "area" else Image.Resampling.BILINEAR)
+             for im in input],), None
+
+
+def BatchImagesNode(ctx, **rest):
+    images = dotted(rest, "images")
+    batch = [im for key in sorted(images, key=lambda k: int(k.removeprefix("image"))) for im in images[key]]
+    size = batch[0].size
+    return ([im if im.size == size else im.resize(size) for im in batch],), None
+
+
+def ComfySwitchNode(ctx, switch, on_false=None, on_true=None):
+    return (on_true if switch else on_false,), None
+
+
+def SaveVideo(ctx, video, filename_prefix="video/ComfyUI", format="auto", codec="auto"):
+    """Stand-in for a model's video: a short animated WEBP under the .mp4 name ComfyUI would write
+    is not playable, so an animated image is saved instead (the name says which)."""
+    frames = video if isinstance(video, list) and video and isinstance(video[0], Image.Image) else [
+        Image.new("RGB", (64, 64), (40 * i % 255, 80, 160)) for i in range(4)]
+    folder, stem, counter, subfolder = save_path(filename_prefix, ctx.folders["output"], frames[0].width, frames[0].height)
+    name = f"{stem}_{counter:05}_.webp"
+    frames[0].save(folder / name, save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    return (), {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": [True]}
+
+
+def stand_in(info: dict):
+    """A node that needs models, run model-free: outputs placeholders of the declared count."""
+    def node(ctx, **kwargs):
+        return tuple(None for _ in info.get("output") or ()), None
+
+    return node
+
+
 NODES = {
     fn.__name__: fn
     for fn in (EmptyImage, ImageInvert, ImageBlur, SolidMask, JoinImageWithAlpha, ImageToMask, MaskToImage,
-               GetImageSize, PreviewAny, LoadImage, SaveImage, PreviewImage, SaveAnimatedWEBP, SaveImageWebsocket)
+               GetImageSize, PreviewAny, LoadImage, SaveImage, PreviewImage, SaveAnimatedWEBP, SaveImageWebsocket,
+               ResizeImageMaskNode, BatchImagesNode, ComfySwitchNode, SaveVideo)
 }

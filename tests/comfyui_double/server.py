@@ -65,6 +65,23 @@ def is_link(value) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
+def offer_model_files(object_info: dict, names: list[str]) -> None:
+    """Add `names` to every model loader's empty file list (old-style or new-style COMBO), as a
+    ComfyUI lists the files of its model folders; upload inputs are left alone."""
+    if not names:
+        return
+    for info in object_info.values():
+        for section in (info.get("input") or {}).values():
+            for config in section.values() if isinstance(section, dict) else ():
+                extra = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
+                if any(k.endswith("upload") for k in extra) or extra.get("remote"):
+                    continue
+                if config[0] == [] or (isinstance(config[0], list) and not config[0]):
+                    config[0].extend(names)
+                elif config[0] == "COMBO" and extra.get("options") == []:
+                    extra["options"].extend(names)
+
+
 def load_object_info(path=None) -> dict:
     """The embedded subset (real specs of the implemented nodes, plus the model nodes of ComfyUI's
     default graph, advertised so that graph loads), or a whole recorded /object_info."""
@@ -162,7 +179,7 @@ class ComfyUIDouble:
     """
 
     def __init__(self, step_time=0.02, steps=3, output_dir=None, host="127.0.0.1", port=0, cache=True,
-                 previews=False, object_info=None):
+                 previews=False, object_info=None, version=VERSION, model_files=(), stand_ins=False):
         self.step_time, self.steps, self.previews = step_time, steps, previews
         self.cache_enabled = cache
         self.host, self.port = host, port
@@ -178,6 +195,10 @@ class ComfyUIDouble:
         self.object_info = load_object_info()
         if object_info:
             self.object_info = {**self.object_info, **load_object_info(object_info)}
+        # 0.8 and later: V3 nodes, /global_subgraphs; model files "installed" on this GPU host are
+        # offered by every model loader; stand-ins run the classes that need models.
+        self.version, self.stand_ins = version, stand_ins
+        offer_model_files(self.object_info, list(model_files))
         self.url = None
         # What tests look at (appended on the server thread, read anywhere).
         self.prompts: list[dict] = []  # every POST /prompt body, as received
@@ -302,6 +323,7 @@ class ComfyUIDouble:
             ("GET", "/extensions", json_handler(EXTENSIONS)),
             ("GET", "/models", json_handler(MODEL_FOLDERS)), ("GET", "/models/{folder}", self.models_in),
             ("GET", "/workflow_templates", json_handler(TEMPLATES)),
+            ("GET", "/global_subgraphs", self.global_subgraphs),
             ("GET", "/workflow_templates/{module}/{file}", self.template_file),
         ]
         for method, path, handler in routes:
@@ -317,13 +339,18 @@ class ComfyUIDouble:
 
     async def system_stats(self, request):
         return web.json_response({
-            "system": {"os": "posix", "ram_total": 1 << 34, "ram_free": 1 << 33, "comfyui_version": VERSION,
-                       "required_frontend_version": FRONTEND_VERSION, "installed_templates_version": TEMPLATES_VERSION,
+            "system": {"os": "posix", "ram_total": 1 << 34, "ram_free": 1 << 33, "comfyui_version": self.version,
+                       "required_frontend_version": FRONTEND_VERSION if self.version == VERSION else "1.35.9", "installed_templates_version": TEMPLATES_VERSION,
                        "required_templates_version": TEMPLATES_VERSION, "python_version": "simulated",
                        "pytorch_version": "simulated", "embedded_python": False, "argv": ["main.py", "--simulated"]},
             "devices": [{"name": "SIMULATED GPU (ComfyUI protocol double)", "type": "cpu", "index": None,
                          "vram_total": 0, "vram_free": 0, "torch_vram_total": 0, "torch_vram_free": 0}],
         })
+
+    async def global_subgraphs(self, request):
+        if self.version == VERSION:
+            return web.Response(status=404)  # 0.3.64 has no such route
+        return web.json_response({})
 
     async def models_in(self, request):
         if request.match_info["folder"] not in MODEL_FOLDERS:
@@ -732,6 +759,8 @@ class ComfyUIDouble:
             raise Interrupted(node_id)
         spec = self.object_info[class_type]["input"]
         declared = {**spec.get("required", {}), **spec.get("optional", {})}
+        # V3 dynamic inputs arrive dotted (resize_type.width): they belong to a declared input.
+        declared |= {name: None for name in node["inputs"] if name.split(".", 1)[0] in declared}
         # Like get_input_data: every link, but only the widget values the node declares.
         kwargs = {name: self._cache[signatures[value[0]]][0][value[1]] if is_link(value) else value
                   for name, value in node["inputs"].items() if is_link(value) or name in declared}
@@ -744,6 +773,11 @@ class ComfyUIDouble:
         ctx = nodes.Context(node_id, run.prompt, run.extra_data.get("extra_pnginfo"), self.folders,
                             self._temp_prefixes.setdefault((node_id, class_type), nodes.random_temp_prefix()))
         try:
+            # Stand-ins: a class that needs models, or a model-free one fed a stand-in's
+            # placeholder, yields placeholders; output nodes still write their file.
+            if self.stand_ins and (function is None or (
+                    None in kwargs.values() and not self.object_info[class_type].get("output_node"))):
+                function = nodes.stand_in(self.object_info[class_type])
             if function is None:
                 raise RuntimeError(f"{class_type} needs models: this SIMULATED ComfyUI runs model-free nodes only")
             outputs, ui = await asyncio.to_thread(function, ctx, **kwargs)

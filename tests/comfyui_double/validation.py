@@ -18,13 +18,43 @@ def full_type_name(cls) -> str:
 
 
 def types_match(received, expected) -> bool:
-    """validate_node_input, non-strict: equal, "*", or comma-separated types that overlap."""
-    if received == expected:
+    """validate_node_input, non-strict: equal, "*", a V3 MatchType (left to the frontend), or
+    comma-separated types that overlap."""
+    if received == expected or "COMFY_MATCHTYPE_V3" in (received, expected):
         return True
     if not isinstance(received, str) or not isinstance(expected, str):
         return False
     got, want = {t.strip() for t in received.split(",")}, {t.strip() for t in expected.split(",")}
     return "*" in got or "*" in want or bool(got & want)
+
+
+def flatten_v3(sections: dict, inputs: dict, prefix: str = "") -> dict:
+    """{"required": {...}, "optional": {...}} with ComfyUI 0.8's V3 dynamic inputs expanded into
+    the dotted names the prompt uses: a DynamicCombo brings its chosen option's inputs (nothing,
+    itself included, for no value or an unknown key); an Autogrow brings its template under each
+    name given, the first `min` required."""
+    out = {"required": {}, "optional": {}}
+    for category in ("required", "optional"):
+        for name, config in (sections.get(category) or {}).items():
+            full = prefix + name
+            kind, extra = config[0], (config[1] if len(config) > 1 else {})
+            if kind == "COMFY_DYNAMICCOMBO_V3":
+                option = next((o for o in extra.get("options", []) if full in inputs and o["key"] == inputs[full]), None)
+                if option:
+                    nested = flatten_v3(option["inputs"], inputs, full + ".")
+                    for key in out:
+                        out[key].update(nested[key])
+                    out[category][full] = config
+            elif kind == "COMFY_AUTOGROW_V3":
+                template = extra["template"]
+                names = template.get("names") or [f"{template['prefix']}{i}" for i in range(template["max"])]
+                entry = [v for section in template["input"].values() for v in section.values()][0]
+                for i, grown in enumerate(names):
+                    if f"{full}.{grown}" in inputs:
+                        out["required" if i < template.get("min", 0) else "optional"][f"{full}.{grown}"] = entry
+            else:
+                out[category][full] = config
+    return out
 
 
 def validate_prompt(prompt, object_info, custom_checks=None, partial_targets=None):
@@ -87,14 +117,15 @@ def _validate_node(prompt, node_id, object_info, custom_checks, validated):
     inputs = node["inputs"]
     custom = custom_checks.get(node["class_type"], {})
     errors, valid = [], True
+    sections = flatten_v3(object_info[node["class_type"]]["input"], inputs)
     for category in ("required", "optional"):
-        for name, config in (object_info[node["class_type"]]["input"].get(category) or {}).items():
+        for name, config in sections[category].items():
             input_type, extra = config[0], (config[1] if len(config) > 1 else {})
             info = [input_type, extra]
             if name not in inputs:
                 if category == "required":
-                    errors.append(error_body("required_input_missing", "Required input is missing", name,
-                                             {"input_name": name}))
+                    errors.append(error_body("required_input_missing", "Required input is missing",
+                                             name.rsplit(".", 1)[-1], {"input_name": name}))
                 continue
             value = inputs[name]
             if isinstance(value, list):
@@ -122,9 +153,10 @@ def _validate_node(prompt, node_id, object_info, custom_checks, validated):
             elif "max" in extra and value > extra["max"]:
                 errors.append(error_body("value_bigger_than_max", f"Value {value} bigger than max of {extra['max']}",
                                          name, seen))
-            elif isinstance(input_type, list) and value not in input_type:
-                long = len(input_type) > 20  # ComfyUI does not echo long lists (all model files)
-                listed = f"(list of length {len(input_type)})" if long else str(input_type)
+            elif (choices := input_type if isinstance(input_type, list) else
+                  extra.get("options") if input_type == "COMBO" else None) is not None and value not in choices:
+                long = len(choices) > 20  # ComfyUI does not echo long lists (all model files)
+                listed = f"(list of length {len(choices)})" if long else str(choices)
                 errors.append(error_body("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {listed}",
                                          {**seen, "input_config": None if long else info}))
     for name, check in custom.items():
