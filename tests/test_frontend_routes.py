@@ -11,11 +11,26 @@ from frontend_bridge import frontend
 from frontend_bridge.frontend import FRONTEND_ROOT
 
 CALL = re.compile(r"\b(fetchApi|apiURL|internalURL|fileURL)\(\s*([`\"'])((?:(?!\2).)*?)\2", re.S)
-POST_ITEM = re.compile(r"#postItem\(\s*\"([a-z_]+)\"")
+POST_ITEM = re.compile(r"[#_]postItem\(\s*[`\"']([a-z_]+)[`\"']")
+# The Jobs API's paths are built in variables first (fetchJobsRaw: `/jobs?status=…`).
+JOBS = re.compile(r"`(/jobs[/?][^`]*)`")
 
 # Routes in the bundle that a workshop deliberately does not serve, with the reason.
+CLOUD = "comfy.org's cloud service: switched off through /features or its flags, so the UI never calls it"
 NOT_SERVED = {
     "/v2/": "ComfyUI-Manager's API base: the workshop's GPU hosts run no Manager, and its UI is not shown",
+    "": "apiURL(''): the API base the frontend strips from its own URLs, not a request",
+    # The assets database (features.assets is False): Media Assets then reads the Jobs API.
+    "/assets/${t}/content": CLOUD, "${PC}/${e}": CLOUD, "${PC}/${e}/tags": CLOUD,
+    "${PC}/remote-metadata?url=${t}": CLOUD, "/assets/exports/${e}": CLOUD, "/assets/from-workflow": CLOUD,
+    "/assets/import": CLOUD, "/assets?${s}": CLOUD, "/assets?${t}": CLOUD,
+    "${rw}/${e}": "cloud tasks (`/tasks/…`), only with the assets database",
+    # ComfyHub, user secrets, partner-node policy, workflow publishing, cloud accounts.
+    "/hub/assets/upload-url": CLOUD, "/hub/labels?type=tag": CLOUD, "/hub/profiles": CLOUD,
+    "/hub/profiles/me": CLOUD, "/hub/workflows": CLOUD, "/hub/workflows/${encodeURIComponent(e)}": CLOUD,
+    "/providers": CLOUD, "/secrets": CLOUD, "/secrets/${e}": CLOUD, "/secrets/providers": CLOUD,
+    "/user": "getUserCloudStatus: a comfy.org cloud account", "/workspace/provider-policy": CLOUD,
+    "/workflows/published/${encodeURIComponent(e)}": CLOUD,
 }
 
 
@@ -25,6 +40,7 @@ def bundle_calls() -> set[tuple[str, str]]:
         text = path.read_text(errors="replace")
         calls |= {(m.group(1), m.group(3)) for m in CALL.finditer(text)}
         calls |= {("fetchApi", "/" + m.group(1)) for m in POST_ITEM.finditer(text)}
+        calls |= {("fetchApi", m.group(1)) for m in JOBS.finditer(text)}
     return calls
 
 
@@ -33,6 +49,8 @@ def sample_path(kind: str, route: str) -> str:
     # Userdata names carry folders (%2F arrives decoded); other ids never contain a slash.
     route = re.sub(r"\$\{encodeURIComponent\((file|source|dest)\)\}", "workflows/sample.json", route)
     route = re.sub(r"\$\{[^}]*\}", "sample", route)
+    if route.endswith("/") and route != "/":
+        route += "sample"  # `"/global_subgraphs/" + id`
     base = {"fetchApi": "/user/001/api", "apiURL": "/user/001/api", "internalURL": "/user/001/internal",
             "fileURL": "/user/001"}[kind]
     return base + route
