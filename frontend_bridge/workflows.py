@@ -68,3 +68,26 @@ def original(userdata_path: str) -> Path | None:
     if not userdata_path.startswith(FOLDER):
         return None
     return sources().get(userdata_path.removeprefix(FOLDER))
+
+
+def required_models(graph) -> list[tuple[str, str]]:
+    """(file name, model folder) of every model a workflow names, subgraphs included: the
+    `models` lists ComfyUI's templates carry on their loader nodes (what the Templates dialog
+    offers to download), in the order first met, without duplicates."""
+    found: list[tuple[str, str]] = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            for model in value.get("models") or [] if isinstance(value.get("models"), list) else []:
+                if isinstance(model, dict) and model.get("name"):
+                    pair = (str(model["name"]), str(model.get("directory", "")))
+                    if pair not in found:
+                        found.append(pair)
+            for child in value.values():
+                walk(child)
+        elif isinstance(value, list):
+            for child in value:
+                walk(child)
+
+    walk(graph)
+    return found

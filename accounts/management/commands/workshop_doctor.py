@@ -1,0 +1,70 @@
+"""`manage.py workshop_doctor`: what this workshop needs from its GPU hosts, checked against what
+they published. Prints one line per check and exits 1 when one fails."""
+import json
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from frontend_bridge import workflows
+from frontend_bridge.frontend import frontend_version
+from jobs.models import Catalog, Worker
+
+# The ComfyUI releases this platform was measured against: 0.8.0 (the first with LTX-2) to the
+# current line, whose frontend the app serves.
+SUPPORTED = ((0, 8, 0), (0, 38, 99))
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.lstrip("v").split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+class Command(BaseCommand):
+    help = "Check the workshop's workflows, their model files and the GPU hosts' ComfyUI versions."
+
+    def handle(self, *args, **options):
+        problems = 0
+
+        def say(ok: bool, text: str):
+            nonlocal problems
+            problems += not ok
+            self.stdout.write(f"{'ok  ' if ok else 'FAIL'} {text}")
+
+        say(True, f"frontend served: comfyui-frontend-package {frontend_version()}")
+        catalogs = list(Catalog.objects.select_related("worker"))
+        online = set(Worker.objects.online().values_list("pk", flat=True))
+        if not catalogs:
+            say(False, "no GPU worker has published its ComfyUI catalog yet (start one: docs/operator.md)")
+        for catalog in catalogs:
+            version = catalog.comfyui_version or "unknown"
+            fits = SUPPORTED[0] <= version_tuple(version) <= SUPPORTED[1]
+            state = "online" if catalog.worker_id in online else "offline"
+            say(fits, f"worker {catalog.worker.name} ({state}): ComfyUI {version}"
+                      + ("" if fits else " is outside the supported 0.8.0 – 0.38.x"))
+
+        data = Catalog.current_data()
+        installed = {name for files in (data.get("model_files") or {}).values() for name in files}
+        for name, path in sorted(workflows.sources().items()):
+            try:
+                needed = workflows.required_models(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
+                say(False, f"workflow {name}: unreadable ({exc})")
+                continue
+            if not needed:
+                say(True, f"workflow {name}: needs no model files")
+                continue
+            self.stdout.write(f"     workflow {name} needs:")
+            for model, folder in needed:
+                present = model in installed
+                say(present or not catalogs, f"  models/{folder}/{model}"
+                    + ("" if present else " (not on the GPU host)" if catalogs else " (no GPU host to ask)"))
+        start = f"{settings.WORKSHOP_START_WORKFLOW}.json"
+        say(start in workflows.sources(), f"start workflow {start}"
+            + ("" if start in workflows.sources() else " is not a workshop workflow (WORKSHOP_START_WORKFLOW)"))
+        if problems:
+            self.stdout.write(f"{problems} problem(s) found")
+            raise SystemExit(1)
+        self.stdout.write("everything the workshop needs is in place")
