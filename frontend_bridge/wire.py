@@ -58,10 +58,13 @@ def job_update(job: dict) -> list[dict]:
     stamp = int(time.time() * 1000)
     messages = []
     if state == "failed":
+        # ComfyUI refused the prompt on the GPU host (a rule the bridge does not know): the
+        # first node it names is outlined, and the message lists every node error.
+        node_id, node = next(iter((job.get("node_errors") or {}).items()), (None, {}))
         messages.append({
             "type": "execution_error",
             "data": {
-                "prompt_id": prompt_id, "node_id": None, "node_type": None, "executed": [],
+                "prompt_id": prompt_id, "node_id": node_id, "node_type": node.get("class_type"), "executed": [],
                 "exception_message": job.get("error") or reason, "exception_type": "WorkshopError",
                 "traceback": [], "current_inputs": {}, "current_outputs": {}, "timestamp": stamp,
             },

@@ -43,7 +43,7 @@ def job_update(job, reason: str) -> None:
     _group_send(
         group_name(job.workspace.slug),
         {"type": "job.update", "job": {"prompt_id": str(job.id), "state": job.state, "reason": reason,
-                                        "error": job.error}},
+                                        "error": job.error, "node_errors": job.node_errors or {}}},
     )
 
 

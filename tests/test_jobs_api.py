@@ -175,3 +175,15 @@ def test_features_switch_off_what_a_workshop_does_not_run(alice):
     assert features["node_replacements"] is True
     assert alice.get("/user/001/api/node_replacements").json() == {}
     assert alice.get("/user/001/api/global_subgraphs").json() == {}
+
+
+def test_a_refusal_by_the_gpu_hosts_comfyui_outlines_its_node():
+    """A rule the bridge does not know: ComfyUI's own 400 comes back as the run's error, on the
+    node ComfyUI named, with every node error in the message."""
+    from frontend_bridge import wire
+
+    error = wire.job_update({"prompt_id": "p1", "state": "failed", "reason": "", "error": "#2 X: Value not in list",
+                             "node_errors": {"2": {"class_type": "ResizeImageMaskNode", "errors": []}}})[0]
+    assert error["type"] == "execution_error"
+    assert error["data"]["node_id"] == "2" and error["data"]["node_type"] == "ResizeImageMaskNode"
+    assert error["data"]["exception_message"] == "#2 X: Value not in list"
