@@ -130,7 +130,7 @@ def test_gpu_host_compose_runs_one_to_three_instances(compose):
     for port in (8188, 8189, 8190):
         assert f"http://127.0.0.1:{port}" in three.stdout  # each worker next to its ComfyUI
     assert three.stdout.count("--listen") == 3 and "network_mode: host" in three.stdout
-    assert "driver: nvidia" in three.stdout and "workshop-comfyui:0.3.64" in three.stdout
+    assert "driver: nvidia" in three.stdout and "workshop-comfyui:0.38.1" in three.stdout
     names = services(compose("compose.gpu.yml", gpu_env(), "--profile", "three", "config", "--services"))
     assert names == {f"{kind}-{n}" for kind in ("comfyui", "worker") for n in (1, 2, 3)}
     if compose.v2:

@@ -187,7 +187,9 @@ def test_input_files_travel_from_the_workspace_to_comfyui(live_app, participants
         missing = alice.post(f"{live_app.url}/user/001/api/prompt",
                              json={"prompt": {**prompt, "1": {"class_type": "LoadImage", "inputs": {"image": "nope.png"}}}},
                              timeout=10)
-    assert missing.status_code == 400 and "nope.png" in missing.json()["error"]["message"]
+    # Refused on the LoadImage node itself, as ComfyUI's own check words it.
+    assert missing.status_code == 400
+    assert missing.json()["node_errors"]["1"]["errors"][0]["details"] == "image - Invalid image file: nope.png"
     assert double.uploads[-1]["name"] == "mine.png"
     output = Job.objects.get(pk=prompt_id).outputs["3"]["images"][0]
     picture = PILImage.open(participants[0].file_path("output", output["filename"], output["subfolder"]))

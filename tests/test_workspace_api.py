@@ -110,7 +110,8 @@ def test_workshop_workflows_are_read_only_originals_with_personal_copies(alice):
 def test_official_templates_are_offered_as_workshop_workflows(alice):
     listing = alice.get("/user/001/api/userdata", {"dir": "workflows", "recurse": "true", "full_info": "true"}).json()
     names = {item["path"] for item in listing}
-    assert {"workshop/ltxv_text_to_video.json", "workshop/ltxv_image_to_video.json", "workshop/flux_schnell.json"} <= names
+    assert {"workshop/video_ltx2_t2v.json", "workshop/video_ltx2_i2v.json", "workshop/video_ltx2_t2v_distilled.json",
+            "workshop/video_ltx2_i2v_distilled.json", "workshop/hello.json"} <= names
 
 
 def test_settings_per_workspace(alice, client, participants):
@@ -200,7 +201,7 @@ def test_catalog_routes_come_from_the_gpu_workers(alice, catalog):
 
 def test_without_any_gpu_worker_the_ui_still_loads(alice):
     stats = alice.get("/user/001/api/system_stats").json()
-    assert stats["devices"] == [] and stats["system"]["comfyui_version"] == "0.3.64"
+    assert stats["devices"] == [] and stats["system"]["comfyui_version"] == "0.38.1"
     assert alice.get("/user/001/api/object_info").json() == {}
     queue = alice.get("/user/001/api/workshop/queue").json()
     assert queue["workers_online"] == 0
