@@ -104,11 +104,8 @@ def _input_spec(class_info, name):
     for section in ("required", "optional", "hidden"):
         entries = _sections(class_info).get(section)
         if isinstance(entries, dict) and name in entries:
-            spec = entries[name]
-            if not isinstance(spec, (list, tuple)) or not spec:
-                return spec, section, {}  # not a real catalog's shape: a bare type
-            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            return spec[0], section, options
+            input_type, options = _spec_parts(entries[name])
+            return input_type, section, options
     return None, None, None
 
 
@@ -134,10 +131,9 @@ def _expand(out, live, sections, prefix):
         if section not in out or not isinstance(entries, dict):
             continue
         for name, spec in entries.items():
-            kind = spec[0] if isinstance(spec, (list, tuple)) and spec else spec
+            kind, options = _spec_parts(spec)
             path = prefix + [name]
             full = ".".join(path)
-            options = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
             if kind == DYNAMIC_COMBO:
                 if full not in live:
                     continue
@@ -178,7 +174,8 @@ def _autogrow_entries(template, live, path):
 
 
 def _spec_parts(spec):
-    """(input type, options) of one catalog entry; a bare type has no options."""
+    """(input type, options) of one catalog entry; a bare type (not a real catalog's shape) has
+    no options."""
     if not isinstance(spec, (list, tuple)) or not spec:
         return spec, {}
     return spec[0], spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
@@ -199,19 +196,24 @@ def is_upload(options) -> bool:
     )
 
 
-def upload_classes(object_info) -> set[str]:
-    """Classes with an input flagged as an upload anywhere in their inputs (V3 options too)."""
-    def has_upload(value):
-        if isinstance(value, dict):
-            return any(has_upload(v) for v in value.values())
-        if isinstance(value, list):
-            if len(value) > 1 and isinstance(value[1], dict) and is_upload(value[1]):
-                return True
-            return any(has_upload(v) for v in value)
-        return False
+def upload_specs(value):
+    """Every catalog entry ``[type, options]`` flagged as an upload under ``value`` (a class's
+    ``input`` sections), V3 dynamic options included; the lists themselves, not copies."""
+    if isinstance(value, dict):
+        for child in value.values():
+            yield from upload_specs(child)
+    elif isinstance(value, list):
+        if len(value) > 1 and isinstance(value[1], dict) and is_upload(value[1]):
+            yield value
+        else:
+            for child in value:
+                yield from upload_specs(child)
 
+
+def upload_classes(object_info) -> set[str]:
+    """Classes with an input flagged as an upload anywhere in their inputs."""
     return {name for name, info in (object_info or {}).items()
-            if isinstance(info, dict) and has_upload(info.get("input"))}
+            if isinstance(info, dict) and next(upload_specs(info.get("input")), None) is not None}
 
 
 def types_compatible(received_type, input_type) -> bool:

@@ -8,6 +8,7 @@ the history from.
 """
 import mimetypes
 import time
+from urllib.parse import urlencode
 
 # Job states as the Jobs API names them (frontend 1.53's queue and Media Assets panels).
 JOB_STATUS = {"queued": "pending", "dispatched": "in_progress", "running": "in_progress",
@@ -175,8 +176,6 @@ def job_entry(job, workflow_id=None, full=False) -> dict:
 def job_asset(job, node_id, media_type, index, item, base: str, size=None) -> dict:
     """One output file of a run, as `/api/jobs/{id}/assets` lists it; `base` is the workspace's
     API root, since the browser uses `preview_url` as it stands."""
-    from urllib.parse import urlencode
-
     name = str(item.get("filename", ""))
     query = urlencode({"filename": name, "subfolder": item.get("subfolder", ""), "type": item.get("type", "output")})
     return {

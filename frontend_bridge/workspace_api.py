@@ -15,7 +15,7 @@ from jobs.models import Catalog
 from . import workflows
 from .api import json_body, workspace_api
 from .frontend import comfy_features, core_extensions, frontend_version
-from .validation import is_upload, upload_classes
+from .validation import upload_classes, upload_specs
 
 SUPPORTED_COMFYUI = "0.38.1"  # the release the GPU image installs
 SETTINGS_FILE = "comfy.settings.json"
@@ -115,42 +115,22 @@ def _files_for(options: dict, files: list[str]) -> list[str]:
     return list(files)
 
 
-def _patch_uploads(entries, files_of) -> bool:
-    """Replace, in place, the file list of every upload input under `entries` (a node's input
-    sections, V3 dynamic options included); True when one was found."""
-    found = False
-    if isinstance(entries, dict):
-        for value in entries.values():
-            if isinstance(value, list) and len(value) > 1 and isinstance(value[1], dict) and is_upload(value[1]):
-                if isinstance(value[0], list):  # old style: [[files], {"image_upload": true}]
-                    value[0] = _files_for(value[1], files_of())
-                    found = True
-                elif isinstance(value[1].get("options"), list):  # new style: ["COMBO", {"options": [...]}]
-                    value[1]["options"] = _files_for(value[1], files_of())
-                    found = True
-            found = _patch_uploads(value, files_of) or found
-    elif isinstance(entries, list):
-        for value in entries:
-            found = _patch_uploads(value, files_of) or found
-    return found
-
-
-def _with_workspace_files(object_info: dict, workspace) -> dict:
+def _with_workspace_files(object_info: dict, workspace, uploads: set[str]) -> dict:
     """Every upload input (LoadImage, LoadVideo, LoadAudio, Load3D, any input flagged as an
     upload, old-style or new-style COMBO) lists this workspace's own input files, nobody else's:
-    the catalog's lists are the GPU host's input folder, where every participant's files are."""
-    files = []
-
-    def files_of():
-        if not files:
-            files.append(_input_files(workspace))
-        return files[0]
-
-    uploads = _upload_classes(object_info)
+    the catalog's lists are the GPU host's input folder, where every participant's files are.
+    `uploads` names the classes that have one."""
     patched = dict(object_info)
+    files = None
     for name in uploads & patched.keys():
+        if files is None:
+            files = _input_files(workspace)
         info = json.loads(json.dumps(patched[name]))
-        _patch_uploads(info.get("input"), files_of)
+        for spec in upload_specs(info.get("input")):
+            if isinstance(spec[0], list):  # old style: [[files], {"image_upload": true}]
+                spec[0] = _files_for(spec[1], files)
+            elif isinstance(spec[1].get("options"), list):  # new style: ["COMBO", {"options": [...]}]
+                spec[1]["options"] = _files_for(spec[1], files)
         patched[name] = info
     return patched
 
@@ -167,10 +147,11 @@ def _upload_classes(object_info: dict) -> set[str]:
 
 @workspace_api(["GET"])
 def object_info(request, workspace, node_class=None):
-    info = Catalog.current_object_info() or {}
+    catalog = Catalog.current_object_info() or {}
+    info = catalog
     if node_class is not None:
-        info = {node_class: info[node_class]} if node_class in info else {}
-    return JsonResponse(_with_workspace_files(info, workspace))
+        info = {node_class: catalog[node_class]} if node_class in catalog else {}
+    return JsonResponse(_with_workspace_files(info, workspace, _upload_classes(catalog)))
 
 
 @workspace_api(["GET"])

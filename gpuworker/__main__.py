@@ -104,7 +104,9 @@ def catalog_of(comfy: ComfyClient, stats: dict) -> dict:
         try:
             catalog[key] = comfy.get_json(path)
         except Exception as exc:  # Older or trimmed ComfyUIs may lack a route: publish the rest.
-            log.warning("catalog: %s unavailable (%s)", path, exc)
+            # A route the release does not have (404) is expected, at every catalog check.
+            missing = getattr(getattr(exc, "response", None), "status_code", None) == 404
+            (log.debug if missing else log.warning)("catalog: %s unavailable (%s)", path, exc)
     model_files = {}
     for folder in catalog.get("models") or []:
         try:

@@ -249,3 +249,36 @@ def test_staff_see_rqs_dashboard_and_participants_do_not(client, participants):
     client.logout()
     client.login(username="instructor", password="pw")
     assert client.get("/admin/rq/").status_code == 200
+
+
+def test_every_upload_input_of_the_080_catalog_lists_only_the_workspaces_own_files(alice, db, participants):
+    """LoadVideo, LoadAudio, Load3D (new-style COMBOs) and LoadImage (old style) of the recorded
+    ComfyUI 0.8.0 catalog: the GPU host's input folder holds everybody's files, and one
+    participant's object_info must name none of another's."""
+    import gzip
+    from pathlib import Path
+
+    recorded = Path(__file__).resolve().parents[2] / "shared" / "comfyui" / "v0.8.0" / "object_info.json.gz"
+    if not recorded.exists():
+        pytest.skip("the recorded ComfyUI 0.8.0 catalog is not on this machine")
+    object_info = json.loads(gzip.decompress(recorded.read_bytes()))
+    leaked = "user002_private_holiday.mp4"
+    for name in ("LoadVideo", "LoadAudio", "Load3D"):
+        spec = next(iter(object_info[name]["input"]["required"].values()))
+        spec[1]["options"] = [leaked, "user002_song.mp3", "user002_model.glb"]
+    object_info["LoadImage"]["input"]["required"]["image"][0] = ["user002_face.png"]
+    worker, _ = Worker.create_with_token("gpu-1")
+    worker.beat("idle")
+    Catalog.objects.create(worker=worker, object_info=object_info, comfyui_version="0.8.0")
+    for own in ("clip.mp4", "voice.wav", "chair.glb", "me.png"):
+        (participants[0].root / "input" / own).write_bytes(b"x")
+
+    whole = alice.get("/user/001/api/object_info").json()
+    assert "user002" not in json.dumps(whole)
+    assert whole["LoadVideo"]["input"]["required"]["file"][1]["options"] == ["clip.mp4"]
+    assert whole["LoadAudio"]["input"]["required"]["audio"][1]["options"] == ["clip.mp4", "voice.wav"]
+    assert whole["Load3D"]["input"]["required"]["model_file"][1]["options"] == ["chair.glb"]
+    assert whole["LoadImage"]["input"]["required"]["image"][0] == ["me.png"]
+    for name in ("LoadVideo", "LoadAudio", "Load3D", "LoadImage", "LoadImageMask"):
+        one = alice.get(f"/user/001/api/object_info/{name}").json()
+        assert list(one) == [name] and "user002" not in json.dumps(one)

@@ -16,14 +16,9 @@ async function openStartWorkflow() {
 
 app.registerExtension({
   name: "workshop.startWorkflow",
-  async afterConfigureGraph() {},
-  async setup() {
-    try {
-      // The frontend restores (or creates) the first workflow right after the extensions'
-      // setup: open ours once that is done, so it is not replaced by the default graph.
-      setTimeout(() => openStartWorkflow().catch((error) => console.warn("workshop start workflow:", error)), 0);
-    } catch (error) {
-      console.warn("workshop start workflow:", error);
-    }
+  setup() {
+    // The frontend restores (or creates) the first workflow right after the extensions'
+    // setup: open ours once that is done, so it is not replaced by the default graph.
+    setTimeout(() => openStartWorkflow().catch((error) => console.warn("workshop start workflow:", error)), 0);
   },
 });

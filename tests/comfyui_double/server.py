@@ -76,7 +76,7 @@ def offer_model_files(object_info: dict, names: list[str]) -> None:
                 extra = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
                 if any(k.endswith("upload") for k in extra) or extra.get("remote"):
                     continue
-                if config[0] == [] or (isinstance(config[0], list) and not config[0]):
+                if config[0] == []:
                     config[0].extend(names)
                 elif config[0] == "COMBO" and extra.get("options") == []:
                     extra["options"].extend(names)
