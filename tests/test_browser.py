@@ -19,6 +19,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 FRONTEND_OWN_ERRORS = {
     # 1.53.6's settingStore runs a setting's onChange at start-up, which reads app.rootGraph
     # before the graph exists (settingStore-*.js logs it; no request or extension is involved).
+    # A plain ComfyUI 0.8.0 serving the same 1.53.6 frontend logs it too.
     "ComfyApp graph accessed before initialization",
 }
 
