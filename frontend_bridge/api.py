@@ -222,19 +222,46 @@ def view(request, workspace):
     subfolder = request.GET.get("subfolder", "")
     try:
         path = workspace.file_path(folder_type, filename, subfolder)
-    except UnsafePath as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
-    if not path.is_file():
+        found = path.is_file()
+    except (UnsafePath, OSError) as exc:
+        return JsonResponse({"error": str(exc) if isinstance(exc, UnsafePath) else "Invalid file name"}, status=400)
+    if not found:
         return JsonResponse({"error": f"{filename} not found"}, status=404)
-    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return file_response(request, path, download=bool(request.GET.get("download")))
+
+
+# Only media is shown in the page (and nothing it could run: no SVG, HTML or script); any
+# other file a participant uploaded goes out as an opaque download, as a plain ComfyUI does.
+INLINE_MEDIA = ("image/", "video/", "audio/")
+NOT_INLINE = {"image/svg+xml"}
+# What the frontend itself loads from userdata besides media: its stylesheet and JSON files.
+INLINE_OTHER = {"text/css", "application/json", "text/plain"}
+# Even a file shown inline runs nothing and loads nothing, whatever a browser sniffs in it.
+FILE_CSP = "default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; sandbox"
+
+
+def inert_type(name: str, also=()) -> tuple[str, bool]:
+    """(content type, inline?) for a workspace file: media inline, everything else opaque."""
+    guessed = mimetypes.guess_type(name)[0] or ""
+    if guessed not in NOT_INLINE and (guessed.startswith(INLINE_MEDIA) or guessed in also):
+        return guessed, True
+    return "application/octet-stream", False
+
+
+def file_response(request, path, *, download=False, also=()):
+    """A workspace file, streamed with Range support, that can never act as a page."""
+    from django.utils.http import content_disposition_header
+
+    content_type, inline = inert_type(path.name, also)
     partial = _byte_range(request.headers.get("Range", ""), path.stat().st_size)
     if partial is not None:
         response = _range_response(path, content_type, *partial)
     else:
         response = FileResponse(open(path, "rb"), content_type=content_type)
         response["Accept-Ranges"] = "bytes"
-    disposition = "attachment" if request.GET.get("download") else "inline"
-    response["Content-Disposition"] = f'{disposition}; filename="{path.name}"'
+    response["Content-Disposition"] = content_disposition_header(download or not inline, path.name)
+    response["Content-Security-Policy"] = FILE_CSP
+    response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, max-age=3600"
     return response
 

@@ -75,7 +75,27 @@ def page(request, slug):
     workspace_for(request.user, slug)
     response = static_file(FRONTEND_ROOT, "index.html", "no-cache")
     response["X-Workshop-Workspace"] = slug
+    response._csp_config = page_csp()
     return response
+
+
+@lru_cache(maxsize=1)
+def page_csp() -> dict:
+    """The site's policy, plus the hashes of index.html's inline scripts (the splash colours)."""
+    import base64
+    import hashlib
+    import re
+
+    from django.conf import settings
+
+    html = (FRONTEND_ROOT / "index.html").read_text()
+    hashes = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+        for body in re.findall(r"<script>(.*?)</script>", html, re.S)
+    ]
+    policy = {key: list(values) for key, values in settings.SECURE_CSP.items()}
+    policy["script-src"] = [*policy["script-src"], *hashes]
+    return policy
 
 
 def without_slash(request, slug):

@@ -13,7 +13,7 @@ from accounts.models import UnsafePath
 from jobs.models import Catalog
 
 from . import workflows
-from .api import json_body, workspace_api
+from .api import INLINE_OTHER, file_response, json_body, workspace_api
 from .frontend import comfy_features, core_extensions, frontend_version
 from .validation import upload_classes, upload_specs
 
@@ -387,8 +387,7 @@ def userdata_file(request, workspace, file):
         return JsonResponse({"error": str(exc)}, status=400)
     if request.method == "GET":
         if path.is_file():
-            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            return FileResponse(open(path, "rb"), content_type=content_type)
+            return file_response(request, path, also=INLINE_OTHER)
         source = workflows.original(file)
         if source is not None:
             return FileResponse(open(source, "rb"), content_type="application/json")

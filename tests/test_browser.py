@@ -283,3 +283,33 @@ def wait_for_job(workspace, count, timeout=30.0):
             return jobs[count - 1]
         time.sleep(0.2)
     raise AssertionError(f"job {count} of {workspace} did not end: {[j.state for j in Job.objects.filter(workspace=workspace)]}")
+
+
+def test_a_participants_html_or_svg_runs_nothing_when_the_instructor_opens_it(browser, live_app, participants):
+    """Stored XSS: files a participant uploaded are downloads or sandboxed media, never pages of
+    the site's origin, and every page of the site (workspace UI, admin) runs under a CSP."""
+    evil = "<html><body><script>window.opener && (window.opener.__pwned = 1); document.title='pwned'</script></body></html>"
+    root = participants[0].root / "input"
+    (root / "evil.html").write_text(evil)
+    (root / "evil.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>document.title="pwned"</script></svg>')
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{live_app.url}/admin/login/?next=/admin/")
+    page.fill("#id_username", "instructor")
+    page.fill("#id_password", "pw")
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{live_app.url}/admin/")
+    assert "default-src 'self'" in page.evaluate("() => fetch('/admin/').then(r => r.headers.get('content-security-policy'))")
+    for name in ("evil.html", "evil.svg"):
+        url = f"{live_app.url}/user/001/api/view?filename={name}&type=input"
+        with page.expect_download() as download:
+            page.evaluate("url => { const a = document.createElement('a'); a.href = url; document.body.append(a); a.click(); }", url)
+        assert download.value.suggested_filename == name
+        # Even opened as a page of its own it is an opaque download, so nothing ran.
+        assert page.title() != "pwned" and page.evaluate("() => window.__pwned") is None
+    headers = page.evaluate("""url => fetch(url).then(r => ({type: r.headers.get('content-type'),
+        disposition: r.headers.get('content-disposition'), csp: r.headers.get('content-security-policy')}))""",
+                            f"{live_app.url}/user/001/api/view?filename=evil.svg&type=input")
+    assert headers["type"] == "application/octet-stream" and headers["disposition"].startswith("attachment")
+    assert "sandbox" in headers["csp"]
+    context.close()

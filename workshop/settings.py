@@ -8,6 +8,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from django.utils.csp import CSP
+
 from .env import env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -45,6 +47,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "workshop.middleware.rq_dashboard_csp",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -158,6 +162,26 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
+# Every page runs only the platform's own code: the ComfyUI frontend, its core extensions,
+# the admin. The frontend's view adds the hash of its one inline script (frontend_bridge.frontend);
+# files from workspaces carry a stricter policy of their own (frontend_bridge.api.FILE_CSP).
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    # The frontend compiles a bundled WebAssembly module (fetched from a data: URL).
+    "script-src": [CSP.SELF, CSP.WASM_UNSAFE_EVAL],
+    # PrimeVue and the admin's widgets inject <style> elements.
+    "style-src": [CSP.SELF, CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:", "blob:"],
+    "media-src": [CSP.SELF, "data:", "blob:"],
+    "font-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF, "data:", "blob:"],
+    "worker-src": [CSP.SELF, "blob:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.SELF],
 }
 
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
