@@ -117,6 +117,10 @@ def asset(request, slug, path):
             raise Http404("No such template file")
         return static_file(found.parent, found.name, SHORT)
     if path.startswith("extensions/") and not path.startswith("extensions/core/"):
+        # Custom nodes' code is the GPU host's, not public: only for who may use the workspace.
+        if not request.user.is_authenticated:
+            raise Http404("No such extension file")
+        workspace_for(request.user, slug)
         return custom_node_file("/" + path)
     return static_file(FRONTEND_ROOT, path, cache_for(path))
 
@@ -127,10 +131,14 @@ def root_asset(request, path):
 
 
 def custom_node_file(path: str) -> HttpResponse:
-    """A custom node's frontend file, as the GPU workers published it."""
-    from jobs.models import ExtensionFile
+    """A custom node's file as the served catalog's worker published it: frontend code only
+    once trusted, example workflows (data) always."""
+    from jobs.models import Catalog, ExtensionFile
 
-    found = ExtensionFile.objects.filter(path=path).values_list("content", "content_type").first()
+    worker, trusted = Catalog.served_extensions()
+    if path.startswith("/extensions/") and path not in trusted:
+        raise Http404("No such extension file")
+    found = ExtensionFile.objects.filter(worker=worker, path=path).values_list("content", "content_type").first()
     if found is None:
         raise Http404("No such extension file")
     response = HttpResponse(bytes(found[0]), content_type=found[1])

@@ -80,10 +80,8 @@ def embeddings(request, workspace):
 
 @workspace_api(["GET"])
 def extensions(request, workspace):
-    from jobs.models import ExtensionFile
-
-    published = set(ExtensionFile.objects.values_list("path", flat=True))
-    custom = [p for p in _catalog_data().get("extensions") or [] if p in published]
+    _, trusted = Catalog.served_extensions()
+    custom = [p for p in _catalog_data().get("extensions") or [] if p in trusted]
     return JsonResponse(core_extensions() + custom, safe=False)
 
 

@@ -52,8 +52,46 @@ class JobAdmin(admin.ModelAdmin):
 
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
-    list_display = ("name", "enabled", "health", "provider", "comfyui_version", "last_heartbeat", "current_job")
-    readonly_fields = ("token_hash", "last_heartbeat", "current_job", "comfyui_version", "status", "vram_free")
+    list_display = ("name", "enabled", "health", "provider", "comfyui_version", "last_heartbeat", "current_job",
+                    "extension_code")
+    readonly_fields = ("token_hash", "last_heartbeat", "current_job", "comfyui_version", "status", "vram_free",
+                       "extension_code")
+    actions = ["trust_extensions"]
+
+    @admin.display(description="custom-node frontend code")
+    def extension_code(self, worker):
+        published, waiting = worker.published_extensions(), worker.untrusted_extensions()
+        if not published:
+            return "none"
+        if waiting:
+            return f"{len(waiting)} of {len(published)} file(s) awaiting trust: not served"
+        return f"{len(published)} file(s), trusted"
+
+    @admin.action(description="Trust the custom-node frontend code of selected workers")
+    def trust_extensions(self, request, queryset):
+        """Shows every file and its hash first; only a confirmed POST trusts exactly those."""
+        from django.template.response import TemplateResponse
+
+        workers = list(queryset)
+        if request.POST.get("confirm") == "yes":
+            from django.contrib.admin.models import CHANGE, LogEntry
+
+            for worker in workers:
+                files = worker.trust_extensions()
+                LogEntry.objects.log_actions(
+                    request.user.pk, [worker], CHANGE,
+                    change_message=f"Trusted {len(files)} custom-node frontend file(s): "
+                                   + ", ".join(f"{p} sha256:{h[:12]}" for p, h in sorted(files.items())))
+            self.message_user(request, f"Trusted the frontend code of {len(workers)} worker(s); browsers load it "
+                                       "from their next page load.")
+            return None
+        rows = [(worker, sorted(worker.published_extensions().items()), worker.untrusted_extensions())
+                for worker in workers]
+        return TemplateResponse(request, "admin/jobs/worker/trust_extensions.html", {
+            **self.admin_site.each_context(request), "title": "Trust custom-node frontend code?",
+            "rows": rows, "queryset": queryset, "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "opts": self.model._meta,
+        })
 
     def save_model(self, request, obj, form, change):
         with transaction.atomic():

@@ -120,6 +120,9 @@ class Worker(models.Model):
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     current_job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
+    trusted_extensions = models.JSONField(
+        default=dict, blank=True, editable=False,
+        help_text="The custom-node frontend files (path: sha256) the operator or instructor trusted")
 
     objects = WorkerQuerySet.as_manager()
 
@@ -185,6 +188,29 @@ class Worker(models.Model):
             n += job.lose_run(job.run, reason, crash=False)
         return n
 
+    def published_extensions(self) -> dict[str, str]:
+        """{path: sha256} of the custom-node frontend code this worker published (the files its
+        catalog lists and what they import)."""
+        return dict(self.extension_files.filter(path__startswith="/extensions/").values_list("path", "sha256"))
+
+    def untrusted_extensions(self) -> dict[str, str]:
+        """Published files nobody trusted yet, or whose content changed since."""
+        trusted = self.trusted_extensions or {}
+        return {path: digest for path, digest in self.published_extensions().items() if trusted.get(path) != digest}
+
+    def refresh_trust(self) -> bool:
+        """A catalog whose frontend code is not all trusted never becomes the one served."""
+        trusted = not self.untrusted_extensions()
+        Catalog.objects.filter(worker=self).update(trusted=trusted)
+        return trusted
+
+    def trust_extensions(self) -> dict[str, str]:
+        """Trust exactly the files published now (a later change needs trusting again)."""
+        self.trusted_extensions = self.published_extensions()
+        Worker.objects.filter(pk=self.pk).update(trusted_extensions=self.trusted_extensions)
+        self.refresh_trust()
+        return self.trusted_extensions
+
     def beat(self, status: str | None = None, **fields) -> None:
         fields["last_heartbeat"] = timezone.now()
         if status:
@@ -201,17 +227,31 @@ class Catalog(models.Model):
     comfyui_version = models.CharField(max_length=50, blank=True)
     object_info = models.JSONField(default=dict)
     data = models.JSONField(default=dict, help_text="system_stats, models, embeddings, extensions …")
+    trusted = models.BooleanField(default=True, help_text="All of its custom-node frontend code is trusted")
     updated_at = models.DateTimeField(auto_now=True)
 
     @classmethod
     def _current_key(cls):
-        """(pk, updated_at) of the newest catalog, preferring workers that are online."""
-        online = cls.objects.filter(worker__in=Worker.objects.online())
-        for rows in (online, cls.objects.all()):
-            key = rows.order_by("-updated_at").values_list("pk", "updated_at").first()
+        """(pk, updated_at, worker) of the catalog served: the newest trusted one, preferring
+        online workers. Only when no worker's catalog is trusted is an untrusted one served,
+        without its frontend code, so that the UI still works."""
+        trusted = cls.objects.filter(trusted=True)
+        online = trusted.filter(worker__in=Worker.objects.online())
+        for rows in (online, trusted, cls.objects.all()):
+            key = rows.order_by("-updated_at").values_list("pk", "updated_at", "worker_id", "trusted").first()
             if key:
                 return key
         return None
+
+    @classmethod
+    def served_extensions(cls) -> tuple[int | None, set[str]]:
+        """(worker, paths) of the custom-node frontend files browsers may load: those of the
+        served catalog's worker that the operator or instructor trusted, unchanged since."""
+        key = cls._current_key()
+        if key is None or not key[3]:
+            return (key[2] if key else None), set()
+        worker = Worker.objects.get(pk=key[2])
+        return worker.pk, set(worker.published_extensions())
 
     @classmethod
     def current_data(cls) -> dict:
@@ -237,12 +277,18 @@ class Catalog(models.Model):
 
 
 class ExtensionFile(models.Model):
-    """A custom node's frontend file (JS, CSS …) published by a GPU worker, served to every UI."""
+    """A custom node's frontend file (JS, CSS …) or example workflow, as one GPU worker
+    published it; browsers get its code only once it is trusted (Worker.trust_extensions)."""
 
-    path = models.CharField(max_length=500, unique=True, help_text="/extensions/<pack>/<file>")
+    worker = models.ForeignKey(Worker, null=True, on_delete=models.CASCADE, related_name="extension_files")
+    path = models.CharField(max_length=500, help_text="/extensions/<pack>/<file>")
     content = models.BinaryField()
     content_type = models.CharField(max_length=100, default="text/javascript")
+    sha256 = models.CharField(max_length=64, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["worker", "path"], name="one_file_per_worker_and_path")]
 
     def __str__(self):
         return self.path

@@ -93,6 +93,12 @@ def run_of(request, data=None):
         raise BadRequest("name the run (the payload's `run`) this call belongs to") from None
 
 
+def _running(job: Job, worker, run) -> bool:
+    """A worker reads inputs, reports and ends only the run it has started: not a job that
+    merely waits in its RQ queue, and never another worker's."""
+    return job.state == JobState.RUNNING and job.is_current_run(worker, run)
+
+
 def fenced(job: Job, why: str = "") -> JsonResponse:
     """The run named is not the job's current run on this worker: change nothing, and tell
     the worker to stop that run on ComfyUI."""
@@ -200,7 +206,8 @@ def catalog(request):
             "data": data,
         },
     )
-    return JsonResponse({"ok": True})
+    trusted = request.worker.refresh_trust()
+    return JsonResponse({"ok": True, "trusted": trusted})
 
 
 @worker_call(["PUT", "POST"])
@@ -220,7 +227,12 @@ def catalog_file(request):
     content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     if path.endswith((".js", ".mjs")):
         content_type = "text/javascript"
-    ExtensionFile.objects.update_or_create(path=path, defaults={"content": request.body, "content_type": content_type})
+    import hashlib
+
+    content = request.body
+    ExtensionFile.objects.update_or_create(worker=request.worker, path=path, defaults={
+        "content": content, "content_type": content_type, "sha256": hashlib.sha256(content).hexdigest()})
+    request.worker.refresh_trust()
     return JsonResponse({"ok": True})
 
 
@@ -228,7 +240,7 @@ def catalog_file(request):
 @bad_request_as_400
 def job_input(request, job_id):
     job = job_of(request, job_id)
-    if not job.is_current_run(request.worker, run_of(request)):
+    if not _running(job, request.worker, run_of(request)):
         return fenced(job)
     wanted = {
         "filename": request.GET.get("filename", ""),
@@ -273,7 +285,7 @@ def job_events(request, job_id):
     items = data.get("events", [])
     if not isinstance(items, list):
         raise BadRequest("events must be a list")
-    if not job.is_current_run(request.worker, run):
+    if not _running(job, request.worker, run):
         return fenced(job)
     progress = None
     relay = []
@@ -338,7 +350,7 @@ def job_finish(request, job_id):
         raise BadRequest("status must be one of " + ", ".join(FINISH_STATUSES))
     if job.is_final and job.worker_id == worker.pk and str(job.run) == str(run):
         return JsonResponse({"ok": True, "state": job.state})  # a repeated finish
-    if not job.is_current_run(worker, run):
+    if not _running(job, worker, run):
         return fenced(job)
     messages = data.get("messages") or []
     end = [m for m in (data.get("end") or []) if isinstance(m, dict) and isinstance(m.get("type"), str)]

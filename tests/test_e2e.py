@@ -245,22 +245,43 @@ def test_live_previews_reach_the_participants_browser(live_app, participants, do
     assert bob_binary == [], "previews go to their own workspace only"
 
 
-def test_custom_node_frontend_files_reach_every_workspace(live_app, participants, double):
-    """A custom node's JS on the GPU host (and what it imports) is served in each workspace."""
+def test_custom_node_frontend_code_reaches_browsers_only_once_trusted(live_app, participants, double):
+    """A custom node's JS on the GPU host (and what it imports) runs in every browser with the
+    participants' sessions: it is served only after the instructor trusted exactly those files,
+    never to anonymous callers. Example workflows (data) are served from the start."""
+    import requests
+
+    from jobs.models import Worker
+
+    def listed(session, slug="001"):
+        return session.get(f"{live_app.url}/user/{slug}/api/extensions", timeout=10).json()
+
     with live_app.gpu_worker(double.url):
         alice, bob = live_app.login("user001"), live_app.login("user002")
-        listed = alice.get(f"{live_app.url}/user/001/api/extensions", timeout=10).json()
-        demo = bob.get(f"{live_app.url}/user/002/extensions/workshop-demo/demo.js", timeout=10)
-        helper = bob.get(f"{live_app.url}/user/002/extensions/workshop-demo/lib/helper.js", timeout=10)
+        worker = wait_until(lambda: Worker.objects.filter(extension_files__path="/extensions/workshop-demo/demo.js")
+                            .first(), message="the worker to publish its extension files")
+        before = listed(alice)
+        blocked = bob.get(f"{live_app.url}/user/002/extensions/workshop-demo/demo.js", timeout=10)
         templates = bob.get(f"{live_app.url}/user/002/api/workflow_templates", timeout=10).json()
         example = bob.get(f"{live_app.url}/user/002/api/workflow_templates/workshop-demo/demo_example.json", timeout=10)
-    assert "/extensions/workshop-demo/demo.js" in listed
-    assert listed.count("/extensions/core/groupNode.js") == 1, "core files come from the pinned frontend"
+        object_info = alice.get(f"{live_app.url}/user/001/api/object_info", timeout=10).json()
+
+        trusted = worker.trust_extensions()
+        after = listed(alice)
+        demo = bob.get(f"{live_app.url}/user/002/extensions/workshop-demo/demo.js", timeout=10)
+        helper = bob.get(f"{live_app.url}/user/002/extensions/workshop-demo/lib/helper.js", timeout=10)
+        anonymous = requests.get(f"{live_app.url}/user/002/extensions/workshop-demo/demo.js", timeout=10)
+    assert "/extensions/workshop-demo/demo.js" not in before and blocked.status_code == 404
+    assert "EmptyImage" in object_info, "until then the UI works, without that code"
+    assert templates == {"workshop-demo": ["demo_example"]}
+    assert example.status_code == 200 and example.json()["extra"] == {"demo": True}
+    assert set(trusted) >= {"/extensions/workshop-demo/demo.js", "/extensions/workshop-demo/lib/helper.js"}
+    assert "/extensions/workshop-demo/demo.js" in after
+    assert after.count("/extensions/core/groupNode.js") == 1, "core files come from the pinned frontend"
     assert demo.status_code == 200 and demo.headers["Content-Type"].startswith("text/javascript")
     assert "registerExtension" in demo.text
     assert helper.status_code == 200 and "hello" in helper.text
-    assert templates == {"workshop-demo": ["demo_example"]}
-    assert example.status_code == 200 and example.json()["extra"] == {"demo": True}
+    assert anonymous.status_code in (302, 401, 404) and "registerExtension" not in anonymous.text
 
 
 def test_instructor_run_now_interrupts_and_the_interrupted_job_runs_again(live_app, participants, double):
