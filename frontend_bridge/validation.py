@@ -41,7 +41,7 @@ import copy
 
 # A widget option that marks an input as naming a file of the input folder (LoadImage's
 # ``image_upload``, LoadVideo's ``video_upload``, LoadAudio's ``audio_upload``, Load3D's
-# ``file_upload``; older packs use ``upload``).
+# ``file_upload``; older packs use ``upload`` or ``3d``).
 UPLOAD_SUFFIX = "_upload"
 # Core loader classes and their file input, for prompts checked before any catalog exists.
 KNOWN_UPLOADS = {
@@ -192,7 +192,7 @@ def _combo_choices(input_type, options):
 def is_upload(options) -> bool:
     return isinstance(options, dict) and any(
         value for key, value in options.items()
-        if isinstance(key, str) and (key == "upload" or key.endswith(UPLOAD_SUFFIX))
+        if isinstance(key, str) and (key in ("upload", "3d") or key.endswith(UPLOAD_SUFFIX))
     )
 
 

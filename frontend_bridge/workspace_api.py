@@ -85,8 +85,8 @@ def extensions(request, workspace):
     return JsonResponse(core_extensions() + custom, safe=False)
 
 
-def _input_files(workspace) -> list[str]:
-    root = workspace.root / "input"
+def _files_in(workspace, folder: str = "input") -> list[str]:
+    root = workspace.root / folder
     if not root.is_dir():
         return []
     return sorted(
@@ -94,7 +94,19 @@ def _input_files(workspace) -> list[str]:
     )
 
 
+def _folders_in(workspace, folder: str = "input") -> list[str]:
+    root = workspace.root / folder
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
 THREE_D_FILES = (".gltf", ".glb", ".obj", ".fbx", ".stl", ".ply", ".spz", ".splat", ".ksplat")
+# Loaders whose options list the GPU host's input folder without an upload flag:
+# {class: {input: what of the workspace's input folder it offers}}.
+INPUT_FOLDER_LOADERS = {
+    "LoadLatent": {"latent": "latents"},
+    "LoadImageDataSetFromFolder": {"folder": "folders"},
+    "LoadImageTextDataSetFromFolder": {"folder": "folders"},
+}
 
 
 def _files_for(options: dict, files: list[str]) -> list[str]:
@@ -108,27 +120,46 @@ def _files_for(options: dict, files: list[str]) -> list[str]:
         return [f for f in files if media(f) == "video"]
     if options.get("audio_upload"):
         return [f for f in files if media(f) in ("audio", "video")]
-    if options.get("file_upload"):
+    if options.get("file_upload") or options.get("3d"):
         return [f for f in files if f.lower().endswith(THREE_D_FILES)]
     return list(files)
 
 
+def _set_options(spec: list, values: list[str]) -> None:
+    if isinstance(spec[0], list):  # old style: [[files], {"image_upload": true}]
+        spec[0] = values
+    elif len(spec) > 1 and isinstance(spec[1], dict):  # new style: ["COMBO", {"options": [...]}]
+        spec[1]["options"] = values
+
+
 def _with_workspace_files(object_info: dict, workspace, uploads: set[str]) -> dict:
-    """Every upload input (LoadImage, LoadVideo, LoadAudio, Load3D, any input flagged as an
-    upload, old-style or new-style COMBO) lists this workspace's own input files, nobody else's:
-    the catalog's lists are the GPU host's input folder, where every participant's files are.
-    `uploads` names the classes that have one."""
+    """Every input that lists files of the GPU host (LoadImage, LoadVideo, LoadAudio, Load3D,
+    any input flagged as an upload, old-style or new-style COMBO, and the loaders that list
+    the input folder unflagged) lists this workspace's own files, nobody else's: the catalog's
+    lists are the GPU host's folders, where every participant's files are. `uploads` names
+    the classes that have a flagged input."""
     patched = dict(object_info)
-    files = None
-    for name in uploads & patched.keys():
-        if files is None:
-            files = _input_files(workspace)
+    found: dict = {}
+
+    def listing(kind, folder="input"):
+        if (kind, folder) not in found:
+            if kind == "folders":
+                found[kind, folder] = _folders_in(workspace, folder)
+            else:
+                files = _files_in(workspace, folder)
+                found[kind, folder] = [f for f in files if f.endswith(".latent")] if kind == "latents" else files
+        return found[kind, folder]
+
+    for name in (uploads | INPUT_FOLDER_LOADERS.keys()) & patched.keys():
         info = json.loads(json.dumps(patched[name]))
         for spec in upload_specs(info.get("input")):
-            if isinstance(spec[0], list):  # old style: [[files], {"image_upload": true}]
-                spec[0] = _files_for(spec[1], files)
-            elif isinstance(spec[1].get("options"), list):  # new style: ["COMBO", {"options": [...]}]
-                spec[1]["options"] = _files_for(spec[1], files)
+            folder = spec[1].get("image_folder") if spec[1].get("image_folder") in ("input", "output") else "input"
+            _set_options(spec, _files_for(spec[1], listing("files", folder)))
+        for section in (info.get("input") or {}).values():
+            for input_name, kind in INPUT_FOLDER_LOADERS.get(name, {}).items():
+                spec = section.get(input_name) if isinstance(section, dict) else None
+                if isinstance(spec, list) and spec:
+                    _set_options(spec, listing(kind))
         patched[name] = info
     return patched
 

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_http_methods
 from accounts.models import UnsafePath
 
 from . import events, lifecycle, rq
+from .redact import redact
 from .models import (
     ACTIVE_STATES,
     WORKER_BUSY,
@@ -294,14 +295,14 @@ def job_events(request, job_id):
             raise BadRequest("each event needs a type")
         kind, event_data = item["type"], item.get("data") or {}
         if kind == "progress":
-            progress = event_data
+            progress = redact(event_data)
         if kind == "_preview":
             try:
                 relay.append({"binary": base64.b64decode(event_data["frame"], validate=True)})
             except (KeyError, TypeError, ValueError):
                 raise BadRequest("a preview needs its frame in base64") from None
             continue
-        relay.append({"type": kind, "data": event_data})
+        relay.append({"type": kind, "data": redact(event_data)})
     if job.state == JobState.RUNNING:
         events.send(job.workspace.slug, *relay)
     fields = {"lease_expires_at": timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)}
@@ -352,10 +353,11 @@ def job_finish(request, job_id):
         return JsonResponse({"ok": True, "state": job.state})  # a repeated finish
     if not _running(job, worker, run):
         return fenced(job)
-    messages = data.get("messages") or []
-    end = [m for m in (data.get("end") or []) if isinstance(m, dict) and isinstance(m.get("type"), str)]
+    # Everything of the GPU host's answer that a participant can see, without its paths.
+    messages = redact(data.get("messages") or [])
+    end = [m for m in redact(data.get("end") or []) if isinstance(m, dict) and isinstance(m.get("type"), str)]
     gpu_seconds, load_seconds = _seconds(data.get("gpu_seconds")), _seconds(data.get("load_seconds"))
-    err = data.get("error") if isinstance(data.get("error"), dict) else {}
+    err = redact(data.get("error")) if isinstance(data.get("error"), dict) else {}
     relay = (job.workspace.slug, end, str(job.pk)) if end else None
 
     with transaction.atomic():
@@ -381,7 +383,7 @@ def job_finish(request, job_id):
             job.mark_cancelled(messages=messages, gpu_seconds=gpu_seconds, run=run, end=end)
             lifecycle.changed(relay=relay)
         else:
-            reason = str(data.get("reason") or "the GPU host failed")[:500]
+            reason = redact(str(data.get("reason") or "the GPU host failed"))[:500]
             job.lose_run(run, reason, crash=status == "lost" and bool(data.get("crash")))
             if data.get("comfyui_unreachable"):
                 Worker.objects.filter(pk=worker.pk).update(status=WORKER_COMFYUI_DOWN)

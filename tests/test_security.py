@@ -168,3 +168,76 @@ def test_the_instructor_trusts_code_after_seeing_its_files_and_hashes(client, pa
     gpu.refresh_from_db()
     assert gpu.trusted_extensions == {"/extensions/pack/x.js": digest}
     assert digest[:12] in LogEntry.objects.get().change_message
+
+
+# --- per-workspace catalog filtering -------------------------------------------------------------
+
+
+def test_no_input_of_the_catalog_names_another_participants_file(alice, participants):
+    """Every upload-flagged COMBO (image, video, audio, 3D, `upload`, old and new style) and the
+    loaders that list the input folder unflagged name this workspace's files only."""
+    from jobs.models import Catalog
+
+    leak = ["user002_secret.png", "user002_secret.mp4", "user002_secret.latent", "user002_folder"]
+    object_info = {
+        "LoadImage": {"input": {"required": {"image": [list(leak), {"image_upload": True}]}}},
+        "LoadImageOutput": {"input": {"required": {"image": ["COMBO", {"image_upload": True, "image_folder": "output",
+                                                                       "options": list(leak)}]}}},
+        "LoadVideo": {"input": {"required": {"file": ["COMBO", {"video_upload": True, "options": list(leak)}]}}},
+        "LoadAudio": {"input": {"required": {"audio": ["COMBO", {"audio_upload": True, "options": list(leak)}]}}},
+        "Load3D": {"input": {"required": {"model_file": ["COMBO", {"file_upload": True, "options": list(leak)}]}}},
+        "PackLoader": {"input": {"optional": {"f": [list(leak), {"upload": True}]}}},
+        "Pack3D": {"input": {"required": {"f": ["COMBO", {"3d": True, "options": list(leak)}]}}},
+        "LoadLatent": {"input": {"required": {"latent": [list(leak)]}}},
+        "LoadImageDataSetFromFolder": {"input": {"required": {"folder": ["COMBO", {"options": list(leak)}]}}},
+        "LoadImageTextDataSetFromFolder": {"input": {"required": {"folder": ["COMBO", {"options": list(leak)}]}}},
+    }
+    worker = _worker("gpu-1")
+    Catalog.objects.create(worker=worker, object_info=object_info)
+    own = participants[0].root
+    for name in ("me.png", "clip.mp4", "song.wav", "chair.glb", "old.latent"):
+        (own / "input" / name).write_bytes(b"x")
+    (own / "input" / "my_set").mkdir()
+    (own / "output" / "result.png").write_bytes(b"x")
+    (participants[1].root / "input" / "user002_secret.png").write_bytes(b"x")
+
+    served = alice.get("/user/001/api/object_info").json()
+    assert [name for name in served if "user002" in json.dumps(served[name])] == []
+    required = {name: info["input"].get("required") or info["input"].get("optional") for name, info in served.items()}
+    assert required["LoadImageOutput"]["image"][1]["options"] == ["result.png"]
+    assert required["LoadLatent"]["latent"][0] == ["old.latent"]
+    assert required["LoadImageDataSetFromFolder"]["folder"][1]["options"] == ["my_set"]
+    assert required["Pack3D"]["f"][1]["options"] == ["chair.glb"]
+    assert "me.png" in required["PackLoader"]["f"][0]
+    for name in object_info:
+        assert "user002" not in alice.get(f"/user/001/api/object_info/{name}").content.decode()
+
+
+# --- errors a participant sees ------------------------------------------------------------------
+
+
+def test_errors_a_participant_sees_name_no_gpu_host_path_and_no_other_files(alice, client, participants):
+    gpu = _worker("gpu-1")
+    job = Job.submit(participants[0], SIMPLE)
+    assert job.mark_dispatched(gpu) and job.mark_running(gpu, job.run)
+    secret_dir = "/srv/gpu-host-7/ComfyUI"
+    error = {
+        "exception_type": "OSError",
+        "exception_message": f"[Errno 36] File name too long: '{secret_dir}/output/{'a' * 300}_00001_.png'",
+        "traceback": [f'  File "{secret_dir}/execution.py", line 496, in execute\n'],
+        "node_errors": {"5": {"class_type": "LoadImage", "errors": [{
+            "type": "value_not_in_list", "message": "Value not in list",
+            "details": "image: 'mine.png' not in ['user002_holiday.png', 'user003_face.png']",
+            "extra_info": {"input_name": "image", "input_config": [["user002_holiday.png"], {"image_upload": True}]},
+        }]}},
+    }
+    end = [{"type": "execution_error", "data": {"prompt_id": str(job.pk), "node_id": "5", **error}}]
+    answer = post_json(client, f"/api/worker/jobs/{job.pk}/finish",
+                       {"run": job.run, "status": "error", "error": error, "end": end}, **gpu.headers)
+    assert answer.status_code == 200
+    seen = json.dumps([alice.get("/user/001/api/history").json(), alice.get(f"/user/001/api/jobs/{job.pk}").json()])
+    assert "File name too long" in seen, seen
+    assert "gpu-host-7" not in seen and "/srv" not in seen
+    assert "user002" not in seen and "user003" not in seen
+    job.refresh_from_db()
+    assert "gpu-host-7" not in json.dumps([job.error, job.end_messages, job.node_errors])
