@@ -19,3 +19,21 @@ def workspace_for(user, slug: str) -> Workspace:
     if workspace.owner_id != user.pk and not user.is_staff:
         raise Http404("No such workspace")
     return workspace
+
+
+def is_same_origin(request) -> bool:
+    """Whether a state-changing request comes from a page of this site (the CSRF check for the
+    ComfyUI API, whose frontend sends no CSRF token).
+
+    Browsers say where a request comes from: Sec-Fetch-Site, or Origin on every cross-origin
+    POST. A request with neither is not a cross-site page's; it carries no victim's cookie.
+    """
+    from django.conf import settings
+
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return origin == f"{request.scheme}://{request.get_host()}" or origin in settings.CSRF_TRUSTED_ORIGINS

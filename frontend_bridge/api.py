@@ -12,7 +12,7 @@ from django.http import FileResponse, Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from accounts.access import workspace_for
+from accounts.access import is_same_origin, workspace_for
 from accounts.models import UnsafePath
 from jobs import events
 from jobs.models import (
@@ -30,6 +30,9 @@ from . import wire
 from .validation import input_files, valid_outputs, validate_prompt
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 def comfy_error(status: int, kind: str, message: str, details: str = "") -> JsonResponse:
     return JsonResponse(SubmitError(kind, message, details).as_comfy(), status=status)
 
@@ -37,8 +40,8 @@ def comfy_error(status: int, kind: str, message: str, details: str = "") -> Json
 def workspace_api(methods):
     """Resolve the workspace for the logged-in user; 401/404 as JSON the UI can show.
 
-    CSRF: the ComfyUI frontend sends JSON with no CSRF token. The session cookie is
-    SameSite=Lax, so cross-site POSTs carry no session and land as 401 here.
+    CSRF: the ComfyUI frontend sends no CSRF token; every state-changing call must prove it
+    comes from this site (accounts.access.is_same_origin), on top of SameSite=Lax cookies.
     """
 
     def decorate(view):
@@ -46,6 +49,9 @@ def workspace_api(methods):
         @require_http_methods(methods)
         @functools.wraps(view)
         def wrapper(request, slug, *args, **kwargs):
+            if request.method not in SAFE_METHODS and not is_same_origin(request):
+                return JsonResponse({"error": "Refused: this request did not come from the workshop's own pages."},
+                                    status=403)
             if not request.user.is_authenticated:
                 return JsonResponse({"error": "Log in to use this workspace."}, status=401)
             try:
