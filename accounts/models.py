@@ -8,7 +8,20 @@ FOLDER_TYPES = ("input", "output", "temp")
 
 
 class UnsafePath(ValueError):
-    """A file name that would leave its workspace folder."""
+    """A file name that would leave its workspace folder, or that no file system can hold."""
+
+
+# ext4, XFS and most others hold 255 bytes per name; the rest is room for the temporary name
+# a file is written under (".<name>.upload").
+MAX_NAME_BYTES = 240
+MAX_PATH_BYTES = 1024
+
+
+def check_name_lengths(parts: list[str]) -> None:
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in parts):
+        raise UnsafePath(f"File name too long: at most {MAX_NAME_BYTES} bytes per name")
+    if sum(len(part.encode("utf-8", "surrogatepass")) + 1 for part in parts) > MAX_PATH_BYTES:
+        raise UnsafePath(f"Path too long: at most {MAX_PATH_BYTES} bytes")
 
 
 class Workspace(models.Model):
@@ -49,6 +62,7 @@ class Workspace(models.Model):
             raise UnsafePath("Missing or invalid file name")
         if "/" in filename or "\\" in filename or filename in (".", ".."):
             raise UnsafePath(f"Invalid file name {filename!r}")
+        check_name_lengths([filename, *subfolder.replace("\\", "/").split("/")])
         base = (self.root / folder_type).resolve()
         parts = [p for p in subfolder.replace("\\", "/").split("/") if p]
         if subfolder.startswith(("/", "\\")) or any(p in (".", "..") for p in parts):

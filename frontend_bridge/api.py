@@ -4,13 +4,14 @@ Shapes follow a real ComfyUI 0.3.64 so the official frontend cannot tell the dif
 nothing here ever reads another workspace's jobs or files.
 """
 import functools
-import json
 import mimetypes
 
 from django.db import transaction
 from django.http import FileResponse, Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
+
+from workshop import jsonbody
 
 from accounts.access import is_same_origin, workspace_for
 from accounts.models import UnsafePath
@@ -58,7 +59,10 @@ def workspace_api(methods):
                 workspace = workspace_for(request.user, slug)
             except Http404:
                 return JsonResponse({"error": "No such workspace."}, status=404)
-            return view(request, workspace, *args, **kwargs)
+            try:
+                return view(request, workspace, *args, **kwargs)
+            except jsonbody.BadJSON as exc:
+                return JsonResponse({"error": str(exc)}, status=400)
 
         return wrapper
 
@@ -66,10 +70,18 @@ def workspace_api(methods):
 
 
 def json_body(request):
-    try:
-        return json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        return None
+    """The request's JSON (None for an empty body); BadJSON, answered as a 400, otherwise."""
+    return jsonbody.loads(request.body) if request.body else None
+
+
+def json_object(request) -> dict:
+    """The request's JSON object ({} for an empty body, as ComfyUI's routes read it)."""
+    data = json_body(request)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise jsonbody.BadJSON("The request body must be a JSON object.")
+    return data
 
 
 @workspace_api(["GET", "POST"])
@@ -86,7 +98,10 @@ def prompt(request, workspace):
             f"This workflow is {len(request.body) // 1024} KB; the workshop accepts up to "
             f"{queue_settings.max_prompt_bytes // 1024} KB.",
         )
-    data = json_body(request)
+    try:
+        data = json_body(request)
+    except jsonbody.BadJSON as exc:
+        return comfy_error(400, "invalid_prompt", str(exc))
     if not isinstance(data, dict):
         return comfy_error(400, "invalid_prompt", "The request body must be a JSON object.")
     if "prompt" not in data:
@@ -115,7 +130,7 @@ def prompt(request, workspace):
             workspace,
             api_prompt,
             extra_data=extra_data,
-            client_id=data.get("client_id", ""),
+            client_id=str(data.get("client_id") or "")[:100],
             inputs=inputs,
             outputs_to_execute=outputs,
             workflow_name=_workflow_name(extra_data),
@@ -136,19 +151,23 @@ def _submit_fields(data: dict) -> dict:
 
 
 def _workflow_name(extra_data: dict) -> str:
-    workflow = (extra_data.get("extra_pnginfo") or {}).get("workflow") or {}
-    return str((workflow.get("extra") or {}).get("workshop_template") or workflow.get("id") or "")[:200]
+    def obj(value):
+        return value if isinstance(value, dict) else {}
+
+    workflow = obj(obj(extra_data.get("extra_pnginfo")).get("workflow"))
+    return str(obj(workflow.get("extra")).get("workshop_template") or workflow.get("id") or "")[:200]
 
 
 @workspace_api(["GET", "POST"])
 def queue(request, workspace):
     if request.method == "POST":
-        data = json_body(request) or {}
+        data = json_object(request)
         targets = Job.objects.filter(workspace=workspace, state=JobState.QUEUED)
         if data.get("clear"):
             chosen = list(targets)
         else:
-            ids = [str(i) for i in data.get("delete", []) if isinstance(i, str)]
+            delete = data.get("delete")
+            ids = [i for i in delete if isinstance(i, str)] if isinstance(delete, list) else []
             chosen = list(targets.filter(pk__in=_valid_uuids(ids)))
         with transaction.atomic():
             for job in chosen:
@@ -183,10 +202,11 @@ def _valid_uuids(ids):
 def history(request, workspace, prompt_id=None):
     finished = Job.objects.filter(workspace=workspace, state__in=FINAL_STATES)
     if request.method == "POST":
-        data = json_body(request) or {}
+        data = json_object(request)
         if data.get("clear"):
             finished.update(hidden_from_history=True)
-        ids = _valid_uuids([str(i) for i in data.get("delete", [])])
+        delete = data.get("delete")
+        ids = _valid_uuids([i for i in delete if isinstance(i, str)] if isinstance(delete, list) else [])
         if ids:
             finished.filter(pk__in=ids).update(hidden_from_history=True)
         return JsonResponse({})
@@ -216,9 +236,12 @@ def _int_param(request, name):
     if raw in (None, ""):
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ValueError(f"{name} must be an integer") from None
+    if abs(value) > 10**9:
+        raise ValueError(f"{name} is out of range")
+    return value
 
 
 @workspace_api(["GET"])
@@ -313,9 +336,9 @@ def _range_response(path, content_type, start, end):
 @workspace_api(["POST"])
 def interrupt(request, workspace):
     """Stop the workspace's own running job (never anybody else's)."""
-    data = json_body(request) or {}
+    data = json_object(request)
     running = Job.objects.filter(workspace=workspace, state__in=ACTIVE_STATES).order_by("dispatched_at")
-    wanted = data.get("prompt_id") if isinstance(data, dict) else None
+    wanted = data.get("prompt_id")
     if wanted:
         ids = _valid_uuids([str(wanted)])
         running = running.filter(pk__in=ids)
@@ -374,8 +397,9 @@ def jobs(request, workspace):
             return JsonResponse({"error": "limit must be an integer"}, status=400)
         if limit <= 0:
             return JsonResponse({"error": "limit must be a positive integer"}, status=400)
+        limit = min(limit, 10**9)
     try:
-        offset = max(int(query.get("offset", 0)), 0)
+        offset = min(max(int(query.get("offset", 0)), 0), 10**9)
     except ValueError:
         return JsonResponse({"error": "offset must be an integer"}, status=400)
 
@@ -418,8 +442,8 @@ def job_assets(request, workspace, job_id):
     if job is None:
         return JsonResponse({"error": "Job not found"}, status=404)
     try:
-        limit = max(int(request.GET.get("limit", 500)), 1)
-        offset = max(int(request.GET.get("offset", 0)), 0)
+        limit = min(max(int(request.GET.get("limit", 500)), 1), 10**9)
+        offset = min(max(int(request.GET.get("offset", 0)), 0), 10**9)
     except ValueError:
         return JsonResponse({"error": "limit and offset must be integers"}, status=400)
     items = list(wire.output_items(job.outputs))

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 
-from accounts.models import UnsafePath
+from accounts.models import UnsafePath, check_name_lengths
+from workshop import jsonbody
 from jobs.models import Catalog
 
 from . import workflows
@@ -273,12 +274,34 @@ def _settings_path(workspace) -> Path:
     return workspace.root / "userdata" / SETTINGS_FILE
 
 
-def _load_settings(workspace) -> dict:
+def _saved_settings(workspace) -> tuple[dict, str]:
+    """The workspace's saved settings, and why they were unreadable ("" when they were fine):
+    a file that cannot be parsed counts as empty, so the UI still loads."""
+    path = _settings_path(workspace)
     try:
-        saved = json.loads(_settings_path(workspace).read_text())
-    except (OSError, ValueError):
-        saved = {}
-    return {**DEFAULT_SETTINGS, **start_workflow(), **saved}
+        saved = jsonbody.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}, ""
+    except (OSError, jsonbody.BadJSON) as exc:
+        return {}, f"{SETTINGS_FILE} could not be read ({exc}); it starts again from the defaults"
+    if not isinstance(saved, dict):
+        return {}, f"{SETTINGS_FILE} held no JSON object; it starts again from the defaults"
+    return saved, ""
+
+
+def _load_settings(workspace) -> dict:
+    return {**DEFAULT_SETTINGS, **start_workflow(), **_saved_settings(workspace)[0]}
+
+
+def _told(response, workspace):
+    """Tells the caller (a header, and one log line) that the saved settings were unreadable."""
+    problem = _saved_settings(workspace)[1]
+    if problem:
+        import logging
+
+        logging.getLogger(__name__).warning("workspace %s: %s", workspace.slug, problem)
+        response["X-Workshop-Warning"] = problem
+    return response
 
 
 def start_workflow() -> dict:
@@ -304,21 +327,20 @@ def settings_all(request, workspace):
         values = json_body(request)
         if not isinstance(values, dict):
             return JsonResponse({"error": "Settings must be a JSON object."}, status=400)
+        response = _told(HttpResponse(status=200), workspace)
         _save_settings(workspace, {**_load_settings(workspace), **values})
-        return HttpResponse(status=200)
-    return JsonResponse(_load_settings(workspace))
+        return response
+    return _told(JsonResponse(_load_settings(workspace)), workspace)
 
 
 @workspace_api(["GET", "POST"])
 def settings_one(request, workspace, setting_id):
     if request.method == "POST":
-        try:
-            value = json.loads(request.body or b"null")
-        except ValueError:
-            return JsonResponse({"error": "Setting value must be JSON."}, status=400)
+        value = json_body(request)
+        response = _told(JsonResponse({}), workspace)
         _save_settings(workspace, {**_load_settings(workspace), setting_id: value})
-        return JsonResponse({})
-    return JsonResponse(_load_settings(workspace).get(setting_id), safe=False)
+        return response
+    return _told(JsonResponse(_load_settings(workspace).get(setting_id), safe=False), workspace)
 
 
 # --- userdata: saved workflows, user.css, templates file … --------------------------------------
@@ -337,9 +359,13 @@ def _userdata_path(workspace, relative: str) -> Path:
     parts = relative.replace("\\", "/").split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise UnsafePath("Invalid file name")
+    check_name_lengths(parts)
     path = root.joinpath(*parts)
     if not path.resolve().is_relative_to(root):
         raise UnsafePath("Path leaves the workspace")
+    for parent in list(path.parents)[: len(parts) - 1]:
+        if parent.exists() and not parent.is_dir():
+            raise UnsafePath(f"{parent.relative_to(root)} is a file, not a folder")
     return path
 
 
@@ -435,12 +461,17 @@ def userdata_file(request, workspace, file):
         path.unlink()
         return HttpResponse(status=204)
     overwrite = _flag(request, "overwrite", True)
+    if path.is_dir():
+        return JsonResponse({"error": f"{file} is a folder"}, status=409)
     if path.exists() and not overwrite:
         return HttpResponse("File already exists", status=409)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.upload")
-    tmp.write_bytes(request.body)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(request.body)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     if _flag(request, "full_info"):
         return JsonResponse(_info(path, file))
     return JsonResponse(file, safe=False)
@@ -456,6 +487,8 @@ def userdata_move(request, workspace, file, dest):
         if workflows.original(file) is not None:
             return JsonResponse({"error": "Workshop workflows cannot be moved; save a copy instead."}, status=403)
         return HttpResponse("File not found", status=404)
+    if target.is_dir():
+        return JsonResponse({"error": f"{dest} is a folder"}, status=409)
     if target.exists() and not _flag(request, "overwrite", True):
         return HttpResponse("File already exists", status=409)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -490,7 +523,13 @@ def _store_upload(request, workspace, mask=False):
         path = workspace.file_path(folder_type, name, subfolder)
     except UnsafePath as exc:
         return JsonResponse({"error": str(exc)}, status=400)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        return JsonResponse({"error": f"{subfolder} is a file, not a folder"}, status=400)
+    too_big = _too_many_pixels(image)
+    if too_big:
+        return JsonResponse({"error": too_big}, status=400)
     if mask:
         return _apply_mask(request, workspace, image, path)
     data = image.read()
@@ -513,17 +552,54 @@ def _apply_mask(request, workspace, image, path):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        original_ref = json.loads(request.POST.get("original_ref") or "{}")
-        source = workspace.file_path(original_ref.get("type") or "input", original_ref.get("filename", ""),
-                                     original_ref.get("subfolder", ""))
+        original_ref = jsonbody.loads(request.POST.get("original_ref") or "{}")
+    except jsonbody.BadJSON as exc:
+        return JsonResponse({"error": f"original_ref: {exc}"}, status=400)
+    fields = {key: original_ref.get(key) for key in ("type", "filename", "subfolder")} if isinstance(
+        original_ref, dict) else {}
+    if not fields or not all(isinstance(v, str) or v is None for v in fields.values()):
+        return JsonResponse({"error": "original_ref must name the image: {filename, subfolder, type}"}, status=400)
+    try:
+        source = workspace.file_path(fields["type"] or "input", fields["filename"] or "", fields["subfolder"] or "")
+        if not source.is_file():
+            return JsonResponse({"error": f"{fields['filename']} is not in your workspace"}, status=400)
+        with open(source, "rb") as handle:
+            too_big = _too_many_pixels(handle)
+        if too_big:
+            return JsonResponse({"error": too_big}, status=400)
         with Image.open(source) as original, Image.open(image) as mask:
             result = original.convert("RGBA")
             result.putalpha(mask.convert("RGBA").getchannel("A").resize(result.size))
             result.save(path, "PNG")
-    except (ValueError, OSError, UnsafePath, UnidentifiedImageError) as exc:
+    except UnsafePath as exc:
         return JsonResponse({"error": f"Could not apply the mask: {exc}"}, status=400)
+    except (ValueError, OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError):
+        # Never the exception's text: it holds the file's path on the server.
+        return JsonResponse({"error": "Could not apply the mask: the image or the mask is not a picture "
+                                      "this workshop can read."}, status=400)
     return JsonResponse({"name": path.name, "subfolder": request.POST.get("subfolder", ""),
                          "type": request.POST.get("type") or "input"})
+
+
+def _too_many_pixels(fileobj) -> str:
+    """Why an image is refused ("" if it is not, or is no image PIL knows): its size is read
+    from the header, before anything is decoded."""
+    from django.conf import settings
+    from PIL import Image, UnidentifiedImageError
+
+    limit = f"the workshop accepts images up to {settings.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels."
+    try:
+        with Image.open(fileobj) as header:
+            width, height = header.size
+    except Image.DecompressionBombError:
+        return f"This image has far too many pixels; {limit}"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        width = height = 0  # not an image PIL reads (a video, a 3D model …): no pixels to count
+    finally:
+        fileobj.seek(0)
+    if width * height > settings.MAX_IMAGE_PIXELS:
+        return f"This image is {width}×{height} pixels; {limit}"
+    return ""
 
 
 @workspace_api(["POST"])

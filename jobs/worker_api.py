@@ -1,7 +1,6 @@
 """The HTTP API the GPU workers call (docs/worker-protocol.md). Every call is idempotent."""
 import base64
 import functools
-import json
 from datetime import timedelta
 
 from django.conf import settings
@@ -13,6 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import UnsafePath
+from workshop import jsonbody
 
 from . import events, lifecycle, rq
 from .redact import redact
@@ -55,9 +55,9 @@ def worker_call(methods):
 
 def body(request) -> dict:
     try:
-        data = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("Body is not JSON") from None
+        data = jsonbody.loads(request.body or b"{}")
+    except jsonbody.BadJSON as exc:
+        raise BadRequest(str(exc)) from None
     if not isinstance(data, dict):
         raise BadRequest("Body must be a JSON object")
     return data

@@ -154,6 +154,11 @@ MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)
 # one silent for LEASE_SECONDS is offline and its run goes back to the head of the queue.
 LEASE_SECONDS = env_int("LEASE_SECONDS", 10)
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
+# Images larger than this are refused from their header, before decoding (a 17 KB PNG can
+# claim 12000×12000 pixels and take a gigabyte to decode). 50 MP is above an 8K frame.
+MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 50_000_000)
+# What a GPU worker may send for one output file (a long LTX-2 video is a few GB).
+MAX_OUTPUT_BYTES = env_int("MAX_OUTPUT_BYTES", 16 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_PROMPT_BYTES + 1_000_000
 
 LOGGING = {

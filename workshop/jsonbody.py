@@ -1,0 +1,45 @@
+"""JSON from the outside world (browsers, GPU workers), parsed with the limits a workshop needs:
+no NaN or Infinity (PostgreSQL's JSON has none), and no nesting deeper than any real workflow."""
+import json
+
+MAX_DEPTH = 64  # a saved LTX-2 workflow nests about 12 deep
+
+
+class BadJSON(ValueError):
+    """A body that is not acceptable JSON; the message says why, for the caller."""
+
+
+def _no_constant(name):
+    raise BadJSON(f"{name} is not a number JSON allows")
+
+
+def depth_of(value, limit: int = MAX_DEPTH) -> int:
+    """How deep `value` nests, counting stops past `limit` (iterative: any depth is safe)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def loads(raw: bytes | str, max_depth: int = MAX_DEPTH):
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise BadJSON(f"JSON nested deeper than {max_depth} levels") from None
+    except UnicodeDecodeError:
+        raise BadJSON("The body is not UTF-8 text") from None
+    except BadJSON:
+        raise
+    except ValueError as exc:
+        raise BadJSON(f"The body is not valid JSON ({exc})") from None
+    if depth_of(value, max_depth) > max_depth:
+        raise BadJSON(f"JSON nested deeper than {max_depth} levels")
+    return value
