@@ -12,7 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import UnsafePath
-from workshop import jsonbody
+from workshop import jsonbody, limits
 
 from . import events, lifecycle, rq
 from .redact import redact
@@ -45,6 +45,7 @@ def worker_call(methods):
             worker = Worker.for_token(token) if token else None
             if worker is None:
                 return error(401, "Unknown worker token")
+            limits.worker_seen(worker.token_hash)
             request.worker = worker
             return view(request, *args, **kwargs)
 

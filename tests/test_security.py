@@ -391,3 +391,74 @@ def test_an_unreadable_settings_file_counts_as_empty_and_the_caller_is_told(alic
     assert post_json(alice, "/user/001/api/settings/Comfy.A", 1).status_code == 200
     assert alice.get("/user/001/api/settings/Comfy.A").json() == 1
     assert "X-Workshop-Warning" not in alice.get("/user/001/api/settings")
+
+
+# --- body limits before the body (the real Daphne) ----------------------------------------------
+
+
+def _send_headers(url, lines: list[str], body: bytes = b"", chunks=()) -> tuple[bytes, int]:
+    """Sends a request's headers (and what body is given), then reads the answer: the refusal
+    must come while the client still holds most of the body back."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as conn:
+        conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        sent = len(body)
+        for chunk in chunks:
+            try:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            try:
+                data = conn.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            answer += data
+    return answer, sent
+
+
+def test_oversized_or_unauthenticated_bodies_are_refused_before_they_are_read(live_app, participants):
+    from jobs.models import Worker
+
+    job_path = "/api/worker/jobs/00000000-0000-0000-0000-000000000000/outputs?run=1&filename=x.mp4"
+    # No token: refused with the headers, though 200 MB are announced.
+    answer, _ = _send_headers(live_app.url, [f"PUT {job_path} HTTP/1.1", "Host: 127.0.0.1",
+                                             "Content-Length: 209715200"])
+    assert answer.startswith(b"HTTP/1.1 401")
+    # A well-formed token this server never accepted: only a small body.
+    fake = "Bearer wt_" + "x" * 43
+    answer, _ = _send_headers(live_app.url, [f"PUT {job_path} HTTP/1.1", "Host: 127.0.0.1",
+                                             f"Authorization: {fake}", "Content-Length: 209715200"])
+    assert answer.startswith(b"HTTP/1.1 413")
+    # A participant's 150 MB upload: 413 from Content-Length, not after the body.
+    alice = live_app.login("user001")
+    cookie = "; ".join(f"{k}={v}" for k, v in alice.cookies.items())
+    answer, _ = _send_headers(live_app.url, ["POST /user/001/api/upload/image HTTP/1.1", "Host: 127.0.0.1",
+                                             f"Cookie: {cookie}", "Content-Type: multipart/form-data; boundary=b",
+                                             f"Content-Length: {150 * 2**20}"])
+    assert answer.startswith(b"HTTP/1.1 413") and b"Files up to" in answer
+    # Without a Content-Length (chunked), it ends once the body passes the limit.
+    chunk = b"x" * 2**20
+    answer, sent = _send_headers(live_app.url, ["POST /user/001/api/settings HTTP/1.1", "Host: 127.0.0.1",
+                                                f"Cookie: {cookie}", "Transfer-Encoding: chunked"],
+                                 chunks=[chunk] * 64)
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert sent < 64 * 2**20
+    # Nothing of that reached a workspace, and a real worker still gets in.
+    assert not any((participants[0].root / "input").iterdir())
+    worker, token = Worker.create_with_token("gpu-1")
+    ok = requests_post(f"{live_app.url}/api/worker/heartbeat", token)
+    assert ok.status_code == 200
+
+
+def requests_post(url, token):
+    import requests
+
+    return requests.post(url, json={"status": "idle"}, headers={"Authorization": f"Bearer {token}"}, timeout=10)

@@ -1,0 +1,63 @@
+"""Daphne reads a request's whole body before the ASGI app sees it: a 200 MB PUT would be on
+the server's disk before its 401 or 413. This refuses such a request as soon as its headers
+are in (from Content-Length), or as soon as a body without one grows past the limit."""
+import json
+import logging
+
+log = logging.getLogger("workshop.limits")
+
+
+def install() -> None:
+    from daphne.http_protocol import WebRequest
+
+    if getattr(WebRequest, "_workshop_limits", False):
+        return
+    WebRequest._workshop_limits = True
+    got_length, content_chunk, process = WebRequest.gotLength, WebRequest.handleContentChunk, WebRequest.process
+
+    def gotLength(self, length):
+        from django.conf import settings
+
+        from . import limits
+
+        self._refused = False
+        self._received = 0
+        path = getattr(self.channel, "_path", b"").split(b"?")[0].decode("latin-1")
+        authorization = (self.requestHeaders.getRawHeaders(b"authorization") or [b""])[0].decode("latin-1")
+        cookie = settings.SESSION_COOKIE_NAME.encode() + b"="
+        session = any(cookie in c for c in self.requestHeaders.getRawHeaders(b"cookie") or [])
+        self._limit, self._why = limits.body_limit(path, authorization, limits.worker_known(authorization), session)
+        if self._limit < 0:
+            return _refuse(self, 401, self._why, path)
+        if length is not None and length > self._limit:
+            return _refuse(self, 413, self._why, path)
+        return got_length(self, length)
+
+    def handleContentChunk(self, data):
+        if self._refused:
+            return None
+        self._received += len(data)
+        if self._received > self._limit:
+            return _refuse(self, 413, self._why, "(streamed)")
+        return content_chunk(self, data)
+
+    def process_(self):
+        if getattr(self, "_refused", False):
+            return None
+        return process(self)
+
+    WebRequest.gotLength, WebRequest.handleContentChunk, WebRequest.process = gotLength, handleContentChunk, process_
+
+
+def _refuse(request, status: int, why: str, path: str) -> None:
+    from io import BytesIO
+
+    request._refused = True
+    request.content = BytesIO()
+    log.warning("refused %s before its body: %s %s", path, status, why)
+    body = json.dumps({"error": why}).encode()
+    reason = {401: b"Unauthorized", 413: b"Request Entity Too Large"}[status]
+    transport = request.channel.transport
+    transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                    b"Connection: close\r\n\r\n%s" % (status, reason, len(body), body))
+    transport.loseConnection()
