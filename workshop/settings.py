@@ -119,7 +119,10 @@ CHANNEL_LAYERS = {
         # redis-py's default 5 s socket timeout equals channels-redis's 5 s blocking pop: raise
         # it, or idle websockets die now and then with "Timeout reading from Redis".
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            # redis-py's async pool holds 100 connections by default and then fails: 200 sockets
+            # joining their groups at once ran out. Sized for 500 sockets per Daphne process.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30,
+                       "max_connections": env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 1000)}],
             "prefix": env_str("CHANNELS_PREFIX", "workshop"),
             # Open sockets rejoin their groups every 5 s (frontend_bridge.consumers), so a socket
             # whose Daphne died leaves them within a minute instead of filling up for a day.
