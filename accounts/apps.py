@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class AccountsConfig(AppConfig):
     name = "accounts"
     verbose_name = "Participants and workspaces"
+
+    def ready(self):
+        from django.contrib import admin
+
+        from . import signals  # noqa: F401  (login failures feed the throttle)
+        from .forms import AdminLoginForm
+
+        admin.site.login_form = AdminLoginForm

@@ -1,7 +1,9 @@
 """`python -m gpuworker`: one RQ worker for one ComfyUI (see docs/worker-protocol.md).
 
-    python -m gpuworker --redis redis://app-host:6379/0 --app https://workshop.example.org \
-        --token T --comfyui http://127.0.0.1:8188
+    GPUWORKER_TOKEN=T python -m gpuworker --redis redis://app-host:6379/0 \
+        --app https://workshop.example.org --comfyui http://127.0.0.1:8188
+
+The token comes from GPUWORKER_TOKEN or --token-file, never from the command line.
 
 Every option can also come from the environment (GPUWORKER_REDIS, GPUWORKER_APP, …) or from
 a TOML config file (--config), which is where the provider is chosen.
@@ -40,7 +42,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", help="TOML file with any of these options (provider, comfyui, headers …)")
     parser.add_argument("--redis", default=env("GPUWORKER_REDIS"), help="Redis URL of the app host (RQ)")
     parser.add_argument("--app", default=env("GPUWORKER_APP"), help="Base URL of the workshop app")
-    parser.add_argument("--token", default=env("GPUWORKER_TOKEN"), help="This worker's token (manage.py worker_token)")
+    # Never on the command line, where `ps` shows it to every user of the GPU host.
+    parser.add_argument("--token-file", default=env("GPUWORKER_TOKEN_FILE"),
+                        help="File holding this worker's token (manage.py worker_token); or set GPUWORKER_TOKEN")
     parser.add_argument("--comfyui", default=env("GPUWORKER_COMFYUI"), help="ComfyUI base URL")
     parser.add_argument("--queue", default=env("GPUWORKER_QUEUE", "gpu"))
     parser.add_argument("--name", default=env("GPUWORKER_NAME"), help="Worker name (default: host-port)")
@@ -60,7 +64,16 @@ def parse(argv=None) -> argparse.Namespace:
                 args.header += [f"{k}: {v}" for k, v in value.items()]
             elif getattr(args, key, None) in (None, "", parser.get_default(key)):
                 setattr(args, key, value)
-    missing = [name for name in ("redis", "app", "token", "comfyui") if not getattr(args, name)]
+    args.token = getattr(args, "token", None) or env("GPUWORKER_TOKEN")
+    if args.token_file:
+        try:
+            with open(args.token_file) as fh:
+                args.token = fh.read().strip()
+        except OSError as exc:
+            parser.error(f"cannot read --token-file: {exc}")
+    missing = [name for name in ("redis", "app", "comfyui") if not getattr(args, name)]
+    if not args.token:
+        missing.append("token-file (or GPUWORKER_TOKEN)")
     if missing:
         parser.error("missing " + ", ".join("--" + m for m in missing))
     if args.provider == "runpod":
@@ -316,7 +329,7 @@ def main(argv=None) -> int:
                                   capacity=1, vram_free=vram_free(stats))
     except TokenRevoked:
         print("gpuworker: the app does not know this worker's token. Create one with "
-              "`manage.py worker_token NAME` and pass it with --token.", file=sys.stderr, flush=True)
+              "`manage.py worker_token NAME` and pass it in GPUWORKER_TOKEN or --token-file.", file=sys.stderr, flush=True)
         return 3
     queue_name = registered.get("queue") or args.queue
     every = float(registered.get("heartbeat_seconds") or HEARTBEAT_SECONDS)

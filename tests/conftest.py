@@ -136,12 +136,11 @@ class LiveApp:
             sys.executable, "-m", "gpuworker",
             "--redis", self.settings.REDIS_URL,
             "--app", self.url,
-            "--token", token,
             "--comfyui", comfyui_url,
             "--name", name,
         ]
         log = self.tmp_path / f"gpuworker-{name}.log"
-        with process(cmd, child_env(self.settings), log) as proc:
+        with process(cmd, child_env(self.settings, GPUWORKER_TOKEN=token), log) as proc:
             try:
                 wait_until(
                     lambda: proc.poll() is not None or Worker.objects.get(name=name).is_online,

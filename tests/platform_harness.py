@@ -182,8 +182,11 @@ class Platform:
 
     def worker_cmd(self, n: int) -> list:
         return [sys.executable, "-m", "gpuworker", "--redis", self.settings.REDIS_URL, "--app", self.url,
-                "--token", self.tokens[n], "--comfyui", f"http://127.0.0.1:{self.procs[f'comfyui-{n}'].port}",
+                "--comfyui", f"http://127.0.0.1:{self.procs[f'comfyui-{n}'].port}",
                 "--name", f"gpu-{n}", "--app-retry", "120"]
+
+    def worker_env(self, n: int) -> dict:
+        return {**self.env, "GPUWORKER_TOKEN": self.tokens[n]}
 
     def start(self):
         from jobs.models import Worker
@@ -198,7 +201,8 @@ class Platform:
         for n in range(1, self.workers + 1):
             self.wait_comfy(n)
             _, self.tokens[n] = Worker.create_with_token(f"gpu-{n}")
-            self.procs[f"gpu-{n}"] = Proc(f"gpu-{n}", self.worker_cmd(n), self.env, self.tmp / f"gpu-{n}.log").start()
+            self.procs[f"gpu-{n}"] = Proc(f"gpu-{n}", self.worker_cmd(n), self.worker_env(n),
+                                          self.tmp / f"gpu-{n}.log").start()
         for n in range(1, self.workers + 1):
             self.wait_worker(n)
         return self
@@ -207,7 +211,7 @@ class Platform:
         proc = self.procs[name]
         proc.kill()
         if name.startswith("gpu-"):
-            proc.cmd = self.worker_cmd(int(name.split("-")[1]))
+            proc.cmd, proc.env = self.worker_cmd(int(name.split("-")[1])), self.worker_env(int(name.split("-")[1]))
         proc.restarts += 1
         proc.start()
         if name == "redis":

@@ -51,7 +51,26 @@ def test_gpuworker_imports_nothing_of_django():
 def test_gpuworker_cli_explains_missing_options():
     result = subprocess.run([sys.executable, "-m", "gpuworker"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                             env={"PATH": "/usr/bin:/bin"})
-    assert result.returncode == 2 and "missing --redis, --app, --token, --comfyui" in result.stderr
+    assert result.returncode == 2 and "missing --redis, --app, --comfyui, --token-file (or GPUWORKER_TOKEN)" in result.stderr
+
+
+def test_the_token_is_never_an_argument_and_comes_from_the_environment_or_a_file(tmp_path, monkeypatch):
+    from gpuworker.__main__ import parse
+
+    base = ["--redis", "redis://x", "--app", "http://a", "--comfyui", "http://c"]
+    with pytest.raises(SystemExit):
+        parse([*base, "--token", "wt_secret"])
+    token_file = tmp_path / "token"
+    token_file.write_text("wt_from_file\n")
+    assert parse([*base, "--token-file", str(token_file)]).token == "wt_from_file"
+    monkeypatch.setenv("GPUWORKER_TOKEN", "wt_from_env")
+    assert parse(base).token == "wt_from_env"
+
+
+def test_a_running_worker_shows_no_token_in_its_command_line(live_app, participants, double):
+    with live_app.gpu_worker(double.url) as proc:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    assert "gpuworker" in cmdline and "wt_" not in cmdline and "--token" not in cmdline
 
 
 @pytest.fixture

@@ -514,3 +514,57 @@ def test_500_sockets_on_one_daphne_all_hear_a_queue_change_and_leave_their_group
     wait_until(lambda: clean_redis.zcard(group) == 0, timeout=30, message="closed sockets to leave the queue group")
     log = (live_app.tmp_path / "daphne.log").read_text()
     assert "MaxConnectionsError" not in log and "Traceback" not in log
+
+
+# --- accounts ------------------------------------------------------------------------------------
+
+
+def _login(client, username, password, address="10.0.0.1"):
+    return client.post("/accounts/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+def test_wrong_passwords_for_one_name_are_throttled_even_when_the_right_one_comes(client, participants, settings):
+    for _ in range(settings.LOGIN_FAILURES_PER_USER):
+        assert _login(client, "user001", "wrong").status_code == 200
+    refused = _login(client, "user001", "pw")
+    assert refused.status_code == 200 and "Too many failed logins" in refused.content.decode()
+    assert "_auth_user_id" not in client.session
+    # Other participants behind the same address still get in.
+    assert _login(client, "user002", "pw").status_code == 302
+
+
+def test_many_failures_from_one_address_throttle_it_but_not_other_addresses(client, participants, settings):
+    settings.LOGIN_FAILURES_PER_ADDRESS = 5
+    for n in range(5):
+        _login(client, f"nobody{n}", "x", address="10.9.9.9")
+    assert "Too many failed logins" in _login(client, "user003", "pw", address="10.9.9.9").content.decode()
+    assert _login(client, "user003", "pw", address="10.1.1.1").status_code == 302
+
+
+def test_the_admin_login_is_throttled_too(client, participants, settings):
+    for _ in range(settings.LOGIN_FAILURES_PER_USER):
+        client.post("/admin/login/", {"username": "instructor", "password": "wrong"})
+    page = client.post("/admin/login/?next=/admin/", {"username": "instructor", "password": "pw"})
+    assert "Too many failed logins" in page.content.decode()
+
+
+def test_a_participant_changes_their_password_under_the_validators(alice, client):
+    page = alice.get("/accounts/password/")
+    assert page.status_code == 200 and "Change your password" in page.content.decode()
+    weak = alice.post("/accounts/password/", {"old_password": "pw", "new_password1": "12345678901",
+                                              "new_password2": "12345678901"})
+    assert weak.status_code == 200 and "entirely numeric" in weak.content.decode()
+    short = alice.post("/accounts/password/", {"old_password": "pw", "new_password1": "aB3$x", "new_password2": "aB3$x"})
+    assert "too short" in short.content.decode()
+    done = alice.post("/accounts/password/", {"old_password": "pw", "new_password1": "violet-lantern-42",
+                                              "new_password2": "violet-lantern-42"})
+    assert done.status_code == 302 and done["Location"] == "/accounts/password/done/"
+    assert "Password changed" in alice.get("/accounts/password/done/").content.decode()
+    assert alice.get("/user/001/api/settings").status_code == 200, "still logged in"
+    client.logout()
+    assert client.login(username="user001", password="violet-lantern-42")
+
+
+def test_a_session_lasts_a_workshop_day(alice, settings):
+    assert settings.SESSION_COOKIE_AGE == 14 * 3600
+    assert 13 * 3600 < alice.session.get_expiry_age() <= 14 * 3600

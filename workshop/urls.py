@@ -2,12 +2,19 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from accounts.forms import LoginForm
+
 from . import views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("health", views.health, name="health"),
-    path("accounts/login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
+    path("accounts/login/", auth_views.LoginView.as_view(template_name="login.html", authentication_form=LoginForm),
+         name="login"),
+    path("accounts/password/", auth_views.PasswordChangeView.as_view(template_name="password_change.html"),
+         name="password_change"),
+    path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(template_name="password_change.html"),
+         name="password_change_done"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/rq/", include("django_rq.urls")),  # RQ's own dashboard: queues, workers, failed jobs
     path("admin/", admin.site.urls),

@@ -104,7 +104,8 @@ api.addEventListener("workshop.notice", (event) => notice(event.detail));
 
 app.registerExtension({
   name: "workshop.queueBadge",
-  // "Workshop > My outputs" in the top menu: every picture and video of this workspace.
+  // "Workshop > My outputs" in the top menu: every picture and video of this workspace;
+  // "Workshop > Change password": the participant's own password page.
   commands: [
     {
       id: "Workshop.MyOutputs",
@@ -112,8 +113,14 @@ app.registerExtension({
       icon: "pi pi-images",
       function: () => window.open(api.api_base + "/outputs/", "_blank"),
     },
+    {
+      id: "Workshop.ChangePassword",
+      label: "Change password",
+      icon: "pi pi-key",
+      function: () => window.open("/accounts/password/", "_blank"),
+    },
   ],
-  menuCommands: [{ path: ["Workshop"], commands: ["Workshop.MyOutputs"] }],
+  menuCommands: [{ path: ["Workshop"], commands: ["Workshop.MyOutputs", "Workshop.ChangePassword"] }],
   async setup() {
     // The first push may have arrived before the page was ready: ask once.
     try {

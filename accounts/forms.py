@@ -1,0 +1,27 @@
+from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
+
+from . import throttle
+
+THROTTLED = ("Too many failed logins for this name or from this network. Wait 15 minutes, or ask the "
+             "instructor to reset your password.")
+
+
+class ThrottledLogin:
+    """Refuses to even check a password while its name or address is throttled."""
+
+    def clean(self):
+        username = self.cleaned_data.get("username") or ""
+        address = throttle.client_address(self.request) if self.request else ""
+        if throttle.blocked(username, address):
+            raise forms.ValidationError(THROTTLED, code="throttled")
+        return super().clean()
+
+
+class LoginForm(ThrottledLogin, AuthenticationForm):
+    pass
+
+
+class AdminLoginForm(ThrottledLogin, AdminAuthenticationForm):
+    pass

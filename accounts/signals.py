@@ -1,0 +1,15 @@
+"""Failed and successful logins, from any form (the workshop's and the admin's), feed the throttle."""
+from django.contrib.auth.signals import user_logged_in, user_login_failed
+from django.dispatch import receiver
+
+from . import throttle
+
+
+@receiver(user_login_failed)
+def count_failure(sender, credentials, request=None, **kwargs):
+    throttle.failed(credentials.get("username", ""), throttle.client_address(request) if request else "")
+
+
+@receiver(user_logged_in)
+def clear_failures(sender, request, user, **kwargs):
+    throttle.succeeded(user.get_username())
