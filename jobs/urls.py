@@ -3,6 +3,7 @@ from django.urls import path
 from . import worker_api
 
 urlpatterns = [
+    path("auth", worker_api.auth),
     path("register", worker_api.register),
     path("heartbeat", worker_api.heartbeat),
     path("catalog", worker_api.catalog),

@@ -118,6 +118,14 @@ def _beat_fields(data: dict) -> dict:
     return fields
 
 
+@worker_call(["GET"])
+def auth(request):
+    """Whether a token is a worker's (nginx asks before it lets a worker's upload through)."""
+    from django.http import HttpResponse
+
+    return HttpResponse(status=204)
+
+
 @worker_call(["POST"])
 @bad_request_as_400
 def register(request):

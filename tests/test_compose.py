@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,37 @@ def test_gpu_host_compose_runs_one_to_three_instances(compose):
 def test_gpu_host_compose_needs_the_first_workers_token(compose):
     result = compose("compose.gpu.yml", gpu_env(WORKER_TOKEN_1=None), "config")
     assert result.returncode != 0 and "WORKER_TOKEN_1" in result.stderr
+
+
+def test_production_settings_pass_djangos_deploy_check(tmp_path):
+    """`manage.py check --deploy` with the settings compose gives the app: no warning at all."""
+    import secrets
+
+    env = {"PATH": os.environ["PATH"], "SECRET_KEY": secrets.token_urlsafe(60), "BEHIND_TLS_PROXY": "true",
+           "SECURE_COOKIES": "true", "ALLOWED_HOSTS": "workshop.example.org,app",
+           "DATABASE_URL": "sqlite:///:memory:", "WORKSHOP_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "workshop.settings"}
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_nginx_limits_bodies_per_location_and_hides_its_version():
+    text = (ROOT / "docker" / "nginx.conf.template").read_text()
+    assert "server_tokens off;" in text
+    assert 'Strict-Transport-Security "max-age=31536000' in text
+    assert "limit_req zone=login" in text and "limit_req zone=prompt" in text
+    assert "client_max_body_size 4m;" in text and "client_max_body_size ${NGINX_MAX_BODY_SIZE};" in text
+    # The workers' uploads pass only once the app accepted the token (before the body is read).
+    worker_part = text[text.index("location ~ ^/api/worker/jobs"):]
+    assert "auth_request /_worker_auth;" in worker_part and "proxy_pass http://workshop_app/api/worker/auth;" in text
+    assert "include /etc/nginx/admin-allow.conf;" in text
+    assert "allow all;" in (ROOT / "docker" / "admin-allow.conf").read_text()
+
+
+def test_nginx_asks_the_app_about_a_worker_token_before_its_body(client, db):
+    from jobs.models import Worker
+
+    _, token = Worker.create_with_token("gpu-1")
+    assert client.get("/api/worker/auth", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 204
+    assert client.get("/api/worker/auth", HTTP_AUTHORIZATION="Bearer wt_nope").status_code == 401
