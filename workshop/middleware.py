@@ -3,15 +3,28 @@ from django.conf import settings
 from django.utils.csp import CSP
 
 
-def rq_dashboard_csp(get_response):
-    """django-rq's dashboard pages carry inline scripts: they alone may run inline code (staff
-    only, and nothing from a workspace is ever shown there)."""
-    relaxed = {**settings.SECURE_CSP, "script-src": [CSP.SELF, CSP.UNSAFE_INLINE]}
+class RQDashboard:
+    """django-rq's dashboard: its pages carry inline scripts, so they alone may run inline code
+    (staff only, and nothing from a workspace is shown there); and a job or worker that is not
+    in Redis (any more) is a 404, where django-rq's views raise."""
 
-    def middleware(request):
-        response = get_response(request)
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.relaxed = {**settings.SECURE_CSP, "script-src": [CSP.SELF, CSP.UNSAFE_INLINE]}
+
+    def __call__(self, request):
+        response = self.get_response(request)
         if request.path.startswith("/admin/rq/"):
-            response._csp_config = relaxed
+            response._csp_config = self.relaxed
         return response
 
-    return middleware
+    def process_exception(self, request, exception):
+        from django.core.exceptions import ImproperlyConfigured
+        from django.http import Http404
+        from rq.exceptions import NoSuchJobError
+
+        # ImproperlyConfigured: a page of a part the workshop does not install (rq-scheduler).
+        missing = (NoSuchJobError, ValueError, ImproperlyConfigured)
+        if request.path.startswith("/admin/rq/") and isinstance(exception, missing):
+            raise Http404(f"Not in Redis: {exception}") from exception
+        return None
