@@ -13,12 +13,29 @@ def _no_constant(name):
     raise BadJSON(f"{name} is not a number JSON allows")
 
 
+def _storable(text: str) -> bool:
+    """PostgreSQL's JSON holds no NUL character and UTF-8 has no lone surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def depth_of(value, limit: int = MAX_DEPTH) -> int:
-    """How deep `value` nests, counting stops past `limit` (iterative: any depth is safe)."""
+    """How deep `value` nests, counting stops past `limit` (iterative: any depth is safe).
+    Raises BadJSON for text the database cannot store."""
     deepest, stack = 0, [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            if not _storable(item):
+                raise BadJSON("Text with a NUL character or a lone surrogate cannot be stored")
+            continue
         if isinstance(item, dict):
+            stack.extend((key, depth) for key in item)
             item = list(item.values())
         elif not isinstance(item, list):
             continue
