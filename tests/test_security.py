@@ -568,3 +568,24 @@ def test_a_participant_changes_their_password_under_the_validators(alice, client
 def test_a_session_lasts_a_workshop_day(alice, settings):
     assert settings.SESSION_COOKIE_AGE == 14 * 3600
     assert 13 * 3600 < alice.session.get_expiry_age() <= 14 * 3600
+
+
+def test_a_refused_request_is_one_log_line_not_a_traceback(alice, caplog):
+    import logging
+
+    from jobs.models import Catalog
+
+    Catalog.objects.create(worker=_worker("gpu-1"), object_info={
+        "EmptyImage": {"input": {"required": {}}, "output": ["IMAGE"], "output_node": False}})
+
+    bad = [("/user/001/api/prompt", '{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {"width": NaN}}}}'),
+           ("/user/001/api/prompt", "[" * 5000 + "]" * 5000),
+           ("/user/001/api/settings", '{"a":' * 500 + "1" + "}" * 500),
+           ("/user/001/api/prompt", json.dumps({"prompt": {"1": {"class_type": "Nope", "inputs": {"x": "y" * 2300}}}}))]
+    for path, body in bad:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            answer = alice.post(path, data=body, content_type="application/json")
+        assert 400 <= answer.status_code < 500
+        assert len(caplog.records) <= 1, [r.getMessage() for r in caplog.records]
+        assert all(r.exc_info is None and len(r.getMessage()) < 300 for r in caplog.records)
