@@ -55,6 +55,8 @@ def workspace_api(methods):
                                     status=403)
             if not request.user.is_authenticated:
                 return JsonResponse({"error": "Log in to use this workspace."}, status=401)
+            if any("\x00" in key or "\x00" in value for key, value in request.GET.items()):
+                return JsonResponse({"error": "A query parameter holds a NUL character."}, status=400)
             try:
                 workspace = workspace_for(request.user, slug)
             except Http404:

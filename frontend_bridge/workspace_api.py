@@ -523,6 +523,8 @@ def _store_upload(request, workspace, mask=False):
         path = workspace.file_path(folder_type, name, subfolder)
     except UnsafePath as exc:
         return JsonResponse({"error": str(exc)}, status=400)
+    if path.is_dir():
+        return JsonResponse({"error": f"{name} is a folder in your workspace; choose another name."}, status=409)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (NotADirectoryError, FileExistsError):
@@ -533,16 +535,22 @@ def _store_upload(request, workspace, mask=False):
     if mask:
         return _apply_mask(request, workspace, image, path)
     data = image.read()
-    if path.exists() and not overwrite and path.read_bytes() != data:
-        stem, ext = os.path.splitext(name)
-        n = 1
-        while path.exists():
-            name = f"{stem} ({n}){ext}"
-            path = workspace.file_path(folder_type, name, subfolder)
-            n += 1
+    try:
+        if path.exists() and not overwrite and path.read_bytes() != data:
+            stem, ext = os.path.splitext(name)
+            n = 1
+            while path.exists():
+                name = f"{stem} ({n}){ext}"
+                path = workspace.file_path(folder_type, name, subfolder)
+                n += 1
+    except UnsafePath as exc:  # the numbered name grew too long
+        return JsonResponse({"error": str(exc)}, status=400)
     tmp = path.with_name(f".{path.name}.upload")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     workspace.touch()
     return JsonResponse({"name": name, "subfolder": subfolder, "type": folder_type})
 

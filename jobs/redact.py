@@ -10,7 +10,7 @@ import re
 # '=' or ','; never the path part of a URL (after "host:" or "//").
 _PATH = re.compile(r"""(?:(?<=^)|(?<=[\s'"(\[=,]))(?:[A-Za-z]:\\|/)(?!/)[^\s'"<>|]*""")
 # ComfyUI's value_not_in_list detail: "image: 'x.png' not in ['a.png', 'b.png']" (or a summary).
-_NOT_IN_LIST = re.compile(r"not in (\[.*\]|\(list of length \d+\))", re.S)
+_NOT_IN_LIST = re.compile(r"not in (\[.*\]|\(list of length \d+\))", re.DOTALL)
 # Parts of ComfyUI's error records that only repeat the catalog (the lists of the GPU host).
 _DROPPED_KEYS = {"input_config"}
 MAX_DEPTH = 32

@@ -453,7 +453,7 @@ def test_oversized_or_unauthenticated_bodies_are_refused_before_they_are_read(li
     assert sent < 64 * 2**20
     # Nothing of that reached a workspace, and a real worker still gets in.
     assert not any((participants[0].root / "input").iterdir())
-    worker, token = Worker.create_with_token("gpu-1")
+    _, token = Worker.create_with_token("gpu-1")
     ok = requests_post(f"{live_app.url}/api/worker/heartbeat", token)
     assert ok.status_code == 200
 

@@ -27,4 +27,3 @@ class RQDashboard:
         missing = (NoSuchJobError, ValueError, ImproperlyConfigured)
         if request.path.startswith("/admin/rq/") and isinstance(exception, missing):
             raise Http404(f"Not in Redis: {exception}") from exception
-        return None
