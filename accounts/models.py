@@ -27,12 +27,17 @@ def check_name_lengths(parts: list[str]) -> None:
 class Workspace(models.Model):
     """One participant's private ComfyUI server, as far as the participant can tell."""
 
-    slug = models.CharField(max_length=16, unique=True, help_text="URL part: /user/<slug>/")
+    slug = models.CharField(max_length=16, unique=True,
+                            help_text="The workspace's address: 007 is served at /user/007/")
     owner = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workspace")
-    quota_bytes = models.BigIntegerField(default=5 * 1024**3, help_text="Disk space for inputs and outputs")
+    quota_bytes = models.BigIntegerField(default=5 * 1024**3, help_text="Disk space for inputs and outputs, in bytes")
     max_waiting_jobs = models.PositiveIntegerField(
         null=True, blank=True, help_text="Overrides the queue's per-participant limit when set"
     )
+    gpu_budget_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="GPU seconds this workspace may use in all (empty: no limit)")
+    jumps_queue = models.BooleanField(
+        default=False, help_text="Its runs go to the head of the queue (the instructor's demo workspace)")
     created_at = models.DateTimeField(default=timezone.now)
     last_activity = models.DateTimeField(null=True, blank=True)
 
@@ -84,6 +89,28 @@ class Workspace(models.Model):
         now = timezone.now()
         Workspace.objects.filter(pk=self.pk).update(last_activity=now)
         self.last_activity = now
+
+    def gpu_seconds_used(self) -> float:
+        from django.db.models import Sum
+
+        return self.jobs.aggregate(s=Sum("gpu_seconds"))["s"] or 0.0
+
+    def cancel_waiting(self) -> int:
+        """The instructor's "cancel all of theirs": every waiting job of this workspace."""
+        return sum(job.cancel(by_instructor=True) for job in self.jobs.filter(state="queued"))
+
+    def set_limits(self, *, max_waiting_jobs, gpu_budget_seconds, jumps_queue: bool) -> None:
+        self.max_waiting_jobs, self.gpu_budget_seconds, self.jumps_queue = max_waiting_jobs, gpu_budget_seconds, jumps_queue
+        self.save(update_fields=["max_waiting_jobs", "gpu_budget_seconds", "jumps_queue"])
+
+    def owner_reset_password(self) -> str:
+        """A new password for the participant; their open sessions end (Django checks the hash)."""
+        from .credentials import new_password
+
+        password = new_password()
+        self.owner.set_password(password)
+        self.owner.save(update_fields=["password"])
+        return password
 
     def used_bytes(self) -> int:
         total = 0

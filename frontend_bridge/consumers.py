@@ -48,6 +48,10 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps({**first, "data": {**first["data"], "sid": self.sid}}))
         for message in rest:
             await self.send(text_data=json.dumps(message))
+        # The instructor's announcement stays for whoever joins later.
+        announcement = await database_sync_to_async(self._announcement)()
+        if announcement:
+            await self.send(text_data=json.dumps({"type": "workshop.announcement", "data": announcement}))
         # A reload in the middle of a run: like ComfyUI, say at once which node is running.
         for message in await database_sync_to_async(self._running_progress)():
             await self.send(text_data=json.dumps(message))
@@ -58,6 +62,12 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
             for message in messages:
                 await self.send(text_data=json.dumps(message))
             await database_sync_to_async(self._delivered)(job_id)
+
+    def _announcement(self):
+        from jobs.models import Announcement
+
+        current = Announcement.current()
+        return current.as_message() if current else None
 
     def _missed_ends(self):
         from datetime import timedelta
@@ -183,3 +193,7 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
     async def job_update(self, event):
         for message in wire.job_update(event["job"]):
             await self.send(text_data=json.dumps(message))
+
+    async def workshop_broadcast(self, event):
+        """The instructor's announcement or pushed workflow, to every open workspace."""
+        await self.send(text_data=json.dumps(event["message"]))

@@ -50,6 +50,8 @@ def executing(node, prompt_id: str) -> dict:
 
 def running_progress(prompt_id: str, progress: dict) -> list[dict]:
     """What a browser that (re)connects mid-run is told at once, like ComfyUI does."""
+    if not progress.get("max"):  # only its node is known yet
+        return [executing(progress["node"], prompt_id)]
     return [executing(progress["node"], prompt_id), {"type": "progress", "data": progress}]
 
 
@@ -58,6 +60,10 @@ def job_update(job: dict) -> list[dict]:
     prompt_id, state, reason = job["prompt_id"], job["state"], job.get("reason", "")
     stamp = int(time.time() * 1000)
     messages = []
+    if job.get("moved_only"):
+        # The instructor moved a waiting job, or ComfyUI's own end of the run went out already.
+        text = job.get("said") or reason
+        return [{"type": "workshop.notice", "data": {"prompt_id": prompt_id, "state": state, "text": text}}]
     if state == "failed":
         # ComfyUI refused the prompt on the GPU host (a rule the bridge does not know): the
         # first node it names is outlined, and the message lists every node error.
@@ -77,7 +83,7 @@ def job_update(job: dict) -> list[dict]:
         })
     # The UI stops showing the run's node as busy; ComfyUI ends every prompt with this.
     messages.append(executing(None, prompt_id))
-    text = {
+    text = job.get("said") or {
         "queued": f"Your job lost its GPU ({reason}). It is back at the front of the queue.",
         "cancelled": "Your job was cancelled.",
         "failed": f"Your job failed: {job.get('error') or reason}",

@@ -91,3 +91,53 @@ def required_models(graph) -> list[tuple[str, str]]:
 
     walk(graph)
     return found
+
+
+def saved_workflows(workspace) -> list[str]:
+    """The workflows a workspace saved itself (its userdata), as paths under workflows/."""
+    root = workspace.root / "userdata" / "workflows"
+    if not root.is_dir():
+        return []
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.json")
+                  if p.is_file() and not p.is_symlink() and not p.name.startswith("."))
+
+
+def read_saved(workspace, name: str) -> bytes:
+    if name not in saved_workflows(workspace):
+        raise ValueError("No such saved workflow")
+    return (workspace.root / "userdata" / "workflows" / name).read_bytes()
+
+
+def pushed_workflows() -> list[str]:
+    return sorted(sources())
+
+
+def push_to_everyone(name: str, content: bytes, *, open_now: bool = False) -> dict:
+    """The instructor's workflow into every workspace's sidebar (workflows/workshop/<name>): it is
+    one of the operator's own workshop workflows from now on. Open workspaces hear of it."""
+    import json
+    import re
+
+    from accounts.models import Workspace, check_name_lengths
+    from jobs import events
+    from workshop import jsonbody
+
+    stem = re.sub(r"[^\w.\- ]+", "_", Path(name).name).strip(". ") or "workflow"
+    if not stem.lower().endswith(".json"):
+        stem += ".json"
+    check_name_lengths([stem])
+    try:
+        graph = jsonbody.loads(content)
+    except jsonbody.BadJSON as exc:
+        raise ValueError(f"Not a workflow: {exc}") from None
+    if not isinstance(graph, dict) or not isinstance(graph.get("nodes"), list):
+        raise ValueError("Not a ComfyUI workflow (saved from the UI: it has a list of nodes)")
+    folder = Path(settings.WORKSHOP_DATA_DIR) / "workflows"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / stem
+    tmp = folder / f".{stem}.upload"
+    tmp.write_text(json.dumps(graph))
+    tmp.replace(target)
+    path = FOLDER + stem
+    events.workflow_pushed(path, stem.removesuffix(".json"), open_now)
+    return {"name": stem, "path": path, "count": Workspace.objects.count()}

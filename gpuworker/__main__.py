@@ -215,6 +215,18 @@ def vram_free(stats: dict) -> int | None:
     return max(values) if values else None
 
 
+def gpu_info(stats: dict) -> dict:
+    """The first GPU's name and memory, as ComfyUI's system_stats reports them (for the console)."""
+    devices = [d for d in stats.get("devices") or [] if isinstance(d, dict)]
+    gpus = [d for d in devices if d.get("type") != "cpu"] or devices
+    if not gpus:
+        return {}
+    info = {"gpu_name": str(gpus[0].get("name", ""))[:200]}
+    if isinstance(gpus[0].get("vram_total"), int):
+        info["vram_total"] = gpus[0]["vram_total"]
+    return info
+
+
 LEASE_KEY = "workshop:lease:{}_{}"
 
 
@@ -326,7 +338,7 @@ def main(argv=None) -> int:
         catalog = catalog_of(comfy, stats)
         publish_catalog(app, comfy, catalog)
         registered = app.register(name=args.name, provider=args.provider, comfyui_url=args.comfyui, version=version,
-                                  capacity=1, vram_free=vram_free(stats))
+                                  capacity=1, vram_free=vram_free(stats), **gpu_info(stats))
     except TokenRevoked:
         print("gpuworker: the app does not know this worker's token. Create one with "
               "`manage.py worker_token NAME` and pass it in GPUWORKER_TOKEN or --token-file.", file=sys.stderr, flush=True)

@@ -1,62 +1,124 @@
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
+from django.utils import timezone
 
 from . import lifecycle
-from .dispatcher import free_slots
-from .models import PRIORITY_NEXT, PRIORITY_NOW, Job, JobState, QueueSettings, Worker
+from .models import PRIORITY_WORDS, Job, JobState, QueueSettings, Worker
+from .stats import human_bytes
+
+
+def seconds(moment) -> str:
+    """Admin times to the second, in the workshop's time zone."""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
+
+
+def _log(request, objects, message):
+    LogEntry.objects.log_actions(request.user.pk, list(objects), CHANGE, change_message=message)
 
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("short_id", "workspace", "state", "priority", "number", "created_at", "started_at", "worker",
-                    "attempts", "interruptions")
+    list_display = ("short_id", "workspace", "state", "priority_word", "number", "created", "started", "finished",
+                    "worker", "gpu_time", "attempts", "interruptions")
     list_filter = ("state", "worker")
     search_fields = ("id", "workspace__slug", "workspace__owner__username")
     readonly_fields = [f.name for f in Job._meta.fields if f.name not in ("priority",)]
-    actions = ["cancel_jobs", "run_next", "run_now"]
+    actions = ["cancel_jobs", "run_next", "run_now", "requeue"]
+
+    def has_add_permission(self, request):
+        return False  # jobs come from workspaces
 
     @admin.display(description="job")
     def short_id(self, job):
         return str(job.pk)[:8]
 
+    @admin.display(description="priority", ordering="priority")
+    def priority_word(self, job):
+        return PRIORITY_WORDS.get(job.priority, str(job.priority))
+
+    @admin.display(description="submitted", ordering="created_at")
+    def created(self, job):
+        return seconds(job.created_at)
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, job):
+        return seconds(job.started_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, job):
+        return seconds(job.finished_at)
+
+    @admin.display(description="GPU s", ordering="gpu_seconds")
+    def gpu_time(self, job):
+        return f"{job.gpu_seconds:.1f}" if job.gpu_seconds is not None else "—"
+
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
         with transaction.atomic():
-            done = sum(job.cancel() for job in queryset)
-        self.message_user(request, f"Cancelled {done} job(s).")
+            done = [job for job in queryset if job.cancel(by_instructor=True)]
+            _log(request, done, "Cancelled by the instructor")
+        self.message_user(request, f"Cancelled {len(done)} job(s).")
 
     @admin.action(description="Run next (head of the queue)")
     def run_next(self, request, queryset):
         with transaction.atomic():
-            n = queryset.filter(state=JobState.QUEUED).update(priority=PRIORITY_NEXT)
-            lifecycle.changed()
-        self.message_user(request, f"{n} job(s) moved to the head of the queue.")
+            done = [job for job in queryset.filter(state=JobState.QUEUED) if job.run_next()]
+            _log(request, done, "Run next")
+        self.message_user(request, f"{len(done)} job(s) moved to the head of the queue.")
 
     @admin.action(description="Run now (interrupts a running job only if no GPU is free; it comes back first)")
     def run_now(self, request, queryset):
-        chosen = list(queryset.filter(state=JobState.QUEUED))
-        if not chosen:
-            self.message_user(request, "Pick a waiting job.", messages.WARNING)
-            return
         with transaction.atomic():
-            Job.objects.filter(pk__in=[j.pk for j in chosen]).update(priority=PRIORITY_NOW)
-            # Only what the free GPUs cannot take at once displaces a running job.
-            needed = len(chosen) - sum(free_slots().values())
-            victims = list(
-                Job.objects.filter(state=JobState.RUNNING).exclude(cancel_requested="cancel").order_by("-started_at")
-            )[: max(needed, 0)]
-            interrupted = sum(job.interrupt_for_demo() for job in victims)
-            lifecycle.changed()
+            chosen = list(queryset.filter(state=JobState.QUEUED))
+            interrupted = Job.run_now(chosen)
+            if interrupted is None:
+                self.message_user(request, "Pick a waiting job.", messages.WARNING)
+                return
+            _log(request, chosen, f"Run now ({interrupted} running job(s) paused for it)")
         self.message_user(request, f"{len(chosen)} job(s) run now; {interrupted} running job(s) interrupted.")
+
+    @admin.action(description="Re-queue selected failed or cancelled jobs")
+    def requeue(self, request, queryset):
+        with transaction.atomic():
+            done = [job for job in queryset if job.requeue()]
+            _log(request, done, "Re-queued by the instructor")
+        self.message_user(request, f"{len(done)} job(s) back in the queue.")
 
 
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
-    list_display = ("name", "enabled", "health", "provider", "comfyui_version", "last_heartbeat", "current_job",
-                    "extension_code")
+    list_display = ("name", "enabled", "health", "provider", "comfyui_version", "heartbeat", "current_job",
+                    "jobs_done", "gpu", "price_per_hour", "extension_code")
+    list_editable = ("enabled", "price_per_hour")
     readonly_fields = ("token_hash", "last_heartbeat", "current_job", "comfyui_version", "status", "vram_free",
-                       "extension_code")
-    actions = ["trust_extensions"]
+                       "vram_total", "gpu_name", "extension_code")
+    actions = ["trust_extensions", "revoke"]
+
+    @admin.display(description="heartbeat", ordering="last_heartbeat")
+    def heartbeat(self, worker):
+        if not worker.last_heartbeat:
+            return "never"
+        return f"{(timezone.now() - worker.last_heartbeat).total_seconds():.0f} s ago"
+
+    @admin.display(description="jobs done")
+    def jobs_done(self, worker):
+        return worker.jobs.filter(state__in=("completed", "failed", "cancelled")).count()
+
+    @admin.display(description="GPU")
+    def gpu(self, worker):
+        return " · ".join(x for x in (worker.gpu_name, human_bytes(worker.vram_total) if worker.vram_total else "") if x) or "—"
+
+    @admin.action(description="Revoke: the token stops working, its jobs go back to the queue")
+    def revoke(self, request, queryset):
+        with transaction.atomic():
+            for worker in queryset:
+                worker.rotate_token()  # a token nobody knows: the old one is refused from now on
+                Worker.objects.filter(pk=worker.pk).update(enabled=False)
+                _log(request, [worker], "Revoked its token and disabled it")
+            lifecycle.changed()
+        self.message_user(request, f"Revoked {queryset.count()} worker(s); `manage.py worker_token NAME` makes a new token.")
 
     @admin.display(description="custom-node frontend code")
     def extension_code(self, worker):
@@ -103,8 +165,18 @@ class WorkerAdmin(admin.ModelAdmin):
             lifecycle.changed()
 
 
+class QueueSettingsForm(forms.ModelForm):
+    class Meta:
+        model = QueueSettings
+        fields = "__all__"
+        # Admin's integer box is 5 characters wide: 2000000 showed as 200000.
+        widgets = {"max_prompt_bytes": forms.NumberInput(attrs={"style": "width: 12em"}),
+                   "job_timeout": forms.NumberInput(attrs={"style": "width: 8em"})}
+
+
 @admin.register(QueueSettings)
 class QueueSettingsAdmin(admin.ModelAdmin):
+    form = QueueSettingsForm
     list_display = ("__str__", "policy", "paused", "max_waiting_per_user", "job_timeout", "updated_at")
 
     def has_add_permission(self, request):

@@ -14,6 +14,7 @@ from channels.layers import get_channel_layer
 log = logging.getLogger(__name__)
 
 QUEUE_GROUP = "queue"
+CONSOLE_GROUP = "console"  # the instructor's live pages
 
 
 def group_name(slug: str) -> str:
@@ -37,14 +38,32 @@ def send(slug: str, *messages: dict, end_of: str | None = None) -> None:
         _group_send(group_name(slug), event)
 
 
-def job_update(job, reason: str) -> None:
-    """A job the platform moved on its own: back to the queue, cancelled or failed without a
-    word from ComfyUI (its worker is gone). The bridge tells the participant why."""
+def job_update(job, reason: str, said: str | None = None, moved_only: bool = False) -> None:
+    """A job that moved without a word from ComfyUI: back to the queue, cancelled or failed (its
+    worker is gone), or moved by the instructor. The bridge tells the participant why; `said` is
+    the sentence to show when the reason is the instructor's."""
     _group_send(
         group_name(job.workspace.slug),
         {"type": "job.update", "job": {"prompt_id": str(job.id), "state": job.state, "reason": reason,
-                                        "error": job.error, "node_errors": job.node_errors or {}}},
+                                        "said": said or "", "moved_only": moved_only, "error": job.error,
+                                        "node_errors": job.node_errors or {}}},
     )
+
+
+def announce(announcement: dict) -> None:
+    """The instructor's announcement, to every open workspace (and the console)."""
+    _group_send(QUEUE_GROUP, {"type": "workshop.broadcast", "message": {"type": "workshop.announcement",
+                                                                         "data": announcement}})
+
+
+def workflow_pushed(path: str, name: str, open_now: bool) -> None:
+    _group_send(QUEUE_GROUP, {"type": "workshop.broadcast", "message": {
+        "type": "workshop.workflow", "data": {"path": path, "name": name, "open": open_now}}})
+
+
+def console_changed(what: str = "") -> None:
+    """Something only the console shows moved (a run's progress, a worker's heartbeat)."""
+    _group_send(CONSOLE_GROUP, {"type": "console.changed", "what": what})
 
 
 def queue_payload(snap) -> dict:

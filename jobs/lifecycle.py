@@ -16,8 +16,8 @@ _state = threading.local()  # Django's connections are per thread, and so is thi
 def changed(*, notice=None, relay=None) -> None:
     """The queue changed in this transaction.
 
-    notice: (job, reason) for a job the platform moved on its own (lost its GPU, cancelled by
-    the instructor); relay: (slug, [ComfyUI messages]) the worker sent, passed on untouched.
+    notice: (job, reason[, said[, moved_only]]) for a job that moved without a word from
+    ComfyUI (jobs.events.job_update): it lost its GPU, or the instructor moved it; relay: (slug, [ComfyUI messages]) the worker sent, passed on untouched.
     """
     _state.pending = True
     # Each call's messages ride on its own callback (a rollback drops them with it); the first

@@ -22,6 +22,14 @@ PRIORITY_NORMAL = 0
 PRIORITY_RESUME = 5
 PRIORITY_NEXT = 10
 PRIORITY_NOW = 20
+PRIORITY_WORDS = {PRIORITY_NORMAL: "normal", PRIORITY_RESUME: "resumes first", PRIORITY_NEXT: "next",
+                  PRIORITY_NOW: "now"}
+
+# What a participant is told when the instructor moved their run (jobs.events.notice).
+SAID_CANCELLED = "The instructor cancelled this run."
+SAID_DEMO = "Your run was paused for a demo; it continues first."
+SAID_NEXT = "The instructor moved your run to the front of the queue."
+SAID_REQUEUED = "The instructor put your run back in the queue."
 
 
 class JobState(models.TextChoices):
@@ -57,6 +65,12 @@ class QueueSettings(models.Model):
     )
     updated_at = models.DateTimeField(auto_now=True)
 
+    POLICY_LABELS = {
+        "fifo": "FIFO: first come, first served",
+        "round_robin": "Round robin: one job per participant in turn",
+        "fair_share": "Fair share: least GPU time used goes first",
+    }
+
     class Meta:
         verbose_name = verbose_name_plural = "queue settings"
 
@@ -76,6 +90,60 @@ class QueueSettings(models.Model):
             },
         )
         return obj
+
+    def set_paused(self, paused: bool) -> bool:
+        """Pause or resume; every badge says so at once. True when it changed."""
+        changed = QueueSettings.objects.filter(pk=self.pk).exclude(paused=paused).update(paused=paused)
+        self.paused = paused
+        if changed:
+            lifecycle.changed()
+        return bool(changed)
+
+    def set_policy(self, policy: str) -> bool:
+        if policy not in policies.POLICIES:
+            raise ValueError(f"Unknown queue policy {policy!r}")
+        changed = QueueSettings.objects.filter(pk=self.pk).exclude(policy=policy).update(policy=policy)
+        self.policy = policy
+        if changed:
+            lifecycle.changed()
+        return bool(changed)
+
+
+class Announcement(models.Model):
+    """The instructor's message to every participant; the newest one is shown, also to those
+    who join later. An empty text clears it."""
+
+    MAX_LENGTH = 500
+    text = models.CharField(max_length=MAX_LENGTH, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return self.text or "(cleared)"
+
+    @classmethod
+    def publish(cls, text: str, user=None) -> "Announcement":
+        from . import events
+
+        announcement = cls.objects.create(text=text[: cls.MAX_LENGTH], created_by=user)
+        transaction.on_commit(lambda: events.announce(announcement.as_message()))
+        return announcement
+
+    @classmethod
+    def current(cls) -> "Announcement | None":
+        latest = cls.objects.first()
+        return latest if latest and latest.text else None
+
+    @classmethod
+    def current_text(cls) -> str:
+        latest = cls.current()
+        return latest.text if latest else ""
+
+    def as_message(self) -> dict:
+        return {"id": self.pk, "text": self.text, "at": self.created_at.isoformat()}
 
 
 def _new_token() -> str:
@@ -117,6 +185,10 @@ class Worker(models.Model):
     status = models.CharField(max_length=20, default="offline")
     capacity = models.PositiveIntegerField(default=1)
     vram_free = models.BigIntegerField(null=True, blank=True, help_text="Bytes, as ComfyUI last reported")
+    vram_total = models.BigIntegerField(null=True, blank=True, help_text="Bytes, as ComfyUI reported")
+    gpu_name = models.CharField(max_length=200, blank=True, help_text="As ComfyUI reported it")
+    price_per_hour = models.FloatField(
+        default=0.0, help_text="What an hour of this GPU costs (0: the provider's price from GPU_PRICE_PER_HOUR)")
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     current_job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
@@ -349,6 +421,9 @@ class Job(models.Model):
         help_text="Ran out of GPU memory there once; retried elsewhere if possible",
     )
     cancel_requested = models.CharField(max_length=20, blank=True, help_text="'cancel' or 'interrupt' while running")
+    cancelled_by = models.CharField(max_length=20, blank=True, help_text="'instructor' when the instructor cancelled it")
+    from_cache = models.BooleanField(
+        default=False, help_text="ComfyUI ran nothing (every node cached): not counted in ETAs")
     progress = models.JSONField(default=dict, blank=True)
     outputs = models.JSONField(default=dict, blank=True, help_text="ComfyUI history outputs, workspace paths")
     files = models.JSONField(default=dict, blank=True, help_text="GPU-host file -> stored workspace file")
@@ -393,6 +468,13 @@ class Job(models.Model):
                     "Wait for one to start, or cancel one in the queue panel.",
                     status=429,
                 )
+            budget = workspace.gpu_budget_seconds
+            if budget is not None and workspace.gpu_seconds_used() >= budget:
+                raise SubmitError(
+                    "workshop_gpu_budget",
+                    f"You have used your GPU budget of {budget // 60} min. Ask the instructor for more.",
+                    status=429,
+                )
             last = cls.objects.filter(workspace=workspace).aggregate(n=models.Max("number"))["n"]
             job = cls.objects.create(
                 workspace=workspace,
@@ -404,6 +486,7 @@ class Job(models.Model):
                 workflow_name=str(workflow_name or "")[:200],
                 number=(last + 1) if last is not None else 0,
                 submit_fields=dict(submit_fields or {}),
+                priority=PRIORITY_NEXT if workspace.jumps_queue else PRIORITY_NORMAL,
             )
             workspace.touch()
             lifecycle.changed()
@@ -459,6 +542,7 @@ class Job(models.Model):
         return self._move(
             ACTIVE_STATES,
             of_run=run,
+            from_cache=ran_from_cache(self.prompt, messages),
             end_messages=list(end),
             state=JobState.COMPLETED,
             finished_at=timezone.now(),
@@ -514,7 +598,10 @@ class Job(models.Model):
                 changed = self._requeue(run, attempts=F("attempts") + (1 if crash else 0), error=reason)
         rq.withdraw(self.pk, run)
         if changed:
-            lifecycle.changed(notice=(self, reason))
+            said = SAID_DEMO if current.cancel_requested == "interrupt" else None
+            if current.cancel_requested == "cancel" and current.cancelled_by == "instructor":
+                said = SAID_CANCELLED
+            lifecycle.changed(notice=(self, reason, said))
         return changed
 
     def _requeue(self, run, **fields) -> bool:
@@ -549,7 +636,7 @@ class Job(models.Model):
 
     # --- control: the participant's and the instructor's levers ------------------------
 
-    def cancel(self) -> bool:
+    def cancel(self, by_instructor: bool = False) -> bool:
         """Stop this job wherever it is; it ends `cancelled`, and nothing brings it back.
 
         A running job ends when its worker confirms ComfyUI stopped (the worker hears of it
@@ -558,6 +645,9 @@ class Job(models.Model):
         """
         from . import rq
 
+        if by_instructor and not self.is_final:
+            Job.objects.filter(pk=self.pk, state__in=OPEN_STATES).update(cancelled_by="instructor")
+            self.cancelled_by = "instructor"
         if self.state == JobState.RUNNING:
             if self.request_stop("cancel"):
                 rq.signal_stop(self.pk, self.run, "cancel")
@@ -569,10 +659,50 @@ class Job(models.Model):
             if was_dispatched:
                 rq.withdraw(self.pk, run)
                 rq.signal_stop(self.pk, self.run, "cancel")
+            if by_instructor:
+                lifecycle.changed(notice=(self, "cancelled by the instructor", SAID_CANCELLED, not was_dispatched))
             return True
         # It started meanwhile: ask its worker.
         self.refresh_from_db()
-        return self.state == JobState.RUNNING and self.cancel()
+        return self.state == JobState.RUNNING and self.cancel(by_instructor)
+
+    def run_next(self) -> bool:
+        """The instructor's "run next": to the head of the queue (after any "run now")."""
+        if Job.objects.filter(pk=self.pk, state=JobState.QUEUED, priority__lt=PRIORITY_NEXT).update(
+                priority=PRIORITY_NEXT):
+            self.refresh_from_db()
+            lifecycle.changed(notice=(self, "moved to the front by the instructor", SAID_NEXT, True))
+            return True
+        return False
+
+    @classmethod
+    def run_now(cls, jobs) -> int | None:
+        """Start these waiting jobs at once: each free GPU takes one, and only what the free GPUs
+        cannot take pauses a running job (the newest first), which continues first afterwards.
+        Returns how many running jobs were paused, or None when none of them was waiting."""
+        from .dispatcher import free_slots
+
+        chosen = [job for job in jobs if job.state == JobState.QUEUED]
+        if not chosen:
+            return None
+        cls.objects.filter(pk__in=[j.pk for j in chosen], state=JobState.QUEUED).update(priority=PRIORITY_NOW)
+        needed = len(chosen) - sum(free_slots().values())
+        victims = list(
+            cls.objects.filter(state=JobState.RUNNING).exclude(cancel_requested="cancel").order_by("-started_at")
+        )[: max(needed, 0)]
+        interrupted = sum(job.interrupt_for_demo() for job in victims)
+        lifecycle.changed()
+        return interrupted
+
+    def requeue(self) -> bool:
+        """A failed or cancelled job back into the queue, at the front, with fresh attempts."""
+        if self._move(FINAL_STATES[1:], quiet=True, state=JobState.QUEUED, priority=PRIORITY_RESUME,
+                      finished_at=None, started_at=None, dispatched_at=None, worker=None, error="",
+                      node_errors={}, attempts=0, cancelled_by="", cancel_requested="", progress={},
+                      end_messages=[], end_delivered=False, lease_expires_at=None):
+            lifecycle.changed(notice=(self, "put back in the queue by the instructor", SAID_REQUEUED, True))
+            return True
+        return False
 
     def interrupt_for_demo(self) -> bool:
         """Stop the running job so a demo can use the GPU; it comes back at the front."""
@@ -643,6 +773,17 @@ class Job(models.Model):
             },
             "meta": {node: {"node_id": node, "display_node": node} for node in self.outputs},
         }
+
+
+def ran_from_cache(prompt, messages) -> bool:
+    """Whether ComfyUI took every node of the prompt from its cache (a re-run of a fraction of a
+    second, which says nothing about how long the next job will take)."""
+    cached: set[str] = set()
+    for message in messages or []:
+        if isinstance(message, (list, tuple)) and len(message) == 2 and message[0] == "execution_cached":
+            nodes = (message[1] or {}).get("nodes") if isinstance(message[1], dict) else None
+            cached.update(str(n) for n in nodes or [])
+    return bool(prompt) and isinstance(prompt, dict) and set(map(str, prompt)) <= cached
 
 
 def usage_today() -> dict[str, policies.Usage]:

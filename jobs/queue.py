@@ -17,9 +17,12 @@ RECENT = 50
 
 
 def estimates() -> tuple[dict[str, float], float]:
-    """Median GPU seconds of recent completed jobs, per workflow name and overall."""
+    """Median GPU seconds of recent completed jobs, per workflow name and overall.
+
+    Runs ComfyUI took wholly from its cache are left out: a re-run of a fraction of a second
+    says nothing of the next job, and a few of them made the ETA at position 8 read 2 s."""
     recent = list(
-        Job.objects.filter(state=JobState.COMPLETED, gpu_seconds__isnull=False)
+        Job.objects.filter(state=JobState.COMPLETED, gpu_seconds__isnull=False, from_cache=False)
         .order_by("-finished_at")
         .values_list("workflow_name", "gpu_seconds")[: RECENT * 4]
     )

@@ -17,6 +17,7 @@ from workshop import jsonbody, limits
 from . import events, lifecycle, rq
 from .redact import redact
 from .models import (
+    SAID_CANCELLED,
     ACTIVE_STATES,
     WORKER_BUSY,
     WORKER_COMFYUI_DOWN,
@@ -110,11 +111,14 @@ def fenced(job: Job, why: str = "") -> JsonResponse:
 
 def _beat_fields(data: dict) -> dict:
     fields = {}
-    try:
-        if data.get("vram_free") is not None:
-            fields["vram_free"] = max(0, int(data["vram_free"]))
-    except (TypeError, ValueError):
-        raise BadRequest("vram_free must be a number of bytes") from None
+    for key in ("vram_free", "vram_total"):
+        try:
+            if data.get(key) is not None:
+                fields[key] = min(max(0, int(data[key])), 2**62)
+        except (TypeError, ValueError, OverflowError):
+            raise BadRequest(f"{key} must be a number of bytes") from None
+    if isinstance(data.get("gpu_name"), str):
+        fields["gpu_name"] = data["gpu_name"][:200]
     return fields
 
 
@@ -305,6 +309,9 @@ def job_events(request, job_id):
         kind, event_data = item["type"], item.get("data") or {}
         if kind == "progress":
             progress = redact(event_data)
+        elif kind == "executing" and isinstance(event_data, dict) and event_data.get("node") is not None:
+            progress = {"node": str(event_data["node"])[:50], "value": 0, "max": 0,
+                        "prompt_id": event_data.get("prompt_id")}
         if kind == "_preview":
             try:
                 relay.append({"binary": base64.b64decode(event_data["frame"], validate=True)})
@@ -318,6 +325,8 @@ def job_events(request, job_id):
     if progress is not None:
         fields["progress"] = progress
     Job.objects.filter(pk=job.pk, run=run).update(**fields)
+    if progress is not None:
+        events.console_changed("progress")
     return JsonResponse({"ok": True, "cancel": job.cancel_requested or None})
 
 
@@ -390,7 +399,8 @@ def job_finish(request, job_id):
             job.lose_run(run, "The instructor paused your job for a demo", crash=False)
         elif status == "interrupted":
             job.mark_cancelled(messages=messages, gpu_seconds=gpu_seconds, run=run, end=end)
-            lifecycle.changed(relay=relay)
+            told = (job, "cancelled by the instructor", SAID_CANCELLED, True) if job.cancelled_by == "instructor" else None
+            lifecycle.changed(relay=relay, notice=told)
         else:
             reason = redact(str(data.get("reason") or "the GPU host failed"))[:500]
             job.lose_run(run, reason, crash=status == "lost" and bool(data.get("crash")))

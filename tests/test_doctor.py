@@ -24,7 +24,17 @@ def doctor():
 
 def publish(version, model_files):
     worker, _ = Worker.create_with_token("gpu-1")
+    worker.beat(status="idle")
     Catalog.objects.create(worker=worker, comfyui_version=version, data={"model_files": model_files})
+
+
+@pytest.fixture(autouse=True)
+def production(settings):
+    """A real workshop's settings: its host name, behind TLS."""
+    settings.ALLOWED_HOSTS = ["workshop.example.org"]
+    settings.BEHIND_PROXY = settings.SESSION_COOKIE_SECURE = True
+    settings.DEBUG = False
+    settings.MIN_FREE_DISK_BYTES = 0
 
 
 @pytest.mark.django_db
@@ -52,3 +62,25 @@ def test_without_any_gpu_host_it_says_so():
     code, text = doctor()
     assert code == 1 and "no GPU worker has published its ComfyUI catalog yet" in text
     assert "(no GPU host to ask)" in text
+
+
+@pytest.mark.django_db
+def test_each_setting_a_real_workshop_needs_is_named_with_its_fix(settings):
+    publish("0.38.1", LTX2)
+    settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+    settings.BEHIND_PROXY = False
+    settings.MIN_FREE_DISK_BYTES = 10**18
+    code, text = doctor()
+    assert code == 1
+    assert "FAIL ALLOWED_HOSTS = 127.0.0.1, localhost: set it to the workshop's host name" in text
+    assert "FAIL HTTPS is off: set BEHIND_TLS_PROXY=true and SECURE_COOKIES=true" in text
+    assert "free space or move WORKSHOP_DATA_DIR" in text
+    assert "ok   Redis at" in text and "ok   GPU worker(s) online: gpu-1" in text
+
+
+@pytest.mark.django_db
+def test_a_worker_that_stopped_beating_is_no_live_worker(settings):
+    publish("0.38.1", LTX2)
+    Worker.objects.update(last_heartbeat=None)
+    code, text = doctor()
+    assert code == 1 and "FAIL no GPU worker is online: start one" in text

@@ -16,7 +16,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from django.urls import re_path  # noqa: E402
+
 from frontend_bridge.routing import websocket_urlpatterns  # noqa: E402
+from jobs.consumers import ConsoleSocket  # noqa: E402
+
+websocket_urlpatterns = [*websocket_urlpatterns, re_path(r"^ws/console$", ConsoleSocket.as_asgi())]
 
 application = ProtocolTypeRouter(
     {

@@ -124,13 +124,14 @@ STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CHANNELS_PREFIX = env_str("CHANNELS_PREFIX", "workshop")
 
 # Shared by every process (login throttling counts across Daphne processes).
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": env_str("CHANNELS_PREFIX", "workshop") + "-cache",
+        "KEY_PREFIX": CHANNELS_PREFIX + "-cache",
     }
 }
 
@@ -144,7 +145,7 @@ CHANNEL_LAYERS = {
             # joining their groups at once ran out. Sized for 500 sockets per Daphne process.
             "hosts": [{"address": REDIS_URL, "socket_timeout": 30,
                        "max_connections": env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 1000)}],
-            "prefix": env_str("CHANNELS_PREFIX", "workshop"),
+            "prefix": CHANNELS_PREFIX,
             # Open sockets rejoin their groups every 5 s (frontend_bridge.consumers), so a socket
             # whose Daphne died leaves them within a minute instead of filling up for a day.
             "group_expiry": 60,
@@ -183,6 +184,21 @@ MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 50_000_000)
 # What a GPU worker may send for one output file (a long LTX-2 video is a few GB).
 MAX_OUTPUT_BYTES = env_int("MAX_OUTPUT_BYTES", 16 * 1024**3)
+
+# The address participants open (credential sheets, QR codes).
+WORKSHOP_URL = env_str("WORKSHOP_URL", "http://127.0.0.1:8000")
+# What an hour of GPU costs, per provider ("runpod=2.49,comfyui=0"; "*" for any other), unless
+# a worker has its own price in the admin; and the currency the console shows.
+GPU_PRICE_PER_HOUR = {
+    key.strip(): float(value)
+    for key, _, value in (item.partition("=") for item in env_list("GPU_PRICE_PER_HOUR", []))
+    if key.strip() and value.strip()
+}
+GPU_PRICE_CURRENCY = env_str("GPU_PRICE_CURRENCY", "USD")
+# /metrics for a Prometheus scraper: `Authorization: Bearer <METRICS_TOKEN>` (staff may always look).
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# workshop_doctor warns below this much free disk for workspaces.
+MIN_FREE_DISK_BYTES = env_int("MIN_FREE_DISK_GB", 10) * 1024**3
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_PROMPT_BYTES + 1_000_000
 
 LOGGING = {

@@ -4,7 +4,7 @@ from django.urls import include, path
 
 from accounts.forms import LoginForm
 
-from . import views
+from . import metrics, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -16,6 +16,8 @@ urlpatterns = [
     path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(template_name="password_change.html"),
          name="password_change_done"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("metrics", metrics.view, name="metrics"),
+    path("admin/console/", include("jobs.console")),  # the instructor's live console
     path("admin/rq/", include("django_rq.urls")),  # RQ's own dashboard: queues, workers, failed jobs
     path("admin/", admin.site.urls),
     path("api/worker/", include("jobs.urls")),

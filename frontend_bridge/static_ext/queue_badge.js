@@ -50,6 +50,9 @@ export function describe(data) {
       return { text: `Position ${first.position} of ${first.of} · no GPU worker online yet`, offline: true };
     }
     const more = waiting.length > 1 ? ` (+${waiting.length - 1} more of yours)` : "";
+    if (data.paused) {
+      return { text: `Position ${first.position} of ${first.of} · Paused by the instructor${more}`, offline: true };
+    }
     return { text: `Position ${first.position} of ${first.of}${minutes(first.eta_seconds)}${more}`, offline: false };
   }
   if (!data.workers_online) return { text: "No GPU worker online", offline: true };
@@ -81,6 +84,51 @@ function notice(data) {
   el.textContent = data.text;
   el.classList.toggle("offline", data.state !== "queued");
   noticeUntil = Date.now() + 8000;
+  toast(data.state === "failed" ? "error" : "info", "Workshop", data.text, 8000);
+}
+
+function toast(severity, summary, detail, life) {
+  try {
+    app.extensionManager.toast.add({ severity, summary, detail, ...(life ? { life } : {}) });
+  } catch (error) {
+    console.warn("workshop toast:", error);
+  }
+}
+
+// The instructor's announcement: a toast that stays until closed, sent again to every tab that
+// connects later (shown once per page).
+const announced = new Set();
+function announcement(data) {
+  if (!data.text || announced.has(data.id)) return;
+  announced.add(data.id);
+  toast("info", "From the instructor", data.text, 0);
+}
+
+// A workflow the instructor pushed: it is in the Workflows sidebar under workshop/ at once, and
+// opens as a new tab when the instructor asked for that.
+async function pushedWorkflow(data) {
+  try {
+    await app.extensionManager.workflow.syncWorkflows();
+    if (data.open) {
+      const response = await api.getUserData(data.path);
+      if (response.ok) await app.loadGraphData(await response.json(), true, true, data.path.replace(/^workflows\//, ""));
+    }
+    toast("info", "Workshop", `The instructor shared a workflow: ${data.name} (Workflows > workshop)`, 8000);
+  } catch (error) {
+    console.warn("workshop pushed workflow:", error);
+  }
+}
+
+// Staff opened this workspace from the console to help its participant.
+function helpBanner() {
+  if (!new URLSearchParams(location.search).has("workshop_help")) return;
+  const el = document.createElement("div");
+  el.id = "workshop-help-banner";
+  el.setAttribute("role", "status");
+  el.textContent = "Help mode: this is a participant's workspace. What you run here is queued as theirs.";
+  el.style.cssText = "position:fixed;top:0;left:50%;transform:translateX(-50%);z-index:1001;padding:4px 12px;" +
+    "background:#d9822b;color:#fff;border-radius:0 0 6px 6px;font:13px Arial,sans-serif;pointer-events:none";
+  document.body.appendChild(el);
 }
 
 function show(data) {
@@ -101,6 +149,8 @@ function show(data) {
 // message type nobody listens for as an error.
 api.addEventListener("workshop.queue", (event) => show(event.detail));
 api.addEventListener("workshop.notice", (event) => notice(event.detail));
+api.addEventListener("workshop.announcement", (event) => announcement(event.detail));
+api.addEventListener("workshop.workflow", (event) => pushedWorkflow(event.detail));
 
 app.registerExtension({
   name: "workshop.queueBadge",
@@ -122,6 +172,7 @@ app.registerExtension({
   ],
   menuCommands: [{ path: ["Workshop"], commands: ["Workshop.MyOutputs", "Workshop.ChangePassword"] }],
   async setup() {
+    helpBanner();
     // The first push may have arrived before the page was ready: ask once.
     try {
       const response = await api.fetchApi("/workshop/queue");

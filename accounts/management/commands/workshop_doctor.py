@@ -22,6 +22,49 @@ def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts + [0] * (3 - len(parts)))
 
 
+def configuration_checks() -> list[tuple[bool, str]]:
+    """A real workshop's settings and services, each with how to fix it."""
+    import os
+
+    from workshop import status
+
+    checks = []
+    key = os.environ.get("SECRET_KEY", "")
+    if key:
+        strong = len(key) >= 50 and len(set(key)) >= 5 and "insecure" not in key
+        checks.append((strong, "SECRET_KEY is set" + ("" if strong else
+                       " but weak: use 50+ random characters (python -c 'import secrets; print(secrets.token_urlsafe(50))')")))
+    else:
+        checks.append((True, "SECRET_KEY generated and kept in the var folder (set SECRET_KEY for several app hosts)"))
+    local = {"127.0.0.1", "localhost", "[::1]"}
+    hosts = set(settings.ALLOWED_HOSTS)
+    checks.append((bool(hosts - local) and "*" not in hosts,
+                   f"ALLOWED_HOSTS = {', '.join(sorted(hosts)) or '(empty)'}"
+                   + ("" if hosts - local and "*" not in hosts else
+                      ": set it to the workshop's host name, e.g. ALLOWED_HOSTS=workshop.example.org")))
+    https = settings.BEHIND_PROXY and settings.SESSION_COOKIE_SECURE
+    checks.append((https, "HTTPS: behind a TLS proxy with secure cookies" if https else
+                   "HTTPS is off: set BEHIND_TLS_PROXY=true and SECURE_COOKIES=true behind nginx with TLS "
+                   "(docs/operator.md)"))
+    checks.append((not settings.DEBUG, "DEBUG is off" if not settings.DEBUG else "DEBUG is on: unset DEBUG"))
+    redis = status.redis()
+    checks.append((redis["ok"], f"Redis at {redis['url']} answers" if redis["ok"] else
+                   f"Redis at {redis['url']} does not answer ({redis['error']}): start it, or fix REDIS_URL"))
+    database = status.database()
+    checks.append((database["ok"], "the database answers" if database["ok"] else
+                   f"the database does not answer ({database['error']}): start PostgreSQL, or fix DATABASE_URL"))
+    if database["ok"]:
+        online = [w["name"] for w in status.workers() if w["online"]]
+        checks.append((bool(online), f"GPU worker(s) online: {', '.join(online)}" if online else
+                       "no GPU worker is online: start one (manage.py worker_token NAME, then gpuworker; "
+                       "docs/operator.md)"))
+    disk = status.disk()
+    enough = disk["free_bytes"] >= settings.MIN_FREE_DISK_BYTES
+    checks.append((enough, f"{disk['free_bytes'] / 1024**3:.1f} GB free in {disk['path']}" + ("" if enough else
+                   f": below {settings.MIN_FREE_DISK_BYTES / 1024**3:.0f} GB; free space or move WORKSHOP_DATA_DIR")))
+    return checks
+
+
 class Command(BaseCommand):
     help = "Check the workshop's workflows, their model files and the GPU hosts' ComfyUI versions."
 
@@ -33,6 +76,12 @@ class Command(BaseCommand):
             problems += not ok
             self.stdout.write(f"{'ok  ' if ok else 'FAIL'} {text}")
 
+        checks = configuration_checks()
+        for ok, text in checks:
+            say(ok, text)
+        if any(not ok and "database" in text for ok, text in checks):
+            self.stdout.write(f"{problems} problem(s) found; the rest needs the database")
+            raise SystemExit(1)
         say(True, f"frontend served: comfyui-frontend-package {frontend_version()}")
         catalogs = list(Catalog.objects.select_related("worker"))
         online = set(Worker.objects.online().values_list("pk", flat=True))

@@ -1,0 +1,84 @@
+"""`manage.py workshop_report --out DIR`: after the workshop, a Markdown report with its charts:
+jobs, waits (p50/p95), GPU busy share, GPU cost per participant and errors by cause."""
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from jobs import reports, stats
+from jobs.redact import text as redact_text
+
+
+def cause(error: str) -> str:
+    """An error's first line, without paths or numbers that make every case distinct."""
+    import re
+
+    first = redact_text(error or "").strip().splitlines()[0] if (error or "").strip() else "(no message)"
+    return re.sub(r"\d+(\.\d+)?", "N", first)[:120]
+
+
+def build(hours: float | None = None, now=None) -> tuple[str, dict[str, str]]:
+    """(markdown, {chart file name: svg}) for jobs of the last `hours`, or all jobs."""
+    now = now or timezone.now()
+    runs = reports.runs(since=now - timedelta(hours=hours) if hours else None)
+    start = min((r.created_at for r in runs), default=now - timedelta(hours=1))
+    span_hours = max((now - start).total_seconds() / 3600, 0.25)
+    charts = reports.chart_svgs(span_hours, now=now)
+    states = Counter(r.state for r in runs)
+    waits = stats.waits(runs)
+    table, total = reports.costs()
+    busy = {}
+    for run in runs:
+        if run.worker and run.started_at:
+            busy[run.worker] = busy.get(run.worker, 0.0) + ((run.finished_at or now) - run.started_at).total_seconds()
+    span = max((now - start).total_seconds(), 1.0)
+    errors = Counter(cause(r.error) for r in runs if r.state == "failed")
+
+    lines = ["# Workshop report", "",
+             f"{timezone.localtime(start):%Y-%m-%d %H:%M} to {timezone.localtime(now):%H:%M} "
+             f"({stats.human_seconds(span)}), generated {timezone.localtime(now):%Y-%m-%d %H:%M}.", "",
+             "## Jobs", "", "| state | jobs |", "|---|---:|"]
+    lines += [f"| {state} | {states.get(state, 0)} |" for state in
+              ("completed", "failed", "cancelled", "queued", "dispatched", "running")]
+    lines += [f"| **all** | **{len(runs)}** |", "",
+              "## Waits", "",
+              f"- started jobs: {len(waits)}",
+              f"- wait p50: {stats.human_seconds(stats.percentile(waits, 50))}",
+              f"- wait p95: {stats.human_seconds(stats.percentile(waits, 95))}",
+              f"- longest: {stats.human_seconds(max(waits) if waits else None)}", "",
+              "![Waiting jobs](waiting.svg)", "", "![Wait per job](waits.svg)", "",
+              "## GPU busy share", "", "| worker | busy | share |", "|---|---:|---:|"]
+    lines += [f"| {w} | {stats.human_seconds(s)} | {100 * min(s / span, 1):.0f} % |" for w, s in sorted(busy.items())]
+    lines += ["", "![GPU busy share](busy.svg)", "",
+              f"## GPU cost per participant ({total['currency']})", "",
+              "| participant | jobs | GPU time | cost |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['username']} ({r['slug']}) | {r['jobs']} | {stats.human_seconds(r['gpu_seconds'])} | {r['cost']:.2f} |"
+              for r in table]
+    lines += [f"| **whole workshop** | **{total['jobs']}** | **{stats.human_seconds(total['gpu_seconds'])}** | "
+              f"**{total['cost']:.2f}** |", "", "![GPU seconds per participant](gpu.svg)", "",
+              "## Errors by cause", ""]
+    if errors:
+        lines += ["| cause | jobs |", "|---|---:|"] + [f"| {c.replace('|', '/')} | {n} |" for c, n in errors.most_common()]
+    else:
+        lines.append("No job failed.")
+    return "\n".join(lines) + "\n", {f"{name}.svg": svg for name, svg in charts.items()}
+
+
+class Command(BaseCommand):
+    help = "Write the workshop report (report.md and its SVG charts) into --out."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--out", required=True, help="Folder for report.md and the charts")
+        parser.add_argument("--hours", type=float, default=None, help="Only the last N hours (default: every job)")
+
+    def handle(self, *args, out, hours, **options):
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.stdout.write("reading jobs …")
+        markdown, charts = build(hours)
+        for name, svg in charts.items():
+            (folder / name).write_text(svg)
+        (folder / "report.md").write_text(markdown)
+        self.stdout.write(self.style.SUCCESS(f"Wrote {folder / 'report.md'} and {len(charts)} chart(s)"))
