@@ -51,9 +51,8 @@ def line_chart(title: str, times: Sequence[datetime], series: dict[str, Sequence
         coords = " ".join(f"{LEFT + plot_w * j / n:.1f},{TOP + plot_h - plot_h * min(v, top) / top:.1f}"
                           for j, v in enumerate(points))
         body.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>')
-        if len(series) > 1:
-            body.append(f'<text x="{WIDTH - RIGHT}" y="{14 + 12 * i}" text-anchor="end" fill="{colour}">'
-                        f'{escape(name)}</text>')
+        body.append(f'<text x="{WIDTH - RIGHT}" y="{14 + 12 * i}" text-anchor="end" fill="{colour}">'
+                    f'{escape(name)}</text>')
     for j in sorted({0, len(times) // 2, len(times) - 1}):
         if 0 <= j < len(times):
             body.append(f'<text x="{LEFT + plot_w * j / n:.1f}" y="{HEIGHT - 10}" text-anchor="middle">'

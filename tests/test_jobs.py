@@ -240,19 +240,20 @@ def test_inputs_are_served_only_when_the_job_reads_them(client, participants, on
 # --- workshop_setup ------------------------------------------------------------------------
 
 
-def test_workshop_setup_creates_accounts_once(db, tmp_path, capsys):
+def test_workshop_setup_creates_accounts_once_and_prints_no_password(db, tmp_path, capsys):
     from django.contrib.auth import get_user_model
 
-    sheet = tmp_path / "credentials.csv"
-    call_command("workshop_setup", users=3, sheet=str(sheet))
+    call_command("workshop_setup", users=3, sheet=str(tmp_path))
     out = capsys.readouterr().out
+    sheet = tmp_path / "credentials.csv"
     rows = sheet.read_text().splitlines()
     assert rows[0] == "username,password,url" and len(rows) == 5  # instructor + 3
-    assert "user003" in out and "/user/003/" in out
-    user, password, _ = rows[2].split(",")
+    user, password, url = rows[3].split(",")
+    assert url.endswith("/user/002/") and password not in out and "credentials.html" in out
     assert get_user_model().objects.get(username=user).check_password(password)
+    assert get_user_model().objects.get(username="instructor").workspace.slug == "demo"
 
-    call_command("workshop_setup", users=4, sheet=str(sheet))
+    call_command("workshop_setup", users=4, sheet=str(tmp_path))
     rows_after = sheet.read_text().splitlines()
     assert rows_after[:5] == rows and len(rows_after) == 6, "only user004 is new; old passwords unchanged"
     assert get_user_model().objects.get(username=user).check_password(password)

@@ -1,10 +1,10 @@
-"""Create the workshop's accounts: user001…userNNN with workspaces, and an instructor.
+"""Create the workshop's accounts: user001…userNNN with workspaces, and an instructor with a
+demo workspace of their own (/user/demo/).
 
-Idempotent: existing accounts keep their passwords. New passwords are shown once, in the table
-printed here and in the credential sheet (a CSV under var/, appended to), never again.
+Idempotent: existing accounts keep their passwords. New passwords go to the credential sheet
+(credentials.csv and a printable credentials.html with a QR code per card, in --sheet), never
+to stdout unless --show: command output ends up in logs.
 """
-import csv
-import secrets
 from pathlib import Path
 
 from django.conf import settings
@@ -12,46 +12,45 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from accounts import credentials
 from accounts.models import Workspace
 
-# Easy to read aloud and type: no 0/O, 1/l/I.
-ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
-
-
-def new_password(length: int = 10) -> str:
-    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+DEMO_SLUG = "demo"
 
 
 class Command(BaseCommand):
-    help = "Create participant accounts (user001…) with workspaces, and the instructor account."
+    help = "Create participant accounts (user001…) with workspaces, and the instructor with a demo workspace."
 
     def add_arguments(self, parser):
         parser.add_argument("--users", type=int, default=settings.WORKSHOP_USERS, help="How many participants")
         parser.add_argument("--prefix", default="user", help="Username prefix (default: user)")
         parser.add_argument("--instructor", default="instructor", help="Staff account name")
-        parser.add_argument(
-            "--sheet", default=str(settings.VAR_DIR / "credentials.csv"), help="Credential sheet (CSV) to append to"
-        )
+        parser.add_argument("--sheet", default=str(settings.VAR_DIR),
+                            help="Folder of the credential sheet (credentials.csv and credentials.html)")
+        parser.add_argument("--show", action="store_true", help="Also print new passwords (they end up in logs)")
 
-    def handle(self, *args, users, prefix, instructor, sheet, **options):
+    def handle(self, *args, users, prefix, instructor, sheet, show, **options):
         if not 1 <= users <= 999:
             raise CommandError("--users must be between 1 and 999")
         User = get_user_model()
-        created: list[tuple[str, str, str]] = []
+        created: list[dict] = []
         with transaction.atomic():
             staff = User.objects.filter(username=instructor).first()
             if staff is None:
-                password = new_password(14)
-                User.objects.create_user(instructor, password=password, is_staff=True, is_superuser=True)
-                created.append((instructor, password, "/admin/"))
+                password = credentials.new_password(14)
+                staff = User.objects.create_user(instructor, password=password, is_staff=True, is_superuser=True)
+                created.append({"username": instructor, "password": password, "path": "/admin/"})
+            if not Workspace.objects.filter(owner=staff).exists() and not Workspace.objects.filter(slug=DEMO_SLUG).exists():
+                # The instructor's own ComfyUI, for demos; its runs may jump the queue (console).
+                Workspace.objects.create(owner=staff, slug=DEMO_SLUG).ensure_folders()
             for n in range(1, users + 1):
                 slug = f"{n:03d}"
                 username = f"{prefix}{slug}"
                 user = User.objects.filter(username=username).first()
                 if user is None:
-                    password = new_password()
+                    password = credentials.new_password()
                     user = User.objects.create_user(username, password=password)
-                    created.append((username, password, f"/user/{slug}/"))
+                    created.append({"username": username, "password": password, "path": f"/user/{slug}/"})
                 workspace, _ = Workspace.objects.get_or_create(owner=user, defaults={"slug": slug})
                 workspace.ensure_folders()
                 if n % 50 == 0:
@@ -60,20 +59,10 @@ class Command(BaseCommand):
         if not created:
             self.stdout.write(self.style.SUCCESS(f"All {users} participants and '{instructor}' exist already; passwords unchanged."))
             return
-        sheet_path = Path(sheet)
-        sheet_path.parent.mkdir(parents=True, exist_ok=True)
-        is_new = not sheet_path.exists()
-        with sheet_path.open("a", newline="") as fh:
-            writer = csv.writer(fh)
-            if is_new:
-                writer.writerow(["username", "password", "url"])
-            writer.writerows(created)
-        sheet_path.chmod(0o600)
-
-        width = max(len(u) for u, _, _ in created)
-        self.stdout.write(f"{'username'.ljust(width)}  password        url")
-        for username, password, url in created:
-            self.stdout.write(f"{username.ljust(width)}  {password.ljust(14)}  {url}")
-        self.stdout.write(
-            self.style.SUCCESS(f"Created {len(created)} accounts; passwords appended to {sheet_path} (shown only once).")
-        )
+        csv_path, html_path = credentials.write_sheet(Path(sheet), created, settings.WORKSHOP_URL)
+        if show:
+            for row in created:
+                self.stdout.write(f"{row['username']}  {row['password']}  {row['path']}")
+        names = ", ".join(r["username"] for r in created[:3]) + (" …" if len(created) > 3 else "")
+        self.stdout.write(self.style.SUCCESS(
+            f"Created {len(created)} accounts ({names}); passwords in {csv_path} and the printable {html_path}."))
