@@ -55,6 +55,11 @@ def _refuse(request, status: int, why: str, path: str) -> None:
     request._refused = True
     request.content = BytesIO()
     log.warning("refused %s before its body: %s %s", path, status, why)
+    from twisted.internet import reactor
+
+    from .metrics import count_refusal
+
+    reactor.callInThread(count_refusal, status)  # never block the reactor on Redis
     body = json.dumps({"error": why}).encode()
     reason = {401: b"Unauthorized", 413: b"Request Entity Too Large"}[status]
     transport = request.channel.transport

@@ -27,3 +27,18 @@ class RQDashboard:
         missing = (NoSuchJobError, ValueError, ImproperlyConfigured)
         if request.path.startswith("/admin/rq/") and isinstance(exception, missing):
             raise Http404(f"Not in Redis: {exception}") from exception
+
+
+class CountRefusals:
+    """Every refused request (4xx but 404) counts in /metrics, by reason, for all processes."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if 400 <= response.status_code < 500 and response.status_code != 404:
+            from .metrics import count_refusal
+
+            count_refusal(response.status_code)
+        return response
