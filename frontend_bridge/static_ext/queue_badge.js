@@ -46,13 +46,14 @@ export function describe(data) {
   }
   if (waiting.length) {
     const first = waiting[0];
+    if (data.paused) {
+      const more = waiting.length > 1 ? ` (+${waiting.length - 1} more of yours)` : "";
+      return { text: `Position ${first.position} of ${first.of} · Paused by the instructor${more}`, offline: true };
+    }
     if (!data.workers_online) {
       return { text: `Position ${first.position} of ${first.of} · no GPU worker online yet`, offline: true };
     }
     const more = waiting.length > 1 ? ` (+${waiting.length - 1} more of yours)` : "";
-    if (data.paused) {
-      return { text: `Position ${first.position} of ${first.of} · Paused by the instructor${more}`, offline: true };
-    }
     return { text: `Position ${first.position} of ${first.of}${minutes(first.eta_seconds)}${more}`, offline: false };
   }
   if (!data.workers_online) return { text: "No GPU worker online", offline: true };
