@@ -171,3 +171,22 @@ def test_participants_grid_and_charts_render_for_the_docs(browser, live_app, par
     page.goto(f"{live_app.url}/admin/rq/queues/0/")
     page.wait_for_load_state("load")
     assert errors == [], errors
+
+
+def test_a_refused_prompt_shows_one_clear_dialog_and_no_second_toast(browser, live_app, participants, catalog):
+    from jobs.models import QueueSettings
+
+    QueueSettings.get()
+    QueueSettings.objects.update(max_waiting_per_user=1)
+    submit(participants[0])
+    alice, watch = open_workspace(browser, live_app, "user001", "001")
+    load_workshop_workflow(alice)
+    queue_button(alice).click()
+    dialog = alice.get_by_text("You already have 1 jobs waiting (the limit is 1)")
+    dialog.first.wait_for(timeout=10_000)
+    alice.wait_for_load_state("networkidle")
+    shot(alice, "participant-refused-prompt.png")
+    toasts = alice.locator(".p-toast-message").all_text_contents()
+    assert not any("server logs" in t for t in toasts), toasts
+    stats = alice.evaluate("async () => (await fetch('api/system_stats')).json()")
+    assert stats["system"]["argv"] == ["main.py"], "the GPU host's command line stays hidden"
