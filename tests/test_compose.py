@@ -170,6 +170,8 @@ def test_nginx_limits_bodies_per_location_and_hides_its_version():
     assert "auth_request /_worker_auth;" in worker_part and "proxy_pass http://workshop_app/api/worker/auth;" in text
     assert "include /etc/nginx/admin-allow.conf;" in text
     assert "allow all;" in (ROOT / "docker" / "admin-allow.conf").read_text()
+    console = text[text.index("location = /ws/console"):].split("}", 1)[0]
+    assert "proxy_set_header Upgrade $http_upgrade;" in console and "admin-allow.conf" in console
 
 
 def test_nginx_asks_the_app_about_a_worker_token_before_its_body(client, db):
