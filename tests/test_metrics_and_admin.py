@@ -105,3 +105,38 @@ def test_cached_re_runs_do_not_make_etas_shrink(participants):
     assert ran_from_cache(SIMPLE, [["execution_cached", {"nodes": ["1", "2"]}]])
     assert not ran_from_cache(SIMPLE, [["execution_cached", {"nodes": ["1"]}]])
     assert not ran_from_cache(SIMPLE, json.loads("[]"))
+
+
+def test_the_console_is_the_first_thing_on_the_admin_index(staff):
+    page = staff.get("/admin/").content.decode()
+    assert page.index('id="workshop-console"') < page.index('class="app-jobs module')
+    assert 'href="/admin/console/"' in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_open_websockets_are_counted_across_processes(participants):
+    """The gauge reads the channel layer's queue group in Redis, which every Daphne shares."""
+    import asyncio
+
+    from channels.routing import URLRouter
+    from channels.testing import WebsocketCommunicator
+
+    from workshop.asgi import websocket_urlpatterns
+    from workshop.metrics import _from_redis
+
+    async def main():
+        opened = []
+        for workspace in participants[:2]:
+            comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/user/{workspace.slug}/ws?clientId=m")
+            comm.scope["user"] = workspace.owner
+            assert (await comm.connect(timeout=10))[0]
+            opened.append(comm)
+        from asgiref.sync import sync_to_async
+
+        during = (await sync_to_async(_from_redis)())[0]
+        for comm in opened:
+            await comm.disconnect()
+        after = (await sync_to_async(_from_redis)())[0]
+        return during, after
+
+    assert asyncio.run(main()) == (2, 0)
