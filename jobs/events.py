@@ -61,8 +61,18 @@ def workflow_pushed(path: str, name: str, open_now: bool) -> None:
         "type": "workshop.workflow", "data": {"path": path, "name": name, "open": open_now}}})
 
 
-def console_changed(what: str = "") -> None:
-    """Something only the console shows moved (a run's progress, a worker's heartbeat)."""
+_last_console_push = [0.0]
+
+
+def console_changed(what: str = "", at_most_every: float = 0.5) -> None:
+    """Something only the console shows moved (a run's progress). Progress arrives many times a
+    second per running job; the console re-reads its state anyway, so twice a second is enough."""
+    import time
+
+    now = time.monotonic()
+    if now - _last_console_push[0] < at_most_every:
+        return
+    _last_console_push[0] = now
     _group_send(CONSOLE_GROUP, {"type": "console.changed", "what": what})
 
 

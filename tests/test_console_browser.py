@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from jobs.models import Job, JobState
-from tests.test_browser import ARTIFACTS, browser, load_workshop_workflow, open_workspace, queue_button  # noqa: F401
+from tests import test_browser
+from tests.test_browser import ARTIFACTS, load_workshop_workflow, open_workspace, queue_button
+
+browser = test_browser.browser  # the same headless Chromium fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
