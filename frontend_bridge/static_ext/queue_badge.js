@@ -75,16 +75,10 @@ function badge() {
   return el;
 }
 
-let noticeUntil = 0;
-
 // Why a job moved without the participant doing anything: it lost its GPU and is back at the
-// front, the instructor paused it for a demo, or it failed without a word from ComfyUI.
+// front, the instructor moved, paused or cancelled it, or it failed without a word from ComfyUI.
+// A toast says why; the badge goes on showing where the run stands now.
 function notice(data) {
-  const el = badge();
-  el.hidden = false;
-  el.textContent = data.text;
-  el.classList.toggle("offline", data.state !== "queued");
-  noticeUntil = Date.now() + 8000;
   toast(data.state === "failed" ? "error" : "info", "Workshop", data.text, 8000);
 }
 
@@ -133,10 +127,6 @@ function helpBanner() {
 }
 
 function show(data) {
-  if (Date.now() < noticeUntil) {
-    setTimeout(() => show(data), noticeUntil - Date.now());
-    return;
-  }
   const el = badge();
   const state = describe(data);
   el.hidden = !state;
