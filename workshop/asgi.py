@@ -19,13 +19,14 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.urls import re_path  # noqa: E402
 
 from frontend_bridge.routing import websocket_urlpatterns  # noqa: E402
+from frontend_bridge.static_fast import FrontendFiles  # noqa: E402
 from jobs.consumers import ConsoleSocket  # noqa: E402
 
 websocket_urlpatterns = [*websocket_urlpatterns, re_path(r"^ws/console$", ConsoleSocket.as_asgi())]
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": FrontendFiles(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

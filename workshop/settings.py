@@ -107,6 +107,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 # Failed logins within 15 minutes before a name, or an address, must wait (accounts.throttle).
+# The hash's cost: workshop/hashers.py says why (and docs/security.md).
+PASSWORD_HASHERS = [
+    "workshop.hashers.WorkshopPBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
 LOGIN_FAILURES_PER_USER = env_int("LOGIN_FAILURES_PER_USER", 10)
 LOGIN_FAILURES_PER_ADDRESS = env_int("LOGIN_FAILURES_PER_ADDRESS", 200)
 # A session lasts a workshop day, not Django's two weeks.

@@ -17,11 +17,19 @@ const STYLE = `
 // A workshop runs in a closed network and its ComfyUI version is fixed by the operator: the
 // frontend's release check against api.comfy.org would only fail (and leak that the workshop
 // exists). Answer it here with "no releases".
+// The same for the other hosts it may look things up on (the node registry, model files'
+// sizes for the getting-started cards): none is reachable from a workshop, and the page's CSP
+// would block them with an error in the console.
+const OFFLINE_HOSTS = ["https://api.comfy.org/", "https://huggingface.co/", "https://civitai.com/"];
 const realFetch = window.fetch.bind(window);
 window.fetch = (input, init) => {
   const url = typeof input === "string" ? input : input?.url ?? String(input);
   if (url.startsWith("https://api.comfy.org/releases")) {
     return Promise.resolve(new Response("[]", { status: 200, headers: { "Content-Type": "application/json" } }));
+  }
+  if (OFFLINE_HOSTS.some((host) => url.startsWith(host))) {
+    return Promise.resolve(new Response(JSON.stringify({ error: "not reachable from the workshop" }),
+      { status: 404, headers: { "Content-Type": "application/json" } }));
   }
   return realFetch(input, init);
 };
