@@ -14,7 +14,8 @@ from .frontend import FRONTEND_ROOT, IMMUTABLE, SHORT
 
 # /user/<slug>/<public part> and the favicon frames at /assets/… (what frontend.asset and
 # frontend.root_asset serve through Django when this is not in front).
-PUBLIC = re.compile(r"^/user/[A-Za-z0-9_-]{1,16}/((?:assets|scripts|fonts|cursor|extensions/core)/.+)$")
+PUBLIC = re.compile(
+    r"^/user/[A-Za-z0-9_-]{1,16}/((?:assets|scripts|fonts|cursor|extensions/core)/.+|materialdesignicons\.min\.css)$")
 
 
 def _headers(headers, path, url):
