@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobs.models import Job, JobState
+from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -164,6 +165,10 @@ def test_two_participants_at_once_never_see_each_others_work(browser, live_app, 
             )
         job = Job.objects.get(workspace=participants[0])
         bobs_job = Job.objects.get(workspace=participants[1])
+        # The picture shows once ComfyUI says "executed"; the run ends a moment later, when the
+        # worker has sent its files and its end.
+        wait_until(lambda: Job.objects.filter(pk=bobs_job.pk, state=JobState.COMPLETED).exists(),
+                   message="user002's run to end")
         bob_queue = bob.evaluate("async () => (await fetch('api/queue')).json()")
         bob_history = bob.evaluate("async () => (await fetch('api/history?max_items=64')).json()")
         bob_image = bob.evaluate("() => window.app.graph._nodes.find(n => n.type === 'SaveImage').imgs[0].src")
