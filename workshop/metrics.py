@@ -38,7 +38,7 @@ def _key(name: str) -> str:
 
 
 def _histogram(name, doc, values, buckets):
-    counts, total = [], 0.0
+    counts = []
     for bound in buckets:
         counts.append((str(float(bound)), sum(1 for v in values if v <= bound)))
     counts.append(("+Inf", len(values)))

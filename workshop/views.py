@@ -1,5 +1,4 @@
 from django.contrib.auth.decorators import login_required
-from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import redirect
 
@@ -17,19 +16,9 @@ def home(request):
 
 def health(request):
     """Liveness for the load balancer: the database and Redis answer."""
-    from jobs import rq
+    from . import status
 
-    checks = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {exc}"
-    try:
-        rq.connection().ping()
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"error: {exc}"
+    checks = {name: "ok" if result["ok"] else f"error: {result['error']}"
+              for name, result in (("database", status.database()), ("redis", status.redis()))}
     ok = all(v == "ok" for v in checks.values())
     return JsonResponse({"status": "ok" if ok else "degraded", **checks}, status=200 if ok else 503)
