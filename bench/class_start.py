@@ -51,11 +51,24 @@ def login(url: str, username: str) -> requests.Session:
     return session
 
 
-def replay(url: str, paths: list[str], class_size: int) -> dict:
-    """All participants load at once; returns wall time, latencies and what a second load needs."""
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def is_static(path: str) -> bool:
+    return any(part in path for part in ("/assets/", "/scripts/", "/fonts/", "/extensions/core/", "/cursor/"))
+
+
+def replay(url: str, paths: list[str], class_size: int, pid: int) -> dict:
+    """All participants load at once; returns wall time, latencies, the server's CPU and what a
+    second load needs."""
     sessions = [login(url, f"user{n:03d}") for n in range(1, class_size + 1)]
     latencies: list[float] = []
+    by_path: dict[str, list[float]] = {}
     cached = 0
+    wire = 0
 
     def load(n: int) -> None:
         nonlocal cached
@@ -63,11 +76,13 @@ def replay(url: str, paths: list[str], class_size: int) -> dict:
         mine = [p.replace("/user/001/", f"/user/{slug}/") for p in paths]
 
         def get(path):
-            nonlocal cached
+            nonlocal cached, wire
             started = time.perf_counter()
             answer = session.get(url + path, timeout=120)
             latencies.append(time.perf_counter() - started)
+            by_path.setdefault(path.replace(f"/user/{slug}/", "/user/<slug>/"), []).append(latencies[-1])
             assert answer.status_code == 200, (path, answer.status_code)
+            wire += int(answer.headers.get("Content-Length") or len(answer.content))
             if "max-age=" in answer.headers.get("Cache-Control", "") and "max-age=0" not in answer.headers.get(
                     "Cache-Control", ""):
                 cached += 1
@@ -75,15 +90,18 @@ def replay(url: str, paths: list[str], class_size: int) -> dict:
         with ThreadPoolExecutor(6) as pool:  # a browser's connections per host
             list(pool.map(get, mine))
 
+    cpu_before = cpu_seconds(pid)
     started = time.perf_counter()
     with ThreadPoolExecutor(class_size) as pool:
         list(pool.map(load, range(1, class_size + 1)))
     wall = time.perf_counter() - started
+    cpu = cpu_seconds(pid) - cpu_before
     latencies.sort()
     total = len(latencies)
     return {"wall": wall, "requests": total, "rate": total / wall, "p50": statistics.median(latencies) * 1000,
             "p99": latencies[min(int(total * 0.99), total - 1)] * 1000,
-            "second_load": (total - cached) / class_size}
+            "second_load": (total - cached) / class_size, "cpu": cpu, "by_path": by_path,
+            "megabytes": wire / class_size / 1e6}
 
 
 def hash_cost() -> tuple[float, float]:
@@ -120,21 +138,27 @@ def test_class_start(live_app, settings, tmp_path, class_size, monkeypatch):
 
     port = free_port()
     plain = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "workshop.asgi:django_asgi_app"]
-    with process(cmd, child_env(settings), tmp_path / "plain-daphne.log"):
+    cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.stock_asgi:application"]
+    with process(cmd, child_env(settings), tmp_path / "plain-daphne.log") as plain_daphne:
         wait_until(lambda: _up(plain), timeout=30, message="the plain Django Daphne")
-        platform = replay(live_app.url, paths, class_size)
-        through_django = replay(plain, paths, class_size)
+        platform = replay(live_app.url, paths, class_size, live_app.pid)
+        through_django = replay(plain, paths, class_size, plain_daphne.pid)
     default_hash, workshop_hash = hash_cost()
 
     print(f"\nClass start: {class_size} participants, a first load of {len(paths)} requests each "
           f"({statics} of them the frontend's static files)\n")
-    print("| served by | all loaded | requests/s | p50 ms | p99 ms | second load, requests |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| served by | all loaded | requests/s | p50 ms | p99 ms | server CPU | MB per load | second load, requests |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, row in (("the platform (frontend files by their own path)", platform),
                       ("plain Django views", through_django)):
         print(f"| {name} | {row['wall']:.1f} s | {row['rate']:.0f} | {row['p50']:.0f} | {row['p99']:.0f} | "
-              f"{row['second_load']:.0f} |")
+              f"{row['cpu']:.1f} s | {row['megabytes']:.1f} | {row['second_load']:.0f} |")
+    slowest = sorted(platform["by_path"].items(), key=lambda item: -sum(item[1]))[:12]
+    print("\nThe platform's slowest paths (all participants together):\n")
+    print("| path | requests | mean ms | max ms |")
+    print("| --- | ---: | ---: | ---: |")
+    for path, times in slowest:
+        print(f"| {path[:70]} | {len(times)} | {statistics.mean(times) * 1000:.0f} | {max(times) * 1000:.0f} |")
     print(f"\nratio, all loaded: {through_django['wall'] / platform['wall']:.1f}x faster")
     print(f"password hash: Django's default {default_hash * 1000:.0f} ms, the workshop's {workshop_hash * 1000:.0f} ms")
     assert platform["requests"] == through_django["requests"] == len(paths) * class_size

@@ -12,18 +12,19 @@ RUN pip install --no-cache-dir -r requirements.txt
 
 COPY . .
 # Static files are collected at build (admin, RQ dashboard) into /app/var/static; the frontend
-# bundle (comfyui-frontend-package) is copied to /frontend so nginx can serve it (see the
-# entrypoint). Every folder a volume is mounted on exists here, owned by the app's user, so a
+# bundle (comfyui-frontend-package) is copied to /frontend with a .gz beside each file that
+# compresses, which the app serves and nginx too (see the entrypoint). Every folder a volume is mounted on exists here, owned by the app's user, so a
 # fresh named volume starts out writable for it.
 RUN useradd --create-home --uid 1000 workshop \
  && mkdir -p /app/var /data /frontend /frontend-shared \
  && SECRET_KEY=build-only python manage.py collectstatic --noinput -v 0 \
- && python -c "import comfyui_frontend_package as p, os, shutil; shutil.copytree(os.path.join(os.path.dirname(p.__file__), 'static'), '/frontend', dirs_exist_ok=True)" \
+ && SECRET_KEY=build-only python manage.py shell -c "from frontend_bridge.static_fast import build; build('/frontend')" \
  && chown -R workshop:workshop /app/var /data /frontend /frontend-shared
 USER workshop
 
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"
+ENV FRONTEND_FILES_DIR=/frontend
 ENTRYPOINT ["docker/app-entrypoint.sh"]
 CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "workshop.asgi:application"]

@@ -1,9 +1,27 @@
 import os
 
-from django.core.asgi import get_asgi_application
+import django
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workshop.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+
+class OneHopASGIHandler(ASGIHandler):
+    """Django's ASGI handler, with the middleware chain and the view run in one thread hop.
+
+    Every view of the platform is sync. In Django's async mode each middleware's hook is a hop
+    of its own between the event loop and a thread, a dozen per request: under a class
+    starting at once that was most of a request's cost (docs/benchmarks.md).
+    """
+
+    def load_middleware(self, is_async=False):
+        super().load_middleware(is_async=False)
+        self._middleware_chain = sync_to_async(self._middleware_chain, thread_sensitive=True)
+
+
+django_asgi_app = OneHopASGIHandler()
 
 try:
     from . import daphne_limits

@@ -130,6 +130,9 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# The frontend's public files, compressed (frontend_bridge.static_fast). Empty: a copy the app
+# makes under VAR_DIR on first start; an image sets the folder it prepared at build.
+FRONTEND_FILES_DIR = env_str("FRONTEND_FILES_DIR", "")
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNELS_PREFIX = env_str("CHANNELS_PREFIX", "workshop")
