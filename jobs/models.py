@@ -458,8 +458,9 @@ class Job(models.Model):
         limit = workspace.max_waiting_jobs or queue_settings.max_waiting_per_user
         extra = {k: v for k, v in (extra_data or {}).items() if k not in SECRET_EXTRA_KEYS}
         with transaction.atomic():
-            # Two tabs pressing Run at once: the workspace row lock makes the count exact.
-            type(workspace).objects.select_for_update().filter(pk=workspace.pk).exists()
+            # Two tabs pressing Run at once: the workspace row lock (taken by this UPDATE, held
+            # to the commit) makes the count exact.
+            workspace.touch()
             waiting = cls.objects.filter(workspace=workspace, state=JobState.QUEUED).count()
             if waiting >= limit:
                 raise SubmitError(
@@ -488,7 +489,6 @@ class Job(models.Model):
                 submit_fields=dict(submit_fields or {}),
                 priority=PRIORITY_NEXT if workspace.jumps_queue else PRIORITY_NORMAL,
             )
-            workspace.touch()
             lifecycle.changed()
         return job
 

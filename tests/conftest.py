@@ -64,6 +64,7 @@ def child_env(settings, **extra) -> dict:
         REDIS_URL=settings.REDIS_URL,
         WORKSHOP_DATA_DIR=str(settings.WORKSHOP_DATA_DIR),
         LEASE_SECONDS=str(settings.LEASE_SECONDS),
+        POST_CHANGE_IN_BACKGROUND="true",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

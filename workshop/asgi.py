@@ -23,6 +23,13 @@ class OneHopASGIHandler(ASGIHandler):
 
 django_asgi_app = OneHopASGIHandler()
 
+from django.conf import settings  # noqa: E402
+
+from jobs import lifecycle  # noqa: E402
+
+if settings.POST_CHANGE_IN_BACKGROUND:
+    lifecycle.defer_in_background()  # dispatch after the response, once for all changes meanwhile
+
 try:
     from . import daphne_limits
 

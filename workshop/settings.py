@@ -137,6 +137,10 @@ FRONTEND_FILES_DIR = env_str("FRONTEND_FILES_DIR", "")
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNELS_PREFIX = env_str("CHANNELS_PREFIX", "workshop")
 
+# The web server dispatches and announces after the response, in one background pass for all
+# changes meanwhile (jobs.lifecycle); off, each request does it before it answers.
+POST_CHANGE_IN_BACKGROUND = env_bool("POST_CHANGE_IN_BACKGROUND", True)
+
 # Shared by every process (login throttling counts across Daphne processes).
 CACHES = {
     "default": {

@@ -20,3 +20,7 @@ DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get(  # noqa: F
 
 # Static files straight from the apps (production serves what collectstatic gathered).
 WHITENOISE_USE_FINDERS = True
+
+# In-process tests see each change's dispatch before the call returns; the Daphne processes the
+# tests start run it in the background, as production does (tests.conftest.child_env).
+POST_CHANGE_IN_BACKGROUND = env_bool("POST_CHANGE_IN_BACKGROUND", False)  # noqa: F405
