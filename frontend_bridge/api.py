@@ -137,6 +137,7 @@ def prompt(request, workspace):
             outputs_to_execute=outputs,
             workflow_name=_workflow_name(extra_data),
             submit_fields=_submit_fields(data),
+            queue_settings=queue_settings,
         )
     except SubmitError as exc:
         return JsonResponse(exc.as_comfy(), status=exc.status)

@@ -33,14 +33,22 @@ class _Coalescer(threading.Thread):
 
     def __init__(self):
         super().__init__(name="post-change", daemon=True)
-        self.wanted = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.wanted = asyncio.Event()
+        self.ready = threading.Event()
+
+    def wake(self) -> None:
+        self.ready.wait()
+        self.loop.call_soon_threadsafe(self.wanted.set)
 
     def run(self):
-        asyncio.run(self._serve())
+        asyncio.set_event_loop(self.loop)
+        self.ready.set()
+        self.loop.run_until_complete(self._serve())
 
     async def _serve(self):
         while True:
-            await asyncio.to_thread(self.wanted.wait)
+            await self.wanted.wait()
             self.wanted.clear()
             await sync_to_async(self._one_pass, thread_sensitive=False)()
 
@@ -86,7 +94,7 @@ def _after_commit(notice, relay) -> None:
     if getattr(_state, "pending", False):
         _state.pending = False
         if _background is not None:
-            _background.wanted.set()
+            _background.wake()
         else:
             _dispatch_and_announce()
 

@@ -452,9 +452,9 @@ class Job(models.Model):
 
     @classmethod
     def submit(cls, workspace, prompt: dict, *, extra_data=None, client_id="", inputs=(), outputs_to_execute=(),
-               workflow_name="", submit_fields=None) -> "Job":
+               workflow_name="", submit_fields=None, queue_settings=None) -> "Job":
         """Queue a validated prompt for a workspace, within the queue's limits."""
-        queue_settings = QueueSettings.get()
+        queue_settings = queue_settings or QueueSettings.get()
         limit = workspace.max_waiting_jobs or queue_settings.max_waiting_per_user
         extra = {k: v for k, v in (extra_data or {}).items() if k not in SECRET_EXTRA_KEYS}
         with transaction.atomic():
