@@ -99,7 +99,7 @@ def test_a_submitted_job_appears_live_and_run_next_moves_it_to_position_one(brow
 
     console.get_by_role("button", name="Pause the queue").click()
     badge_says(alice, "Paused by the instructor")
-    console.get_by_text("Paused: waiting jobs stay queued").wait_for()
+    console.get_by_text("Paused: waiting jobs stay queued", exact=True).wait_for()
     console.get_by_role("button", name="Resume the queue").click()
     badge_says(alice, r"Position 1 of 2 ·(?! Paused)")
     assert job.priority == 10 and console_errors == [], console_errors
