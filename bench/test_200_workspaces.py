@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from jobs.stats import percentile
+
 STARTUP = [
     "", "api/users", "api/settings", "api/system_stats", "api/i18n", "api/object_info", "api/extensions",
     "api/experiment/models", "api/queue", "api/history?max_items=64",
@@ -33,10 +35,6 @@ def rss_mb(pid: int) -> float:
             return int(line.split()[1]) / 1024
     return 0.0
 
-
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
 async def push_to(live_app, sessions, count: int, changes: int):
@@ -129,7 +127,7 @@ def test_many_workspaces_on_one_daphne(live_app, db, socket_counts, changes):
     print("| open sockets | deliveries | p50 ms | p99 ms | max ms | errors |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for count, latencies, errors in pushes:
-        print(f"| {count} | {len(latencies)} | {statistics.median(latencies):.0f} | {pct(latencies, 0.99):.0f} | "
+        print(f"| {count} | {len(latencies)} | {statistics.median(latencies):.0f} | {percentile(latencies, 99):.0f} | "
               f"{max(latencies):.0f} | {errors} |")
 
 

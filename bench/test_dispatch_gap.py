@@ -13,14 +13,11 @@ import statistics
 
 import pytest
 
+from jobs.stats import percentile
 from tests.conftest import WORKFLOWS, wait_until
 
 SIMPLE = json.loads((WORKFLOWS / "simple.json").read_text())
 
-
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
 def fill_and_drain(live_app, double, workspaces, jobs, steps, step_time, offset):
@@ -66,7 +63,7 @@ def test_dispatch_gap(live_app, participants, double, short_jobs, long_jobs):
     print("| jobs | each runs | gap p50 ms | gap p99 ms | gap max ms | GPU busy |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, jobs, run_s, gaps, busy in rows:
-        print(f"| {jobs} | {run_s:.1f} s | {statistics.median(gaps):.0f} | {pct(gaps, 0.99):.0f} | {max(gaps):.0f} | "
+        print(f"| {jobs} | {run_s:.1f} s | {statistics.median(gaps):.0f} | {percentile(gaps, 99):.0f} | {max(gaps):.0f} | "
               f"{busy * 100:.2f}% |")
 
 

@@ -20,15 +20,12 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
+from jobs.stats import percentile
 from tests.conftest import WORKFLOWS, wait_until
 from tests.test_e2e import finished, post_prompt, receive_until
 
 SIMPLE = json.loads((WORKFLOWS / "simple.json").read_text())
 
-
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
 def hello(n: int) -> dict:
@@ -47,7 +44,7 @@ def straight(double_url: str, ws, n: int) -> float:
 
 
 def row(label, values):
-    return (f"| {label} | {len(values)} | {statistics.median(values):.0f} | {pct(values, 0.99):.0f} | "
+    return (f"| {label} | {len(values)} | {statistics.median(values):.0f} | {percentile(values, 99):.0f} | "
             f"{max(values):.0f} |")
 
 

@@ -70,7 +70,7 @@ def build(target) -> None:
     shutil.copytree(FRONTEND_ROOT, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.map"))
     compressor = Compressor(use_brotli=False, use_zstd=False, quiet=True)
     files = [Path(folder) / name for folder, _, names in os.walk(target) for name in names
-             if compressor.should_compress(name) and not name.endswith(".map")]
+             if compressor.should_compress(name)]
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         list(pool.map(compressor.compress, files))
 

@@ -17,7 +17,7 @@ import threading
 
 from asgiref.sync import sync_to_async
 
-from django.db import close_old_connections, connections, transaction
+from django.db import connections, transaction
 
 log = logging.getLogger(__name__)
 _state = threading.local()  # Django's connections are per thread, and so is this
@@ -59,7 +59,6 @@ class _Coalescer(threading.Thread):
         except Exception:  # the next change, or the dispatcher loop's tick, tries again
             log.exception("the post-change step failed")
         finally:
-            close_old_connections()
             connections.close_all()  # back to the pool between passes
 
 
