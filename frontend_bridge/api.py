@@ -7,11 +7,12 @@ import functools
 import mimetypes
 
 from django.db import transaction
-from django.http import FileResponse, Http404, JsonResponse
+from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from workshop import jsonbody
+from workshop.streaming import FileStream
 
 from accounts.access import is_same_origin, workspace_for
 from accounts.models import UnsafePath
@@ -287,10 +288,12 @@ def file_response(request, path, *, download=False, also=()):
     content_type, inline = inert_type(path.name, also)
     partial = _byte_range(request.headers.get("Range", ""), path.stat().st_size)
     if partial is not None:
-        response = _range_response(path, content_type, *partial)
+        start, end = partial
+        response = FileStream(path, content_type, start, end, status=206)
+        response["Content-Range"] = f"bytes {start}-{end}/{path.stat().st_size}"
     else:
-        response = FileResponse(open(path, "rb"), content_type=content_type)
-        response["Accept-Ranges"] = "bytes"
+        response = FileStream(path, content_type)
+    response["Accept-Ranges"] = "bytes"
     response["Content-Disposition"] = content_disposition_header(download or not inline, path.name)
     response["Content-Security-Policy"] = FILE_CSP
     response["X-Content-Type-Options"] = "nosniff"
@@ -313,27 +316,6 @@ def _byte_range(header: str, size: int):
     if start > end or start >= size:
         return None
     return start, min(end, size - 1)
-
-
-def _range_response(path, content_type, start, end):
-    from django.http import StreamingHttpResponse
-
-    def chunks():
-        with open(path, "rb") as source:
-            source.seek(start)
-            left = end - start + 1
-            while left > 0:
-                chunk = source.read(min(left, 1024 * 1024))
-                if not chunk:
-                    break
-                left -= len(chunk)
-                yield chunk
-
-    response = StreamingHttpResponse(chunks(), status=206, content_type=content_type)
-    response["Content-Range"] = f"bytes {start}-{end}/{path.stat().st_size}"
-    response["Content-Length"] = str(end - start + 1)
-    response["Accept-Ranges"] = "bytes"
-    return response
 
 
 @workspace_api(["POST"])

@@ -6,6 +6,7 @@ from typing import Callable, Iterable
 import requests
 
 log = logging.getLogger("gpuworker.app")
+OUTPUT_PART_BYTES = 8 * 1024 * 1024  # what the app and this worker hold of an output at a time
 
 
 class AppError(Exception):
@@ -36,14 +37,12 @@ class AppClient:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def _call(self, method: str, path: str, *, body_factory: Callable[[], object] | None = None, **kwargs):
+    def _call(self, method: str, path: str, **kwargs):
         """One call; connection errors and 5xx are retried with backoff (capped at 5 s)."""
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.2
         while True:
             try:
-                if body_factory is not None:
-                    kwargs["data"] = body_factory()  # a streamed body must be re-opened for each try
                 response = self.session.request(method, self.base + path, timeout=self.timeout, **kwargs)
                 if response.status_code < 500:
                     if response.status_code == 401:
@@ -97,14 +96,22 @@ class AppClient:
         return self._call("GET", f"jobs/{job_id}/inputs", params={**params, "run": run}, stream=True)
 
     def upload_output(self, job_id: str, run: int, item: dict, open_stream: Callable[[], Iterable[bytes]]) -> dict:
-        params = {k: item.get(k, "") for k in ("filename", "subfolder", "type")}
-        return self._call(
-            "PUT",
-            f"jobs/{job_id}/outputs",
-            params={**params, "run": run},
-            body_factory=open_stream,
-            headers={"Content-Type": "application/octet-stream"},
-        ).json()
+        """Stream one file to the app in parts, each one request that is sent again on its own
+        when the app restarts. Daphne reads a request's whole body, into memory, before the app
+        sees any of it: a 2 GB video in one request took 2 GB and stalled the server."""
+        params = {**{k: item.get(k, "") for k in ("filename", "subfolder", "type")}, "run": run}
+        offset, part = 0, bytearray()
+        for chunk in open_stream():
+            part += chunk
+            while len(part) >= OUTPUT_PART_BYTES:
+                self._put_part(job_id, params, offset, bytes(part[:OUTPUT_PART_BYTES]), final=False)
+                offset += OUTPUT_PART_BYTES
+                del part[:OUTPUT_PART_BYTES]
+        return self._put_part(job_id, params, offset, bytes(part), final=True)
+
+    def _put_part(self, job_id: str, params: dict, offset: int, data: bytes, final: bool) -> dict:
+        return self._call("PUT", f"jobs/{job_id}/outputs", params={**params, "offset": offset, "final": int(final)},
+                          data=data, headers={"Content-Type": "application/octet-stream"}).json()
 
     def finish(self, job_id: str, result: dict) -> dict:
         return self.post(f"jobs/{job_id}/finish", result)

@@ -5,6 +5,7 @@ so a worker's report, a retry, a cancel and the reconciler can race without a jo
 or ending in two states. Methods return True when this call made the change.
 """
 import hashlib
+import os
 import secrets
 import uuid
 from datetime import timedelta
@@ -715,14 +716,26 @@ class Job(models.Model):
 
     # --- files the worker sends back ---------------------------------------------------
 
-    def store_file(self, folder_type: str, subfolder: str, filename: str, chunks) -> dict:
-        """Store one output file in the workspace; returns where, as ComfyUI names it.
+    def store_file(self, folder_type: str, subfolder: str, filename: str, chunks, *, offset: int = 0,
+                   final: bool = True) -> dict:
+        """Store one output file in the workspace, whole or in parts; returns where, as ComfyUI
+        names it (or, for a part that is not the last, how many bytes are in so far).
 
+        Parts go into a hidden file beside the target, each at its offset (a part sent again
+        replaces itself); the last one moves it into place, so a half-sent file is never seen.
         Repeating the same upload for this job reuses the name (idempotent); a name another
         job already used gets a suffix, since several GPU hosts count file names separately.
         """
         key = f"{folder_type}/{subfolder}/{filename}"
         known = self.files.get(key)
+        folder = self.workspace.file_path(folder_type, filename, subfolder).parent
+        staging = folder / f".part-{self.pk}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        received = store_part(staging, chunks, offset)
+        if received > settings.MAX_OUTPUT_BYTES:
+            staging.unlink(missing_ok=True)
+            raise OutputRefused(413, f"Output file too large (over {settings.MAX_OUTPUT_BYTES} bytes)")
+        if not final:
+            return {"received": received}
         if known:
             target = self.workspace.file_path(folder_type, known["filename"], known["subfolder"])
         else:
@@ -735,7 +748,7 @@ class Job(models.Model):
                 name = f"{stem}-{n}.{ext}" if dot else f"{stem}-{n}"
                 target = self.workspace.file_path(folder_type, name, subfolder)
                 n += 1
-        store_stream(target, chunks)
+        os.replace(staging, target)
         stored = {"filename": target.name, "subfolder": subfolder, "type": folder_type}
         if not known:
             # Re-read then write just this key: uploads of one job arrive one after another.
@@ -801,21 +814,22 @@ def usage_today() -> dict[str, policies.Usage]:
     }
 
 
-def store_stream(path, chunks) -> int:
-    """Write chunks to `path` atomically (a half-written file is never visible); returns bytes."""
-    import os
-    import tempfile
+class OutputRefused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
+
+def store_part(path, chunks, offset: int) -> int:
+    """Write chunks into `path` at `offset`, dropping whatever followed; returns its new size.
+    A part may start at 0 (a new file) or where the file now ends or before (sent again)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    size = 0
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-                size += len(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return size
+    size = path.stat().st_size if offset and path.exists() else 0
+    if offset > size:
+        raise OutputRefused(409, f"A part at byte {offset}, but {size} bytes are in: resend from {size}")
+    with open(path, "r+b" if offset else "wb") as out:
+        out.seek(offset)
+        out.truncate()
+        for chunk in chunks:
+            out.write(chunk)
+        return out.tell()

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.http import FileResponse, JsonResponse
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.models import UnsafePath
 from workshop import jsonbody, limits
+from workshop.streaming import FileStream
 
 from . import events, lifecycle, rq
 from .redact import redact
@@ -26,6 +27,7 @@ from .models import (
     Catalog,
     ExtensionFile,
     Job,
+    OutputRefused,
     JobState,
     Worker,
 )
@@ -266,7 +268,7 @@ def job_input(request, job_id):
     path = job.workspace.file_path(wanted["type"], wanted["filename"], wanted["subfolder"])
     if not path.is_file():
         return error(404, "Input file is gone from the workspace")
-    return FileResponse(open(path, "rb"))
+    return FileStream(path, "application/octet-stream")
 
 
 @worker_call(["POST"])
@@ -340,12 +342,23 @@ def job_output(request, job_id):
     folder_type = request.GET.get("type", "output")
     if folder_type not in ("output", "temp"):
         raise BadRequest("type must be output or temp")
-    stored = job.store_file(
-        folder_type,
-        request.GET.get("subfolder", ""),
-        request.GET.get("filename", ""),
-        iter(lambda: request.read(1024 * 1024), b""),
-    )
+    try:
+        offset = int(request.GET.get("offset", 0))
+    except ValueError:
+        raise BadRequest("offset must be a number of bytes") from None
+    if offset < 0:
+        raise BadRequest("offset must be a number of bytes")
+    try:
+        stored = job.store_file(
+            folder_type,
+            request.GET.get("subfolder", ""),
+            request.GET.get("filename", ""),
+            iter(lambda: request.read(1024 * 1024), b""),
+            offset=offset,
+            final=request.GET.get("final", "1") != "0",
+        )
+    except OutputRefused as exc:
+        return JsonResponse({"error": str(exc)}, status=exc.status)
     job.renew_lease(run)
     return JsonResponse(stored)
 

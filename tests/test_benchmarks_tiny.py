@@ -2,6 +2,7 @@
 import pytest
 
 from bench.test_200_workspaces import test_many_workspaces_on_one_daphne  # noqa: F401
+from bench.test_big_output import test_big_output  # noqa: F401
 from bench.test_dispatch_gap import test_dispatch_gap  # noqa: F401
 from bench.test_spine_latency import test_spine_latency  # noqa: F401
 
@@ -34,3 +35,8 @@ def socket_counts():
 @pytest.fixture
 def changes():
     return 2
+
+
+@pytest.fixture
+def output_bytes():
+    return 20 * 1024 * 1024 + 5  # three parts, the last a few bytes

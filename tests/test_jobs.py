@@ -203,6 +203,33 @@ def test_output_upload_is_idempotent_and_never_overwrites_another_jobs_file(clie
     assert workspace.file_path("output", second["filename"]).read_bytes() == b"two"
 
 
+def test_an_output_in_parts_appears_whole_only_with_its_last_part(client, participants, online_worker, settings):
+    workspace = participants[0]
+    job = start(queue_job(workspace), online_worker)
+    url = f"/api/worker/jobs/{job.pk}/outputs?filename=clip.mp4&subfolder=&type=output&run=1"
+
+    def put(offset, data, final):
+        return client.put(f"{url}&offset={offset}&final={int(final)}", data=data,
+                          content_type="application/octet-stream", **auth(online_worker))
+
+    assert put(0, b"aaaa", False).json() == {"received": 4}
+    assert put(0, b"AAAA", False).json() == {"received": 4}, "a part sent again replaces itself"
+    gap = put(9, b"zz", False)
+    assert gap.status_code == 409 and "resend from 4" in gap.json()["error"]
+    assert not workspace.file_path("output", "clip.mp4").exists(), "nothing shows before the last part"
+    assert put(4, b"bbbb", False).json() == {"received": 8}
+    assert put(8, b"cc", True).json() == {"filename": "clip.mp4", "subfolder": "", "type": "output"}
+    assert workspace.file_path("output", "clip.mp4").read_bytes() == b"AAAAbbbbcc"
+    assert [p.name for p in (workspace.root / "output").iterdir()] == ["clip.mp4"], "no part file is left"
+
+    settings.MAX_OUTPUT_BYTES = 6
+    assert put(0, b"1234", False).status_code == 200
+    too_big = put(4, b"5678", True)
+    assert too_big.status_code == 413
+    assert workspace.file_path("output", "clip.mp4").read_bytes() == b"AAAAbbbbcc", "the stored file is untouched"
+    assert [p.name for p in (workspace.root / "output").iterdir()] == ["clip.mp4"]
+
+
 def test_output_upload_cannot_escape_the_workspace(client, participants, online_worker):
     job = start(queue_job(participants[0]), online_worker)
     answer = client.put(f"/api/worker/jobs/{job.pk}/outputs?filename=x.png&subfolder=../../002/output&type=output&run=1",

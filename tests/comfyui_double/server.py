@@ -206,6 +206,9 @@ class ComfyUIDouble:
         self.uploads: list[dict] = []
         self.counters = Counter()  # posted, rejected, queued, executed_prompts, nodes_executed, nodes_cached, files...
         self.running_prompt_id = None
+        # Set: every file an output node writes is grown to this many bytes (sparse here), a
+        # video of gigabytes without the time or the disk to make one.
+        self.output_bytes: int | None = None
         # Server state, touched only on the event loop.
         self.number = 0
         self.history: dict[str, dict] = {}
@@ -631,6 +634,13 @@ class ComfyUIDouble:
                 await self.send("executing", {"node": None, "prompt_id": run.prompt_id}, run.sid)
             self._event("finished", run.prompt_id).set()
 
+    def _grow_files(self, ui: dict) -> None:
+        for items in ui.values():
+            for item in items if isinstance(items, list) else ():
+                if isinstance(item, dict) and item.get("filename") and item.get("type", "output") in self.folders:
+                    folder = self.folders[item.get("type", "output")] / item.get("subfolder", "")
+                    os.truncate(folder / item["filename"], self.output_bytes)
+
     async def _message(self, run, event, data, broadcast=False):
         """PromptExecutor.add_message: into the history, and to the client (everyone if broadcast
         and the prompt has no client_id)."""
@@ -791,6 +801,8 @@ class ComfyUIDouble:
             await self._progress(run, node_id, value, maximum, png)
         if ui:
             run.ui[node_id] = ui
+            if self.output_bytes:
+                self._grow_files(ui)
             self.counters["files_written"] += sum(len(v) for v in ui.values() if isinstance(v, list)
                                                   and v and isinstance(v[0], dict))
             if run.sid is not None:
