@@ -89,11 +89,12 @@ def _wait_for_slow_readers() -> None:
         more = body and message.get("more_body", False)
         drain = getattr(protocol, "_workshop_drain", None)
         if body and not more and drain is not None:
-            protocol.unregisterProducer()  # before the request finishes
             protocol._workshop_drain = None
+            if protocol.channel is not None:  # still connected: unregister before it finishes
+                protocol.unregisterProducer()
         await handle_reply(self, protocol, message)
         connection = self.connections.get(protocol)
-        if more and connection is not None and "disconnected" not in connection:
+        if more and connection is not None and "disconnected" not in connection and protocol.channel is not None:
             if drain is None:
                 drain = protocol._workshop_drain = Drain()
                 protocol.registerProducer(drain, True)
