@@ -14,18 +14,11 @@ import time
 
 import pytest
 
+from bench.test_200_workspaces import rss_mb
 from tests.conftest import WORKFLOWS
 from tests.test_e2e import finished, post_prompt, receive_until
 
 SIMPLE = json.loads((WORKFLOWS / "simple.json").read_text())
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class PeakRSS:
