@@ -65,6 +65,8 @@ def test_soak(transactional_db, settings, tmp_path):
         counter = iter(range(1, 10**9))
 
         def participant(browser):
+            from django.db import connection
+
             rng = random.Random(browser.slug)
             while not stop.is_set():
                 with lock:
@@ -85,12 +87,14 @@ def test_soak(transactional_db, settings, tmp_path):
                         cancelled.add(prompt_id)
                 deadline = time.monotonic() + 600
                 while not stop.is_set() and time.monotonic() < deadline:
-                    if Job.objects.filter(pk=prompt_id, state__in=FINAL_STATES).exists():
+                    done = Job.objects.filter(pk=prompt_id, state__in=FINAL_STATES).exists()
+                    # Back to the pool between checks: 20 participants and the fault loop
+                    # would otherwise want more connections than the pool holds.
+                    connection.close()
+                    if done:
                         break
                     stop.wait(0.5)
                 stop.wait(rng.uniform(0.5, 3))
-            from django.db import connection
-
             connection.close()
 
         threads = [threading.Thread(target=participant, args=(b,), daemon=True) for b in browsers]

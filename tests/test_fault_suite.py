@@ -89,12 +89,20 @@ def daphne_down_past_the_lease(plat, job):
     live on in Redis) and no run is taken away."""
     from django.utils import timezone
 
+    from datetime import timedelta
+
     plat.procs["daphne"].kill()
     run = job.run
-    wait_until(lambda: Job.objects.get(pk=job.pk).lease_expires_at < timezone.now(), timeout=LEASE * 3,
-               message="the run's lease in the database to run out")
-    wait_until(lambda: Job.objects.get(pk=job.pk).lease_expires_at > timezone.now(), timeout=LEASE * 3,
-               message="the reaper to find the run alive in Redis")
+    # With the app down only the reaper writes the lease, and only once it has run out: a later
+    # lease proves the reaper saw it expire and found the run alive in Redis. (Watching for the
+    # expired value itself races the reaper, which renews it within one of its passes.)
+    before = Job.objects.get(pk=job.pk).lease_expires_at
+    renewed = wait_until(lambda: (j := Job.objects.get(pk=job.pk)).lease_expires_at > before and j,
+                         timeout=plat.lease_seconds * 3, message="the reaper to renew the run's lease from Redis")
+    assert renewed.run == run and renewed.state == JobState.RUNNING, "the run was not taken away"
+    renewed_at = renewed.lease_expires_at - timedelta(seconds=plat.lease_seconds)
+    assert renewed_at >= before - timedelta(seconds=0.5), "renewed only once the old lease had run out"
+    assert renewed_at <= timezone.now()
     plat.restart("daphne")
     assert Job.objects.get(pk=job.pk).run == run, "the run was not taken away"
     return None
