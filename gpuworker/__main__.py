@@ -18,17 +18,17 @@ import socket
 import sys
 import threading
 import time
-import tomllib
 import uuid
 
 import redis
 import requests
 from rq import Queue, SimpleWorker
+from rq.timeouts import TimerDeathPenalty
 from rq.serializers import JSONSerializer
 
-from . import tasks
+from . import providers, tasks
 from .app import AppClient, TokenRevoked
-from .comfy import ComfyClient
+from .comfy import ColdStartTimeout, ComfyAuthError, ComfyClient
 
 log = logging.getLogger("gpuworker")
 HEARTBEAT_SECONDS = 2.5  # until the app's register answer says otherwise
@@ -48,22 +48,41 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--comfyui", default=env("GPUWORKER_COMFYUI"), help="ComfyUI base URL")
     parser.add_argument("--queue", default=env("GPUWORKER_QUEUE", "gpu"))
     parser.add_argument("--name", default=env("GPUWORKER_NAME"), help="Worker name (default: host-port)")
-    parser.add_argument("--provider", default=env("GPUWORKER_PROVIDER", "comfyui"), choices=["comfyui", "runpod"])
+    parser.add_argument("--provider", default=env("GPUWORKER_PROVIDER", "comfyui"), choices=list(providers.PROVIDERS))
+    parser.add_argument("--concurrency", type=int, default=None, help="Jobs in flight at once (default 1)")
     parser.add_argument("--header", action="append", default=[], help="'Name: value' sent to ComfyUI (serverless auth)")
     parser.add_argument("--app-retry", type=float, default=float(env("GPUWORKER_APP_RETRY", "300")),
                         help="Seconds to keep retrying the app while it restarts")
     parser.add_argument("--comfyui-wait", type=float, default=300.0, help="Seconds to wait for ComfyUI to answer at start")
     parser.add_argument("--burst", action="store_true", help="Exit when the queue is empty")
     args = parser.parse_args(argv)
+    config = providers.ProviderConfig()
     if args.config:
-        with open(args.config, "rb") as fh:
-            config = tomllib.load(fh)
-        for key, value in config.items():
+        try:
+            config = providers.load(args.config)
+        except providers.ConfigError as exc:
+            parser.error(str(exc))
+        for key, value in config.options.items():
             key = key.replace("-", "_")
-            if key == "headers" and isinstance(value, dict):
-                args.header += [f"{k}: {v}" for k, v in value.items()]
-            elif getattr(args, key, None) in (None, "", parser.get_default(key)):
+            if key in ("header", "config"):
+                parser.error(f"{args.config}: {key} belongs in [comfyui]")
+            if not hasattr(args, key) and key != "token":
+                parser.error(f"{args.config}: unknown key {key!r}")
+            if getattr(args, key, None) in (None, "", parser.get_default(key)):
                 setattr(args, key, value)
+        if args.provider == parser.get_default("provider"):
+            args.provider = config.provider
+        if not args.comfyui:
+            args.comfyui = config.url
+        args.header = [f"{k}: {v}" for k, v in config.headers.items()] + args.header
+        if args.app_retry == parser.get_default("app_retry"):
+            args.app_retry = config.timeouts.app_retry
+        if args.comfyui_wait == parser.get_default("comfyui_wait"):
+            args.comfyui_wait = config.timeouts.start_wait
+    config.provider = args.provider
+    config.concurrency = args.concurrency or config.concurrency
+    config.timeouts.app_retry, config.timeouts.start_wait = args.app_retry, args.comfyui_wait
+    args.provider_config = config
     args.token = getattr(args, "token", None) or env("GPUWORKER_TOKEN")
     if args.token_file:
         try:
@@ -71,13 +90,16 @@ def parse(argv=None) -> argparse.Namespace:
                 args.token = fh.read().strip()
         except OSError as exc:
             parser.error(f"cannot read --token-file: {exc}")
-    missing = [name for name in ("redis", "app", "comfyui") if not getattr(args, name)]
+    needed = ("redis", "app") if args.provider == "runpod" else ("redis", "app", "comfyui")
+    missing = [name for name in needed if not getattr(args, name)]
     if not args.token:
         missing.append("token-file (or GPUWORKER_TOKEN)")
     if missing:
         parser.error("missing " + ", ".join("--" + m for m in missing))
+    if args.provider == "runpod" and not config.endpoint:
+        parser.error("provider 'runpod' needs a --config file with a [runpod] table (endpoint, api_key, object_info)")
     if args.provider == "runpod":
-        parser.error("provider 'runpod' is not supported yet; use 'comfyui' (a ComfyUI HTTP API, local or serverless)")
+        args.comfyui = args.comfyui or config.endpoint
     args.name = args.name or f"{socket.gethostname()}-{args.comfyui.rstrip('/').rsplit(':', 1)[-1]}"
     return args
 
@@ -97,6 +119,8 @@ def wait_for_comfyui(comfy: ComfyClient, seconds: float) -> dict:
     while True:
         try:
             return comfy.system_stats()
+        except ComfyAuthError:
+            raise
         except Exception as exc:
             if time.monotonic() > deadline:
                 raise SystemExit(f"ComfyUI at {comfy.base} did not answer within {seconds:.0f} s: {exc}")
@@ -230,40 +254,81 @@ def gpu_info(stats: dict) -> dict:
 LEASE_KEY = "workshop:lease:{}_{}"
 
 
-def heartbeat_loop(app: AppClient, comfy: ComfyClient, every: float, published: str, stop: threading.Event,
-                   lease_redis=None, lease_seconds: float = 10.0) -> None:
-    """Every `every` seconds: is ComfyUI answering, and which run is this process doing? The
-    answer renews the run's lease, or says to stop it (cancelled, or no longer ours). The lease
-    is also renewed in Redis, so a restarting app does not take the run away."""
-    last_catalog = time.monotonic()
+class Gpu:
+    """What the heartbeat asks of the GPU behind this worker. A local ComfyUI is probed at every
+    beat; a serverless one only while it has a problem, because a probe would keep it warm (and
+    billed) for ever."""
+
+    def __init__(self, comfy: ComfyClient | None, serverless: bool = False, runpod=None, catalog: dict | None = None):
+        self.comfy, self.serverless, self.runpod, self.fixed_catalog = comfy, serverless, runpod, catalog
+
+    @property
+    def probes_while_idle(self) -> bool:
+        return not self.serverless and self.runpod is None
+
+    def probe(self) -> dict:
+        if self.runpod is not None:
+            return {"runpod": self.runpod.health()}
+        return self.comfy.get_json("/system_stats")
+
+    def catalog(self, stats: dict) -> dict:
+        if self.fixed_catalog is not None:
+            return self.fixed_catalog
+        return catalog_of(self.comfy, stats)
+
+    def publish(self, app: AppClient, catalog: dict) -> None:
+        if self.comfy is not None and self.fixed_catalog is None:
+            publish_catalog(app, self.comfy, catalog)
+        else:
+            app.publish_catalog(catalog)
+
+
+def heartbeat_loop(app: AppClient, gpu: Gpu, every: float, published: str, stop: threading.Event,
+                   lease_redis=None, lease_seconds: float = 10.0, problem_probe: float = 15.0) -> None:
+    """Every `every` seconds: is the GPU answering, and which runs is this process doing? The
+    answer renews the runs' leases, or says to stop one (cancelled, or no longer ours). The
+    leases are also renewed in Redis, so a restarting app does not take the runs away."""
+    last_catalog = last_probe = time.monotonic()
     failures = 0
     while not stop.wait(every):
-        run = tasks.ACTIVE
-        if run is not None and lease_redis is not None:
-            try:
-                lease_redis.set(LEASE_KEY.format(run.job_id, run.run_no), "1", ex=max(int(lease_seconds), 1))
-            except redis.RedisError:
-                pass  # the app's lease still holds
+        runs = list(tasks.ACTIVE.values())
+        for run in runs:
+            if lease_redis is not None:
+                try:
+                    lease_redis.set(LEASE_KEY.format(run.job_id, run.run_no), "1", ex=max(int(lease_seconds), 1))
+                except redis.RedisError:
+                    pass  # the app's lease still holds
         try:
-            try:
-                stats = comfy.get_json("/system_stats")
-                failures = 0
-            except requests.ConnectionError:
-                stats, failures = {}, failures + 2  # nothing listens: down at once
-            except Exception:
-                stats, failures = {}, failures + 1  # slow under load: twice in a row to count
-            status = "comfyui_unreachable" if failures >= 2 else ("busy" if run else "idle")
-            answer = app.heartbeat(status, run.job_id if run else None, run.run_no if run else None,
-                                   vram_free=vram_free(stats))
-            if run is not None:
-                run.heard(answer)
-            if status == "idle" and time.monotonic() - last_catalog > CATALOG_SECONDS:
+            stats = {}
+            if gpu.probes_while_idle or (tasks.PROBLEM["text"] and time.monotonic() - last_probe > problem_probe):
+                last_probe = time.monotonic()
+                try:
+                    stats = gpu.probe()
+                    failures = 0
+                    if tasks.PROBLEM["text"]:
+                        log.info("the GPU takes our credentials again: back to work")
+                        tasks.PROBLEM["text"] = None
+                except ComfyAuthError as exc:
+                    tasks.PROBLEM["text"] = str(exc)
+                except requests.ConnectionError:
+                    failures += 2  # nothing listens: down at once
+                except Exception:
+                    failures += 1  # slow under load: twice in a row to count
+            problem = tasks.PROBLEM["text"]
+            status = "comfyui_unreachable" if problem or failures >= 2 else ("busy" if runs else "idle")
+            first = runs[0] if runs else None
+            answer = app.heartbeat(status, first.job_id if first else None, first.run_no if first else None,
+                                   runs=[{"job_id": r.job_id, "run": r.run_no} for r in runs],
+                                   problem=problem or "", vram_free=vram_free(stats))
+            for run in runs:
+                run.heard((answer.get("runs") or {}).get(run.job_id, answer if run is first else {}))
+            if status == "idle" and gpu.probes_while_idle and time.monotonic() - last_catalog > CATALOG_SECONDS:
                 # New models or custom nodes on the GPU host show up in the UIs without a restart.
                 last_catalog = time.monotonic()
-                catalog = catalog_of(comfy, stats)
+                catalog = gpu.catalog(stats)
                 fingerprint = catalog_fingerprint(catalog)
                 if fingerprint != published:
-                    publish_catalog(app, comfy, catalog)
+                    gpu.publish(app, catalog)
                     published = fingerprint
                     log.info("catalog changed; published again")
         except TokenRevoked:
@@ -283,6 +348,16 @@ class GpuWorker(SimpleWorker):
         tasks.SHUTDOWN.set()
 
 
+class ThreadGpuWorker(GpuWorker):
+    """One more slot of a worker with `concurrency` above 1: the same, in a thread. Signals
+    reach the main thread's worker only, and RQ's alarm-based job timeout works only there."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self):
+        pass
+
+
 def wait_for_redis(connection, stop: threading.Event) -> None:
     delay = 0.5
     while not stop.is_set():
@@ -295,7 +370,7 @@ def wait_for_redis(connection, stop: threading.Event) -> None:
             delay = min(delay * 2, 5.0)
 
 
-def work(args, queue_name: str, stop: threading.Event) -> None:
+def work(args, queue_name: str, stop: threading.Event, worker_class=GpuWorker) -> None:
     """RQ's work loop, started again whenever it quits without being asked to (Redis went away
     under it, mid-job or between jobs): Redis is disposable."""
     connection = redis.Redis.from_url(args.redis, socket_timeout=30, socket_connect_timeout=5, health_check_interval=15)
@@ -304,21 +379,57 @@ def work(args, queue_name: str, stop: threading.Event) -> None:
         wait_for_redis(connection, stop)
         queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
         # RQ needs a unique name per live process; a restart must not collide with the old entry.
-        worker = GpuWorker([queue], connection=connection, serializer=JSONSerializer,
-                           name=f"{args.name}.{uuid.uuid4().hex[:6]}")
+        worker = worker_class([queue], connection=connection, serializer=JSONSerializer,
+                              name=f"{args.name}.{uuid.uuid4().hex[:6]}")
         started = time.monotonic()
         worker.work(burst=args.burst, logging_level="INFO", with_scheduler=False)
-        if worker._stop_requested or tasks.SHUTDOWN.is_set() or args.burst:
+        if worker._stop_requested or tasks.SHUTDOWN.is_set() or args.burst or stop.is_set():
             return
         pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
         print(f"gpuworker: RQ's loop quit (Redis lost?); starting it again in {pause:g} s", flush=True)
         stop.wait(pause)
 
 
+def refused_at_start(app: AppClient, gpu: Gpu, args, exc: ComfyAuthError, every: float) -> dict:
+    """The GPU refused our credentials at start: the console shows this worker unhealthy, with
+    why, and no job is sent to it; it tries again every `problem_probe` seconds until it gets in."""
+    print(f"gpuworker {args.name}: {exc}", file=sys.stderr, flush=True)
+    app.register(name=args.name, provider=args.provider, comfyui_url=args.comfyui, capacity=args.provider_config.concurrency,
+                 status="comfyui_unreachable", problem=str(exc))
+    last_probe = time.monotonic()
+    while True:
+        time.sleep(every)
+        if time.monotonic() - last_probe >= args.provider_config.timeouts.problem_probe:
+            last_probe = time.monotonic()
+            try:
+                return gpu.probe()
+            except ComfyAuthError as again:
+                exc = again
+            except Exception as other:  # not up yet: keep saying why
+                log.warning("GPU probe failed: %s", other)
+        app.heartbeat("comfyui_unreachable", problem=str(exc))
+
+
+def runpod_catalog(config) -> dict:
+    """A RunPod endpoint has no /object_info: the operator saves the image's once (docs/providers.md)."""
+    import json
+
+    try:
+        with open(config.object_info, encoding="utf-8") as fh:
+            object_info = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"gpuworker: cannot read the RunPod endpoint's object_info from {config.object_info}: {exc}")
+    return {"object_info": object_info, "comfyui_version": "", "system_stats": {"system": {}, "devices": []}}
+
+
 def main(argv=None) -> int:
+    import json
+
     args = parse(argv)
+    config = args.provider_config
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     headers = headers_of(args)
+    timeouts = config.timeouts
     # The job function reads its settings from here; the token never travels through Redis.
     os.environ.update(
         GPUWORKER_APP=args.app,
@@ -327,18 +438,46 @@ def main(argv=None) -> int:
         GPUWORKER_REDIS=args.redis,
         GPUWORKER_APP_RETRY=str(args.app_retry),
         GPUWORKER_HEADERS="\n".join(args.header),
+        GPUWORKER_PROVIDER=args.provider,
+        GPUWORKER_SERVERLESS="1" if config.serverless else "0",
+        GPUWORKER_TIMEOUTS=json.dumps(timeouts.__dict__),
+        GPUWORKER_RUNPOD_ENDPOINT=config.endpoint,
+        GPUWORKER_RUNPOD_API_KEY=config.api_key,
     )
-    comfy = ComfyClient(args.comfyui, headers)
     app = AppClient(args.app, args.token, args.app_retry)
-    stats = wait_for_comfyui(comfy, args.comfyui_wait)
-    version = (stats.get("system") or {}).get("comfyui_version", "")
-    clear_orphans(comfy)
+    if args.provider == "runpod":
+        from .runpod import RunpodClient
+
+        comfy = None
+        gpu = Gpu(None, runpod=RunpodClient(config.endpoint, config.api_key, timeouts), catalog=runpod_catalog(config))
+    else:
+        comfy = ComfyClient(args.comfyui, headers, timeout=timeouts.request, connect_timeout=timeouts.connect)
+        gpu = Gpu(comfy, serverless=config.serverless)
+    every = HEARTBEAT_SECONDS
     try:
+        try:
+            if comfy is None:
+                stats = gpu.probe()
+            elif config.serverless:
+                # Started once at boot, for the catalog; it may scale to zero again afterwards.
+                comfy.wait_warm(timeouts.cold_start, lambda s: print(
+                    f"gpuworker: waiting for the serverless GPU at {comfy.base} to start… {s:.0f} s", flush=True))
+                stats = comfy.system_stats()
+            else:
+                stats = wait_for_comfyui(comfy, args.comfyui_wait)
+        except ComfyAuthError as exc:
+            stats = refused_at_start(app, gpu, args, exc, every)
+        except ColdStartTimeout as exc:
+            raise SystemExit(f"gpuworker: {exc}")
+        version = (stats.get("system") or {}).get("comfyui_version", "")
+        if comfy is not None:
+            clear_orphans(comfy)
         # Catalog first: once registered the worker gets jobs, and prompts are checked against it.
-        catalog = catalog_of(comfy, stats)
-        publish_catalog(app, comfy, catalog)
+        catalog = gpu.catalog(stats)
+        gpu.publish(app, catalog)
+        info = {"price_per_hour": config.price_per_hour} if config.price_per_hour is not None else {}
         registered = app.register(name=args.name, provider=args.provider, comfyui_url=args.comfyui, version=version,
-                                  capacity=1, vram_free=vram_free(stats), **gpu_info(stats))
+                                  capacity=config.concurrency, vram_free=vram_free(stats), **gpu_info(stats), **info)
     except TokenRevoked:
         print("gpuworker: the app does not know this worker's token. Create one with "
               "`manage.py worker_token NAME` and pass it in GPUWORKER_TOKEN or --token-file.", file=sys.stderr, flush=True)
@@ -350,21 +489,31 @@ def main(argv=None) -> int:
     # Its own client: requests sessions are not shared between threads; short retries, so a
     # beat that fails is simply the next one's job.
     beat_app = AppClient(args.app, args.token, retry_seconds=min(every, 5.0), timeout=max(every, 2.0))
-    beat_comfy = ComfyClient(args.comfyui, headers, timeout=3.0)
+    beat_gpu = Gpu(ComfyClient(args.comfyui, headers, timeout=3.0, connect_timeout=3.0) if comfy else None,
+                   serverless=config.serverless, runpod=gpu.runpod, catalog=gpu.fixed_catalog)
     lease_redis = redis.Redis.from_url(args.redis, socket_timeout=2, socket_connect_timeout=2)
     beats = threading.Thread(
         target=heartbeat_loop,
-        args=(beat_app, beat_comfy, every, catalog_fingerprint(catalog), stop, lease_redis,
-              float(registered.get("lease_seconds") or 10)),
+        args=(beat_app, beat_gpu, every, catalog_fingerprint(catalog), stop, lease_redis,
+              float(registered.get("lease_seconds") or 10), timeouts.problem_probe),
         daemon=True,
     )
     beats.start()
-    print(f"gpuworker {args.name}: ComfyUI {version or '?'} at {args.comfyui}, queue '{queue_name}', "
-          f"app {args.app}, heartbeat every {every:g} s", flush=True)
+    where = config.endpoint if args.provider == "runpod" else args.comfyui
+    print(f"gpuworker {args.name}: {args.provider} {version or '?'} at {where}, queue '{queue_name}', "
+          f"{config.concurrency} at a time, app {args.app}, heartbeat every {every:g} s", flush=True)
+    slots = [threading.Thread(target=work, args=(args, queue_name, stop, ThreadGpuWorker), daemon=True,
+                              name=f"slot-{n}") for n in range(2, config.concurrency + 1)]
+    for slot in slots:
+        slot.start()
     try:
         work(args, queue_name, stop)
     finally:
         stop.set()
+        tasks.SHUTDOWN.set()  # the other slots' runs go back to the queue too
+        deadline = time.monotonic() + timeouts.request
+        while tasks.ACTIVE and time.monotonic() < deadline:
+            time.sleep(0.1)
         beats.join(timeout=every + 6)
         if not tasks.REVOKED.is_set():
             try:

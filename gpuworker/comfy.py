@@ -2,11 +2,13 @@
 import contextlib
 import json
 import logging
+import time
 import uuid
-from typing import Iterator
+from http.cookies import SimpleCookie
+from typing import Callable, Iterator
 
 import requests
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 log = logging.getLogger("gpuworker.comfy")
@@ -24,13 +26,58 @@ class ComfyValidationError(Exception):
         self.body = body
 
 
+class ComfyAuthError(requests.RequestException):
+    """ComfyUI (or the serverless front before it) refused this worker's credentials: the
+    provider file's headers are wrong or were rotated. The host's fault, never the job's."""
+
+    def __init__(self, status: int, url: str):
+        super().__init__(f"ComfyUI refused this worker's credentials (HTTP {status} from {url}): "
+                         "check the headers in the worker's provider file")
+        self.status = status
+
+
+class ColdStartTimeout(Exception):
+    """A serverless GPU did not start within the cold-start timeout."""
+
+
+STARTING = {502, 503, 504}  # a serverless front whose container is not up yet
+
+
+def _refuse_credentials(response, *args, **kwargs):
+    if response.status_code in (401, 403):
+        raise ComfyAuthError(response.status_code, response.url.split("?")[0])
+
+
 class ComfyClient:
-    def __init__(self, base_url: str, headers: dict | None = None, timeout: float = 30.0):
+    """One ComfyUI. `headers` go with every call and with the websocket (a serverless front's
+    auth). Cookies a load balancer sets go along too: a replica set behind one URL keeps this
+    client on one replica (sticky cookie), so a run's POST, socket and /history agree."""
+
+    def __init__(self, base_url: str, headers: dict | None = None, timeout: float = 30.0, connect_timeout: float = 10.0):
         self.base = base_url.rstrip("/")
         self.headers = dict(headers or {})
-        self.timeout = timeout
+        self.timeout = (connect_timeout, timeout)
         self.session = requests.Session()
         self.session.headers.update(self.headers)
+        self.session.hooks["response"].append(_refuse_credentials)
+
+    def wait_warm(self, limit: float, on_wait: Callable[[float], None], probe_timeout: float = 2.0) -> float:
+        """Until ComfyUI answers: seconds spent waiting for a serverless GPU to start (0.0 when it
+        was warm). `on_wait(seconds)` is called about once a second meanwhile."""
+        started = time.monotonic()
+        while True:
+            try:
+                response = self.session.get(self.base + "/system_stats", timeout=(probe_timeout, probe_timeout))
+                if response.status_code not in STARTING:
+                    response.raise_for_status()
+                    return round(time.monotonic() - started, 3) if time.monotonic() - started > probe_timeout / 2 else 0.0
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # a front that holds the request, or a container whose port is not open yet
+            waited = time.monotonic() - started
+            if waited > limit:
+                raise ColdStartTimeout(f"the serverless GPU did not start within {limit:.0f} s")
+            on_wait(waited)
+            time.sleep(1.0)
 
     def get_json(self, path: str, **params):
         response = self.session.get(self.base + path, params=params, timeout=self.timeout)
@@ -105,6 +152,10 @@ class ComfyClient:
             response.raise_for_status()
             yield from response.iter_content(chunk_size)
 
+    def replica(self) -> str:
+        """The load balancer's cookies as they stand: when they change, calls went elsewhere."""
+        return "; ".join(sorted(f"{c.name}={c.value}" for c in self.session.cookies))
+
     def websocket(self, client_id: str | None = None) -> "PromptSocket":
         return PromptSocket(self, client_id or uuid.uuid4().hex)
 
@@ -120,14 +171,30 @@ class PromptSocket:
         self.client_id = client_id
         self.ws = None
         self._stack = None
+        self.replica = ""
         self.open()
 
     def open(self):
         url = self.client.base.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
+        headers = dict(self.client.headers)
+        cookies = "; ".join(f"{c.name}={c.value}" for c in self.client.session.cookies)
+        if cookies:
+            headers["Cookie"] = cookies
         self._stack = contextlib.ExitStack()
-        self.ws = self._stack.enter_context(
-            connect(url, additional_headers=self.client.headers, open_timeout=15, close_timeout=1, max_size=None)
-        )
+        try:
+            self.ws = self._stack.enter_context(
+                connect(url, additional_headers=headers, open_timeout=15, close_timeout=1, max_size=None)
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise ComfyAuthError(status, url.split("?")[0]) from None
+            raise
+        # The load balancer's choice of replica, for the calls that follow.
+        for header in self.ws.response.headers.get_all("Set-Cookie"):
+            for name, morsel in SimpleCookie(header).items():
+                self.client.session.cookies.set(name, morsel.value)
+        self.replica = self.client.replica()
 
     def receive(self, timeout: float) -> dict | None:
         try:
@@ -149,4 +216,5 @@ class PromptSocket:
             self._stack = self.ws = None
 
 
-__all__ = ["ComfyClient", "ComfyValidationError", "PromptSocket", "ConnectionClosed", "ENDS"]
+__all__ = ["ColdStartTimeout", "ComfyAuthError", "ComfyClient", "ComfyValidationError", "PromptSocket",
+           "ConnectionClosed", "ENDS"]

@@ -7,6 +7,7 @@ only with ComfyUI's own end (success, error, interrupted) or with a host fault (
 unreachable or restarted), which puts it back in the queue.
 """
 import base64
+import json
 import logging
 import os
 import struct
@@ -19,7 +20,8 @@ import requests
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from .app import AppClient, RunFenced, TokenRevoked
-from .comfy import ENDS, ComfyClient, ComfyValidationError
+from .comfy import ENDS, ColdStartTimeout, ComfyAuthError, ComfyClient, ComfyValidationError
+from .providers import Timeouts
 from .throttle import ProgressThrottle
 
 log = logging.getLogger("gpuworker.tasks")
@@ -27,8 +29,6 @@ log = logging.getLogger("gpuworker.tasks")
 CANCEL_KEY = "workshop:cancel:{}_{}"
 POLL = 0.25  # seconds between stop checks while ComfyUI works: well inside the 2 s promise
 FLUSH = 0.25  # seconds events may wait to be sent together
-GIVE_UP_AFTER = 120  # seconds after a timeout's interrupt before the job is given up
-RECONNECT_FOR = 3.0  # seconds a lost ComfyUI websocket is retried before the host counts as down
 END_WAIT = 2.0  # seconds to wait for ComfyUI's closing `executing` after an end message
 # Messages the app turns into its own (the queue's status) or that mean nothing to a browser.
 NOT_RELAYED = {"status", "feature_flags", "crystools.monitor"}
@@ -38,10 +38,13 @@ HISTORY_KINDS = {"execution_start", "execution_cached", *ENDS}
 HOST_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, OSError, InvalidHandshake)
 # (AppClient raises its own AppUnreachable, so the app being away is never mistaken for this.)
 
-# The run this process is doing, for the heartbeat thread (RQ's SimpleWorker runs jobs in
-# the main thread of the worker process, so the heartbeat proves the job's process is alive).
-ACTIVE: "JobRun | None" = None
+# The runs this process is doing (one per worker thread, `concurrency` of them), for the
+# heartbeat thread: RQ's SimpleWorker runs each job in its own thread of this process, so the
+# heartbeat proves the job's process is alive.
+ACTIVE: "dict[int, JobRun]" = {}
 SHUTDOWN = threading.Event()
+# Why this worker's GPU cannot take jobs (its credentials were refused), until a probe works.
+PROBLEM: dict = {"text": None}
 
 
 REVOKED = threading.Event()
@@ -67,6 +70,8 @@ class Settings:
     redis: str = ""
     headers: dict = field(default_factory=dict)
     app_retry: float = 300.0
+    serverless: bool = False
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -82,33 +87,42 @@ class Settings:
             redis=os.environ.get("GPUWORKER_REDIS", ""),
             headers=headers,
             app_retry=float(os.environ.get("GPUWORKER_APP_RETRY", "300")),
+            serverless=os.environ.get("GPUWORKER_SERVERLESS") == "1",
+            timeouts=Timeouts(**json.loads(os.environ.get("GPUWORKER_TIMEOUTS") or "{}")),
         )
 
 
 def run_job(payload: dict, settings: Settings | None = None) -> str:
     """Entry point RQ calls (`gpuworker.tasks.run_job`); returns how the run ended."""
-    global ACTIVE
     settings = settings or Settings.from_env()
     from rq import get_current_job
 
     current = get_current_job()
     connection = current.connection if current else redis.Redis.from_url(settings.redis)
-    run = JobRun(
-        payload,
-        AppClient(settings.app, settings.token, settings.app_retry),
-        ComfyClient(settings.comfyui, settings.headers),
-        connection,
-    )
-    ACTIVE = run
+    app = AppClient(settings.app, settings.token, settings.app_retry, timeout=settings.timeouts.request)
+    if os.environ.get("GPUWORKER_PROVIDER") == "runpod":
+        from .runpod import RunpodClient, RunpodRun
+
+        run = RunpodRun(payload, app, RunpodClient.from_env(settings.timeouts), connection, settings.timeouts)
+    else:
+        comfy = ComfyClient(settings.comfyui, settings.headers, timeout=settings.timeouts.request,
+                            connect_timeout=settings.timeouts.connect)
+        run = JobRun(payload, app, comfy, connection, settings.timeouts, serverless=settings.serverless)
+    key = threading.get_ident()
+    ACTIVE[key] = run
     try:
         return run.run()
     finally:
-        ACTIVE = None
+        ACTIVE.pop(key, None)
 
 
 class JobRun:
-    def __init__(self, payload: dict, app: AppClient, comfy: ComfyClient, connection):
+    def __init__(self, payload: dict, app: AppClient, comfy: ComfyClient, connection, timeouts: Timeouts | None = None,
+                 serverless: bool = False):
         self.payload = payload
+        self.timeouts = timeouts or Timeouts()
+        self.serverless = serverless
+        self.cold_start_seconds = None
         self.job_id = payload["job_id"]
         self.run_no = int(payload.get("run", 0))
         self.app, self.comfy, self.redis = app, comfy, connection
@@ -148,6 +162,10 @@ class JobRun:
             self._abandon()
             revoked()
             return "revoked"
+        except ComfyAuthError as exc:
+            return self._refused(exc)
+        except ColdStartTimeout as exc:
+            return self._host_fault(exc)
         except RunFenced as exc:
             log.warning("job %s run %s: the app took the run away (%s); stopping it on ComfyUI",
                         self.job_id, self.run_no, exc)
@@ -162,6 +180,10 @@ class JobRun:
             return "error"
 
     def _run(self) -> str:
+        if self.serverless:
+            self.cold_start_seconds = self.comfy.wait_warm(self.timeouts.cold_start, self._starting)
+            if self.cold_start_seconds:
+                self._flush()
         for item in self.payload.get("inputs", []):
             with self.app.download_input(self.job_id, self.run_no, item) as response:
                 self.comfy.upload_image(item["filename"], item.get("subfolder", ""), response.raw, item.get("type", "input"))
@@ -174,6 +196,13 @@ class JobRun:
                 )
             except ComfyValidationError as exc:
                 return self._finish("error", error=_validation_error(exc.body))
+            if self.comfy.replica() != socket.replica:
+                # The load balancer sent the POST to another replica than the socket's: follow
+                # the run where it is, on one connection, before a message of it is missed.
+                log.warning("job %s: the prompt went to another replica; following it there", self.job_id)
+                ended = self._recover(socket)
+                if ended:
+                    return ended
             return self._follow(socket)
         finally:
             socket.close()
@@ -196,7 +225,7 @@ class JobRun:
             if time.monotonic() > deadline and self.stop_kind != "timeout":
                 self.stop_kind = "timeout"
                 self._send_interrupt()
-            if time.monotonic() > deadline + GIVE_UP_AFTER:
+            if time.monotonic() > deadline + self.timeouts.give_up_after_interrupt:
                 # ComfyUI ignored the interrupt (a node that never checks): free this slot anyway.
                 self._abandon()
                 return self._finish("error", error={"exception_message": f"Timed out after {timeout:.0f} s; "
@@ -284,7 +313,7 @@ class JobRun:
     def _recover(self, socket) -> str | None:
         """ComfyUI's websocket closed: reconnect, and find out what became of the prompt."""
         log.warning("job %s: ComfyUI websocket lost; reconnecting", self.job_id)
-        give_up = time.monotonic() + RECONNECT_FOR
+        give_up = time.monotonic() + self.timeouts.socket_reconnect
         while True:
             try:
                 socket.reopen()
@@ -308,15 +337,36 @@ class JobRun:
             raise ConnectionError("ComfyUI restarted during the run and lost the prompt")
         return None
 
+    def _starting(self, seconds: float) -> None:
+        """A serverless GPU is starting: the participant sees it counting, not a frozen queue."""
+        self.pending = [e for e in self.pending if e["type"] != "workshop.gpu_starting"]
+        self.pending.append({"type": "workshop.gpu_starting",
+                             "data": {"prompt_id": self.job_id, "seconds": round(seconds)}})
+        self._flush()
+
+    def _refused(self, exc: ComfyAuthError) -> str:
+        """The provider refused our credentials: the job goes back to the queue at no cost, and
+        this worker reports itself unhealthy (with the reason) until a probe gets through."""
+        PROBLEM["text"] = str(exc)
+        log.error("job %s run %s: %s; the job goes back to the queue", self.job_id, self.run_no, exc)
+        try:
+            self._finish("lost", reason="the GPU provider refused the worker's credentials", crash=False,
+                         comfyui_unreachable=True, problem=str(exc))
+        except RunFenced:
+            pass
+        return "lost"
+
     def _host_fault(self, exc) -> str:
         """ComfyUI is gone (or never answered): the host's fault, not the job's."""
-        down = not self.comfy.answers()
+        down = isinstance(exc, ColdStartTimeout) or not self.comfy.answers()
         reason = f"ComfyUI on this GPU host {'stopped answering' if down else 'failed'} ({exc})"
         log.warning("job %s run %s: %s; the job goes back to the queue", self.job_id, self.run_no, reason)
         try:
             # A prompt ComfyUI had started may itself have brought ComfyUI down (a video model
             # out of memory): that counts towards the job's attempts; one never started does not.
-            self._finish("lost", reason="the GPU host's ComfyUI stopped answering" if down else "the GPU host's ComfyUI failed",
+            said = str(exc) if isinstance(exc, ColdStartTimeout) else (
+                "the GPU host's ComfyUI stopped answering" if down else "the GPU host's ComfyUI failed")
+            self._finish("lost", reason=said,
                          crash=self.started_at is not None, comfyui_unreachable=down)
         except RunFenced:
             pass
@@ -416,6 +466,7 @@ class JobRun:
             "error": error,
             "gpu_seconds": gpu_seconds,
             "load_seconds": round(min(self.load_seconds, gpu_seconds), 3),
+            "cold_start_seconds": self.cold_start_seconds,
             **extra,
         }
         answer = self.app.finish(self.job_id, result)

@@ -184,7 +184,9 @@ class Worker(models.Model):
     comfyui_url = models.CharField(max_length=300, blank=True)
     comfyui_version = models.CharField(max_length=50, blank=True)
     status = models.CharField(max_length=20, default="offline")
-    capacity = models.PositiveIntegerField(default=1)
+    problem = models.CharField(max_length=500, blank=True,
+                               help_text="Why it takes no jobs, in the worker's words (its credentials were refused …)")
+    capacity = models.PositiveIntegerField(default=1, help_text="Jobs in flight at once (the provider's concurrency)")
     vram_free = models.BigIntegerField(null=True, blank=True, help_text="Bytes, as ComfyUI last reported")
     vram_total = models.BigIntegerField(null=True, blank=True, help_text="Bytes, as ComfyUI reported")
     gpu_name = models.CharField(max_length=200, blank=True, help_text="As ComfyUI reported it")
@@ -433,6 +435,8 @@ class Job(models.Model):
     node_errors = models.JSONField(default=dict, blank=True)
     gpu_seconds = models.FloatField(null=True, blank=True, help_text="Seconds ComfyUI worked on it")
     load_seconds = models.FloatField(null=True, blank=True, help_text="Of which loading models (not billed to fair share)")
+    cold_start_seconds = models.FloatField(
+        null=True, blank=True, help_text="Seconds its serverless GPU took to start before the run (not a failure)")
     submit_fields = models.JSONField(
         default=dict, blank=True, help_text="Other fields of ComfyUI's POST /prompt it honours (partial_execution_targets)"
     )
@@ -531,6 +535,12 @@ class Job(models.Model):
             return True
         self.refresh_from_db()
         return self.state == JobState.RUNNING and self.is_current_run(worker, run)
+
+    def record_cold_start(self, seconds: float | None) -> None:
+        """What starting its serverless GPU cost this run: shown in the console, never a failure."""
+        if seconds:
+            Job.objects.filter(pk=self.pk).update(cold_start_seconds=seconds)
+            self.cold_start_seconds = seconds
 
     def renew_lease(self, run) -> bool:
         return bool(

@@ -98,6 +98,8 @@ def _thumbnail(slug: str, outputs: dict) -> str | None:
 
 
 def _node_label(job: Job) -> str:
+    if (job.progress or {}).get("starting_seconds") is not None:
+        return f"Starting a GPU… {round(job.progress['starting_seconds'])} s"
     node = (job.progress or {}).get("node")
     if node is None:
         return ""
@@ -164,8 +166,16 @@ def worker_row(worker: Worker) -> dict:
         "enabled": worker.enabled, "heartbeat_age": round(age) if age is not None else None,
         "current_job": f"{current.workspace.slug} #{current.number}" if current else "",
         "jobs_done": done, "gpu": worker.gpu_name, "vram": stats.human_bytes(worker.vram_total) if worker.vram_total else "",
-        "price_per_hour": price_of(worker),
+        "price_per_hour": price_of(worker), "problem": worker.problem, "capacity": worker.capacity,
+        **_cold_starts(worker),
     }
+
+
+def _cold_starts(worker: Worker) -> dict:
+    """How long its serverless GPU took to start, over its last 50 runs that had to wait for one."""
+    seconds = sorted(worker.jobs.filter(cold_start_seconds__gt=0).order_by("-started_at")
+                     .values_list("cold_start_seconds", flat=True)[:50])
+    return {"cold_starts": len(seconds), "cold_start_median": round(stats.percentile(seconds, 50), 1) if seconds else None}
 
 
 def chart_svgs(hours: float = 3.0, now=None) -> dict[str, str]:

@@ -121,6 +121,13 @@ def _beat_fields(data: dict) -> dict:
             raise BadRequest(f"{key} must be a number of bytes") from None
     if isinstance(data.get("gpu_name"), str):
         fields["gpu_name"] = data["gpu_name"][:200]
+    if isinstance(data.get("problem"), str):
+        fields["problem"] = redact(data["problem"])[:500]
+    if data.get("price_per_hour") is not None:
+        try:
+            fields["price_per_hour"] = max(0.0, float(data["price_per_hour"]))
+        except (TypeError, ValueError):
+            raise BadRequest("price_per_hour must be a number") from None
     return fields
 
 
@@ -143,14 +150,15 @@ def register(request):
         for job in Job.objects.filter(worker=worker, state__in=ACTIVE_STATES):
             started = job.state == JobState.RUNNING
             job.lose_run(job.run, f"GPU worker {worker.name} restarted", crash=started)
+        status = WORKER_COMFYUI_DOWN if data.get("status") == WORKER_COMFYUI_DOWN else WORKER_IDLE
         worker.beat(
-            status=WORKER_IDLE,
+            status=status,
+            **{"problem": "", **_beat_fields(data)},
             provider=str(data.get("provider", worker.provider))[:20],
             comfyui_url=str(data.get("comfyui_url", ""))[:300],
             comfyui_version=str(data.get("version", ""))[:50],
-            capacity=max(1, int(data.get("capacity", 1))),
+            capacity=min(max(1, int(data.get("capacity", 1))), 64),
             current_job=None,
-            **_beat_fields(data),
         )
         lifecycle.changed()
     return JsonResponse({
@@ -181,18 +189,30 @@ def heartbeat(request):
             lifecycle.changed()
             return JsonResponse({"ok": True})
         could_take_jobs = worker.is_online
-        worker.beat(status=status, **_beat_fields(data))
+        fields = _beat_fields(data)
+        fields.setdefault("problem", "")
+        worker.beat(status=status, **fields)
         lease = timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)
         Job.objects.filter(worker=worker, state=JobState.DISPATCHED).update(lease_expires_at=lease)
-        answer = {"ok": True, "cancel": None, "stop": False}
-        job_id, run = data.get("job_id"), data.get("run")
-        if job_id:
+        answer = {"ok": True, "cancel": None, "stop": False, "runs": {}}
+        # A worker with several slots names each run it is doing; one with one slot, its run.
+        runs = data.get("runs") if isinstance(data.get("runs"), list) else []
+        if data.get("job_id") and not any(isinstance(r, dict) and r.get("job_id") == data["job_id"] for r in runs):
+            runs = [{"job_id": data["job_id"], "run": data.get("run")}, *runs]
+        for item in runs[: max(worker.capacity, 1)]:
+            if not isinstance(item, dict):
+                raise BadRequest("runs must be a list of {job_id, run}")
+            job_id, run = str(item.get("job_id")), item.get("run")
             job = Job.objects.filter(pk=_uuid(job_id)).first() if _uuid(job_id) else None
+            said = {"stop": False, "cancel": None}
             if job is None or not job.is_current_run(worker, run):
-                answer["stop"] = True
+                said["stop"] = True
             else:
                 job.renew_lease(run)
-                answer["cancel"] = job.cancel_requested or None
+                said["cancel"] = job.cancel_requested or None
+            answer["runs"][job_id] = said
+            if job_id == str(data.get("job_id")):
+                answer.update(said)
         if could_take_jobs != worker.is_online:
             lifecycle.changed()
     return JsonResponse(answer)
@@ -311,6 +331,8 @@ def job_events(request, job_id):
         kind, event_data = item["type"], item.get("data") or {}
         if kind == "progress":
             progress = redact(event_data)
+        elif kind == "workshop.gpu_starting" and isinstance(event_data, dict):
+            progress = {"node": None, "value": 0, "max": 0, "starting_seconds": _seconds(event_data.get("seconds")) or 0}
         elif kind == "executing" and isinstance(event_data, dict) and event_data.get("node") is not None:
             progress = {"node": str(event_data["node"])[:50], "value": 0, "max": 0,
                         "prompt_id": event_data.get("prompt_id")}
@@ -418,7 +440,9 @@ def job_finish(request, job_id):
             reason = redact(str(data.get("reason") or "the GPU host failed"))[:500]
             job.lose_run(run, reason, crash=status == "lost" and bool(data.get("crash")))
             if data.get("comfyui_unreachable"):
-                Worker.objects.filter(pk=worker.pk).update(status=WORKER_COMFYUI_DOWN)
+                problem = redact(str(data.get("problem") or ""))[:500]
+                Worker.objects.filter(pk=worker.pk).update(status=WORKER_COMFYUI_DOWN, problem=problem)
+        job.record_cold_start(_seconds(data.get("cold_start_seconds")))
         Worker.objects.filter(pk=worker.pk, current_job=job).update(current_job=None)
         Worker.objects.filter(pk=worker.pk, status=WORKER_BUSY).update(status=WORKER_IDLE)
     rq.clear_stop(job.pk, run)

@@ -128,27 +128,31 @@ class LiveApp:
         )
 
     @contextmanager
-    def gpu_worker(self, comfyui_url, name="gpu-1"):
-        """A real `python -m gpuworker` process (an RQ worker) next to the ComfyUI double."""
+    def gpu_worker(self, comfyui_url=None, name="gpu-1", config=None, env=None, online=True):
+        """A real `python -m gpuworker` process (an RQ worker) next to the ComfyUI double, or
+        configured by a provider file (`config`: its TOML text). With online=False it is not
+        waited for (a worker whose GPU refuses it never comes online)."""
         from jobs.models import Worker
 
         _, token = Worker.create_with_token(name)
-        cmd = [
-            sys.executable, "-m", "gpuworker",
-            "--redis", self.settings.REDIS_URL,
-            "--app", self.url,
-            "--comfyui", comfyui_url,
-            "--name", name,
-        ]
+        cmd = [sys.executable, "-m", "gpuworker", "--redis", self.settings.REDIS_URL, "--app", self.url, "--name", name]
+        if comfyui_url:
+            cmd += ["--comfyui", comfyui_url]
+        if config is not None:
+            path = self.tmp_path / f"{name}.toml"
+            path.write_text(config)
+            cmd += ["--config", str(path)]
         log = self.tmp_path / f"gpuworker-{name}.log"
-        with process(cmd, child_env(self.settings, GPUWORKER_TOKEN=token), log) as proc:
+        with process(cmd, child_env(self.settings, GPUWORKER_TOKEN=token, **(env or {})), log) as proc:
+            proc.log_path = log
             try:
-                wait_until(
-                    lambda: proc.poll() is not None or Worker.objects.get(name=name).is_online,
-                    timeout=30,
-                    message=f"worker {name} to register",
-                )
-                assert proc.poll() is None, f"gpuworker exited: {log.read_text()[-3000:]}"
+                if online:
+                    wait_until(
+                        lambda: proc.poll() is not None or Worker.objects.get(name=name).is_online,
+                        timeout=30,
+                        message=f"worker {name} to register",
+                    )
+                    assert proc.poll() is None, f"gpuworker exited: {log.read_text()[-3000:]}"
                 yield proc
             except BaseException:
                 print(f"--- {log} ---\n{log.read_text()[-5000:]}")

@@ -134,9 +134,36 @@ function helpBanner() {
   document.body.appendChild(el);
 }
 
+// A serverless GPU starting for this participant's run (the worker says so about once a
+// second): "Starting a GPU… 42 s", counting here between its messages, until the run's own
+// first message arrives.
+let starting = null;
+let lastQueue = null;
+let ticker = null;
+
+function gpuStarting(data) {
+  starting = { prompt_id: data.prompt_id, seconds: Number(data.seconds) || 0, at: Date.now() };
+  if (!ticker) ticker = setInterval(() => lastQueue && show(lastQueue), 1000);
+  if (lastQueue) show(lastQueue);
+}
+
+function runMoved(event) {
+  if (starting && event.detail?.prompt_id === starting.prompt_id) {
+    starting = null;
+    clearInterval(ticker);
+    ticker = null;
+    if (lastQueue) show(lastQueue);
+  }
+}
+
 function show(data) {
+  lastQueue = data;
   const el = badge();
-  const state = describe(data);
+  let state = describe(data);
+  if (starting && (data.running || []).length) {
+    const seconds = Math.round(starting.seconds + (Date.now() - starting.at) / 1000);
+    state = { text: `Starting a GPU… ${seconds} s`, offline: false };
+  }
   el.hidden = !state;
   if (state) {
     el.textContent = state.text;
@@ -150,6 +177,11 @@ api.addEventListener("workshop.queue", (event) => show(event.detail));
 api.addEventListener("workshop.notice", (event) => notice(event.detail));
 api.addEventListener("workshop.announcement", (event) => announcement(event.detail));
 api.addEventListener("workshop.workflow", (event) => pushedWorkflow(event.detail));
+api.addEventListener("workshop.gpu_starting", (event) => gpuStarting(event.detail));
+for (const type of ["execution_start", "executing", "progress", "execution_success", "execution_error",
+  "execution_interrupted"]) {
+  api.addEventListener(type, runMoved);
+}
 
 app.registerExtension({
   name: "workshop.queueBadge",

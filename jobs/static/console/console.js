@@ -98,8 +98,10 @@
     fill("failed", data.failed.map((j) => [`#${j.number}`, `${j.username} (${j.slug})`, j.error, button("Re-queue", `jobs/${j.id}/requeue`)]),
       "No failed jobs.");
 
-    fill("workers", data.workers.map((w) => [w.name, w.provider, w.health, w.heartbeat_age == null ? "never" : `${secs(w.heartbeat_age)} ago`,
-      w.current_job || "—", String(w.jobs_done), [w.gpu, w.vram].filter(Boolean).join(" · ") || "—", w.price_per_hour.toFixed(2)]),
+    fill("workers", data.workers.map((w) => [w.name, w.provider, w.problem ? `${w.health}: ${w.problem}` : w.health,
+      w.heartbeat_age == null ? "never" : `${secs(w.heartbeat_age)} ago`,
+      w.current_job || "—", String(w.jobs_done), [w.gpu, w.vram].filter(Boolean).join(" · ") || "—", String(w.capacity),
+      w.cold_starts ? `${w.cold_start_median} s median of ${w.cold_starts}` : "—", w.price_per_hour.toFixed(2)]),
     "No GPU worker registered yet.");
 
     document.getElementById("announcement").textContent = data.announcement || "nothing";

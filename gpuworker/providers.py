@@ -1,0 +1,158 @@
+"""How jobs reach a GPU: the provider configuration file and the timeouts, named in one place.
+
+One TOML file per worker (docs/providers.md has the whole format):
+
+    provider = "comfyui"            # or "runpod"
+    name = "modal-1"
+    concurrency = 2                 # jobs in flight at once
+    price_per_hour = 3.95
+
+    [comfyui]
+    url = "https://me--comfyui.modal.run/comfy"
+    serverless = true
+    headers = { Authorization = "Bearer ${MODAL_TOKEN}" }
+
+    [runpod]
+    endpoint = "https://api.runpod.ai/v2/abc123"
+    api_key = "${RUNPOD_API_KEY}"
+    object_info = "object_info.json"
+
+    [timeouts]
+    cold_start = 600
+
+`${NAME}` in any string is taken from the environment, so the file itself holds no secret. The
+flat keys of earlier files (`comfyui = "URL"` and a `[headers]` table) still work.
+"""
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+
+PROVIDERS = ("comfyui", "runpod")
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(ValueError):
+    """The provider file is wrong: the message says where."""
+
+
+@dataclass
+class Timeouts:
+    """Every wait of a worker, in seconds, from the shortest to the longest. Each layer gives up
+    on its own and says which one it was; none of them fails a job for the provider's fault."""
+
+    connect: float = 10.0  # opening a connection to ComfyUI or the provider's API
+    request: float = 30.0  # one HTTP call to ComfyUI or the provider (the GPU's work is not one call)
+    socket_reconnect: float = 3.0  # a lost ComfyUI websocket retried before the host counts as down
+    poll: float = 1.0  # between status calls to a provider's job API
+    cold_start: float = 600.0  # a serverless GPU starting (scaled to zero) before it counts as down
+    start_wait: float = 300.0  # the worker waiting for its ComfyUI when it starts
+    app_retry: float = 300.0  # the workshop app away (a deploy) before a report is given up
+    give_up_after_interrupt: float = 120.0  # a run past its job timeout ignoring the interrupt
+    problem_probe: float = 15.0  # between probes of a GPU that refused the worker's credentials
+
+    @classmethod
+    def from_table(cls, table: dict) -> "Timeouts":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(f"[timeouts]: unknown {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        values = {}
+        for key, value in table.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"[timeouts] {key} must be a number of seconds above 0, not {value!r}")
+            values[key] = float(value)
+        return cls(**values)
+
+
+@dataclass
+class ProviderConfig:
+    provider: str = "comfyui"
+    concurrency: int = 1
+    price_per_hour: float | None = None
+    # comfyui
+    url: str = ""
+    serverless: bool = False
+    headers: dict = field(default_factory=dict)
+    # runpod
+    endpoint: str = ""
+    api_key: str = ""
+    object_info: str = ""
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    # Keys the worker's command-line options take (name, app, redis, token, queue …).
+    options: dict = field(default_factory=dict)
+
+
+def expand(value, where: str):
+    """`${NAME}` from the environment; a name that is not set is an error, not an empty secret."""
+    if isinstance(value, str):
+        def variable(match):
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{where}: ${{{name}}} is not set in the environment")
+            return os.environ[name]
+
+        return _VARIABLE.sub(variable, value)
+    if isinstance(value, dict):
+        return {k: expand(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand(v, where) for v in value]
+    return value
+
+
+def parse_config(text: str, source: str = "config") -> ProviderConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+    raw = expand(raw, source)
+    config = ProviderConfig()
+    provider = raw.pop("provider", "comfyui")
+    if provider not in PROVIDERS:
+        raise ConfigError(f"{source}: provider must be one of {', '.join(PROVIDERS)}, not {provider!r}")
+    config.provider = provider
+    concurrency = raw.pop("concurrency", 1)
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 64:
+        raise ConfigError(f"{source}: concurrency must be a whole number from 1 to 64, not {concurrency!r}")
+    config.concurrency = concurrency
+    price = raw.pop("price_per_hour", None)
+    if price is not None and (not isinstance(price, (int, float)) or price < 0):
+        raise ConfigError(f"{source}: price_per_hour must be a number, not {price!r}")
+    config.price_per_hour = None if price is None else float(price)
+    config.timeouts = Timeouts.from_table(raw.pop("timeouts", {}))
+
+    comfyui = raw.pop("comfyui", {})
+    if isinstance(comfyui, str):  # the earlier flat form: comfyui = "URL", [headers]
+        comfyui = {"url": comfyui}
+    if "headers" in raw:
+        comfyui.setdefault("headers", {}).update(raw.pop("headers"))
+    if not isinstance(comfyui, dict):
+        raise ConfigError(f"{source}: [comfyui] must be a table")
+    config.url = str(comfyui.get("url", ""))
+    config.serverless = bool(comfyui.get("serverless", False))
+    headers = comfyui.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError(f"{source}: [comfyui] headers must be a table of strings")
+    config.headers = dict(headers)
+
+    runpod = raw.pop("runpod", {})
+    if not isinstance(runpod, dict):
+        raise ConfigError(f"{source}: [runpod] must be a table")
+    config.endpoint = str(runpod.get("endpoint", "")).rstrip("/")
+    config.api_key = str(runpod.get("api_key", ""))
+    config.object_info = str(runpod.get("object_info", ""))
+    if provider == "runpod":
+        missing = [k for k in ("endpoint", "api_key", "object_info") if not runpod.get(k)]
+        if missing:
+            raise ConfigError(f"{source}: [runpod] needs {', '.join(missing)}")
+    config.options = raw
+    return config
+
+
+def load(path: str) -> ProviderConfig:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_config(text, path)
