@@ -119,7 +119,10 @@ def parse_config(text: str, source: str = "config") -> ProviderConfig:
     if price is not None and (not isinstance(price, (int, float)) or price < 0):
         raise ConfigError(f"{source}: price_per_hour must be a number, not {price!r}")
     config.price_per_hour = None if price is None else float(price)
-    config.timeouts = Timeouts.from_table(raw.pop("timeouts", {}))
+    try:
+        config.timeouts = Timeouts.from_table(raw.pop("timeouts", {}))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
     comfyui = raw.pop("comfyui", {})
     if isinstance(comfyui, str):  # the earlier flat form: comfyui = "URL", [headers]

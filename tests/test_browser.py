@@ -318,3 +318,33 @@ def test_a_participants_html_or_svg_runs_nothing_when_the_instructor_opens_it(br
     assert headers["type"] == "application/octet-stream" and headers["disposition"].startswith("attachment")
     assert "sandbox" in headers["csp"]
     context.close()
+
+
+def test_a_cold_start_counts_on_the_badge_then_the_run_shows(browser, live_app, participants, monkeypatch):
+    from tests.serverless_double import ServerlessComfyUI
+    from tests.test_serverless import provider_file
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with ServerlessComfyUI(cold_start=4.0, step_time=0.05, steps=4) as front:
+        with live_app.gpu_worker(name="modal-1", config=provider_file(front), env={"FRONT_KEY": front.key}):
+            front.scale_to_zero()
+            page, watch = open_workspace(browser, live_app, "user001", "001")
+            load_workshop_workflow(page)
+            queue_button(page).click()
+            shown = page.wait_for_function(
+                "() => { const t = document.getElementById('workshop-queue-badge')?.textContent || '';"
+                " return /^Starting a GPU… \\d+ s$/.test(t) && t; }", timeout=20_000).json_value()
+            page.wait_for_function(
+                f"() => /^Starting a GPU… \\d+ s$/.test(document.getElementById('workshop-queue-badge').textContent)"
+                f" && document.getElementById('workshop-queue-badge').textContent !== {shown!r}", timeout=5_000)
+            page.screenshot(path=str(ARTIFACTS / "09-starting-a-gpu.png"))
+            page.wait_for_function(
+                "() => { const n = window.app.graph._nodes.find(n => n.type === 'SaveImage');"
+                " return n && n.imgs && n.imgs.length && n.imgs[0].complete && n.imgs[0].naturalWidth > 0; }",
+                timeout=30_000,
+            )
+            later = page.evaluate("() => document.getElementById('workshop-queue-badge').textContent")
+            failed, errors = watch.ours()
+    assert "Starting a GPU" not in later, "the count stops once the run is there"
+    assert Job.objects.get(workspace=participants[0]).cold_start_seconds >= 2
+    assert failed == [] and errors == [], (failed, errors)
