@@ -119,3 +119,186 @@ class Workspace(models.Model):
                 if path.is_file() and not path.is_symlink():
                     total += path.stat().st_size
         return total
+
+
+class WorkspaceModel(models.Model):
+    """A model file a participant brought (a LoRA first). Its loaders in this workspace offer it
+    as `ws-<slug>/<name>`; no other workspace sees it, and it reaches a GPU only with a job that
+    names it."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="models")
+    folder = models.CharField(max_length=50, help_text="ComfyUI's model folder: loras, …")
+    name = models.CharField(max_length=200)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    source_url = models.URLField(max_length=2000, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["folder", "name"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "folder", "name"], name="one_model_per_name")]
+
+    def __str__(self):
+        return f"{self.workspace.slug}: {self.folder}/{self.name}"
+
+    @staticmethod
+    def prefix(slug: str) -> str:
+        return f"ws-{slug}"
+
+    @property
+    def comfy_name(self) -> str:
+        """The name ComfyUI's loaders know it by, on the GPU and in this workspace's UI."""
+        return f"{self.prefix(self.workspace.slug)}/{self.name}"
+
+    @property
+    def path(self) -> Path:
+        return self.workspace.root / "models" / self.folder / self.name
+
+    def as_payload(self) -> dict:
+        return {"folder": self.folder, "name": self.comfy_name, "sha256": self.sha256, "size": self.size}
+
+    def delete(self, *args, **kwargs):
+        """Gone from the workspace, and from every GPU's cache (the workers hear it at their next
+        heartbeat)."""
+        ModelDeletion.objects.create(folder=self.folder, name=self.comfy_name, sha256=self.sha256)
+        self.path.unlink(missing_ok=True)
+        return super().delete(*args, **kwargs)
+
+    @classmethod
+    def used_bytes(cls, workspace) -> int:
+        return cls.objects.filter(workspace=workspace).aggregate(n=models.Sum("size"))["n"] or 0
+
+
+class ModelDeletion(models.Model):
+    """A participant's model deleted: each GPU worker removes it from its cache when it hears of
+    it (ids above the last one it acknowledged)."""
+
+    folder = models.CharField(max_length=50)
+    name = models.CharField(max_length=300)
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+
+MODEL_PART_BYTES = 8 * 1024 * 1024  # one request of an upload: Daphne holds a body whole in memory
+
+
+def _model_target(workspace: Workspace, folder: str, name: str):
+    from . import modelfiles
+    from .modelfiles import ModelRefused
+
+    if folder not in settings.MODEL_FOLDERS:
+        raise ModelRefused(f"Models go in {', '.join(settings.MODEL_FOLDERS)}; not in {folder!r}.")
+    name = modelfiles.check_name(name)
+    target = workspace.root / "models" / folder / name
+    return name, target, target.with_name(f".{name}.part")
+
+
+def _room(workspace: Workspace, name: str):
+    """(bytes this file may have, the error for one larger)."""
+    from .modelfiles import ModelRefused
+
+    room = settings.MODEL_QUOTA_BYTES - WorkspaceModel.used_bytes(workspace)
+
+    def size(n):
+        from django.template.defaultfilters import filesizeformat
+
+        return filesizeformat(max(n, 0)).replace("\xa0", " ")
+
+    def too_big(n):
+        if n > settings.MAX_MODEL_BYTES:
+            return ModelRefused(f"{name} is over the workshop's limit of {size(settings.MAX_MODEL_BYTES)} per model.", 413)
+        return ModelRefused(f"{name} does not fit: your models may take {size(settings.MODEL_QUOTA_BYTES)} in all, "
+                            f"and {size(room)} is left. Delete a model first.", 413)
+
+    return min(settings.MAX_MODEL_BYTES, room), too_big
+
+
+def _refuse_pickle_early(head: bytes) -> None:
+    from . import modelfiles
+
+    if head.startswith((b"\x80", b"PK\x03\x04")):
+        modelfiles.check_header(head, 2**62)  # raises: a pickle is refused before the rest arrives
+
+
+def _finish_model(workspace, folder, name, target, part, source_url="") -> WorkspaceModel:
+    import os
+
+    from . import modelfiles
+
+    size = part.stat().st_size
+    with open(part, "rb") as fh:
+        head = fh.read(8)
+        head += fh.read(min(modelfiles.header_length(head), modelfiles.MAX_HEADER_BYTES))
+    modelfiles.check_header(head, size)
+    digest = modelfiles.sha256_of(part)
+    os.replace(part, target)
+    return WorkspaceModel.objects.create(workspace=workspace, folder=folder, name=name, size=size, sha256=digest,
+                                         source_url=source_url)
+
+
+def store_model_part(workspace: Workspace, folder: str, name: str, offset: int, data: bytes, final: bool):
+    """One part of a participant's upload (the page sends 8 MB parts, in order). Returns the
+    bytes received so far, or the WorkspaceModel once the last part is in. A part sent again
+    replaces itself; one beyond what arrived is 409; the folder, the name, the size limit, the
+    quota and (at the first part, then at the last) the safetensors header are checked, and
+    nothing is kept of a file refused."""
+    from .modelfiles import ModelRefused
+
+    name, target, part = _model_target(workspace, folder, name)
+    if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
+        raise ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
+    limit, too_big = _room(workspace, name)
+    have = part.stat().st_size if part.exists() else 0
+    if offset > have or offset < 0:
+        raise ModelRefused(f"Part at byte {offset} of {name}, but {have} bytes have arrived: send from there.", 409)
+    if offset + len(data) > limit:
+        part.unlink(missing_ok=True)
+        raise too_big(offset + len(data))
+    if offset == 0:
+        try:
+            _refuse_pickle_early(data[:16])
+        except ModelRefused:
+            part.unlink(missing_ok=True)
+            raise
+    part.parent.mkdir(parents=True, exist_ok=True)
+    with open(part, "r+b" if part.exists() else "wb") as out:
+        out.seek(offset)
+        out.write(data)
+        out.truncate()
+    if not final:
+        return offset + len(data)
+    try:
+        return _finish_model(workspace, folder, name, target, part)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
+def store_model(workspace: Workspace, folder: str, name: str, chunks, source_url: str = "", size_hint: int | None = None,
+                on_progress=None) -> WorkspaceModel:
+    """A whole model file from `chunks` (a download the app makes), with the same checks."""
+    from .modelfiles import ModelRefused
+
+    name, target, part = _model_target(workspace, folder, name)
+    if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
+        raise ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
+    limit, too_big = _room(workspace, name)
+    if size_hint is not None and size_hint > limit:
+        raise too_big(size_hint)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    size = 0
+    try:
+        with open(part, "wb") as out:
+            for chunk in chunks:
+                if size == 0:
+                    _refuse_pickle_early(chunk[:16])
+                size += len(chunk)
+                if size > limit:
+                    raise too_big(size)
+                out.write(chunk)
+                if on_progress:
+                    on_progress(size)
+        return _finish_model(workspace, folder, name, target, part, source_url)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise

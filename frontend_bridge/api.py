@@ -28,7 +28,7 @@ from jobs.models import (
     SubmitError,
 )
 
-from . import wire
+from . import own_models, wire
 from .validation import input_files, valid_outputs, validate_prompt
 
 
@@ -110,7 +110,10 @@ def prompt(request, workspace):
     if "prompt" not in data:
         return comfy_error(400, "no_prompt", "No prompt provided", "No prompt provided")
     api_prompt = data["prompt"]
-    object_info = Catalog.current_object_info()
+    mine = own_models.own_models(workspace)
+    # The participant's own models are valid names here, and only here.
+    model_files = (Catalog.current_data().get("model_files") or {}) if mine else {}
+    object_info = own_models.with_own_models(Catalog.current_object_info(), model_files, mine)
     targets = data.get("partial_execution_targets")
     error, node_errors = validate_prompt(api_prompt, object_info, targets, file_exists=workspace.has_file)
     if error is not None:
@@ -139,6 +142,7 @@ def prompt(request, workspace):
             workflow_name=_workflow_name(extra_data),
             submit_fields=_submit_fields(data),
             queue_settings=queue_settings,
+            own_models=[m.as_payload() for m in own_models.models_used(api_prompt, mine)],
         )
     except SubmitError as exc:
         return JsonResponse(exc.as_comfy(), status=exc.status)

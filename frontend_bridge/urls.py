@@ -1,6 +1,6 @@
 from django.urls import re_path
 
-from . import api, frontend, outputs
+from . import api, frontend, my_models, outputs
 from . import workspace_api as w
 
 SLUG = r"(?P<slug>[A-Za-z0-9_-]{1,16})"
@@ -61,6 +61,11 @@ urlpatterns += [
     re_path(rf"^user/{SLUG}/internal/files/(?P<folder_type>[a-z]+)$", w.internal_files),
     re_path(rf"^user/{SLUG}/internal/folder_paths$", w.internal_folder_paths),
     re_path(rf"^user/{SLUG}/outputs/$", outputs.outputs_page),
+    re_path(rf"^user/{SLUG}/my-models/$", my_models.models_page),
+    re_path(rf"^user/{SLUG}/my-models/list$", my_models.models_list),
+    re_path(rf"^user/{SLUG}/my-models/upload$", my_models.model_upload),
+    re_path(rf"^user/{SLUG}/my-models/fetch$", my_models.model_fetch),
+    re_path(rf"^user/{SLUG}/my-models/(?P<pk>[0-9]+)/delete$", my_models.model_delete),
     re_path(rf"^user/{SLUG}/outputs\.zip$", outputs.outputs_zip),
     re_path(rf"^user/{SLUG}$", frontend.without_slash),
     re_path(rf"^user/{SLUG}/$", frontend.page),

@@ -13,7 +13,7 @@ from accounts.models import UnsafePath, check_name_lengths
 from workshop import jsonbody
 from jobs.models import Catalog
 
-from . import workflows
+from . import own_models, workflows
 from .api import INLINE_OTHER, file_response, json_body, workspace_api
 from .frontend import comfy_features, core_extensions, frontend_version
 from .validation import upload_classes, upload_specs
@@ -181,6 +181,7 @@ def object_info(request, workspace, node_class=None):
     info = catalog
     if node_class is not None:
         info = {node_class: catalog[node_class]} if node_class in catalog else {}
+    info = own_models.with_own_models(info, _catalog_data().get("model_files") or {}, own_models.own_models(workspace))
     return JsonResponse(_with_workspace_files(info, workspace, _upload_classes(catalog)))
 
 
@@ -192,7 +193,11 @@ def models(request, workspace, folder=None):
     files = (data.get("model_files") or {}).get(folder)
     if files is None and folder not in (data.get("models") or []):
         return HttpResponse(status=404)
-    return JsonResponse(files or [], safe=False)
+    return JsonResponse([*(files or []), *_own_names(workspace, folder)], safe=False)
+
+
+def _own_names(workspace, folder) -> list[str]:
+    return [m.comfy_name for m in own_models.own_models(workspace) if m.folder == folder]
 
 
 @workspace_api(["GET"])
@@ -200,7 +205,7 @@ def experiment_models(request, workspace, folder=None):
     data = _catalog_data()
     if folder is None:
         return JsonResponse([{"name": name, "folders": []} for name in data.get("models") or []], safe=False)
-    files = (data.get("model_files") or {}).get(folder) or []
+    files = [*((data.get("model_files") or {}).get(folder) or []), *_own_names(workspace, folder)]
     return JsonResponse([{"name": f, "pathIndex": 0} for f in files], safe=False)
 
 

@@ -284,7 +284,7 @@ class Gpu:
 
 
 def heartbeat_loop(app: AppClient, gpu: Gpu, every: float, published: str, stop: threading.Event,
-                   lease_redis=None, lease_seconds: float = 10.0, problem_probe: float = 15.0) -> None:
+                   lease_redis=None, lease_seconds: float = 10.0, problem_probe: float = 15.0, cache=None) -> None:
     """Every `every` seconds: is the GPU answering, and which runs is this process doing? The
     answer renews the runs' leases, or says to stop one (cancelled, or no longer ours). The
     leases are also renewed in Redis, so a restarting app does not take the runs away."""
@@ -317,9 +317,12 @@ def heartbeat_loop(app: AppClient, gpu: Gpu, every: float, published: str, stop:
             problem = tasks.PROBLEM["text"]
             status = "comfyui_unreachable" if problem or failures >= 2 else ("busy" if runs else "idle")
             first = runs[0] if runs else None
+            extra = {"models_seen": cache.deletions_seen()} if cache is not None else {}
             answer = app.heartbeat(status, first.job_id if first else None, first.run_no if first else None,
                                    runs=[{"job_id": r.job_id, "run": r.run_no} for r in runs],
-                                   problem=problem or "", vram_free=vram_free(stats))
+                                   problem=problem or "", vram_free=vram_free(stats), **extra)
+            if cache is not None and answer.get("models_gone"):
+                cache.saw_deletions(answer["models_gone"])  # deleted by their participants: out of the cache
             for run in runs:
                 run.heard((answer.get("runs") or {}).get(run.job_id, answer if run is first else {}))
             if status == "idle" and gpu.probes_while_idle and time.monotonic() - last_catalog > CATALOG_SECONDS:
@@ -443,7 +446,14 @@ def main(argv=None) -> int:
         GPUWORKER_TIMEOUTS=json.dumps(timeouts.__dict__),
         GPUWORKER_RUNPOD_ENDPOINT=config.endpoint,
         GPUWORKER_RUNPOD_API_KEY=config.api_key,
+        GPUWORKER_MODEL_CACHE=config.model_cache,
+        GPUWORKER_MODEL_CACHE_BYTES=str(config.model_cache_bytes),
     )
+    cache = None
+    if config.model_cache:
+        from .models import ModelCache
+
+        cache = ModelCache(config.model_cache, config.model_cache_bytes)
     app = AppClient(args.app, args.token, args.app_retry)
     if args.provider == "runpod":
         from .runpod import RunpodClient
@@ -477,7 +487,8 @@ def main(argv=None) -> int:
         gpu.publish(app, catalog)
         info = {"price_per_hour": config.price_per_hour} if config.price_per_hour is not None else {}
         registered = app.register(name=args.name, provider=args.provider, comfyui_url=args.comfyui, version=version,
-                                  capacity=config.concurrency, vram_free=vram_free(stats), **gpu_info(stats), **info)
+                                  capacity=config.concurrency, vram_free=vram_free(stats), carries_models=cache is not None,
+                                  **gpu_info(stats), **info)
     except TokenRevoked:
         print("gpuworker: the app does not know this worker's token. Create one with "
               "`manage.py worker_token NAME` and pass it in GPUWORKER_TOKEN or --token-file.", file=sys.stderr, flush=True)
@@ -495,7 +506,7 @@ def main(argv=None) -> int:
     beats = threading.Thread(
         target=heartbeat_loop,
         args=(beat_app, beat_gpu, every, catalog_fingerprint(catalog), stop, lease_redis,
-              float(registered.get("lease_seconds") or 10), timeouts.problem_probe),
+              float(registered.get("lease_seconds") or 10), timeouts.problem_probe, cache),
         daemon=True,
     )
     beats.start()

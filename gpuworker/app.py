@@ -95,6 +95,11 @@ class AppClient:
         params = {k: item.get(k, "") for k in ("filename", "subfolder", "type")}
         return self._call("GET", f"jobs/{job_id}/inputs", params={**params, "run": run}, stream=True)
 
+    def download_model(self, job_id: str, run: int, sha256: str):
+        """A participant's model the job names: streamed, for the GPU host's model cache."""
+        response = self._call("GET", f"jobs/{job_id}/models/{sha256}", params={"run": run}, stream=True)
+        return response
+
     def upload_output(self, job_id: str, run: int, item: dict, open_stream: Callable[[], Iterable[bytes]]) -> dict:
         """Stream one file to the app in parts, each one request that is sent again on its own
         when the app restarts. Daphne reads a request's whole body, into memory, before the app

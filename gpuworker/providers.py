@@ -78,6 +78,9 @@ class ProviderConfig:
     endpoint: str = ""
     api_key: str = ""
     object_info: str = ""
+    # participants' own models (a GPU host's cache folder that ComfyUI reads)
+    model_cache: str = ""
+    model_cache_bytes: int = 50 * 1024**3
     timeouts: Timeouts = field(default_factory=Timeouts)
     # Keys the worker's command-line options take (name, app, redis, token, queue …).
     options: dict = field(default_factory=dict)
@@ -148,6 +151,19 @@ def parse_config(text: str, source: str = "config") -> ProviderConfig:
         missing = [k for k in ("endpoint", "api_key", "object_info") if not runpod.get(k)]
         if missing:
             raise ConfigError(f"{source}: [runpod] needs {', '.join(missing)}")
+    models = raw.pop("models", {})
+    if not isinstance(models, dict):
+        raise ConfigError(f"{source}: [models] must be a table")
+    unknown = sorted(set(models) - {"cache_dir", "cache_bytes"})
+    if unknown:
+        raise ConfigError(f"{source}: [models]: unknown {', '.join(unknown)} (known: cache_bytes, cache_dir)")
+    config.model_cache = str(models.get("cache_dir", ""))
+    cap = models.get("cache_bytes", config.model_cache_bytes)
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap <= 0:
+        raise ConfigError(f"{source}: [models] cache_bytes must be a whole number of bytes, not {cap!r}")
+    config.model_cache_bytes = cap
+    if config.model_cache and (provider == "runpod" or config.serverless):
+        raise ConfigError(f"{source}: [models] needs a ComfyUI on this host's disk, not a serverless one")
     config.options = raw
     return config
 

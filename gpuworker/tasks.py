@@ -72,6 +72,8 @@ class Settings:
     app_retry: float = 300.0
     serverless: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
+    model_cache: str = ""
+    model_cache_bytes: int = 0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -89,6 +91,8 @@ class Settings:
             app_retry=float(os.environ.get("GPUWORKER_APP_RETRY", "300")),
             serverless=os.environ.get("GPUWORKER_SERVERLESS") == "1",
             timeouts=Timeouts(**json.loads(os.environ.get("GPUWORKER_TIMEOUTS") or "{}")),
+            model_cache=os.environ.get("GPUWORKER_MODEL_CACHE", ""),
+            model_cache_bytes=int(os.environ.get("GPUWORKER_MODEL_CACHE_BYTES") or 0),
         )
 
 
@@ -108,6 +112,10 @@ def run_job(payload: dict, settings: Settings | None = None) -> str:
         comfy = ComfyClient(settings.comfyui, settings.headers, timeout=settings.timeouts.request,
                             connect_timeout=settings.timeouts.connect)
         run = JobRun(payload, app, comfy, connection, settings.timeouts, serverless=settings.serverless)
+        if settings.model_cache:
+            from .models import ModelCache
+
+            run.model_cache = ModelCache(settings.model_cache, settings.model_cache_bytes)
     key = threading.get_ident()
     ACTIVE[key] = run
     try:
@@ -123,6 +131,7 @@ class JobRun:
         self.timeouts = timeouts or Timeouts()
         self.serverless = serverless
         self.cold_start_seconds = None
+        self.model_cache = None
         self.job_id = payload["job_id"]
         self.run_no = int(payload.get("run", 0))
         self.app, self.comfy, self.redis = app, comfy, connection
@@ -184,6 +193,7 @@ class JobRun:
             self.cold_start_seconds = self.comfy.wait_warm(self.timeouts.cold_start, self._starting)
             if self.cold_start_seconds:
                 self._flush()
+        self._place_models()
         for item in self.payload.get("inputs", []):
             with self.app.download_input(self.job_id, self.run_no, item) as response:
                 self.comfy.upload_image(item["filename"], item.get("subfolder", ""), response.raw, item.get("type", "input"))
@@ -336,6 +346,22 @@ class JobRun:
         if not self.comfy.knows(self.prompt_id):
             raise ConnectionError("ComfyUI restarted during the run and lost the prompt")
         return None
+
+    def _place_models(self) -> None:
+        """The participant's own models the prompt names, into this host's cache, before ComfyUI
+        validates the prompt (which looks for the file)."""
+        from .models import ModelRejected
+
+        wanted = self.payload.get("models") or []
+        if wanted and self.model_cache is None:
+            raise ModelRejected("this GPU worker has no cache for participants' own models")
+        for item in wanted:
+            def fetch(item=item):
+                with self.app.download_model(self.job_id, self.run_no, str(item["sha256"])) as response:
+                    yield from response.iter_content(1024 * 1024)
+
+            if self.model_cache.ensure(item, fetch):
+                log.info("job %s: fetched %s into the model cache", self.job_id, item["name"])
 
     def _starting(self, seconds: float) -> None:
         """A serverless GPU is starting: the participant sees it counting, not a frozen queue."""

@@ -31,10 +31,11 @@ def free_slots(workers=None) -> dict[int, int]:
     return {w.pk: w.capacity - busy.get(w.pk, 0) for w in workers if w.capacity > busy.get(w.pk, 0)}
 
 
-def choose_worker(workers: list[Worker], free: dict[int, int], avoid_id=None) -> Worker | None:
+def choose_worker(workers: list[Worker], free: dict[int, int], avoid_id=None, needs_models=False) -> Worker | None:
     """A worker with a free slot; after an out-of-memory failure, another one with the most
-    free VRAM if there is one."""
-    candidates = [w for w in workers if free.get(w.pk, 0) > 0]
+    free VRAM if there is one. A job that names a participant's own model goes only to a worker
+    whose GPU host can take it (a model cache)."""
+    candidates = [w for w in workers if free.get(w.pk, 0) > 0 and (w.carries_models or not needs_models)]
     if avoid_id is not None and any(w.pk != avoid_id for w in candidates):
         candidates = [w for w in candidates if w.pk != avoid_id]
         candidates.sort(key=lambda w: -(w.vram_free or 0))
@@ -56,7 +57,7 @@ def dispatch() -> Snapshot:
             if not any(free.values()):
                 break
             job = Job.objects.select_related("workspace").get(pk=waiting.id)
-            worker = choose_worker(workers, free, job.memory_retry_from_id)
+            worker = choose_worker(workers, free, job.memory_retry_from_id, needs_models=bool(job.own_models))
             if worker and job.mark_dispatched(worker):
                 free[worker.pk] -= 1
                 chosen.append(job)

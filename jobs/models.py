@@ -187,6 +187,8 @@ class Worker(models.Model):
     problem = models.CharField(max_length=500, blank=True,
                                help_text="Why it takes no jobs, in the worker's words (its credentials were refused …)")
     capacity = models.PositiveIntegerField(default=1, help_text="Jobs in flight at once (the provider's concurrency)")
+    carries_models = models.BooleanField(
+        default=False, help_text="Its GPU host has a cache for participants' own models (they go only there)")
     vram_free = models.BigIntegerField(null=True, blank=True, help_text="Bytes, as ComfyUI last reported")
     vram_total = models.BigIntegerField(null=True, blank=True, help_text="Bytes, as ComfyUI reported")
     gpu_name = models.CharField(max_length=200, blank=True, help_text="As ComfyUI reported it")
@@ -407,6 +409,8 @@ class Job(models.Model):
     extra_data = models.JSONField(default=dict, blank=True, help_text="extra_pnginfo.workflow: the UI graph")
     client_id = models.CharField(max_length=100, blank=True, help_text="The browser tab that submitted it")
     inputs = models.JSONField(default=list, blank=True, help_text="Workspace input files it reads")
+    own_models = models.JSONField(default=list, blank=True,
+                                  help_text="The participant's own models it names ({folder, name, sha256, size})")
     outputs_to_execute = models.JSONField(default=list, blank=True)
     workflow_name = models.CharField(max_length=200, blank=True)
     priority = models.IntegerField(default=PRIORITY_NORMAL)
@@ -457,7 +461,7 @@ class Job(models.Model):
 
     @classmethod
     def submit(cls, workspace, prompt: dict, *, extra_data=None, client_id="", inputs=(), outputs_to_execute=(),
-               workflow_name="", submit_fields=None, queue_settings=None) -> "Job":
+               workflow_name="", submit_fields=None, queue_settings=None, own_models=()) -> "Job":
         """Queue a validated prompt for a workspace, within the queue's limits."""
         queue_settings = queue_settings or QueueSettings.get()
         limit = workspace.max_waiting_jobs or queue_settings.max_waiting_per_user
@@ -488,6 +492,7 @@ class Job(models.Model):
                 extra_data=extra,
                 client_id=str(client_id or "")[:100],
                 inputs=list(inputs),
+                own_models=list(own_models),
                 outputs_to_execute=list(outputs_to_execute),
                 workflow_name=str(workflow_name or "")[:200],
                 number=(last + 1) if last is not None else 0,

@@ -9,6 +9,7 @@ urlpatterns = [
     path("catalog", worker_api.catalog),
     path("catalog/files", worker_api.catalog_file),
     path("jobs/<uuid:job_id>/inputs", worker_api.job_input),
+    path("jobs/<uuid:job_id>/models/<str:sha256>", worker_api.job_model),
     path("jobs/<uuid:job_id>/started", worker_api.job_started),
     path("jobs/<uuid:job_id>/events", worker_api.job_events),
     path("jobs/<uuid:job_id>/outputs", worker_api.job_output),

@@ -158,6 +158,7 @@ def register(request):
             comfyui_url=str(data.get("comfyui_url", ""))[:300],
             comfyui_version=str(data.get("version", ""))[:50],
             capacity=min(max(1, int(data.get("capacity", 1))), 64),
+            carries_models=bool(data.get("carries_models")),
             current_job=None,
         )
         lifecycle.changed()
@@ -215,7 +216,17 @@ def heartbeat(request):
                 answer.update(said)
         if could_take_jobs != worker.is_online:
             lifecycle.changed()
+    if worker.carries_models and isinstance(data.get("models_seen"), int):
+        answer["models_gone"] = _models_gone(data["models_seen"])
     return JsonResponse(answer)
+
+
+def _models_gone(seen: int) -> list[dict]:
+    """Participants' models deleted since the last one this worker acknowledged: out of its cache."""
+    from accounts.models import ModelDeletion
+
+    return [{"id": d.pk, "folder": d.folder, "name": d.name, "sha256": d.sha256}
+            for d in ModelDeletion.objects.filter(pk__gt=seen).order_by("pk")[:200]]
 
 
 def _uuid(value):
@@ -227,6 +238,15 @@ def _uuid(value):
         return None
 
 
+def without_participant_models(value):
+    if isinstance(value, dict):
+        return {k: without_participant_models(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_participant_models(v) for v in value
+                if not (isinstance(v, str) and v.startswith("ws-") and "/" in v)]
+    return value
+
+
 @worker_call(["POST"])
 @bad_request_as_400
 def catalog(request):
@@ -234,6 +254,9 @@ def catalog(request):
     object_info = data.pop("object_info", None)
     if not isinstance(object_info, dict):
         raise BadRequest("object_info must be an object")
+    # A GPU host's cache of participants' models is nobody else's business: its ws-<slug>/
+    # names are offered only in their own workspace (frontend_bridge.own_models).
+    object_info, data = without_participant_models(object_info), without_participant_models(data)
     Catalog.objects.update_or_create(
         worker=request.worker,
         defaults={
@@ -289,6 +312,24 @@ def job_input(request, job_id):
     if not path.is_file():
         return error(404, "Input file is gone from the workspace")
     return FileStream(path, "application/octet-stream")
+
+
+@worker_call(["GET"])
+@bad_request_as_400
+def job_model(request, job_id, sha256):
+    """A participant's model its job names, for the GPU worker's cache (only while the run is
+    this worker's, and only a model of the job's own workspace that the job names)."""
+    from accounts.models import WorkspaceModel
+
+    job = job_of(request, job_id)
+    if not _running(job, request.worker, run_of(request)):
+        return fenced(job)
+    if not any(isinstance(m, dict) and m.get("sha256") == sha256 for m in job.own_models):
+        return error(404, "That model is not one this job uses")
+    model = WorkspaceModel.objects.filter(workspace=job.workspace, sha256=sha256).first()
+    if model is None or not model.path.is_file():
+        return error(404, "The participant deleted that model")
+    return FileStream(model.path, "application/octet-stream")
 
 
 @worker_call(["POST"])

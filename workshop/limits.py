@@ -7,6 +7,7 @@ from django.conf import settings
 
 UPLOAD = re.compile(r"^/user/[A-Za-z0-9_-]{1,16}/(api/)?(upload/(image|mask)|userdata/.+)$")
 OUTPUTS = re.compile(r"^/api/worker/jobs/[0-9a-f-]{36}/outputs$")
+MODEL_PART = re.compile(r"^/user/[A-Za-z0-9_-]{1,16}/my-models/upload$")
 CATALOG = re.compile(r"^/api/worker/catalog(/files)?$")
 TOKEN = re.compile(r"^Bearer wt_[A-Za-z0-9_-]{20,100}$")
 MULTIPART_SLACK = 1024 * 1024  # a form's boundaries and fields around the file
@@ -31,6 +32,8 @@ def body_limit(path: str, authorization: str, known_worker: bool, has_session: b
         if CATALOG.match(path):
             return 64 * 1024 * 1024, "Catalog too large"
         return small(), "Body too large"
+    if MODEL_PART.match(path) and has_session:
+        return 8 * 1024 * 1024, "Send a model in parts of at most 8 MB."
     if UPLOAD.match(path) and has_session:
         return settings.MAX_UPLOAD_BYTES + MULTIPART_SLACK, (
             f"Files up to {settings.MAX_UPLOAD_BYTES // 2**20} MB.")

@@ -197,6 +197,14 @@ MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
 # Images larger than this are refused from their header, before decoding (a 17 KB PNG can
 # claim 12000×12000 pixels and take a gigabyte to decode). 50 MP is above an 8K frame.
 MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 50_000_000)
+# Participants' own models (docs/participant.md, "My models"): the model folders they may upload
+# to (ComfyUI's names), the largest file, and what one workspace may keep in all.
+MODEL_FOLDERS = env_list("MODEL_FOLDERS", ["loras"])
+MAX_MODEL_BYTES = env_int("MAX_MODEL_BYTES", 2 * 1024**3)
+MODEL_QUOTA_BYTES = env_int("MODEL_QUOTA_BYTES", 4 * 1024**3)
+# Hosts a pasted model URL may name although they are not on the public internet (an internal
+# mirror); every other private, loopback or link-local address is refused.
+MODEL_FETCH_ALLOWED_HOSTS = env_list("MODEL_FETCH_ALLOWED_HOSTS", [])
 # What a GPU worker may send for one output file (a long LTX-2 video is a few GB).
 MAX_OUTPUT_BYTES = env_int("MAX_OUTPUT_BYTES", 16 * 1024**3)
 

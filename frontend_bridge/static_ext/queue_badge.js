@@ -195,13 +195,19 @@ app.registerExtension({
       function: () => window.open(api.api_base + "/outputs/", "_blank"),
     },
     {
+      id: "Workshop.MyModels",
+      label: "My models",
+      icon: "pi pi-box",
+      function: () => window.open(api.api_base + "/my-models/", "_blank"),
+    },
+    {
       id: "Workshop.ChangePassword",
       label: "Change password",
       icon: "pi pi-key",
       function: () => window.open("/accounts/password/", "_blank"),
     },
   ],
-  menuCommands: [{ path: ["Workshop"], commands: ["Workshop.MyOutputs", "Workshop.ChangePassword"] }],
+  menuCommands: [{ path: ["Workshop"], commands: ["Workshop.MyOutputs", "Workshop.MyModels", "Workshop.ChangePassword"] }],
   async setup() {
     helpBanner();
     // The first push may have arrived before the page was ready: ask once.

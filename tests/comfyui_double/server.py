@@ -179,8 +179,12 @@ class ComfyUIDouble:
     """
 
     def __init__(self, step_time=0.02, steps=3, output_dir=None, host="127.0.0.1", port=0, cache=True,
-                 previews=False, object_info=None, version=VERSION, model_files=(), stand_ins=False):
+                 previews=False, object_info=None, version=VERSION, model_files=(), stand_ins=False, models_dir=None):
         self.step_time, self.steps, self.previews = step_time, steps, previews
+        # Like a models folder named in extra_model_paths: LoRAs in <models_dir>/loras (links
+        # followed, as folder_paths walks them) are offered and loaded; loads are recorded.
+        self.models_dir = Path(models_dir) if models_dir else None
+        self.lora_loads: list[tuple[str, bytes]] = []  # (name, the file's first bytes) per load
         self.cache_enabled = cache
         self.host, self.port = host, port
         self._tmp = None
@@ -371,8 +375,41 @@ class ComfyUIDouble:
             return web.Response(status=404)
         return web.json_response(DEMO_TEMPLATE)
 
+    def _load_lora(self, ctx, lora_name, model=None, clip=None, **strengths):
+        """comfy.utils.load_torch_file on a .safetensors: the header is read and checked."""
+        path = self.models_dir / "loras" / lora_name
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            length = struct.unpack("<Q", head)[0]
+            header = json.loads(fh.read(length))
+        assert any(k != "__metadata__" for k in header), "a LoRA without tensors"
+        self.lora_loads.append((lora_name, path.read_bytes()))
+        return (model, clip) if "clip" in self.object_info.get(ctx.prompt[ctx.node_id]["class_type"], {}).get(
+            "input", {}).get("required", {}) else (model,), None
+
+    def lora_files(self) -> list[str]:
+        root = self.models_dir / "loras" if self.models_dir else None
+        if root is None or not root.is_dir():
+            return []
+        found = []
+        for folder, _, files in os.walk(root, followlinks=True):
+            for name in files:
+                if name.endswith(".safetensors") and not name.startswith("."):
+                    found.append(str((Path(folder) / name).relative_to(root)))
+        return sorted(found)
+
+    def _with_loras(self, info: dict) -> dict:
+        if self.models_dir is None:
+            return info
+        info = dict(info)
+        for class_type in ("LoraLoader", "LoraLoaderModelOnly"):
+            if class_type in info:
+                info[class_type] = copy.deepcopy(info[class_type])
+                info[class_type]["input"]["required"]["lora_name"][0] = self.lora_files()
+        return info
+
     async def get_object_info(self, request):
-        info = copy.deepcopy(self.object_info)
+        info = self._with_loras(copy.deepcopy(self.object_info))
         # LoadImage offers every image in input/ (everybody's uploads), refreshed on each call.
         if "LoadImage" in info:
             files = sorted(p.name for p in self.input_dir.iterdir()
@@ -447,7 +484,7 @@ class ComfyUIDouble:
                                       "node_errors": {}}, status=400)
         prompt = body["prompt"]
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
-        valid, error, outputs, node_errors = validate_prompt(prompt, self.object_info, {
+        valid, error, outputs, node_errors = validate_prompt(prompt, self._with_loras(self.object_info), {
             "LoadImage": {"image": self._image_exists}}, body.get("partial_execution_targets"))
         extra_data = body.get("extra_data", {})
         if "client_id" in body:
@@ -785,7 +822,9 @@ class ComfyUIDouble:
         try:
             # Stand-ins: a class that needs models, or a model-free one fed a stand-in's
             # placeholder, yields placeholders; output nodes still write their file.
-            if self.stand_ins and (function is None or (
+            if class_type in ("LoraLoader", "LoraLoaderModelOnly") and self.models_dir is not None:
+                function = self._load_lora
+            elif self.stand_ins and (function is None or (
                     None in kwargs.values() and not self.object_info[class_type].get("output_node"))):
                 function = nodes.stand_in(self.object_info[class_type])
             if function is None:

@@ -1,0 +1,85 @@
+"""Participants' own model files (LoRAs first): what is accepted, and where each one lives.
+
+Only `.safetensors`: a pickled `.ckpt`/`.pt` runs code when it is loaded, on the GPU host that
+every participant shares. A file is accepted only when its header is a real safetensors header
+whose tensors fit in the file, so a pickle renamed `.safetensors` is refused too.
+"""
+import hashlib
+import json
+import re
+import struct
+
+ALLOWED_SUFFIX = ".safetensors"
+PICKLED = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,150}\.safetensors$")
+DTYPES = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64",
+          "I64", "U64", "F4", "F6_E2M3", "F6_E3M2", "E8M0", "F8_E8M0"}
+
+
+class ModelRefused(ValueError):
+    """Why a model file is not taken, in words for the participant; `status` is the HTTP answer."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def check_name(name: str) -> str:
+    name = name.strip()
+    lower = name.lower()
+    if lower.endswith(PICKLED):
+        raise ModelRefused(f"{name}: pickled model files ({', '.join(PICKLED)}) can run code when they are loaded, "
+                           "so the workshop takes only .safetensors. Convert it, or look for a .safetensors version.")
+    if not lower.endswith(ALLOWED_SUFFIX):
+        raise ModelRefused(f"{name}: only .safetensors files are accepted.")
+    if not NAME.match(name):
+        raise ModelRefused(f"{name}: use letters, digits, spaces and . _ - ( ) + in the name (at most 160 characters).")
+    return name
+
+
+def check_header(head: bytes, size: int) -> dict:
+    """The parsed header of a safetensors file of `size` bytes whose first bytes are `head`
+    (at least 8 + the header's length), or ModelRefused."""
+    if size < 8 or len(head) < 8:
+        raise ModelRefused("This is not a safetensors file: it is too short.")
+    (length,) = struct.unpack("<Q", head[:8])
+    if head.startswith((b"\x80", b"PK\x03\x04")):
+        raise ModelRefused("This is a pickled model (a .ckpt or .pt renamed), not a safetensors file: it is refused, "
+                           "because loading it could run code on the shared GPU.")
+    if length < 2 or length > MAX_HEADER_BYTES or 8 + length > size:
+        raise ModelRefused("This is not a safetensors file: its header does not fit the file.")
+    if len(head) < 8 + length:
+        raise ValueError("read 8 + the header's length bytes before checking")
+    try:
+        header = json.loads(head[8:8 + length].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ModelRefused("This is not a safetensors file: its header is not JSON.") from None
+    if not isinstance(header, dict):
+        raise ModelRefused("This is not a safetensors file: its header is not a table of tensors.")
+    data = size - 8 - length
+    tensors = 0
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if (not isinstance(info, dict) or info.get("dtype") not in DTYPES or not isinstance(info.get("shape"), list)
+                or not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets))
+                or not 0 <= offsets[0] <= offsets[1] <= data):
+            raise ModelRefused(f"This is not a safetensors file: tensor {str(key)[:80]!r} is malformed.")
+        tensors += 1
+    if not tensors:
+        raise ModelRefused("This safetensors file holds no tensors.")
+    return header
+
+
+def header_length(head: bytes) -> int:
+    return struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,231 @@
+"""Participants' own models: upload (in parts, or by URL), listing, isolation, a job carrying its
+LoRA to the GPU (a real gpuworker, a ComfyUI double that loads it), quota, refusals, delete."""
+import json
+import struct
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from accounts.models import WorkspaceModel
+from jobs.models import Job, Worker
+from tests.comfyui_double import ComfyUIDouble
+from tests.conftest import wait_until
+from tests.test_e2e import finished, receive_until
+
+PART = 8 * 1024 * 1024
+
+
+def safetensors(n_bytes: int = 4096, seed: int = 1) -> bytes:
+    """A real safetensors file: one float32 tensor of n_bytes (patterned, so files differ)."""
+    header = json.dumps({"__metadata__": {"format": "pt"},
+                         "lora_up.weight": {"dtype": "F32", "shape": [n_bytes // 4], "data_offsets": [0, n_bytes]}})
+    header += " " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header.encode() + bytes((seed + i) % 251 for i in range(n_bytes))
+
+
+def upload(session, base, slug, name, data, folder="loras"):
+    answer = None
+    for offset in range(0, max(len(data), 1), PART):
+        final = int(offset + PART >= len(data))
+        answer = session.put(f"{base}/user/{slug}/my-models/upload", params={
+            "folder": folder, "name": name, "offset": offset, "final": final},
+            data=data[offset:offset + PART], headers={"Origin": base}, timeout=30)
+        if answer.status_code >= 400:
+            return answer
+    return answer
+
+
+def lora_prompt(name: str) -> dict:
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "base.safetensors"}},
+        "2": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_name": name,
+                                                     "strength_model": 1.0, "strength_clip": 1.0}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}},
+    }
+
+
+def lora_options(session, base, slug) -> list[str]:
+    info = session.get(f"{base}/user/{slug}/api/object_info/LoraLoader", timeout=10).json()
+    return info["LoraLoader"]["input"]["required"]["lora_name"][0]
+
+
+@pytest.mark.e2e
+def test_a_lora_uploaded_listed_carried_to_the_gpu_and_deleted(live_app, participants, tmp_path):
+    cache = tmp_path / "gpu-models"  # ComfyUI's extra_model_paths names this folder
+    lora = safetensors(PART + 4096)  # two parts
+    with ComfyUIDouble(step_time=0.01, steps=1, stand_ins=True, model_files=["base.safetensors"],
+                       models_dir=cache) as double:
+        config = f'[comfyui]\nurl = "{double.url}"\n\n[models]\ncache_dir = "{cache}"\ncache_bytes = 100000000\n'
+        with live_app.gpu_worker(name="gpu-1", config=config):
+            assert Worker.objects.get(name="gpu-1").carries_models
+            alice, bob = live_app.login("user001"), live_app.login("user002")
+            answer = upload(alice, live_app.url, "001", "my_style.safetensors", lora)
+            assert answer.status_code == 201, answer.text
+            assert answer.json()["model"]["comfy_name"] == "ws-001/my_style.safetensors"
+
+            listed = alice.get(f"{live_app.url}/user/001/my-models/list", timeout=10).json()
+            assert [m["name"] for m in listed["models"]] == ["my_style.safetensors"] and listed["used"] == len(lora)
+            assert "ws-001/my_style.safetensors" in lora_options(alice, live_app.url, "001")
+            assert "ws-001/my_style.safetensors" in alice.get(f"{live_app.url}/user/001/api/models/loras", timeout=10).json()
+            page = alice.get(f"{live_app.url}/user/001/my-models/", timeout=10)
+            assert page.status_code == 200 and "ws-001/my_style.safetensors" in page.text
+
+            # Another workspace neither sees it nor can use it.
+            assert not any(o.startswith("ws-") for o in lora_options(bob, live_app.url, "002"))
+            assert bob.get(f"{live_app.url}/user/002/api/models/loras", timeout=10).json() == []
+            assert bob.get(f"{live_app.url}/user/001/my-models/list", timeout=10).status_code == 404
+            refused = bob.post(f"{live_app.url}/user/002/api/prompt",
+                               json={"prompt": lora_prompt("ws-001/my_style.safetensors"), "client_id": "b"}, timeout=10)
+            assert refused.status_code == 400 and "lora_name" in json.dumps(refused.json()["node_errors"])
+            assert not Job.objects.filter(workspace=participants[1]).exists()
+
+            # Alice's job carries it to the GPU, where ComfyUI loads it.
+            with live_app.ws(alice, "001") as ws:
+                sent = alice.post(f"{live_app.url}/user/001/api/prompt",
+                                  json={"prompt": lora_prompt("ws-001/my_style.safetensors"), "client_id": "test-client"},
+                                  timeout=10)
+                assert sent.status_code == 200, sent.text
+                receive_until(ws, finished(sent.json()["prompt_id"]))
+            assert double.lora_loads == [("ws-001/my_style.safetensors", lora)], "loaded, byte for byte"
+            link = cache / "loras" / "ws-001" / "my_style.safetensors"
+            assert link.is_symlink() and link.read_bytes() == lora
+            assert list((cache / ".blobs").iterdir()) == [link.resolve()]
+
+            # Deleted: gone from the workspace, its loaders, and the GPU's cache.
+            model = WorkspaceModel.objects.get()
+            assert alice.post(f"{live_app.url}/user/001/my-models/{model.pk}/delete", headers={"Origin": live_app.url},
+                              timeout=10).status_code == 200
+            assert "ws-001/my_style.safetensors" not in lora_options(alice, live_app.url, "001")
+            wait_until(lambda: not link.exists() and not list((cache / ".blobs").iterdir()), timeout=15,
+                       message="the model to leave the GPU's cache")
+            assert double.lora_files() == []
+
+
+@pytest.fixture
+def small_limits(settings):
+    settings.MAX_MODEL_BYTES = 64 * 1024
+    settings.MODEL_QUOTA_BYTES = 100 * 1024
+    return settings
+
+
+def put(client, name, data, offset=0, final=1, folder="loras"):
+    return client.put(f"/user/001/my-models/upload?folder={folder}&name={name}&offset={offset}&final={final}",
+                      data=data, content_type="application/octet-stream")
+
+
+@pytest.fixture
+def alice(client, participants):
+    client.login(username="user001", password="pw")
+    return client
+
+
+def no_part_files(workspace) -> bool:
+    folder = workspace.root / "models" / "loras"
+    return not folder.exists() or not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("name, data, status, says", [
+    ("evil.ckpt", b"\x80\x02}q\x00.", 400, "pickled model files"),
+    ("evil.pt", b"PK\x03\x04rest", 400, "pickled model files"),
+    ("renamed.safetensors", b"\x80\x04\x95" + b"\x00" * 64, 400, "pickled model"),
+    ("zipped.safetensors", b"PK\x03\x04" + b"\x00" * 64, 400, "pickled model"),
+    ("junk.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!", 400, "header is not JSON"),
+    ("short.safetensors", b"\x01\x02", 400, "too short"),
+    ("lies.safetensors", b"\xff" * 8 + b"{}", 400, "header does not fit"),
+    ("../escape.safetensors", None, 400, "use letters, digits"),
+    ("model.gguf", b"GGUF", 400, "only .safetensors"),
+])
+def test_a_refused_file_says_why_and_leaves_nothing(alice, participants, small_limits, name, data, status, says):
+    answer = put(alice, name, data if data is not None else safetensors())
+    assert answer.status_code == status and says in answer.json()["error"]
+    assert not WorkspaceModel.objects.exists() and no_part_files(participants[0])
+
+
+def test_a_malformed_tensor_table_is_refused(alice, participants, small_limits):
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 9999]}}).encode()
+    answer = put(alice, "bad.safetensors", struct.pack("<Q", len(header)) + header + b"\x00" * 16)
+    assert answer.status_code == 400 and "tensor 'w' is malformed" in answer.json()["error"]
+
+
+def test_oversize_and_quota_are_413_and_keep_nothing(alice, participants, small_limits):
+    answer = put(alice, "big.safetensors", safetensors(70 * 1024))
+    assert answer.status_code == 413 and "limit of 0 MB per model" not in answer.json()["error"]
+    assert "over the workshop's limit" in answer.json()["error"]
+    assert put(alice, "one.safetensors", safetensors(60 * 1024)).status_code == 201
+    answer = put(alice, "two.safetensors", safetensors(60 * 1024, seed=2))
+    assert answer.status_code == 413 and "does not fit" in answer.json()["error"]
+    assert [m.name for m in WorkspaceModel.objects.all()] == ["one.safetensors"] and no_part_files(participants[0])
+
+
+def test_parts_in_order_a_duplicate_and_an_unknown_folder(alice, participants, small_limits):
+    data = safetensors(8 * 1024)
+    assert put(alice, "a.safetensors", data[:100], final=0).json() == {"received": 100}
+    assert put(alice, "a.safetensors", data[500:], offset=500).status_code == 409, "a gap"
+    assert put(alice, "a.safetensors", data[:100], final=0).json() == {"received": 100}, "a part sent again"
+    assert put(alice, "a.safetensors", data[100:], offset=100).status_code == 201
+    assert (participants[0].root / "models" / "loras" / "a.safetensors").read_bytes() == data
+    again = put(alice, "a.safetensors", data)
+    assert again.status_code == 409 and "delete it first" in again.json()["error"]
+    assert put(alice, "x.safetensors", data, folder="checkpoints").status_code == 400
+
+
+class _Files(BaseHTTPRequestHandler):
+    files: dict = {}
+
+    def do_GET(self):
+        data = self.files.get(self.path)
+        if data is None:
+            self.send_response(404)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fetch_allowed(monkeypatch):
+    monkeypatch.setenv("MODEL_FETCH_ALLOWED_HOSTS", "localhost")  # the test's own file server
+
+
+@pytest.mark.e2e
+def test_a_pasted_url_is_fetched_with_progress_and_private_addresses_are_refused(fetch_allowed, live_app, participants):
+    lora = safetensors(3 * 1024 * 1024)
+    _Files.files = {"/loras/detail.safetensors": lora, "/evil.ckpt": b"\x80\x02."}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://localhost:{server.server_address[1]}"
+    alice = live_app.login("user001")
+
+    def fetch(url):
+        answer = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url}, headers={"Origin": live_app.url},
+                            stream=True, timeout=30)
+        assert answer.status_code == 200
+        return [json.loads(line) for line in answer.iter_lines() if line]
+
+    try:
+        lines = fetch(f"{base}/loras/detail.safetensors")
+        assert lines[-1]["model"]["comfy_name"] == "ws-001/detail.safetensors"
+        assert any("received" in line and line["total"] == len(lora) for line in lines[:-1]), "progress on the way"
+        assert (participants[0].root / "models" / "loras" / "detail.safetensors").read_bytes() == lora
+        assert "pickled" in fetch(f"{base}/evil.ckpt")[-1]["error"]
+        for url in (f"http://127.0.0.1:{server.server_address[1]}/loras/detail.safetensors",
+                    "http://169.254.169.254/latest/meta-data/x.safetensors", "http://[::1]:6379/x.safetensors",
+                    "file:///etc/passwd"):
+            said = fetch(url)[-1]["error"]
+            assert "public internet" in said or "http:// or https://" in said, (url, said)
+    finally:
+        server.shutdown()
+    assert WorkspaceModel.objects.count() == 1
+
+
+def test_the_my_models_page_is_in_the_workshop_menu():
+    from pathlib import Path
+
+    badge = (Path(__file__).resolve().parent.parent / "frontend_bridge" / "static_ext" / "queue_badge.js").read_text()
+    assert '"Workshop.MyModels"' in badge and 'api.api_base + "/my-models/"' in badge
