@@ -9,12 +9,14 @@ a dead worker lost.
 import logging
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from . import rq
 from .models import ACTIVE_STATES, Job, JobState, QueueSettings, Worker
+from .policies import by_affinity
 from .queue import Snapshot, snapshot
 
 log = logging.getLogger(__name__)
@@ -31,11 +33,15 @@ def free_slots(workers=None) -> dict[int, int]:
     return {w.pk: w.capacity - busy.get(w.pk, 0) for w in workers if w.capacity > busy.get(w.pk, 0)}
 
 
-def choose_worker(workers: list[Worker], free: dict[int, int], avoid_id=None, needs_models=False) -> Worker | None:
-    """A worker with a free slot; after an out-of-memory failure, another one with the most
-    free VRAM if there is one. A job that names a participant's own model goes only to a worker
-    whose GPU host can take it (a model cache)."""
+def choose_worker(workers: list[Worker], free: dict[int, int], avoid_id=None, needs_models=False,
+                  wanted: list[str] = ()) -> Worker | None:
+    """A worker with a free slot, preferring one whose ComfyUI has the job's models loaded
+    (MODEL_AFFINITY); after an out-of-memory failure, another one with the most free VRAM if
+    there is one. A job that names a participant's own model goes only to a worker whose GPU
+    host can take it (a model cache)."""
     candidates = [w for w in workers if free.get(w.pk, 0) > 0 and (w.carries_models or not needs_models)]
+    if settings.MODEL_AFFINITY and len(candidates) > 1:
+        candidates = by_affinity(candidates, wanted, {w: w.loaded_models for w in candidates})
     if avoid_id is not None and any(w.pk != avoid_id for w in candidates):
         candidates = [w for w in candidates if w.pk != avoid_id]
         candidates.sort(key=lambda w: -(w.vram_free or 0))
@@ -57,7 +63,8 @@ def dispatch() -> Snapshot:
             if not any(free.values()):
                 break
             job = Job.objects.select_related("workspace").get(pk=waiting.id)
-            worker = choose_worker(workers, free, job.memory_retry_from_id, needs_models=bool(job.own_models))
+            worker = choose_worker(workers, free, job.memory_retry_from_id, needs_models=bool(job.own_models),
+                                   wanted=job.model_files())
             if worker and job.mark_dispatched(worker):
                 free[worker.pk] -= 1
                 chosen.append(job)

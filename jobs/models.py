@@ -187,6 +187,8 @@ class Worker(models.Model):
     problem = models.CharField(max_length=500, blank=True,
                                help_text="Why it takes no jobs, in the worker's words (its credentials were refused …)")
     capacity = models.PositiveIntegerField(default=1, help_text="Jobs in flight at once (the provider's concurrency)")
+    loaded_models = models.JSONField(
+        default=list, blank=True, help_text="The model files of the last prompt it ran: what its ComfyUI holds loaded")
     carries_models = models.BooleanField(
         default=False, help_text="Its GPU host has a cache for participants' own models (they go only there)")
     vram_free = models.BigIntegerField(null=True, blank=True, help_text="Bytes, as ComfyUI last reported")
@@ -287,6 +289,12 @@ class Worker(models.Model):
         Worker.objects.filter(pk=self.pk).update(trusted_extensions=self.trusted_extensions)
         self.refresh_trust()
         return self.trusted_extensions
+
+    def ran(self, job: "Job") -> None:
+        """ComfyUI keeps the models of the last prompt loaded: the next job that needs them is
+        cheaper here (jobs.dispatcher prefers this worker for it when it is free)."""
+        self.loaded_models = job.model_files()
+        Worker.objects.filter(pk=self.pk).update(loaded_models=self.loaded_models)
 
     def beat(self, status: str | None = None, **fields) -> None:
         fields["last_heartbeat"] = timezone.now()
@@ -540,6 +548,11 @@ class Job(models.Model):
             return True
         self.refresh_from_db()
         return self.state == JobState.RUNNING and self.is_current_run(worker, run)
+
+    def model_files(self) -> list[str]:
+        from .policies import prompt_models
+
+        return prompt_models(self.prompt)
 
     def record_cold_start(self, seconds: float | None) -> None:
         """What starting its serverless GPU cost this run: shown in the console, never a failure."""

@@ -108,3 +108,26 @@ def etas(ordered: Sequence[Waiting], slots: int, running_remaining: Sequence[flo
         result[job.id] = start
         heapq.heappush(free_at, start + _seconds(job.estimate))
     return result
+
+
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".gguf", ".sft", ".bin")
+
+
+def prompt_models(prompt) -> list[str]:
+    """The model files a prompt names (its loaders' inputs), as ComfyUI will load them."""
+    found = set()
+    for node in (prompt or {}).values() if isinstance(prompt, dict) else ():
+        for value in ((node or {}).get("inputs") or {}).values() if isinstance(node, dict) else ():
+            if isinstance(value, str) and value.lower().endswith(MODEL_SUFFIXES):
+                found.add(value)
+    return sorted(found)
+
+
+def by_affinity(free_workers: Sequence, wanted: Sequence[str], loaded: Mapping) -> list:
+    """Free workers, those with most of the job's models already loaded first (a video model's
+    load costs tens of seconds); otherwise in their given order. It never chooses the job: the
+    policy did, so fairness stays the policy's."""
+    wanted = set(wanted)
+    if not wanted:
+        return list(free_workers)
+    return sorted(free_workers, key=lambda w: -len(wanted & set(loaded.get(w) or ())))

@@ -159,6 +159,7 @@ def register(request):
             comfyui_version=str(data.get("version", ""))[:50],
             capacity=min(max(1, int(data.get("capacity", 1))), 64),
             carries_models=bool(data.get("carries_models")),
+            loaded_models=[],  # a new process: its ComfyUI may have restarted
             current_job=None,
         )
         lifecycle.changed()
@@ -455,6 +456,8 @@ def job_finish(request, job_id):
     relay = (job.workspace.slug, end, str(job.pk)) if end else None
 
     with transaction.atomic():
+        if status in ("success", "error") and data.get("outputs") is not None and job.started_at:
+            worker.ran(job)  # whatever ComfyUI loaded for it stays loaded
         if status == "success":
             job.mark_completed(data.get("outputs") or {}, messages, gpu_seconds, load_seconds, run=run, end=end)
             lifecycle.changed(relay=relay)
@@ -482,7 +485,7 @@ def job_finish(request, job_id):
             job.lose_run(run, reason, crash=status == "lost" and bool(data.get("crash")))
             if data.get("comfyui_unreachable"):
                 problem = redact(str(data.get("problem") or ""))[:500]
-                Worker.objects.filter(pk=worker.pk).update(status=WORKER_COMFYUI_DOWN, problem=problem)
+                Worker.objects.filter(pk=worker.pk).update(status=WORKER_COMFYUI_DOWN, problem=problem, loaded_models=[])
         job.record_cold_start(_seconds(data.get("cold_start_seconds")))
         Worker.objects.filter(pk=worker.pk, current_job=job).update(current_job=None)
         Worker.objects.filter(pk=worker.pk, status=WORKER_BUSY).update(status=WORKER_IDLE)

@@ -172,6 +172,13 @@ def test_nginx_limits_bodies_per_location_and_hides_its_version():
     assert "allow all;" in (ROOT / "docker" / "admin-allow.conf").read_text()
     console = text[text.index("location = /ws/console"):].split("}", 1)[0]
     assert "proxy_set_header Upgrade $http_upgrade;" in console and "admin-allow.conf" in console
+    # A participant's model arrives in the app's parts, and its fetch-by-URL streams progress.
+    from accounts.models import MODEL_PART_BYTES
+
+    parts = text[text.index("location ~ ^/user/[A-Za-z0-9_-]+/my-models/upload$"):].split("}", 1)[0]
+    assert f"client_max_body_size {MODEL_PART_BYTES // 2**20 + 1}m;" in parts
+    fetch = text[text.index("location ~ ^/user/[A-Za-z0-9_-]+/my-models/fetch$"):].split("}", 1)[0]
+    assert "proxy_buffering off;" in fetch
 
 
 def test_nginx_asks_the_app_about_a_worker_token_before_its_body(client, db):

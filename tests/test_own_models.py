@@ -88,6 +88,8 @@ def test_a_lora_uploaded_listed_carried_to_the_gpu_and_deleted(live_app, partici
                 assert sent.status_code == 200, sent.text
                 receive_until(ws, finished(sent.json()["prompt_id"]))
             assert double.lora_loads == [("ws-001/my_style.safetensors", lora)], "loaded, byte for byte"
+            assert Worker.objects.get(name="gpu-1").loaded_models == ["base.safetensors", "ws-001/my_style.safetensors"], \
+                "what its ComfyUI now holds, for the next job's choice of worker"
             link = cache / "loras" / "ws-001" / "my_style.safetensors"
             assert link.is_symlink() and link.read_bytes() == lora
             assert list((cache / ".blobs").iterdir()) == [link.resolve()]

@@ -160,3 +160,24 @@ def test_two_hundred_participants_with_ten_jobs_each_take_turns(policy):
     assert len(ordered) == 2000
     for turn in range(10):
         assert len({j.owner for j in ordered[turn * 200:(turn + 1) * 200]}) == 200
+
+
+def test_prompt_models_are_the_model_files_its_loaders_name():
+    from jobs.policies import prompt_models
+
+    prompt = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "ltx-2.safetensors"}},
+              "2": {"class_type": "LoraLoader", "inputs": {"lora_name": "ws-001/style.safetensors", "model": ["1", 0]}},
+              "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat.safetensors is not a model here?"}},
+              "4": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x.PTH"}}}
+    assert prompt_models(prompt) == ["4x.PTH", "ltx-2.safetensors", "ws-001/style.safetensors"]
+    assert prompt_models(None) == [] and prompt_models({"x": "junk"}) == []
+
+
+def test_affinity_only_orders_the_free_workers_most_overlap_first():
+    from jobs.policies import by_affinity
+
+    loaded = {"a": ["x.safetensors"], "b": ["y.safetensors", "z.safetensors"], "c": []}
+    assert by_affinity(["a", "b", "c"], ["y.safetensors", "z.safetensors"], loaded) == ["b", "a", "c"]
+    assert by_affinity(["a", "b", "c"], ["q.safetensors"], loaded) == ["a", "b", "c"], "no match: as given"
+    assert by_affinity(["a", "b", "c"], [], loaded) == ["a", "b", "c"]
+    assert by_affinity(["c", "a"], ["x.safetensors"], loaded) == ["a", "c"]

@@ -169,6 +169,9 @@ CHANNEL_LAYERS = {
 }
 
 GPU_QUEUE = env_str("GPU_QUEUE", "gpu")
+# Among free GPU workers, a job goes to one whose ComfyUI has its models loaded (the queue's
+# order is the policy's either way).
+MODEL_AFFINITY = env_bool("MODEL_AFFINITY", True)
 RQ_QUEUES = {
     GPU_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": env_int("JOB_TIMEOUT", 1800) + 300},
 }
