@@ -6,7 +6,8 @@ WORKDIR /app
 COPY requirements-gpuworker.txt ./
 RUN pip install --no-cache-dir -r requirements-gpuworker.txt
 COPY gpuworker ./gpuworker
-RUN useradd --create-home --uid 1000 worker
+RUN useradd --create-home --uid 1000 worker \
+    && mkdir -p /opt/workshop-models && chown worker /opt/workshop-models  # a new volume takes this owner
 USER worker
 ENTRYPOINT ["python", "-m", "gpuworker"]
 CMD ["--help"]

@@ -54,6 +54,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--app-retry", type=float, default=float(env("GPUWORKER_APP_RETRY", "300")),
                         help="Seconds to keep retrying the app while it restarts")
     parser.add_argument("--comfyui-wait", type=float, default=300.0, help="Seconds to wait for ComfyUI to answer at start")
+    parser.add_argument("--model-cache", default=env("GPUWORKER_MODEL_CACHE_DIR"),
+                        help="Folder of participants' own models that this host's ComfyUI reads ([models] cache_dir)")
     parser.add_argument("--burst", action="store_true", help="Exit when the queue is empty")
     args = parser.parse_args(argv)
     config = providers.ProviderConfig()
@@ -81,6 +83,7 @@ def parse(argv=None) -> argparse.Namespace:
             args.comfyui_wait = config.timeouts.start_wait
     config.provider = args.provider
     config.concurrency = args.concurrency or config.concurrency
+    config.model_cache = args.model_cache or config.model_cache
     config.timeouts.app_retry, config.timeouts.start_wait = args.app_retry, args.comfyui_wait
     args.provider_config = config
     args.token = getattr(args, "token", None) or env("GPUWORKER_TOKEN")
