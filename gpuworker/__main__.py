@@ -286,8 +286,36 @@ class Gpu:
             app.publish_catalog(catalog)
 
 
+class KeepWarm:
+    """The instructor's warm-up: `count` serverless GPUs started and kept from scaling to zero,
+    by a request each every `every` seconds, each on a connection of its own so that a load
+    balancer spreads them over as many replicas."""
+
+    def __init__(self, base: str, headers: dict, every: float):
+        self.base, self.headers, self.every = base, headers, every
+        self.count, self.last, self.since, self.kept = 0, 0.0, None, 0.0
+
+    def tick(self, count: int) -> float:
+        """Called at each heartbeat; returns the GPU seconds kept warm since the last call."""
+        now = time.monotonic()
+        kept = self.count * (now - self.since) if self.since is not None and self.count else 0.0
+        self.since, self.count = now, count
+        if count and now - self.last >= self.every:
+            self.last = now
+            for _ in range(count):
+                threading.Thread(target=self._probe, daemon=True, name="keep-warm").start()
+        return round(kept, 3)
+
+    def _probe(self):
+        try:
+            ComfyClient(self.base, self.headers, timeout=30.0).wait_warm(600.0, lambda s: None)
+        except Exception as exc:
+            log.warning("keep-warm request failed: %s", exc)
+
+
 def heartbeat_loop(app: AppClient, gpu: Gpu, every: float, published: str, stop: threading.Event,
-                   lease_redis=None, lease_seconds: float = 10.0, problem_probe: float = 15.0, cache=None) -> None:
+                   lease_redis=None, lease_seconds: float = 10.0, problem_probe: float = 15.0, cache=None,
+                   warm: "KeepWarm | None" = None) -> None:
     """Every `every` seconds: is the GPU answering, and which runs is this process doing? The
     answer renews the runs' leases, or says to stop one (cancelled, or no longer ours). The
     leases are also renewed in Redis, so a restarting app does not take the runs away."""
@@ -321,9 +349,15 @@ def heartbeat_loop(app: AppClient, gpu: Gpu, every: float, published: str, stop:
             status = "comfyui_unreachable" if problem or failures >= 2 else ("busy" if runs else "idle")
             first = runs[0] if runs else None
             extra = {"models_seen": cache.deletions_seen()} if cache is not None else {}
+            if warm is not None:
+                extra["warm_seconds"] = warm.kept
+                warm.kept = 0.0
             answer = app.heartbeat(status, first.job_id if first else None, first.run_no if first else None,
                                    runs=[{"job_id": r.job_id, "run": r.run_no} for r in runs],
                                    problem=problem or "", vram_free=vram_free(stats), **extra)
+            if warm is not None:
+                # Slots busy with runs are warm anyway: only the idle ones need keeping.
+                warm.kept += warm.tick(max(0, int(answer.get("warm") or 0) - len(runs)))
             if cache is not None and answer.get("models_gone"):
                 cache.saw_deletions(answer["models_gone"])  # deleted by their participants: out of the cache
             for run in runs:
@@ -491,6 +525,7 @@ def main(argv=None) -> int:
         info = {"price_per_hour": config.price_per_hour} if config.price_per_hour is not None else {}
         registered = app.register(name=args.name, provider=args.provider, comfyui_url=args.comfyui, version=version,
                                   capacity=config.concurrency, vram_free=vram_free(stats), carries_models=cache is not None,
+                                  serverless=config.serverless,
                                   **gpu_info(stats), **info)
     except TokenRevoked:
         print("gpuworker: the app does not know this worker's token. Create one with "
@@ -509,7 +544,8 @@ def main(argv=None) -> int:
     beats = threading.Thread(
         target=heartbeat_loop,
         args=(beat_app, beat_gpu, every, catalog_fingerprint(catalog), stop, lease_redis,
-              float(registered.get("lease_seconds") or 10), timeouts.problem_probe, cache),
+              float(registered.get("lease_seconds") or 10), timeouts.problem_probe, cache,
+              KeepWarm(args.comfyui, headers, timeouts.keep_warm) if config.serverless else None),
         daemon=True,
     )
     beats.start()

@@ -50,6 +50,7 @@ class Timeouts:
     app_retry: float = 300.0  # the workshop app away (a deploy) before a report is given up
     give_up_after_interrupt: float = 120.0  # a run past its job timeout ignoring the interrupt
     problem_probe: float = 15.0  # between probes of a GPU that refused the worker's credentials
+    keep_warm: float = 30.0  # between the requests that keep a serverless GPU from scaling to zero
 
     @classmethod
     def from_table(cls, table: dict) -> "Timeouts":

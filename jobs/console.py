@@ -1,6 +1,7 @@
 """The instructor's console, inside the Django admin (staff only): thin views over the models'
 levers. Every action is logged as a LogEntry and tells the participant it concerns why."""
 import csv
+from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -10,6 +11,7 @@ from django.db import transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import Workspace
@@ -124,6 +126,15 @@ def workspace_action(request, slug, action):
     raise BadRequest("Unknown action")
 
 
+def _today_at(value):
+    """'HH:MM' today, in the workshop's time zone; None for nothing."""
+    if value in (None, ""):
+        return None
+    hours, _, minutes = str(value).partition(":")
+    moment = timezone.localtime().replace(hour=int(hours), minute=int(minutes or 0), second=0, microsecond=0)
+    return moment
+
+
 def _optional_int(value):
     if value in (None, ""):
         return None
@@ -156,6 +167,22 @@ def queue_action(request, action):
         message = "Announced to every participant." if text else "The announcement is cleared."
         log(request, announcement, f"Announcement: {text or '(cleared)'}")
         return _answer(request, message)
+    elif action == "warm":
+        try:
+            count = int(data.get("count") or 0)
+            start, end = _today_at(data.get("from")), _today_at(data.get("until"))
+        except ValueError:
+            return _answer(request, "Give a number of GPUs (0 to 64), and times as HH:MM.", 400)
+        if not 0 <= count <= 64:
+            return _answer(request, "Give a number of GPUs from 0 to 64.", 400)
+        if start and end and end <= start:
+            end += timedelta(days=1)
+        settings_row.set_warm(count, start, end)
+        changed = True
+        when = (f" from {timezone.localtime(start):%H:%M}" if start else "") + (
+            f" until {timezone.localtime(end):%H:%M}" if end else "")
+        message = f"Keeping {count} serverless GPU{'s' if count != 1 else ''} warm{when}." if count else \
+            "No serverless GPU is kept warm: they scale to zero when idle."
     else:
         raise BadRequest("Unknown action")
     if changed:

@@ -64,6 +64,10 @@ class QueueSettings(models.Model):
         help_text="Runs a job may lose to a crashed GPU worker or ComfyUI before it fails (instructor "
         "interrupts and operator actions do not count)",
     )
+    warm_gpus = models.PositiveIntegerField(
+        default=0, help_text="Serverless GPUs kept warm (started, and kept from scaling to zero) in the window below")
+    warm_from = models.DateTimeField(null=True, blank=True, help_text="From when (empty: now)")
+    warm_until = models.DateTimeField(null=True, blank=True, help_text="Until when (empty: until changed)")
     updated_at = models.DateTimeField(auto_now=True)
 
     POLICY_LABELS = {
@@ -77,6 +81,17 @@ class QueueSettings(models.Model):
 
     def __str__(self):
         return f"Queue: {self.policy}{' (paused)' if self.paused else ''}"
+
+    def set_warm(self, count: int, start=None, end=None) -> None:
+        QueueSettings.objects.filter(pk=self.pk).update(warm_gpus=count, warm_from=start, warm_until=end)
+        self.warm_gpus, self.warm_from, self.warm_until = count, start, end
+
+    def warm_now(self, now=None) -> int:
+        """How many serverless GPUs the instructor wants warm at this moment."""
+        now = now or timezone.now()
+        if self.warm_from and now < self.warm_from or self.warm_until and now >= self.warm_until:
+            return 0
+        return self.warm_gpus
 
     @classmethod
     def get(cls) -> "QueueSettings":
@@ -187,6 +202,9 @@ class Worker(models.Model):
     problem = models.CharField(max_length=500, blank=True,
                                help_text="Why it takes no jobs, in the worker's words (its credentials were refused …)")
     capacity = models.PositiveIntegerField(default=1, help_text="Jobs in flight at once (the provider's concurrency)")
+    serverless = models.BooleanField(default=False, help_text="A serverless GPU: it scales to zero, and starts cold")
+    warm_seconds = models.FloatField(
+        default=0.0, help_text="GPU seconds it kept warm for the instructor's warm-up, idle (billed per warm minute)")
     loaded_models = models.JSONField(
         default=list, blank=True, help_text="The model files of the last prompt it ran: what its ComfyUI holds loaded")
     carries_models = models.BooleanField(

@@ -152,9 +152,17 @@ def console_state() -> dict:
         "slots": snap.slots, "running": running, "waiting": waiting, "failed": failed,
         "workers": [worker_row(w) for w in Worker.objects.select_related("current_job__workspace")],
         "announcement": Announcement.current_text(),
+        "warm": _warm_plan(QueueSettings.get(), now),
         "counts": dict(Job.objects.values_list("state").annotate(n=Count("id"))),
         "now": now.isoformat(),
     }
+
+
+def _warm_plan(queue_settings, now) -> dict:
+    local = timezone.localtime
+    return {"count": queue_settings.warm_gpus, "now": queue_settings.warm_now(now),
+            "from": f"{local(queue_settings.warm_from):%H:%M}" if queue_settings.warm_from else "",
+            "until": f"{local(queue_settings.warm_until):%H:%M}" if queue_settings.warm_until else ""}
 
 
 def worker_row(worker: Worker) -> dict:
@@ -167,6 +175,8 @@ def worker_row(worker: Worker) -> dict:
         "current_job": f"{current.workspace.slug} #{current.number}" if current else "",
         "jobs_done": done, "gpu": worker.gpu_name, "vram": stats.human_bytes(worker.vram_total) if worker.vram_total else "",
         "price_per_hour": price_of(worker), "problem": worker.problem, "capacity": worker.capacity,
+        "serverless": worker.serverless, "warm_minutes": round(worker.warm_seconds / 60, 1),
+        "warm_cost": round(worker.warm_seconds / 3600 * price_of(worker), 2),
         **_cold_starts(worker),
     }
 

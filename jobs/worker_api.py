@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -29,6 +30,7 @@ from .models import (
     Job,
     OutputRefused,
     JobState,
+    QueueSettings,
     Worker,
 )
 
@@ -159,6 +161,7 @@ def register(request):
             comfyui_version=str(data.get("version", ""))[:50],
             capacity=min(max(1, int(data.get("capacity", 1))), 64),
             carries_models=bool(data.get("carries_models")),
+            serverless=bool(data.get("serverless")),
             loaded_models=[],  # a new process: its ComfyUI may have restarted
             current_job=None,
         )
@@ -217,9 +220,26 @@ def heartbeat(request):
                 answer.update(said)
         if could_take_jobs != worker.is_online:
             lifecycle.changed()
+    if worker.serverless:
+        answer["warm"] = warm_share(worker)
+        kept = _seconds(data.get("warm_seconds"))
+        if kept:  # the seconds since its last beat that it kept GPUs warm
+            Worker.objects.filter(pk=worker.pk).update(warm_seconds=F("warm_seconds") + kept)
     if worker.carries_models and isinstance(data.get("models_seen"), int):
         answer["models_gone"] = _models_gone(data["models_seen"])
     return JsonResponse(answer)
+
+
+def warm_share(worker) -> int:
+    """This worker's part of the GPUs the instructor wants warm: the online serverless workers
+    in name order, each up to its slots."""
+    wanted = QueueSettings.get().warm_now()
+    for other in Worker.objects.online().filter(serverless=True).order_by("name"):
+        share = min(wanted, other.capacity)
+        if other.pk == worker.pk:
+            return share
+        wanted -= share
+    return 0
 
 
 def _models_gone(seen: int) -> list[dict]:

@@ -3,7 +3,8 @@
 - a path prefix (`https://host/<prefix>/prompt`, as Modal's or Verda's routes are),
 - an auth header (`Authorization: Bearer <key>`; anything else is 401),
 - a cold start: scaled to zero, the first request starts a container, and until it is up every
-  request is answered 503 (as a provider's front does while it waits),
+  request is answered 503 (as a provider's front does while it waits); with `idle_timeout`, a
+  container that gets no request for that long scales to zero again,
 - two replicas behind one load balancer, round robin for a new client and sticky by the
   `replica` cookie it sets, as load balancers keep a client on one replica. A replica that is
   gone sends its clients to the other one, with a new cookie.
@@ -26,8 +27,11 @@ HOP_HEADERS = {"host", "authorization", "cookie", "content-length", "transfer-en
 
 
 class ServerlessComfyUI:
-    def __init__(self, replicas=2, prefix="/comfy", key="sk-serverless-test", cold_start=0.0, **double_options):
+    def __init__(self, replicas=2, prefix="/comfy", key="sk-serverless-test", cold_start=0.0, idle_timeout=None,
+                 **double_options):
         self.prefix, self.key, self.cold_start = prefix.rstrip("/"), key, cold_start
+        # A container that gets no request for idle_timeout seconds stops (scales to zero).
+        self.idle_timeout, self.last_request = idle_timeout, time.monotonic()
         self.replicas = [ComfyUIDouble(**double_options) for _ in range(replicas)]
         self.alive = [True] * replicas
         self.warm = cold_start <= 0
@@ -104,6 +108,10 @@ class ServerlessComfyUI:
         if request.headers.get("Authorization") != f"Bearer {self.key}":
             self.counters["refused"] += 1
             return web.json_response({"error": "invalid API key"}, status=401)
+        now = time.monotonic()
+        if self.warm and self.idle_timeout and now - self.last_request > self.idle_timeout:
+            self.scale_to_zero()
+        self.last_request = now
         if not self.warm:
             if self.starting_since is None:
                 self.starting_since = time.monotonic()

@@ -357,3 +357,32 @@ def test_charts_are_svg_without_script(instructor, participants):
     for title in ("Waiting jobs", "Wait per job", "GPU busy share per worker", "GPU seconds per participant"):
         assert title in page
     assert "gpu-1" in page and "001" in page
+
+
+def test_keep_serverless_gpus_warm_from_a_time_and_share_them_out(instructor, participants):
+    from django.utils import timezone
+
+    from jobs.models import WORKER_IDLE, Worker
+    from jobs.worker_api import warm_share
+
+    answer = act(instructor, "warm", count=3, **{"from": "09:00", "until": "08:00"})
+    assert answer.status_code == 200 and answer.json()["message"] == "Keeping 3 serverless GPUs warm from 09:00 until 08:00."
+    row = QueueSettings.get()
+    assert row.warm_until - row.warm_from == timezone.timedelta(hours=23), "until a time before from: the next day"
+    assert row.warm_now(row.warm_from - timezone.timedelta(minutes=1)) == 0 and row.warm_now(row.warm_from) == 3
+    assert logged("Keeping 3 serverless GPUs warm")
+
+    act(instructor, "warm", count=3)  # "Warm up now", with no end
+    assert QueueSettings.get().warm_now() == 3
+    now = timezone.now()
+    a = Worker.create_with_token("sls-a", status=WORKER_IDLE, last_heartbeat=now, serverless=True, capacity=2)[0]
+    b = Worker.create_with_token("sls-b", status=WORKER_IDLE, last_heartbeat=now, serverless=True, capacity=2)[0]
+    local = Worker.create_with_token("h100", status=WORKER_IDLE, last_heartbeat=now)[0]
+    assert (warm_share(a), warm_share(b), warm_share(local)) == (2, 1, 0)
+    state = instructor.get("/admin/console/state").json()
+    assert state["warm"] == {"count": 3, "now": 3, "from": "", "until": ""}
+
+    assert act(instructor, "warm", count=99).status_code == 400
+    assert act(instructor, "warm", count=1, **{"from": "noon"}).status_code == 400
+    act(instructor, "warm", count=0)
+    assert QueueSettings.get().warm_now() == 0 and warm_share(a) == 0

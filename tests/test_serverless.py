@@ -172,3 +172,36 @@ def test_cancel_stops_the_run_on_the_serverless_replica(live_app, participants):
                 receive_until(ws, lambda m: m["type"] == "execution_interrupted" and m["data"]["prompt_id"] == prompt_id)
     assert Job.objects.get(pk=prompt_id).state == JobState.CANCELLED
     assert any(r.interrupts for r in front.replicas), "the replica was told to stop"
+
+
+def test_the_instructor_keeps_a_gpu_warm_and_sees_what_it_costs(live_app, participants):
+    from jobs.models import QueueSettings
+
+    # The front idles out after 4 s; the worker's requests come at its heartbeats (2.5 s here).
+    with ServerlessComfyUI(cold_start=1.5, idle_timeout=4.0, step_time=0.02, steps=2) as front:
+        config = provider_file(front, keep_warm=0.5).replace('provider = "comfyui"\n', 'provider = "comfyui"\nprice_per_hour = 3.6\n')
+        with live_app.gpu_worker(name="modal-6", config=config, env={"FRONT_KEY": front.key}):
+            assert Worker.objects.get(name="modal-6").serverless
+            QueueSettings.get().set_warm(1)  # "Warm up now" (the console's action: tests/test_console.py)
+            wait_until(lambda: Worker.objects.get(name="modal-6").warm_seconds > 9, timeout=20,
+                       message="kept warm past the idle timeout")
+            starts = front.counters["cold_starts"]
+            alice = live_app.login("user001")
+            with live_app.ws(alice, "001") as ws:
+                warm_run = post_prompt(alice, live_app, "001", prompt(21))
+                seen = receive_until(ws, finished(warm_run))
+            assert not [m for m in seen if m["type"] == "workshop.gpu_starting"], "no participant waits for a start"
+            assert front.counters["cold_starts"] == starts and not Job.objects.get(pk=warm_run).cold_start_seconds
+            row = next(w for w in console_state()["workers"] if w["name"] == "modal-6")
+            kept = Worker.objects.get(name="modal-6").warm_seconds
+            assert row["warm_minutes"] == round(kept / 60, 1) and row["warm_cost"] == round(kept / 1000, 2)
+
+            QueueSettings.get().set_warm(0)
+            beats_pass("modal-6")
+            kept = Worker.objects.get(name="modal-6").warm_seconds
+            beats_pass("modal-6", 3)  # longer than the front's idle timeout
+            assert Worker.objects.get(name="modal-6").warm_seconds == kept, "no warm cost once it is off"
+            with live_app.ws(alice, "001") as ws:
+                cold_run = post_prompt(alice, live_app, "001", prompt(22))
+                seen = receive_until(ws, finished(cold_run))
+            assert [m for m in seen if m["type"] == "workshop.gpu_starting"], "it scaled to zero, and starts cold again"

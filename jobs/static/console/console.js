@@ -101,10 +101,16 @@
     fill("workers", data.workers.map((w) => [w.name, w.provider, w.problem ? `${w.health}: ${w.problem}` : w.health,
       w.heartbeat_age == null ? "never" : `${secs(w.heartbeat_age)} ago`,
       w.current_job || "—", String(w.jobs_done), [w.gpu, w.vram].filter(Boolean).join(" · ") || "—", String(w.capacity),
-      w.cold_starts ? `${w.cold_start_median} s median of ${w.cold_starts}` : "—", w.price_per_hour.toFixed(2)]),
+      [w.cold_starts ? `${w.cold_start_median} s median of ${w.cold_starts}` : "",
+        w.serverless ? `warm ${w.warm_minutes} min (${w.warm_cost.toFixed(2)})` : ""].filter(Boolean).join(" · ") || "—",
+      w.price_per_hour.toFixed(2)]),
     "No GPU worker registered yet.");
 
     document.getElementById("announcement").textContent = data.announcement || "nothing";
+    const warm = data.warm;
+    document.getElementById("warm-plan").textContent = warm.count
+      ? `${warm.now} of ${warm.count} kept warm` + (warm.from ? ` from ${warm.from}` : "") + (warm.until ? ` until ${warm.until}` : "")
+      : "none kept warm";
   }
 
   async function refresh() {
@@ -151,6 +157,13 @@
   const form = document.getElementById("announce");
   form.addEventListener("submit", (e) => { e.preventDefault(); post("announce", { text: form.text.value }); form.text.value = ""; });
   document.getElementById("announce-clear").addEventListener("click", () => post("announce", { text: "" }));
+  const warmForm = document.getElementById("warm");
+  warmForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    post("warm", { count: warmForm.count.value, from: warmForm.from.value, until: warmForm.until.value });
+  });
+  document.getElementById("warm-now").addEventListener("click", () =>
+    post("warm", { count: Math.max(1, Number(warmForm.count.value)), from: "", until: warmForm.until.value }));
 
   setLive(false);
   refresh();
