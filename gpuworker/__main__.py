@@ -154,6 +154,8 @@ def catalog_of(comfy: ComfyClient, stats: dict) -> dict:
         except Exception:
             continue
     catalog["model_files"] = model_files
+    catalog["object_info"] = without_participant_models(catalog["object_info"])
+    catalog["model_files"] = without_participant_models(model_files)
     subgraphs = catalog.get("global_subgraphs")
     if isinstance(subgraphs, dict):  # each with its data, so the app can answer /global_subgraphs/{id}
         for key in list(subgraphs)[:200]:
@@ -212,6 +214,17 @@ def publish_catalog(app: AppClient, comfy: ComfyClient, catalog: dict) -> None:
     for path, content in files.items():
         app.publish_file(path, content)
     app.publish_catalog(catalog)
+
+
+def without_participant_models(value):
+    """This host's cache of participants' models (ws-<slug>/…) is no part of its catalog: each
+    workspace sees its own from the app, and a model placed for a job is no catalog change."""
+    if isinstance(value, dict):
+        return {k: without_participant_models(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_participant_models(v) for v in value
+                if not (isinstance(v, str) and v.startswith("ws-") and "/" in v)]
+    return value
 
 
 def catalog_fingerprint(catalog: dict) -> str:

@@ -58,3 +58,19 @@ def test_bytes_that_do_not_match_their_hash_are_not_kept(tmp_path):
     with pytest.raises(ModelRejected, match="do not match"):
         cache.ensure(item("ws-001/m.safetensors", b"right"), fetcher(b"wrong", []))
     assert cache.used() == 0 and not list(cache.blobs.iterdir())
+
+
+def test_a_hosts_catalog_leaves_out_the_participants_models_it_caches():
+    from gpuworker.__main__ import catalog_fingerprint, catalog_of
+    from gpuworker.comfy import ComfyClient
+    from tests.comfyui_double import ComfyUIDouble
+
+    with ComfyUIDouble(model_files=["base.safetensors", "ws-001/style.safetensors"]) as double:
+        comfy = ComfyClient(double.url)
+        catalog = catalog_of(comfy, comfy.system_stats())
+    options = catalog["object_info"]["LoraLoader"]["input"]["required"]["lora_name"][0]
+    assert options == ["base.safetensors"]
+    with ComfyUIDouble(model_files=["base.safetensors"]) as double:
+        comfy = ComfyClient(double.url)
+        assert catalog_fingerprint(catalog_of(comfy, comfy.system_stats())) == catalog_fingerprint(catalog), \
+            "placing a participant's model is no catalog change"
