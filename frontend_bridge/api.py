@@ -26,6 +26,7 @@ from jobs.models import (
     JobState,
     QueueSettings,
     SubmitError,
+    Worker,
 )
 
 from . import own_models, wire
@@ -130,6 +131,13 @@ def prompt(request, workspace):
             f"Input file {missing['filename']!r} is not in your workspace. Upload it first.",
         )
 
+    carried = [m.as_payload() for m in own_models.models_used(api_prompt, mine)]
+    if carried and not Worker.objects.filter(enabled=True, carries_models=True).exists():
+        return comfy_error(
+            400, "workshop_no_model_gpu",
+            "Your own models can't be used in this workshop: none of its GPUs can load them. "
+            "Use the workshop's models instead, or ask the instructor.",
+        )
     extra_data = data.get("extra_data") if isinstance(data.get("extra_data"), dict) else {}
     try:
         job = Job.submit(
@@ -142,7 +150,7 @@ def prompt(request, workspace):
             workflow_name=_workflow_name(extra_data),
             submit_fields=_submit_fields(data),
             queue_settings=queue_settings,
-            own_models=[m.as_payload() for m in own_models.models_used(api_prompt, mine)],
+            own_models=carried,
         )
     except SubmitError as exc:
         return JsonResponse(exc.as_comfy(), status=exc.status)

@@ -92,8 +92,10 @@ class WorkerAdmin(admin.ModelAdmin):
     list_display = ("name", "enabled", "health", "provider", "comfyui_version", "heartbeat", "current_job",
                     "jobs_done", "gpu", "price_per_hour", "extension_code")
     list_editable = ("enabled", "price_per_hour")
-    readonly_fields = ("token_hash", "last_heartbeat", "current_job", "comfyui_version", "status", "vram_free",
-                       "vram_total", "gpu_name", "extension_code")
+    # What the worker reports of itself is shown, not edited.
+    readonly_fields = ("token_hash", "last_heartbeat", "current_job", "comfyui_version", "status", "problem",
+                       "vram_free", "vram_total", "gpu_name", "extension_code", "serverless", "carries_models",
+                       "loaded_models", "warm_seconds")
     actions = ["trust_extensions", "revoke"]
 
     @admin.display(description="heartbeat", ordering="last_heartbeat")

@@ -231,3 +231,11 @@ def test_the_my_models_page_is_in_the_workshop_menu():
 
     badge = (Path(__file__).resolve().parent.parent / "frontend_bridge" / "static_ext" / "queue_badge.js").read_text()
     assert '"Workshop.MyModels"' in badge and 'api.api_base + "/my-models/"' in badge
+
+
+def test_a_prompt_with_own_models_is_refused_when_no_gpu_can_load_them(alice, participants, small_limits):
+    assert put(alice, "mine.safetensors", safetensors()).status_code == 201
+    answer = alice.post("/user/001/api/prompt", data=json.dumps({"prompt": lora_prompt("ws-001/mine.safetensors")}),
+                        content_type="application/json", HTTP_ORIGIN="http://testserver")
+    assert answer.status_code == 400 and "none of its GPUs can load them" in json.dumps(answer.json())
+    assert not Job.objects.exists()
