@@ -199,7 +199,7 @@ class Platform:
         for n in range(1, self.workers + 1):
             self.procs[f"comfyui-{n}"].start()
         for n in range(1, self.workers + 1):
-            self.wait_comfy(n)
+            self.start_comfy(n)
             _, self.tokens[n] = Worker.create_with_token(f"gpu-{n}")
             self.procs[f"gpu-{n}"] = Proc(f"gpu-{n}", self.worker_cmd(n), self.worker_env(n),
                                           self.tmp / f"gpu-{n}.log").start()
@@ -239,8 +239,27 @@ class Platform:
 
         wait_until(up, timeout=30, message="daphne")
 
+    def start_comfy(self, n: int, tries: int = 3):
+        """Up on its port; a port another process took since free_port() chose it (the double
+        exits with EADDRINUSE) is chosen again, before any worker is bound to it."""
+        proc = self.procs[f"comfyui-{n}"]
+        for _ in range(tries - 1):
+            try:
+                return self.wait_comfy(n)
+            except AssertionError:
+                if proc.alive or "Address already in use" not in proc.tail():
+                    raise
+            proc.port = free_port()
+            proc.cmd[proc.cmd.index("--port") + 1] = str(proc.port)
+            proc.start()
+        return self.wait_comfy(n)
+
     def wait_comfy(self, n: int):
+        proc = self.procs[f"comfyui-{n}"]
+
         def up():
+            if not proc.alive and "Address already in use" in proc.tail():
+                raise AssertionError(f"comfyui-{n}: its port was taken")
             try:
                 return requests.get(f"http://127.0.0.1:{self.procs[f'comfyui-{n}'].port}/system_stats", timeout=1).ok
             except requests.RequestException:

@@ -211,8 +211,15 @@ def run_with_faults(plat, fault, times: int, jobs_each: int = 2, label: str = ""
         wait_until(lambda: not Job.objects.filter(pk__in=list(ids)).exclude(state__in=FINAL_STATES).exists(),
                    timeout=180, message="every job to end")
         # The browsers' last messages may still be on their way.
-        wait_until(lambda: all(b.count("execution_success", pid) >= 1 for pid, (b, _) in ids.items()), timeout=15,
-                   message="every browser to hear of its jobs' success")
+        def unheard():
+            return [(b.slug, pid, b.connects, [m.get("type") for m in b.messages
+                                               if (m.get("data") or {}).get("prompt_id") == pid][-6:])
+                    for pid, (b, _) in ids.items() if b.count("execution_success", pid) < 1]
+
+        try:
+            wait_until(lambda: not unheard(), timeout=15, message="every browser to hear of its jobs' success")
+        except AssertionError:
+            raise AssertionError(f"not heard (workspace, job, socket connects, its last messages): {unheard()}") from None
         time.sleep(0.5)  # a duplicate would arrive right behind the first one
         jobs = {str(j.pk): j for j in Job.objects.filter(pk__in=list(ids))}
         failed = {pid: (j.state, j.error) for pid, j in jobs.items() if j.state != JobState.COMPLETED}
