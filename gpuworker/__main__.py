@@ -29,6 +29,7 @@ from rq.serializers import JSONSerializer
 from . import providers, tasks
 from .app import AppClient, TokenRevoked
 from .comfy import ColdStartTimeout, ComfyAuthError, ComfyClient
+from .models import without_participant_models
 
 log = logging.getLogger("gpuworker")
 HEARTBEAT_SECONDS = 2.5  # until the app's register answer says otherwise
@@ -214,17 +215,6 @@ def publish_catalog(app: AppClient, comfy: ComfyClient, catalog: dict) -> None:
     for path, content in files.items():
         app.publish_file(path, content)
     app.publish_catalog(catalog)
-
-
-def without_participant_models(value):
-    """This host's cache of participants' models (ws-<slug>/…) is no part of its catalog: each
-    workspace sees its own from the app, and a model placed for a job is no catalog change."""
-    if isinstance(value, dict):
-        return {k: without_participant_models(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without_participant_models(v) for v in value
-                if not (isinstance(v, str) and v.startswith("ws-") and "/" in v)]
-    return value
 
 
 def catalog_fingerprint(catalog: dict) -> str:

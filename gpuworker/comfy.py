@@ -43,7 +43,7 @@ class ColdStartTimeout(Exception):
 STARTING = {502, 503, 504}  # a serverless front whose container is not up yet
 
 
-def _refuse_credentials(response, *args, **kwargs):
+def refuse_credentials(response, *args, **kwargs):
     if response.status_code in (401, 403):
         raise ComfyAuthError(response.status_code, response.url.split("?")[0])
 
@@ -59,7 +59,7 @@ class ComfyClient:
         self.timeout = (connect_timeout, timeout)
         self.session = requests.Session()
         self.session.headers.update(self.headers)
-        self.session.hooks["response"].append(_refuse_credentials)
+        self.session.hooks["response"].append(refuse_credentials)
 
     def wait_warm(self, limit: float, on_wait: Callable[[float], None], probe_timeout: float = 2.0) -> float:
         """Until ComfyUI answers: seconds spent waiting for a serverless GPU to start (0.0 when it

@@ -19,8 +19,9 @@ import time
 
 import requests
 
+from . import tasks
 from .app import AppClient, RunFenced, TokenRevoked
-from .comfy import ComfyAuthError
+from .comfy import ComfyAuthError, refuse_credentials
 from .providers import Timeouts
 
 log = logging.getLogger("gpuworker.runpod")
@@ -28,7 +29,6 @@ log = logging.getLogger("gpuworker.runpod")
 WAITING = {"IN_QUEUE"}
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 OUTPUT_KINDS = ("images", "videos", "gifs", "audio")
-CANCEL_KEY = "workshop:cancel:{}_{}"
 
 
 class RunpodClient:
@@ -37,7 +37,7 @@ class RunpodClient:
         self.timeouts = timeouts or Timeouts()
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {api_key}"
-        self.session.hooks["response"].append(_refuse_credentials)
+        self.session.hooks["response"].append(refuse_credentials)
 
     @classmethod
     def from_env(cls, timeouts: Timeouts) -> "RunpodClient":
@@ -72,12 +72,7 @@ class RunpodClient:
         return response
 
 
-def _refuse_credentials(response, *args, **kwargs):
-    if response.status_code in (401, 403):
-        raise ComfyAuthError(response.status_code, response.url.split("?")[0])
-
-
-class RunpodRun:
+class RunpodRun(tasks.RunStops):
     """The same outer contract as tasks.JobRun: started, events, outputs, finish, fenced."""
 
     def __init__(self, payload: dict, app: AppClient, client: RunpodClient, connection, timeouts: Timeouts):
@@ -90,16 +85,9 @@ class RunpodRun:
         self.started_at = None
         self.cold_start_seconds = None
         self.streamed = 0
-
-    def heard(self, answer: dict) -> None:
-        if answer.get("stop"):
-            self.fenced = True
-        elif answer.get("cancel") and not self.stop_kind:
-            self.stop_kind = answer["cancel"]
+        self.redis_ok = True
 
     def run(self) -> str:
-        from . import tasks
-
         try:
             if not self.app.started(self.job_id, self.run_no):
                 return "skipped"
@@ -126,8 +114,6 @@ class RunpodRun:
                                                 "exception_type": type(exc).__name__})
 
     def _run(self) -> str:
-        from . import tasks
-
         images = []
         for item in self.payload.get("inputs", []):
             with self.app.download_input(self.job_id, self.run_no, item) as response:
@@ -248,16 +234,6 @@ class RunpodRun:
         stop = self.app.events(self.job_id, self.run_no, events)
         if stop and not self.stop_kind:
             self.stop_kind = stop
-
-    def _check_stop(self) -> None:
-        if self.stop_kind:
-            return
-        try:
-            value = self.redis.get(CANCEL_KEY.format(self.job_id, self.run_no))
-        except Exception:
-            return  # Redis is disposable: the heartbeat's answer carries the same request
-        if value:
-            self.stop_kind = value.decode() if isinstance(value, bytes) else str(value)
 
     def _cancel_remote(self) -> None:
         if self.remote_id:

@@ -124,7 +124,34 @@ def run_job(payload: dict, settings: Settings | None = None) -> str:
         ACTIVE.pop(key, None)
 
 
-class JobRun:
+class RunStops:
+    """What every kind of run hears of stop requests: from the heartbeat's answer (`heard`) and
+    from Redis (`_check_stop`). Needs job_id, run_no, redis, stop_kind, fenced and redis_ok."""
+
+    def heard(self, answer: dict) -> None:
+        if answer.get("stop"):
+            self.fenced = True
+        elif answer.get("cancel") and not self.stop_kind:
+            self.stop_kind = answer["cancel"]
+
+    def _check_stop(self) -> None:
+        if self.stop_kind:
+            return
+        try:
+            value = self.redis.get(CANCEL_KEY.format(self.job_id, self.run_no))
+            self.redis_ok = True
+        except redis.RedisError as exc:
+            # Redis is disposable: the heartbeat's and the events' answers carry the same request.
+            if self.redis_ok:
+                log.warning("job %s: Redis unavailable (%s); stop requests come through the app", self.job_id, exc)
+            self.redis_ok = False
+            return
+        if value:
+            self.stop_kind = value.decode() if isinstance(value, bytes) else str(value)
+            log.info("job %s: %s requested; stopping it on the GPU", self.job_id, self.stop_kind)
+
+
+class JobRun(RunStops):
     def __init__(self, payload: dict, app: AppClient, comfy: ComfyClient, connection, timeouts: Timeouts | None = None,
                  serverless: bool = False):
         self.payload = payload
@@ -150,14 +177,6 @@ class JobRun:
         self.load_seconds = 0.0
         self.uploaded: dict[tuple, dict] = {}
         self.redis_ok = True
-
-    # --- signals from the heartbeat thread (and the shutdown handler) ---
-
-    def heard(self, answer: dict) -> None:
-        if answer.get("stop"):
-            self.fenced = True
-        elif answer.get("cancel") and not self.stop_kind:
-            self.stop_kind = answer["cancel"]
 
     # --- the run ---
 
@@ -444,22 +463,6 @@ class JobRun:
         stop = self.app.events(self.job_id, self.run_no, events)
         if stop and not self.stop_kind:
             self.stop_kind = stop
-
-    def _check_stop(self) -> None:
-        if self.stop_kind:
-            return
-        try:
-            value = self.redis.get(CANCEL_KEY.format(self.job_id, self.run_no))
-            self.redis_ok = True
-        except redis.RedisError as exc:
-            # Redis is disposable: the heartbeat's and the events' answers carry the same request.
-            if self.redis_ok:
-                log.warning("job %s: Redis unavailable (%s); stop requests come through the app", self.job_id, exc)
-            self.redis_ok = False
-            return
-        if value:
-            self.stop_kind = value.decode() if isinstance(value, bytes) else str(value)
-            log.info("job %s: %s requested; interrupting ComfyUI", self.job_id, self.stop_kind)
 
     def _send_interrupt(self) -> None:
         if self.prompt_id:

@@ -63,8 +63,9 @@ def dispatch() -> Snapshot:
             if not any(free.values()):
                 break
             job = Job.objects.select_related("workspace").get(pk=waiting.id)
+            choice = settings.MODEL_AFFINITY and sum(1 for n in free.values() if n > 0) > 1
             worker = choose_worker(workers, free, job.memory_retry_from_id, needs_models=bool(job.own_models),
-                                   wanted=job.model_files())
+                                   wanted=job.model_files() if choice else ())
             if worker and job.mark_dispatched(worker):
                 free[worker.pk] -= 1
                 chosen.append(job)

@@ -13,6 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import UnsafePath
+from gpuworker.models import without_participant_models
 from workshop import jsonbody, limits
 from workshop.streaming import FileStream
 
@@ -259,15 +260,6 @@ def _uuid(value):
         return None
 
 
-def without_participant_models(value):
-    if isinstance(value, dict):
-        return {k: without_participant_models(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without_participant_models(v) for v in value
-                if not (isinstance(v, str) and v.startswith("ws-") and "/" in v)]
-    return value
-
-
 @worker_call(["POST"])
 @bad_request_as_400
 def catalog(request):
@@ -275,8 +267,7 @@ def catalog(request):
     object_info = data.pop("object_info", None)
     if not isinstance(object_info, dict):
         raise BadRequest("object_info must be an object")
-    # A GPU host's cache of participants' models is nobody else's business: its ws-<slug>/
-    # names are offered only in their own workspace (frontend_bridge.own_models).
+    # Also cut by the worker; here too, as a worker's catalog reaches every workspace.
     object_info, data = without_participant_models(object_info), without_participant_models(data)
     Catalog.objects.update_or_create(
         worker=request.worker,
