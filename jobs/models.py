@@ -370,12 +370,17 @@ class Catalog(models.Model):
 
         A real ComfyUI's object_info is about 500 KB of JSON: every prompt validates against it,
         so it is read from the database only when a worker published a new one.
+
+        API nodes are left out: they run on Comfy.org's paid cloud with a Comfy.org account,
+        which a workshop's participants do not have (the UI would ask them to sign in).
         """
         key = cls._current_key()
         if key is None:
             return None
         if cls._parsed.get("key") != key:
-            cls._parsed = {"key": key, "object_info": cls.objects.values_list("object_info", flat=True).get(pk=key[0])}
+            info = cls.objects.values_list("object_info", flat=True).get(pk=key[0])
+            cls._parsed = {"key": key, "object_info": {
+                name: node for name, node in info.items() if not (isinstance(node, dict) and node.get("api_node"))}}
         return cls._parsed["object_info"]
 
 
@@ -500,7 +505,7 @@ class Job(models.Model):
             if waiting >= limit:
                 raise SubmitError(
                     "workshop_queue_limit",
-                    f"You already have {waiting} jobs waiting (the limit is {limit}). "
+                    f"You already have {waiting} job{'s' if waiting != 1 else ''} waiting (the limit is {limit}). "
                     "Wait for one to start, or cancel one in the queue panel.",
                     status=429,
                 )

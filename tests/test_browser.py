@@ -1,43 +1,18 @@
 """The real ComfyUI frontend in headless Chromium, served per workspace by one Django process."""
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from jobs.models import Job, JobState
+from tests import browsing
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-
-# The frontend's own page errors, not caused by any server: each with the reason.
-FRONTEND_OWN_ERRORS = {
-    # 1.53.6's settingStore runs a setting's onChange at start-up, which reads app.rootGraph
-    # before the graph exists (settingStore-*.js logs it; no request or extension is involved).
-    # A plain ComfyUI 0.8.0 serving the same 1.53.6 frontend logs it too.
-    "ComfyApp graph accessed before initialization",
-}
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are
-    # still plain synchronous code.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed (scripts/test installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield instance
-        instance.close()
+browser = browsing.browser  # headless Chromium that fails the test on any page error
+ARTIFACTS = browsing.ARTIFACTS
+FRONTEND_OWN_ERRORS = browsing.FRONTEND_OWN_ERRORS
 
 
 class Watch:
@@ -347,4 +322,24 @@ def test_a_cold_start_counts_on_the_badge_then_the_run_shows(browser, live_app, 
             failed, errors = watch.ours()
     assert "Starting a GPU" not in later, "the count stops once the run is there"
     assert Job.objects.get(workspace=participants[0]).cold_start_seconds >= 2
+    assert failed == [] and errors == [], (failed, errors)
+
+
+def test_a_participant_logs_out_from_the_workshop_menu_and_sees_no_comfy_org_account(browser, live_app, participants):
+    page, watch = open_workspace(browser, live_app, "user001", "001")
+    # No Comfy.org sign-in: neither the person icon of the top bar nor the settings' User panel.
+    assert page.locator("[data-testid=login-button]").count() == 1, "the frontend still renders it"
+    assert not page.locator("[data-testid=login-button]").is_visible()
+    page.get_by_label("Settings (Ctrl + ,)").click()
+    page.get_by_text("Lite Graph", exact=True).first.wait_for()
+    assert not page.locator("[data-nav-id=user]").is_visible()
+    assert page.get_by_text("Sign In / Sign Up").count() == 0
+    page.keyboard.press("Escape")
+    page.locator(".comfyui-logo, .comfy-menu-button-wrapper").first.click()
+    page.get_by_text("Workshop", exact=True).hover()
+    page.get_by_text("Log out", exact=True).click()
+    page.wait_for_url(f"{live_app.url}/accounts/login/")
+    page.goto(f"{live_app.url}/user/001/")
+    assert page.url.startswith(f"{live_app.url}/accounts/login/"), "the session is gone"
+    failed, errors = watch.ours()
     assert failed == [] and errors == [], (failed, errors)

@@ -665,7 +665,9 @@ def test_command_line_runs_in_the_foreground_until_sigterm():
         ready, _, _ = select.select([proc.stdout], [], [], 30)
         line = proc.stdout.readline() if ready else ""
         assert "SIMULATED ComfyUI" in line and "no GPU" in line and f"http://127.0.0.1:{port}" in line, line
-        assert requests.get(f"http://127.0.0.1:{port}/system_stats", timeout=10).status_code == 200
+        stats = requests.get(f"http://127.0.0.1:{port}/system_stats", timeout=10).json()
+        # scripts/run's simulated GPU: a release workshop_doctor calls supported.
+        assert stats["system"]["comfyui_version"] == "0.8.0" and "ComfyUI 0.8.0" in line
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:

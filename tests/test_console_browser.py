@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from jobs.models import Job, JobState
-from tests import test_browser
+from tests import browsing
 from tests.test_browser import ARTIFACTS, load_workshop_workflow, open_workspace, queue_button
 
-browser = test_browser.browser  # the same headless Chromium fixture
+browser = browsing.browser  # headless Chromium that fails the test on any page error
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -182,10 +182,13 @@ def test_a_refused_prompt_shows_one_clear_dialog_and_no_second_toast(browser, li
     QueueSettings.get()
     QueueSettings.objects.update(max_waiting_per_user=1)
     submit(participants[0])
+    # The frontend logs a refused prompt itself, as it does in front of a plain ComfyUI.
+    browser.allow(r"status of 429", "the refused POST /api/prompt, logged by Chromium")
+    browser.allow(r"PromptExecutionError: Prompt execution failed", "the frontend logs the error it shows")
     alice, watch = open_workspace(browser, live_app, "user001", "001")
     load_workshop_workflow(alice)
     queue_button(alice).click()
-    dialog = alice.get_by_text("You already have 1 jobs waiting (the limit is 1)")
+    dialog = alice.get_by_text("You already have 1 job waiting (the limit is 1)", exact=False)
     dialog.first.wait_for(timeout=10_000)
     alice.wait_for_load_state("networkidle")
     shot(alice, "participant-refused-prompt.png")

@@ -282,3 +282,28 @@ def test_every_upload_input_of_the_080_catalog_lists_only_the_workspaces_own_fil
     for name in ("LoadVideo", "LoadAudio", "Load3D", "LoadImage", "LoadImageMask"):
         one = alice.get(f"/user/001/api/object_info/{name}").json()
         assert list(one) == [name] and "user002" not in json.dumps(one)
+
+
+def test_logging_out_by_a_typed_address_shows_a_button_and_a_post_signs_out(client, participants):
+    client.force_login(participants[0].owner)
+    page = client.get("/accounts/logout/")
+    assert page.status_code == 200 and b'<form method="post" action="/accounts/logout/"' in page.content
+    assert b"user001" in page.content
+    assert client.get("/user/001/").status_code == 200, "a GET signs nobody out"
+    answer = client.post("/accounts/logout/")
+    assert answer.status_code == 302 and answer["Location"] == "/accounts/login/"
+    assert client.get("/user/001/").status_code == 302
+
+
+def test_comfy_org_api_nodes_are_neither_offered_nor_run(alice, catalog):
+    """API nodes need a Comfy.org account and credits: a participant never sees a sign-in for them."""
+    catalog.object_info["OpenAIDalle3"] = {"input": {"required": {"prompt": ["STRING", {}]}}, "output": ["IMAGE"],
+                                           "output_node": False, "api_node": True}
+    catalog.save()
+    info = alice.get("/user/001/api/object_info").json()
+    assert "OpenAIDalle3" not in info and "SaveImage" in info
+    assert alice.get("/user/001/api/object_info/OpenAIDalle3").json() == {}
+    prompt = {"1": {"class_type": "OpenAIDalle3", "inputs": {"prompt": "a cat"}},
+              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}
+    answer = alice.post("/user/001/api/prompt", {"prompt": prompt}, content_type="application/json")
+    assert answer.status_code == 400 and "OpenAIDalle3" in answer.json()["error"]["message"]

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts.forms import LoginForm
+from accounts.views import LogoutView
 
 from . import metrics, views
 
@@ -15,7 +16,7 @@ urlpatterns = [
          name="password_change"),
     path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(template_name="password_change.html"),
          name="password_change_done"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("metrics", metrics.view, name="metrics"),
     path("admin/console/", include("jobs.console")),  # the instructor's live console
     path("admin/rq/", include("django_rq.urls")),  # RQ's own dashboard: queues, workers, failed jobs

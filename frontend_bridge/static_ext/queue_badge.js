@@ -12,6 +12,10 @@ const STYLE = `
   pointer-events: none; transition: opacity .2s; }
 #workshop-queue-badge[hidden] { display: block; opacity: 0; }
 #workshop-queue-badge.offline { border-color: #d9822b; }
+/* Comfy.org accounts (sign-in, credits, API nodes) are not part of a workshop: participants
+   log in to the workshop, and Workshop > Log out signs them out. */
+[data-testid="login-button"], [data-testid="login-button-popover"],
+[data-nav-id="user"], [data-nav-id="credits"], [data-nav-id="subscription"] { display: none !important; }
 `;
 
 // A workshop runs in a closed network and its ComfyUI version is fixed by the operator: the
@@ -68,12 +72,37 @@ export function describe(data) {
   return null;
 }
 
+function addStyle() {
+  if (document.getElementById("workshop-style")) return;
+  const style = document.createElement("style");
+  style.id = "workshop-style";
+  style.textContent = STYLE;
+  document.head.appendChild(style);
+}
+
+// Django signs out on a POST with its CSRF token (the csrftoken cookie of the login).
+function logOut() {
+  const token = document.cookie.split("; ").find((c) => c.startsWith("csrftoken="))?.slice("csrftoken=".length);
+  if (!token) {
+    window.location.assign("/accounts/logout/");  // a page with the button
+    return;
+  }
+  const form = document.createElement("form");
+  form.method = "post";
+  form.action = "/accounts/logout/";
+  const input = document.createElement("input");
+  input.type = "hidden";
+  input.name = "csrfmiddlewaretoken";
+  input.value = decodeURIComponent(token);
+  form.append(input);
+  document.body.append(form);
+  form.submit();
+}
+
 function badge() {
   let el = document.getElementById("workshop-queue-badge");
   if (!el) {
-    const style = document.createElement("style");
-    style.textContent = STYLE;
-    document.head.appendChild(style);
+    addStyle();
     el = document.createElement("div");
     el.id = "workshop-queue-badge";
     el.setAttribute("role", "status");
@@ -206,9 +235,19 @@ app.registerExtension({
       icon: "pi pi-key",
       function: () => window.open("/accounts/password/", "_blank"),
     },
+    {
+      id: "Workshop.LogOut",
+      label: "Log out",
+      icon: "pi pi-sign-out",
+      function: logOut,
+    },
   ],
-  menuCommands: [{ path: ["Workshop"], commands: ["Workshop.MyOutputs", "Workshop.MyModels", "Workshop.ChangePassword"] }],
+  menuCommands: [{
+    path: ["Workshop"],
+    commands: ["Workshop.MyOutputs", "Workshop.MyModels", "Workshop.ChangePassword", "Workshop.LogOut"],
+  }],
   async setup() {
+    addStyle();
     helpBanner();
     // The first push may have arrived before the page was ready: ask once.
     try {

@@ -4,12 +4,32 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
+// The frontend restores (or creates) its first graph after every extension's setup, with
+// network requests in between: a timer raced it and lost on 4 of 6 fresh visits. Ours waits
+// until the frontend's own first load has returned (its afterConfigureGraph hook comes before
+// the load makes its workflow the active tab, so the hook alone still raced it).
+let frontendGraphLoaded;
+const frontendGraph = new Promise((resolve) => { frontendGraphLoaded = resolve; });
+
+function awaitFirstLoad() {
+  const load = app.loadGraphData;
+  app.loadGraphData = async function (...args) {
+    app.loadGraphData = load;  // only the first load is watched
+    try {
+      return await load.apply(this, args);
+    } finally {
+      frontendGraphLoaded();
+    }
+  };
+}
+
 async function openStartWorkflow() {
   const path = await api.getSetting("Workshop.StartWorkflow");
   if (!path) return;
   const response = await api.getUserData("workflows/" + path);
   if (!response.ok) return;
   const graph = await response.json();
+  await frontendGraph;
   await app.loadGraphData(graph, true, true, path.split("/").pop());
   await api.storeSetting("Workshop.StartWorkflow", "");
 }
@@ -17,8 +37,8 @@ async function openStartWorkflow() {
 app.registerExtension({
   name: "workshop.startWorkflow",
   setup() {
-    // The frontend restores (or creates) the first workflow right after the extensions'
-    // setup: open ours once that is done, so it is not replaced by the default graph.
-    setTimeout(() => openStartWorkflow().catch((error) => console.warn("workshop start workflow:", error)), 0);
+    awaitFirstLoad();
+    // Not awaited: the frontend's first graph comes only after every setup() has returned.
+    openStartWorkflow().catch((error) => console.warn("workshop start workflow:", error));
   },
 });

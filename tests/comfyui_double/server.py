@@ -32,6 +32,7 @@ from . import nodes
 from .validation import error_body, full_type_name, validate_prompt
 
 VERSION = "0.3.64"
+SIMULATED_VERSION = "0.8.0"  # what `python -m tests.comfyui_double` reports (scripts/run's simulated GPU)
 FRONTEND_VERSION = "1.27.10"
 TEMPLATES_VERSION = "0.1.95"
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
@@ -342,7 +343,7 @@ class ComfyUIDouble:
         return app
 
     async def index(self, request):
-        return web.Response(text=f"SIMULATED ComfyUI {VERSION} (protocol double: no GPU, model-free nodes only)\n")
+        return web.Response(text=f"SIMULATED ComfyUI {self.version} (protocol double: no GPU, model-free nodes only)\n")
 
     async def system_stats(self, request):
         return web.json_response({
@@ -924,13 +925,17 @@ def main(argv=None):
     parser.add_argument("--no-cache", action="store_true", help="like --cache-none: rerun every node")
     parser.add_argument("--previews", action="store_true", help="a binary preview frame per step")
     parser.add_argument("--object-info", default=None, help="advertise this recorded /object_info (.json[.gz])")
+    # Run on its own it stands in for a supported GPU host (0.8.0's protocol, which the double
+    # also speaks), so `workshop_doctor` and the console treat it as one.
+    parser.add_argument("--comfyui-version", default=SIMULATED_VERSION, help="the release it reports")
     args = parser.parse_args(argv)
     double = ComfyUIDouble(step_time=args.step_time, steps=args.steps, output_dir=args.output_dir, host=args.host,
-                           port=args.port, cache=not args.no_cache, previews=args.previews, object_info=args.object_info)
+                           port=args.port, cache=not args.no_cache, previews=args.previews, object_info=args.object_info,
+                           version=args.comfyui_version)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     double.start()
-    print(f"SIMULATED ComfyUI {VERSION} (protocol double: no GPU, model-free nodes only) at {double.url}", flush=True)
+    print(f"SIMULATED ComfyUI {args.comfyui_version} (protocol double: no GPU, model-free nodes only) at {double.url}", flush=True)
     stop.wait()
     double.stop()

@@ -13,9 +13,11 @@
   let state = null;
   let fetchedAt = 0;
 
-  const el = (tag, props = {}, ...children) => {
+  // `dataset` is a read-only property of every element: its entries are copied one by one.
+  const el = (tag, { dataset, ...props } = {}, ...children) => {
     const node = document.createElement(tag);
     Object.assign(node, props);
+    if (dataset) Object.assign(node.dataset, dataset);
     for (const child of children) node.append(child);
     return node;
   };
