@@ -149,6 +149,14 @@ def _execution_error(job) -> dict | None:
             "traceback": [], "current_inputs": {}, "current_outputs": {}}
 
 
+def _cancelled_by_instructor(job) -> bool:
+    """Frontend 1.53 announces every run that ended since the queue went idle, and counts a
+    cancelled one as "Job failed" (jobStateFromTask). A run the instructor cancelled has its own
+    notice (workshop.notice); with no end time it is left out of that count, and stays listed
+    as Cancelled in the queue panel."""
+    return job.state == "cancelled" and job.cancelled_by == "instructor"
+
+
 def job_entry(job, workflow_id=None, full=False) -> dict:
     """One job of the Jobs API. `full` adds what `/api/jobs/{id}` answers: the outputs, the
     execution status and the workflow (for "open workflow" in the Media Assets panel)."""
@@ -159,7 +167,8 @@ def job_entry(job, workflow_id=None, full=False) -> dict:
         "priority": job.number,
         "create_time": _ms(job.created_at),
         "execution_start_time": _ms(job.started_at),
-        "execution_end_time": _ms(job.finished_at) if job.state in ("completed", "failed", "cancelled") else None,
+        "execution_end_time": _ms(job.finished_at) if job.state in ("completed", "failed", "cancelled")
+        and not _cancelled_by_instructor(job) else None,
         "execution_error": _execution_error(job),
         "outputs_count": count,
         "previewable_outputs_count": previewable,

@@ -4,6 +4,7 @@ No Django here: the dispatcher, the queue positions and the ETAs all call `order
 inputs, so what a participant is told is what will happen.
 """
 import heapq
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -108,6 +109,62 @@ def etas(ordered: Sequence[Waiting], slots: int, running_remaining: Sequence[flo
         result[job.id] = start
         heapq.heappush(free_at, start + _seconds(job.estimate))
     return result
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured run: what ComfyUI spent on a workflow on a worker."""
+    workflow: str
+    worker: str
+    gpu_seconds: float
+    load_seconds: float = 0.0  # of which loading models (a warm GPU skips it)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How long runs take, from measured runs: model loading and cold starts left out, since a
+    warm GPU does neither. Medians, so one stalled or cached run does not move it."""
+    pairs: Mapping[tuple[str, str], float]
+    workflows: Mapping[str, float]
+    overall: float
+    cold_starts: Mapping[str, float]  # per worker: median seconds a serverless GPU took to start
+
+    def run_seconds(self, workflow: str, worker: str | None = None) -> float:
+        """Expected seconds on a warm GPU: this workflow on this worker where it ran there
+        (GPUs differ), else this workflow anywhere, else any run."""
+        if worker is not None and (workflow, worker) in self.pairs:
+            return self.pairs[(workflow, worker)]
+        return self.workflows.get(workflow, self.overall)
+
+    def cold_start(self, worker: str) -> float:
+        return self.cold_starts.get(worker, 0.0)
+
+
+PAIR_RUNS = 3  # runs of a workflow on one worker before that worker's own figure is used
+
+
+def calibrate(samples: Sequence[Sample], cold_starts: Mapping[str, Sequence[float]] = {},  # noqa: B006
+              default: float = 30.0) -> Calibration:
+    """The Calibration of `samples` (newest first; each key's newest `per_key` are used)."""
+    per_key = 20
+    pairs: dict[tuple[str, str], list[float]] = defaultdict(list)
+    workflows: dict[str, list[float]] = defaultdict(list)
+    everything: list[float] = []
+    for sample in samples:
+        net = max(_seconds(sample.gpu_seconds) - _seconds(sample.load_seconds), 0.1)
+        if len(everything) < 50:
+            everything.append(net)
+        if sample.workflow:
+            if len(workflows[sample.workflow]) < per_key:
+                workflows[sample.workflow].append(net)
+            if sample.worker and len(pairs[(sample.workflow, sample.worker)]) < per_key:
+                pairs[(sample.workflow, sample.worker)].append(net)
+    return Calibration(
+        pairs={k: statistics.median(v) for k, v in pairs.items() if len(v) >= PAIR_RUNS},
+        workflows={k: statistics.median(v) for k, v in workflows.items()},
+        overall=statistics.median(everything) if everything else default,
+        cold_starts={k: statistics.median(v) for k, v in cold_starts.items() if v},
+    )
 
 
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".gguf", ".sft", ".bin")

@@ -160,7 +160,10 @@ def console_state() -> dict:
 
 def _warm_plan(queue_settings, now) -> dict:
     local = timezone.localtime
-    return {"count": queue_settings.warm_gpus, "now": queue_settings.warm_now(now),
+    # Only serverless GPUs can be kept warm: with none registered, nothing is, whatever the plan.
+    serverless = Worker.objects.filter(serverless=True, enabled=True).aggregate(n=Sum("capacity"))["n"] or 0
+    return {"count": queue_settings.warm_gpus, "now": min(queue_settings.warm_now(now), serverless),
+            "serverless": serverless,
             "from": f"{local(queue_settings.warm_from):%H:%M}" if queue_settings.warm_from else "",
             "until": f"{local(queue_settings.warm_until):%H:%M}" if queue_settings.warm_until else ""}
 
@@ -199,7 +202,7 @@ def chart_svgs(hours: float = 3.0, now=None) -> dict[str, str]:
     waits = [(timezone.localtime(r.started_at), (r.started_at - r.created_at).total_seconds())
              for r in rows if r.started_at and r.started_at >= start]
     return {
-        "waiting": charts.line_chart("Waiting jobs", local, {"waiting": stats.waiting_over_time(rows, times, now)}),
+        "waiting": charts.line_chart("Waiting jobs", local, {"waiting": stats.waiting_over_time(rows, times, now, step)}),
         "waits": charts.scatter_chart("Wait per job (s, at its start)", waits, timezone.localtime(start),
                                       timezone.localtime(now)),
         "busy": charts.line_chart("GPU busy share per worker (%)", local,

@@ -374,13 +374,15 @@ def test_keep_serverless_gpus_warm_from_a_time_and_share_them_out(instructor, pa
 
     act(instructor, "warm", count=3)  # "Warm up now", with no end
     assert QueueSettings.get().warm_now() == 3
+    nothing = instructor.get("/admin/console/state").json()["warm"]
+    assert nothing["now"] == 0 and nothing["serverless"] == 0, "no serverless worker: none is kept warm"
     now = timezone.now()
     a = Worker.create_with_token("sls-a", status=WORKER_IDLE, last_heartbeat=now, serverless=True, capacity=2)[0]
     b = Worker.create_with_token("sls-b", status=WORKER_IDLE, last_heartbeat=now, serverless=True, capacity=2)[0]
     local = Worker.create_with_token("h100", status=WORKER_IDLE, last_heartbeat=now)[0]
     assert (warm_share(a), warm_share(b), warm_share(local)) == (2, 1, 0)
     state = instructor.get("/admin/console/state").json()
-    assert state["warm"] == {"count": 3, "now": 3, "from": "", "until": ""}
+    assert state["warm"] == {"count": 3, "now": 3, "serverless": 4, "from": "", "until": ""}
 
     assert act(instructor, "warm", count=99).status_code == 400
     assert act(instructor, "warm", count=1, **{"from": "noon"}).status_code == 400

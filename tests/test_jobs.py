@@ -328,3 +328,26 @@ def test_two_tabs_pressing_run_at_once_cannot_pass_the_waiting_limit(transaction
         thread.join()
     assert sorted(outcomes) == ["queued", "refused", "refused", "refused"]
     assert Job.objects.filter(workspace=participants[0]).count() == 1
+
+
+def test_a_cold_serverless_gpu_adds_its_start_to_the_eta_and_a_warm_one_does_not(participants):
+    from jobs.queue import snapshot
+
+    worker, _ = Worker.create_with_token("modal-1")
+    worker.beat(status="idle", serverless=True)
+    QueueSettings.get()
+    QueueSettings.objects.update(paused=True)  # jobs wait: only the estimate is looked at
+    for seconds in (30.0, 50.0, 40.0):  # three earlier cold starts on this worker
+        done = queue_job(participants[1], workflow_name="hello")
+        Job.objects.filter(pk=done.pk).update(state=JobState.COMPLETED, worker=worker, gpu_seconds=20.0,
+                                              cold_start_seconds=seconds, started_at=timezone.now() - timedelta(hours=1),
+                                              finished_at=timezone.now() - timedelta(hours=1))
+    first, second = queue_job(participants[0], workflow_name="hello"), queue_job(participants[2], workflow_name="hello")
+    cold = snapshot()
+    assert cold.etas[str(first.pk)] == 40.0, "the median cold start comes first"
+    assert cold.etas[str(second.pk)] == 60.0, "then the 20 s run before it"
+    QueueSettings.get().set_warm(1)
+    assert snapshot().etas[str(first.pk)] == 0.0, "kept warm: no cold start"
+    QueueSettings.get().set_warm(0)
+    Job.objects.filter(pk=done.pk).update(finished_at=timezone.now() - timedelta(seconds=5))
+    assert snapshot().etas[str(first.pk)] == 0.0, "it ran a moment ago: still warm"

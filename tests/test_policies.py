@@ -181,3 +181,36 @@ def test_affinity_only_orders_the_free_workers_most_overlap_first():
     assert by_affinity(["a", "b", "c"], ["q.safetensors"], loaded) == ["a", "b", "c"], "no match: as given"
     assert by_affinity(["a", "b", "c"], [], loaded) == ["a", "b", "c"]
     assert by_affinity(["c", "a"], ["x.safetensors"], loaded) == ["a", "c"]
+
+
+def test_calibration_leaves_out_model_loads_and_keeps_each_gpus_own_speed():
+    from jobs.policies import Sample, calibrate
+
+    samples = ([Sample("video", "h100", 100.0, load_seconds=40.0)]  # the first run loaded the model
+               + [Sample("video", "h100", 60.0)] * 3 + [Sample("video", "l4", 180.0)] * 2
+               + [Sample("image", "h100", 5.0)] * 3)
+    calibrated = calibrate(samples, {"modal": [30.0, 50.0, 40.0]})
+    assert calibrated.run_seconds("video", "h100") == 60.0, "the load is not part of the run"
+    assert calibrated.run_seconds("video", "l4") == 60.0, "two runs on the L4 are not yet its own figure"
+    assert calibrated.run_seconds("video") == 60.0 and calibrated.run_seconds("image") == 5.0
+    assert calibrated.run_seconds("never-ran") == calibrated.overall == 60.0
+    assert calibrated.cold_start("modal") == 40.0 and calibrated.cold_start("h100") == 0.0
+    slower = calibrate([Sample("video", "l4", 180.0)] * 3 + samples)
+    assert slower.run_seconds("video", "l4") == 180.0 and slower.run_seconds("video", "h100") == 60.0
+    assert calibrate([]).run_seconds("video") == 30.0, "nothing measured yet: the default"
+
+
+def test_the_waiting_chart_shows_a_burst_shorter_than_its_interval():
+    """Five jobs that waited 20 s inside one minute peak at 5, not at what the minute's first
+    second saw."""
+    from jobs.stats import Run, waiting_over_time
+
+    minute = timedelta(minutes=1)
+    burst = [Run(owner=f"{n:03d}", worker="gpu", created_at=T0 + timedelta(seconds=10 + n),
+                 started_at=T0 + timedelta(seconds=30 + n), finished_at=T0 + timedelta(seconds=40 + n))
+             for n in range(5)]
+    times = [T0, T0 + minute, T0 + 2 * minute]
+    assert waiting_over_time(burst, times, T0 + 3 * minute, minute) == [5, 0, 0]
+    assert waiting_over_time(burst, times, T0 + 3 * minute) == [0, 0, 0], "sampled at instants it is missed"
+    still = [Run(owner="001", worker=None, created_at=T0 - minute, started_at=None, finished_at=None)]
+    assert waiting_over_time(still, times, T0 + 3 * minute, minute) == [1, 1, 1]

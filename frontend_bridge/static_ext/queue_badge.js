@@ -43,10 +43,17 @@ XMLHttpRequest.prototype.open = function (method, url, ...rest) {
   return realOpen.call(this, method, url, ...rest);
 };
 
-function minutes(seconds) {
+// "starting soon" only when it is; otherwise how long, as people say it. The estimate comes from
+// measured runs of the same workflow (jobs.policies.calibrate).
+export function about(seconds) {
   if (seconds == null) return "";
-  if (seconds < 60) return " · starting soon";
-  return ` · about ${Math.round(seconds / 60)} min`;
+  if (seconds <= 10) return "starting soon";
+  if (seconds < 45) return `about ${Math.round(seconds / 5) * 5} s`;
+  return `about ${Math.max(1, Math.round(seconds / 60))} min`;
+}
+
+function minutes(seconds) {
+  return seconds == null ? "" : ` · ${about(seconds)}`;
 }
 
 export function describe(data) {

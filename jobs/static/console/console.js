@@ -29,6 +29,14 @@
     return m < 60 ? `${m} min ${s % 60} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
   };
 
+  // The same words as the participants' badge (queue_badge.js about()).
+  const about = (s) => {
+    if (s == null) return "—";
+    if (s <= 10) return "starting soon";
+    if (s < 45) return `about ${Math.round(s / 5) * 5} s`;
+    return `about ${Math.max(1, Math.round(s / 60))} min`;
+  };
+
   async function post(path, body = {}) {
     const response = await fetch(actionUrl + path, {
       method: "POST",
@@ -94,7 +102,7 @@
         button("Cancel", `jobs/${j.id}/cancel`),
         button(`Cancel all of ${j.username}'s`, `workspaces/${j.slug}/cancel-waiting`, {}, `Cancel every waiting job of ${j.username}?`));
       return [String(j.position), `#${j.number}${j.workflow ? " " + j.workflow : ""}`, `${j.username} (${j.slug})`,
-        j.priority, secs(j.waited_seconds), data.paused ? "paused" : secs(j.eta_seconds), actions];
+        j.priority, secs(j.waited_seconds), data.paused ? "paused" : about(j.eta_seconds), actions];
     }), "Nobody is waiting.");
 
     fill("failed", data.failed.map((j) => [`#${j.number}`, `${j.username} (${j.slug})`, j.error, button("Re-queue", `jobs/${j.id}/requeue`)]),
@@ -110,7 +118,9 @@
 
     document.getElementById("announcement").textContent = data.announcement || "nothing";
     const warm = data.warm;
-    document.getElementById("warm-plan").textContent = warm.count
+    document.getElementById("warm-plan").textContent = !warm.serverless
+      ? (warm.count ? `none kept warm: no serverless GPU worker is registered (${warm.count} planned)` : "none kept warm: no serverless GPU worker is registered")
+      : warm.count
       ? `${warm.now} of ${warm.count} kept warm` + (warm.from ? ` from ${warm.from}` : "") + (warm.until ? ` until ${warm.until}` : "")
       : "none kept warm";
   }
