@@ -104,12 +104,15 @@ class Workspace(models.Model):
         self.save(update_fields=["max_waiting_jobs", "gpu_budget_seconds", "jumps_queue"])
 
     def owner_reset_password(self) -> str:
-        """A new password for the participant; their open sessions end (Django checks the hash)."""
+        """A new password for the participant; their open sessions end (Django checks the hash).
+        The credential sheet gets it too, so a reprinted card is never stale."""
         from .credentials import new_password
+        from .sheet import update_sheet
 
         password = new_password()
         self.owner.set_password(password)
         self.owner.save(update_fields=["password"])
+        update_sheet([{"username": self.owner.get_username(), "password": password}])
         return password
 
     def used_bytes(self) -> int:

@@ -37,8 +37,9 @@ def free_port() -> int:
 
 @pytest.fixture(autouse=True)
 def own_data_dir(settings, tmp_path):
-    """Each test's workspaces live in a folder of its own."""
+    """Each test's workspaces and credential sheet live in a folder of its own."""
     settings.WORKSHOP_DATA_DIR = tmp_path / "data"
+    settings.CREDENTIALS_DIR = tmp_path / "sheet"
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +64,7 @@ def child_env(settings, **extra) -> dict:
         DATABASE_URL=_test_database_url(settings),
         REDIS_URL=settings.REDIS_URL,
         WORKSHOP_DATA_DIR=str(settings.WORKSHOP_DATA_DIR),
+        WORKSHOP_CREDENTIALS_DIR=str(settings.CREDENTIALS_DIR),
         LEASE_SECONDS=str(settings.LEASE_SECONDS),
         POST_CHANGE_IN_BACKGROUND="true",
         PYTHONUNBUFFERED="1",

@@ -55,6 +55,7 @@ def test_scripts_run_serves_user001_and_leaves_nothing_behind(tmp_path, settings
         wait_until(up, timeout=120, interval=0.2, message="scripts/run to serve /health")
         rows = list(csv.DictReader((tmp_path / "var" / "credentials.csv").open()))
         password = next(r["password"] for r in rows if r["username"] == "user001")
+        assert [r["url"] for r in rows][1:] == [f"{base}/user/001/", f"{base}/user/002/"], "the cards carry PORT"
         session = requests.Session()
         session.get(f"{base}/accounts/login/", timeout=10)
         login = session.post(

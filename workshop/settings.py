@@ -213,6 +213,8 @@ MAX_OUTPUT_BYTES = env_int("MAX_OUTPUT_BYTES", 16 * 1024**3)
 
 # The address participants open (credential sheets, QR codes).
 WORKSHOP_URL = env_str("WORKSHOP_URL", "http://127.0.0.1:8000")
+# Where the credential sheet (credentials.csv and the printable credentials.html) is kept.
+CREDENTIALS_DIR = Path(env_str("WORKSHOP_CREDENTIALS_DIR", str(VAR_DIR)))
 # What an hour of GPU costs, per provider ("runpod=2.49,comfyui=0"; "*" for any other), unless
 # a worker has its own price in the admin; and the currency the console shows.
 GPU_PRICE_PER_HOUR = {

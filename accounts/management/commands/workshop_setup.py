@@ -5,7 +5,6 @@ Idempotent: existing accounts keep their passwords. New passwords go to the cred
 (credentials.csv and a printable credentials.html with a QR code per card, in --sheet), never
 to stdout unless --show: command output ends up in logs.
 """
-from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -13,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts import credentials
+from accounts.sheet import update_sheet
 from accounts.models import Workspace
 
 DEMO_SLUG = "demo"
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--users", type=int, default=settings.WORKSHOP_USERS, help="How many participants")
         parser.add_argument("--prefix", default="user", help="Username prefix (default: user)")
         parser.add_argument("--instructor", default="instructor", help="Staff account name")
-        parser.add_argument("--sheet", default=str(settings.VAR_DIR),
+        parser.add_argument("--sheet", default=str(settings.CREDENTIALS_DIR),
                             help="Folder of the credential sheet (credentials.csv and credentials.html)")
         parser.add_argument("--show", action="store_true", help="Also print new passwords (they end up in logs)")
 
@@ -59,7 +59,7 @@ class Command(BaseCommand):
         if not created:
             self.stdout.write(self.style.SUCCESS(f"All {users} participants and '{instructor}' exist already; passwords unchanged."))
             return
-        csv_path, html_path = credentials.write_sheet(Path(sheet), created, settings.WORKSHOP_URL)
+        csv_path, html_path = update_sheet(created, sheet)
         if show:
             for row in created:
                 self.stdout.write(f"{row['username']}  {row['password']}  {row['path']}")

@@ -3,7 +3,6 @@
 New passwords go to the credential sheet (CSV plus a printable HTML page with a QR code per
 card) under the sheet folder, never to stdout unless --show is given.
 """
-from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -12,14 +11,15 @@ from django.db import transaction
 
 from accounts import credentials
 from accounts.models import Workspace
+from accounts.sheet import update_sheet
 
 
 class Command(BaseCommand):
     help = "Add, remove, reset or list workshop participants (each with a workspace)."
 
     def add_arguments(self, parser):
-        sub = parser.add_subparsers(dest="action", required=True, metavar="add|remove|reset-password|list")
-        common = {"default": str(settings.VAR_DIR), "help": "Folder of the credential sheet (credentials.csv/.html)"}
+        sub = parser.add_subparsers(dest="action", required=True, metavar="add|remove|reset-password|list|sheet")
+        common = {"default": str(settings.CREDENTIALS_DIR), "help": "Folder of the credential sheet (credentials.csv/.html)"}
 
         add = sub.add_parser("add", help="Create participants: NAME … or --count N (user001 …)")
         add.add_argument("names", nargs="*", help="Usernames to create")
@@ -31,6 +31,10 @@ class Command(BaseCommand):
         remove = sub.add_parser("remove", help="Delete participants, their jobs and their workspace's files")
         remove.add_argument("names", nargs="+")
         remove.add_argument("--yes", action="store_true", help="Do not ask")
+        remove.add_argument("--sheet", **common)
+
+        sheet = sub.add_parser("sheet", help="Write the credential sheet anew (at WORKSHOP_URL), changing no password")
+        sheet.add_argument("--sheet", **common)
 
         reset = sub.add_parser("reset-password", help="A new password for each participant named")
         reset.add_argument("names", nargs="+")
@@ -78,7 +82,11 @@ class Command(BaseCommand):
         self._sheet(rows, sheet, show)
         self.stdout.write(self.style.SUCCESS(f"Added {len(rows)} participant(s)."))
 
-    def remove(self, names, yes, **_):
+    def sheet(self, sheet, **_):
+        csv_path, html_path = update_sheet([], sheet)
+        self.stdout.write(f"Credential sheet written for {settings.WORKSHOP_URL}: {csv_path} and {html_path}.")
+
+    def remove(self, names, yes, sheet, **_):
         User = get_user_model()
         users = list(User.objects.filter(username__in=names).select_related("workspace"))
         missing = set(names) - {u.username for u in users}
@@ -98,7 +106,8 @@ class Command(BaseCommand):
             if root is not None:
                 shutil.rmtree(root, ignore_errors=True)
             self.stdout.write(f"removed {user.username}")
-        self.stdout.write(self.style.SUCCESS(f"Removed {len(users)} participant(s)."))
+        update_sheet([], sheet)
+        self.stdout.write(self.style.SUCCESS(f"Removed {len(users)} participant(s); the credential sheet no longer lists them."))
 
     def reset_password(self, names, sheet, show, **_):
         User = get_user_model()
@@ -136,7 +145,7 @@ class Command(BaseCommand):
     def _sheet(self, rows, sheet, show):
         if not rows:
             return
-        csv_path, html_path = credentials.write_sheet(Path(sheet), rows, settings.WORKSHOP_URL)
+        csv_path, html_path = update_sheet(rows, sheet)
         self.stdout.write(f"Passwords written to {csv_path} and {html_path} (print the cards; owner-only files).")
         if show:
             for row in rows:
