@@ -195,6 +195,10 @@ def heartbeat(request):
             lifecycle.changed()
             return JsonResponse({"ok": True})
         could_take_jobs = worker.is_online
+        kept = _seconds(data.get("warm_seconds")) if worker.serverless else 0.0
+        if kept:  # the seconds since its last beat that it kept GPUs warm
+            # In the beat's own transaction: whoever sees this beat sees what it reported.
+            Worker.objects.filter(pk=worker.pk).update(warm_seconds=F("warm_seconds") + kept)
         fields = _beat_fields(data)
         fields.setdefault("problem", "")
         worker.beat(status=status, **fields)
@@ -223,9 +227,6 @@ def heartbeat(request):
             lifecycle.changed()
     if worker.serverless:
         answer["warm"] = warm_share(worker)
-        kept = _seconds(data.get("warm_seconds"))
-        if kept:  # the seconds since its last beat that it kept GPUs warm
-            Worker.objects.filter(pk=worker.pk).update(warm_seconds=F("warm_seconds") + kept)
     if worker.carries_models and isinstance(data.get("models_seen"), int):
         answer["models_gone"] = _models_gone(data["models_seen"])
     return JsonResponse(answer)

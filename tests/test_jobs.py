@@ -351,3 +351,25 @@ def test_a_cold_serverless_gpu_adds_its_start_to_the_eta_and_a_warm_one_does_not
     QueueSettings.get().set_warm(0)
     Job.objects.filter(pk=done.pk).update(finished_at=timezone.now() - timedelta(seconds=5))
     assert snapshot().etas[str(first.pk)] == 0.0, "it ran a moment ago: still warm"
+
+
+def test_a_beats_warm_seconds_are_stored_with_the_beat_itself(client, online_worker, monkeypatch):
+    """Whoever sees a heartbeat (its last_heartbeat) sees the warm time it reported: the two
+    are one write. They were two, and a reader between them on a busy machine saw the beat
+    without its warm time (the 'no warm cost once it is off' failure under load)."""
+    from jobs import worker_api
+
+    Worker.objects.filter(pk=online_worker.pk).update(serverless=True, warm_seconds=10.0)
+    seen = {}
+    real_share = worker_api.warm_share
+
+    def share_after_the_commit(worker):  # runs once the beat is committed
+        row = Worker.objects.get(pk=worker.pk)
+        seen["warm_seconds"] = row.warm_seconds
+        return real_share(worker)
+
+    monkeypatch.setattr(worker_api, "warm_share", share_after_the_commit)
+    answer = client.post("/api/worker/heartbeat", data=json.dumps({"status": "idle", "warm_seconds": 2.5}),
+                         content_type="application/json", **auth(online_worker))
+    assert answer.status_code == 200
+    assert seen["warm_seconds"] == 12.5
