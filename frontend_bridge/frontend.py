@@ -26,6 +26,16 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 SHORT = "public, max-age=3600"
 
 
+# The frontend's own page errors, which no server causes: each with its cause. Each is logged
+# by the same frontend in front of a plain ComfyUI too. The browser tests and the operator's
+# rehearsal fail a page on any other uncaught exception or console error.
+KNOWN_FRONTEND_ERRORS = {
+    # 1.53.6's settingStore runs a setting's onChange at start-up, which reads app.rootGraph
+    # before the graph exists (settingStore-*.js; no request or extension is involved).
+    "ComfyApp graph accessed before initialization": "settingStore reads app.rootGraph at start-up",
+}
+
+
 def comfy_features() -> dict:
     """ComfyUI's `features`: answered on /features and to the websocket's feature_flags."""
     from django.conf import settings

@@ -35,7 +35,9 @@ NOT_RELAYED = {"status", "feature_flags", "crystools.monitor"}
 PREVIEW_IMAGE = 1  # ComfyUI's binary event: >I event, >I format (1 JPEG, 2 PNG), image bytes
 PREVIEW_EVERY = 0.5  # seconds between relayed previews: enough to watch an image form
 HISTORY_KINDS = {"execution_start", "execution_cached", *ENDS}
-HOST_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, OSError, InvalidHandshake)
+# A socket reset mid-handshake (a ComfyUI being killed still accepts, then resets) surfaces as
+# websockets' ConnectionClosed, not as an OSError: it is the host's fault all the same.
+HOST_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, OSError, InvalidHandshake, ConnectionClosed)
 # (AppClient raises its own AppUnreachable, so the app being away is never mistaken for this.)
 
 # The runs this process is doing (one per worker thread, `concurrency` of them), for the
@@ -263,7 +265,7 @@ class JobRun(RunStops):
                 return self._end()
             try:
                 message = socket.receive(timeout=POLL)
-            except (ConnectionClosed, *HOST_ERRORS):
+            except HOST_ERRORS:
                 ended = self._recover(socket)
                 if ended:
                     return ended
@@ -340,18 +342,23 @@ class JobRun(RunStops):
         return self._finish("interrupted", error=end["data"])
 
     def _recover(self, socket) -> str | None:
-        """ComfyUI's websocket closed: reconnect, and find out what became of the prompt."""
+        """ComfyUI's websocket closed: reconnect, and find out what became of the prompt. Until
+        the reconnect window closes, every failure of the socket or of the questions after it
+        means ComfyUI is not back yet (a restarting one resets connections for a while)."""
         log.warning("job %s: ComfyUI websocket lost; reconnecting", self.job_id)
         give_up = time.monotonic() + self.timeouts.socket_reconnect
         while True:
             try:
                 socket.reopen()
+                # Queue first, then history: a prompt that ends between the two questions shows
+                # as ended, never as lost.
+                known = self.comfy.knows(self.prompt_id)
+                entry = self.comfy.history(self.prompt_id)
                 break
             except HOST_ERRORS as exc:
                 if time.monotonic() > give_up:
                     raise ConnectionError(f"ComfyUI stopped answering ({exc.__class__.__name__})") from exc
                 time.sleep(0.5)
-        entry = self.comfy.history(self.prompt_id)
         status = entry.get("status") or {}
         if status.get("completed") or status.get("status_str") == "error":
             for node, output in (entry.get("outputs") or {}).items():
@@ -362,7 +369,7 @@ class JobRun(RunStops):
                     self.end.append({"type": kind, "data": {**data, "prompt_id": self.job_id}})
             self.end.append({"type": "executing", "data": {"node": None, "display_node": None, "prompt_id": self.job_id}})
             return self._end()
-        if not self.comfy.knows(self.prompt_id):
+        if not known:
             raise ConnectionError("ComfyUI restarted during the run and lost the prompt")
         return None
 

@@ -533,6 +533,21 @@ class Job(models.Model):
             lifecycle.changed()
         return job
 
+    @classmethod
+    def run_on(cls, worker: "Worker", workspace, prompt: dict, *, workflow_name: str = "") -> "Job":
+        """A job straight onto one worker, past the queue's order: the operator's rehearsal runs
+        one on each worker. Created and dispatched in one transaction, so no dispatcher can
+        send it elsewhere first."""
+        from . import rq
+
+        with transaction.atomic():
+            job = cls.objects.create(workspace=workspace, prompt=prompt, workflow_name=workflow_name[:200])
+            if not job.mark_dispatched(worker):
+                raise RuntimeError("a new job could not be dispatched")
+            transaction.on_commit(lambda: rq.enqueue(job))
+            lifecycle.changed()
+        return job
+
     # --- state transitions: each one conditional UPDATE ---------------------------------
 
     def _move(self, from_states, of_run=None, quiet=False, **fields) -> bool:

@@ -12,18 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from frontend_bridge.frontend import KNOWN_FRONTEND_ERRORS
+
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
-# The frontend's own page errors, not caused by any server: each with its cause. Each was seen
-# with a plain ComfyUI serving the same frontend 1.53.6 (no workshop in front of it).
-FRONTEND_OWN_ERRORS = {
-    # settingStore runs a setting's onChange at start-up, which reads app.rootGraph before the
-    # graph exists (settingStore-*.js logs it; no request or extension is involved).
-    "ComfyApp graph accessed before initialization": "settingStore reads app.rootGraph at start-up",
-}
+# The frontend's own page errors, each with its cause (checked against a plain ComfyUI serving
+# the same frontend): frontend_bridge.frontend owns the list, which the rehearsal uses too.
+FRONTEND_OWN_ERRORS = KNOWN_FRONTEND_ERRORS
 
 
 class StrictBrowser:
