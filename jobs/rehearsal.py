@@ -111,7 +111,9 @@ def class_workflows(names: list[str] | None) -> dict[str, Path]:
 
 def model_checks(workers: list[Worker], names: list[str] | None) -> list[Check]:
     """Every model file each class workflow names, on each worker that may run it."""
-    catalogs = {c.worker_id: c.data for c in Catalog.objects.filter(worker__in=workers).only("worker", "data")}
+    online = Worker.objects.online().filter(pk__in=[w.pk for w in workers])
+    # An offline worker's catalog may be stale: the worker checks report it instead.
+    catalogs = {c.worker_id: c.data for c in Catalog.objects.filter(worker__in=online).only("worker", "data")}
     checks = []
     for name, path in sorted(class_workflows(names).items()):
         try:
@@ -121,14 +123,14 @@ def model_checks(workers: list[Worker], names: list[str] | None) -> list[Check]:
             continue
         for worker in workers:
             if worker.pk not in catalogs:
-                continue  # reported by the worker checks
+                continue
             have = {f for files in (catalogs[worker.pk].get("model_files") or {}).values() for f in files}
             missing = [(model, folder) for model, folder in needed if model not in have]
             checks.append(Check(
                 "models", f"workflow {name} has its models on {worker.name}", not missing,
                 f"{len(needed)} file(s) needed" + (f", missing: {', '.join(m for m, _ in missing)}" if missing else ""),
-                "; ".join(f"put {model} into models/{folder}/ on the GPU host of {worker.name}"
-                          for model, folder in missing)))
+                f"copy to the GPU host of {worker.name}: "
+                + ", ".join(f"models/{folder}/{model}" for model, folder in missing) if missing else ""))
     return checks
 
 

@@ -1,6 +1,7 @@
 """The README's run command: the platform comes up on embedded defaults and stops cleanly."""
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import uuid
@@ -26,6 +27,9 @@ def processes_with(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium")
 
 
 def test_scripts_run_serves_user001_and_leaves_nothing_behind(tmp_path, settings):
@@ -69,6 +73,20 @@ def test_scripts_run_serves_user001_and_leaves_nothing_behind(tmp_path, settings
         queue = session.get(f"{base}/user/001/api/queue", timeout=10)
         assert queue.status_code == 200 and queue.json() == {"queue_running": [], "queue_pending": []}
         assert len(processes_with(marker)) >= 4, "daphne, dispatcher, simulated GPU and gpuworker run"
+
+        # The operator's dress rehearsal against it, in Chromium, with the class's hello workflow.
+        report = tmp_path / "rehearsal.md"
+        browser = [] if CHROMIUM else ["--no-browser"]
+        rehearsal = subprocess.run(
+            [".venv/bin/python", "manage.py", "workshop_rehearsal", "--url", base, "--participants", "2",
+             "--workflow", "hello", "--report", str(report), *browser],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert rehearsal.returncode == 0, rehearsal.stdout + rehearsal.stderr
+        assert "[7/7] removing the test accounts" in rehearsal.stdout and "READY" in rehearsal.stdout
+        assert report.read_text().startswith("# Workshop rehearsal: READY")
+        listing = subprocess.run([".venv/bin/python", "manage.py", "workshop_users", "list", "--json"],
+                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert "rehearsal-" not in listing.stdout and '"user001"' in listing.stdout, "no test account is left"
 
         # A crashed GPU worker is started again, and the supervisor says so.
         workers = [pid for pid in processes_with(marker) if b"-m\x00gpuworker\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()]

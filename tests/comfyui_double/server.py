@@ -40,7 +40,8 @@ SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 MAX_HISTORY = 10000
 MODEL_FOLDERS = ["checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
                  "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models",
-                 "custom_nodes", "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders"]
+                 "custom_nodes", "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders",
+                 "latent_upscale_models"]
 # Binary websocket events (server.py BinaryEventTypes).
 PREVIEW_IMAGE, TEXT, PREVIEW_IMAGE_WITH_METADATA = 1, 3, 4
 PNG_FORMAT = 2
@@ -203,7 +204,11 @@ class ComfyUIDouble:
         # 0.8 and later: V3 nodes, /global_subgraphs; model files "installed" on this GPU host are
         # offered by every model loader; stand-ins run the classes that need models.
         self.version, self.stand_ins = version, stand_ins
-        offer_model_files(self.object_info, list(model_files))
+        # model_files: file names offered by every loader, or {folder: [names]} to list each
+        # under its folder in /models/<folder> as well, as a GPU host with those files does.
+        self.model_folders = {k: list(v) for k, v in model_files.items()} if isinstance(model_files, dict) else {}
+        offer_model_files(self.object_info, [n for names in self.model_folders.values() for n in names]
+                          if isinstance(model_files, dict) else list(model_files))
         self.url = None
         # What tests look at (appended on the server thread, read anywhere).
         self.prompts: list[dict] = []  # every POST /prompt body, as received
@@ -363,7 +368,7 @@ class ComfyUIDouble:
     async def models_in(self, request):
         if request.match_info["folder"] not in MODEL_FOLDERS:
             return web.Response(status=404)
-        return web.json_response([])
+        return web.json_response(self.model_folders.get(request.match_info["folder"], []))
 
     async def extension_file(self, request):
         body = DEMO_EXTENSION.get("/extensions/" + request.match_info["path"])
