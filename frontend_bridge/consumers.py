@@ -15,15 +15,15 @@ from django.http import Http404
 
 from accounts.access import workspace_for
 from jobs import events
+from jobs.consumers import GroupMember
 
 from . import wire
 from .frontend import comfy_features
 
 log = logging.getLogger(__name__)
-REJOIN_SECONDS = 5.0
 
 
-class WorkspaceSocket(AsyncWebsocketConsumer):
+class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
     async def connect(self):
         slug = self.scope["url_route"]["kwargs"]["slug"]
         user = self.scope.get("user")
@@ -33,13 +33,14 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
             await self.close(code=4404)
             return
         self.group = events.group_name(self.workspace.slug)
+        self.groups_joined = (self.group, events.QUEUE_GROUP)
         query = parse_qs(self.scope.get("query_string", b"").decode())
         self.sid = (query.get("clientId") or [""])[0][:100] or uuid.uuid4().hex
         if not await self._join():
             await self.close(code=1013)  # "try again later": the frontend reconnects on its own
             return
         await self.accept()
-        self._rejoin = asyncio.ensure_future(self._stay_joined())
+        self.stay_joined()
         # ComfyUI's first frame is always `status` carrying the sid the UI then uses as client_id.
         payload = await database_sync_to_async(self._snapshot)()
         first, *rest = wire.queue_messages(payload, self.workspace.slug)
@@ -97,25 +98,13 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
         delay = 0.1
         for _ in range(8):
             try:
-                await self.channel_layer.group_add(self.group, self.channel_name)
-                await self.channel_layer.group_add(events.QUEUE_GROUP, self.channel_name)
+                await self.join_groups()
                 return True
             except Exception as exc:
                 log.warning("websocket of %s: channel layer unavailable (%s); retrying", self.workspace.slug, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         return False
-
-    async def _stay_joined(self):
-        """Join again now and then: Redis restarting empty forgets every group, and a socket that
-        stayed open would hear nothing more. Joining twice changes nothing."""
-        while True:
-            await asyncio.sleep(REJOIN_SECONDS)
-            try:
-                await self.channel_layer.group_add(self.group, self.channel_name)
-                await self.channel_layer.group_add(events.QUEUE_GROUP, self.channel_name)
-            except Exception as exc:
-                log.warning("websocket of %s: could not rejoin its groups (%s)", self.workspace.slug, exc)
 
     def _running_progress(self):
         from jobs.models import Job, JobState
@@ -134,14 +123,7 @@ class WorkspaceSocket(AsyncWebsocketConsumer):
         return events.queue_payload(snapshot())
 
     async def disconnect(self, code):
-        if getattr(self, "_rejoin", None) is not None:
-            self._rejoin.cancel()
-        if hasattr(self, "group"):
-            try:
-                await self.channel_layer.group_discard(self.group, self.channel_name)
-                await self.channel_layer.group_discard(events.QUEUE_GROUP, self.channel_name)
-            except Exception:  # Redis gone: its groups went with it
-                pass
+        await self.leave_groups()
 
     async def receive(self, text_data=None, bytes_data=None):
         if not text_data:

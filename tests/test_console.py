@@ -2,8 +2,10 @@
 participant's socket (a Channels communicator on the real routing) with its reason. Real
 PostgreSQL and Redis; the GPU worker speaks the worker API as gpuworker does."""
 import asyncio
+import copy
 import io
 import json
+import time
 
 import pytest
 from channels.db import database_sync_to_async
@@ -235,6 +237,26 @@ def test_the_console_socket_is_staff_only_and_hears_every_change(participants):
         return connected, code
 
     assert asyncio.run(refused()) == (False, 4403)
+
+
+def test_the_console_socket_still_hears_changes_long_after_it_opened(participants, settings, monkeypatch):
+    """The channel layer forgets a group's member after group_expiry; an open console joins
+    again and again, so it is never deaf. (It joined once, and went deaf a minute after it
+    opened: the live queue froze with 20 participants.) The expiry is shortened here."""
+    from jobs import consumers
+
+    layers = copy.deepcopy(settings.CHANNEL_LAYERS)
+    layers["default"]["CONFIG"]["group_expiry"] = 1
+    settings.CHANNEL_LAYERS = layers
+    monkeypatch.setattr(consumers, "REJOIN_SECONDS", 0.3)
+    instructor = get_user_model().objects.get(username="instructor")
+
+    def after_the_expiry():
+        time.sleep(2.5)  # waits out the expiry itself: there is no event for it
+        Job.submit(participants[0], SIMPLE)
+
+    seen = socket_hears(instructor, "/ws/console", after_the_expiry, lambda m: m["type"] == "changed")
+    assert seen[-1]["what"] == "queue"
 
 
 def test_an_announcement_reaches_open_workspaces_and_those_who_join_later(instructor, participants, alice):
