@@ -7,6 +7,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
     WORKSHOP_VAR_DIR=/app/var WORKSHOP_DATA_DIR=/data
 WORKDIR /app
 
+# Debian's Chromium, for `manage.py workshop_rehearsal` (a participant's first visit and the
+# console, in a real browser, the day before). About 300 MB: --build-arg WITH_CHROMIUM=0 leaves it
+# out, and the rehearsal then needs --no-browser.
+ARG WITH_CHROMIUM=1
+RUN if [ "$WITH_CHROMIUM" = 1 ]; then apt-get update && apt-get install -y --no-install-recommends chromium \
+    && rm -rf /var/lib/apt/lists/*; fi
+
 COPY requirements.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
 

@@ -410,3 +410,12 @@ def test_keep_serverless_gpus_warm_from_a_time_and_share_them_out(instructor, pa
     assert act(instructor, "warm", count=1, **{"from": "noon"}).status_code == 400
     act(instructor, "warm", count=0)
     assert QueueSettings.get().warm_now() == 0 and warm_share(a) == 0
+
+
+def test_recent_actions_on_the_admin_index_say_which_lever_was_used(instructor, participants):
+    job = Job.submit(participants[0], SIMPLE)
+    assert instructor.post(f"/admin/console/jobs/{job.pk}/next").status_code in (200, 302)
+    assert instructor.post(f"/admin/console/jobs/{job.pk}/cancel").status_code in (200, 302)
+    sidebar = instructor.get("/admin/").content.decode().split('id="recent-actions-module"', 1)[1]
+    assert "Cancelled user001&#x27;s job #0." in sidebar and "user001&#x27;s job #0 runs next." in sidebar
+    assert sidebar.index("Cancelled") < sidebar.index("runs next"), "newest first"
