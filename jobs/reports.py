@@ -7,7 +7,7 @@ from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from . import charts, stats
-from .models import PRIORITY_WORDS, FINAL_STATES, Job, JobState, QueueSettings, Worker
+from .models import FINAL_STATES, PRIORITY_WORDS, Job, JobState, QueueSettings, Worker
 
 
 def price_of(worker: Worker | None) -> float:

@@ -18,10 +18,9 @@ from workshop import jsonbody, limits
 from workshop.streaming import FileStream
 
 from . import events, lifecycle, rq
-from .redact import redact
 from .models import (
-    SAID_CANCELLED,
     ACTIVE_STATES,
+    SAID_CANCELLED,
     WORKER_BUSY,
     WORKER_COMFYUI_DOWN,
     WORKER_IDLE,
@@ -29,11 +28,12 @@ from .models import (
     Catalog,
     ExtensionFile,
     Job,
-    OutputRefused,
     JobState,
+    OutputRefused,
     QueueSettings,
     Worker,
 )
+from .redact import redact
 
 
 def error(status: int, message: str, **extra) -> JsonResponse:

@@ -12,7 +12,6 @@ import threading
 import time
 
 import pytest
-import requests
 
 from jobs import dispatcher, rq
 from jobs.models import Job, JobState, Worker

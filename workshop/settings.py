@@ -7,7 +7,6 @@ See .env.example for every variable.
 from pathlib import Path
 
 import dj_database_url
-
 from django.utils.csp import CSP
 
 from .env import env_bool, env_int, env_list, env_str
@@ -43,6 +42,7 @@ INSTALLED_APPS = [
     "accounts",
     "jobs",
     "frontend_bridge",
+    "workshop",  # the project's own operator commands (workshop_rehearsal), above every app
 ]
 
 MIDDLEWARE = [

@@ -12,8 +12,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts import credentials
-from accounts.sheet import update_sheet
 from accounts.models import Workspace
+from accounts.sheet import update_sheet
 
 DEMO_SLUG = "demo"
 

@@ -15,9 +15,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from jobs import rehearsal
 from jobs.models import Catalog, Job, Worker
-from jobs.rehearsal import Check, Findings
+from workshop import rehearsal, rehearsal_browser
+from workshop.rehearsal import Check, Findings
 
 
 class Command(BaseCommand):
@@ -70,8 +70,6 @@ class Command(BaseCommand):
     # --- steps ------------------------------------------------------------------------------
 
     def browser_checks(self, findings: Findings, url: str, accounts, staff, timeout: float) -> None:
-        from jobs import rehearsal_browser  # Chromium is needed only here
-
         start = f"{rehearsal.start_workflow_name()}"
         prompt = rehearsal.model_free_prompt(Catalog.current_object_info() or {})
         self.step(4, f"a fresh participant's first visit, then {len(accounts) - 1} first loads, in Chromium")

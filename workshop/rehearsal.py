@@ -20,8 +20,7 @@ from django.utils import timezone
 from accounts.models import Workspace
 from frontend_bridge import workflows
 from frontend_bridge.frontend import KNOWN_FRONTEND_ERRORS
-
-from .models import FINAL_STATES, Catalog, Job, JobState, Worker
+from jobs.models import FINAL_STATES, Catalog, Job, JobState, Worker
 
 # The ComfyUI releases this platform was measured against: 0.8.0 (the first with LTX-2) to the
 # current line, whose frontend the app serves.
