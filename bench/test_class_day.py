@@ -53,7 +53,7 @@ def test_class_day(browser, live_app, double):
         pages, opened, loads = [], 0, []
         for workspace in workspaces:
             began = time.monotonic()
-            page, _ = open_workspace(browser, live_app, workspace.owner.username, workspace.slug)
+            page, _ = open_workspace(browser, live_app, workspace.owner.username, workspace.slug, wait_start=False)
             loads.append(time.monotonic() - began)
             try:
                 page.wait_for_function(

@@ -86,7 +86,7 @@ def test_a_class_in_session(browser, live_app, double):
         pages, first_workflows = [], []
         for workspace in workspaces:
             name = workspace.owner.username
-            page, watch = open_workspace(browser, live_app, name, workspace.slug)
+            page, watch = open_workspace(browser, live_app, name, workspace.slug, wait_start=False)
             page.wait_for_function(
                 "() => window.app.extensionManager.workflow.activeWorkflow?.filename", timeout=20_000)
             # The start workflow is opened once the frontend's own first graph is in.
