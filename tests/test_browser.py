@@ -353,3 +353,43 @@ def test_a_participant_logs_out_from_the_workshop_menu_and_sees_no_comfy_org_acc
     assert page.url.startswith(f"{live_app.url}/accounts/login/"), "the session is gone"
     failed, errors = watch.ours()
     assert failed == [] and errors == [], (failed, errors)
+
+
+def test_my_outputs_my_models_and_the_admin_pages_load_without_a_page_error(browser, live_app, participants, double):
+    """The pages around the UI, opened the way people open them (any page error fails the test)."""
+    with live_app.gpu_worker(double.url):
+        page, watch = open_workspace(browser, live_app, "user001", "001")
+        load_workshop_workflow(page)
+        queue_button(page).click()
+        job = wait_for_job(participants[0], 1)
+        assert job.state == JobState.COMPLETED, job.error
+        with page.context.expect_page() as opened:  # Workshop > My outputs opens a new tab
+            page.evaluate("() => window.app.extensionManager.command.execute('Workshop.MyOutputs')")
+        outputs = opened.value
+        outputs.wait_for_load_state("load")
+        image = job.outputs["3"]["images"][0]["filename"]
+        outputs.wait_for_function(
+            f"() => [...document.images].some(i => i.alt === {image!r} && i.complete && i.naturalWidth > 0)")
+        assert outputs.locator("h1").text_content().startswith("My outputs (1 files")
+        outputs.goto(f"{live_app.url}/user/001/my-models/")
+        assert outputs.locator("h1").text_content().startswith("My models")
+        # The badge's words for a time: "starting soon" only when it is.
+        words = page.evaluate("""async () => {
+          const badge = await import('/user/001/extensions/workshop/queue_badge.js');
+          return [5, 10, 11, 40, 44, 45, 89, 91, 600].map(badge.about); }""")
+        failed, errors = watch.ours()
+
+        staff = browser.new_context().new_page()
+        staff.goto(f"{live_app.url}/admin/login/?next=/admin/")
+        staff.fill("#id_username", "instructor")
+        staff.fill("#id_password", "pw")
+        staff.click("input[type=submit]")
+        staff.wait_for_url(f"{live_app.url}/admin/")
+        for path in ("/admin/", "/admin/jobs/job/", f"/admin/jobs/job/{job.pk}/change/", "/admin/jobs/worker/",
+                     "/admin/jobs/queuesettings/", "/admin/accounts/workspace/", "/admin/console/participants/",
+                     "/admin/console/costs/", "/admin/console/workflows/", "/admin/console/charts/"):
+            answer = staff.goto(f"{live_app.url}{path}")
+            assert answer.status == 200, path
+    assert words == ["starting soon", "starting soon", "about 10 s", "about 40 s", "about 45 s", "about 1 min",
+                     "about 1 min", "about 2 min", "about 10 min"]
+    assert failed == [] and errors == [], (failed, errors)
