@@ -29,6 +29,11 @@ SHORT = "public, max-age=3600"
 # The frontend's own page errors, which no server causes: each with its cause. Each is logged
 # by the same frontend in front of a plain ComfyUI too. The browser tests and the operator's
 # rehearsal fail a page on any other uncaught exception or console error.
+# Checked on 2026-12-07 against a plain ComfyUI 0.8.0 serving frontend 1.53.6, 4 fresh loads: it
+# logged this one on every load, and 9 more that the workshop does not cause, because it answers
+# what plain 0.8.0 does not (404s for user.css, the userdata listings, comfy.templates.json and
+# templates/index_logo.json; a 400 for the Jobs API's "cancelled" status) and keeps the frontend
+# off api.comfy.org and huggingface.co (queue_badge.js). No page exception either way.
 KNOWN_FRONTEND_ERRORS = {
     # 1.53.6's settingStore runs a setting's onChange at start-up, which reads app.rootGraph
     # before the graph exists (settingStore-*.js; no request or extension is involved).
