@@ -23,7 +23,7 @@ def record_first_load(url: str, slug: str) -> list[str]:
     """Every same-origin GET of one first load of /user/<slug>/, in order."""
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import CHROMIUM, FLAGS
+    from tests.browsing import CHROMIUM, FLAGS
 
     seen: list[str] = []
     with sync_playwright() as p:
@@ -124,7 +124,7 @@ def test_class_start(live_app, settings, tmp_path, class_size, monkeypatch):
 
     from accounts.models import Workspace
     from tests.conftest import child_env, free_port, process, wait_until
-    from tests.test_browser import CHROMIUM
+    from tests.browsing import CHROMIUM
 
     if not os.path.exists(CHROMIUM):
         pytest.skip("Chromium is not installed")
