@@ -125,9 +125,17 @@ def asset(request, slug, path):
     if path.startswith("extensions/workshop/"):
         return static_file(OWN_EXTENSIONS, path.removeprefix("extensions/workshop/"), "no-cache")
     if path.startswith("templates/"):
-        from .workflows import official_files
+        from .workflows import official_files, template_index
 
-        found = official_files().get(path.removeprefix("templates/"))
+        name = path.removeprefix("templates/")
+        if name.startswith("index") and name.endswith(".json") and name not in ("index_logo.json", "index.schema.json"):
+            index = template_index(name)
+            if index is None:
+                raise Http404("No such template file")
+            response = HttpResponse(index, content_type="application/json")
+            response["Cache-Control"] = SHORT
+            return response
+        found = official_files().get(name)
         if found is None:
             raise Http404("No such template file")
         return static_file(found.parent, found.name, SHORT)

@@ -6,6 +6,7 @@ Sources, later ones winning: the model-free "hello" workflow shipped here, the o
 templates named in WORKSHOP_TEMPLATES (from the comfyui-workflow-templates package), and the
 operator's own files in <WORKSHOP_DATA_DIR>/workflows/.
 """
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,6 +49,32 @@ def official_files() -> dict[str, Path]:
     except (ImportError, ModuleNotFoundError, FileNotFoundError):
         pass
     return found
+
+
+def _paid(template: dict) -> bool:
+    """A template built on Comfy.org's paid API nodes (its "Partner Nodes"): it needs a
+    Comfy.org account and credits, which a workshop's participants do not have."""
+    return template.get("openSource") is False or "API" in (template.get("tags") or [])
+
+
+@lru_cache(maxsize=32)
+def template_index(name: str) -> bytes | None:
+    """The Templates dialog's index (`index.json` or a translation of it) without the templates
+    that need API nodes, whose nodes the catalog leaves out too (Catalog.current_object_info)."""
+    path = official_files().get(name)
+    if path is None:
+        return None
+    categories = json.loads(path.read_text())
+    if not isinstance(categories, list):
+        return path.read_bytes()
+    kept = []
+    for category in categories:
+        if isinstance(category, dict) and isinstance(category.get("templates"), list):
+            category = {**category, "templates": [t for t in category["templates"] if not _paid(t)]}
+            if not category["templates"]:
+                continue
+        kept.append(category)
+    return json.dumps(kept).encode()
 
 
 def sources() -> dict[str, Path]:

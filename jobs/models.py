@@ -754,8 +754,13 @@ class Job(models.Model):
             return None
         cls.objects.filter(pk__in=[j.pk for j in chosen], state=JobState.QUEUED).update(priority=PRIORITY_NOW)
         needed = len(chosen) - sum(free_slots().values())
+        # The newest first: a job sent to a GPU a moment ago (not started yet) is the newest of
+        # all, and the one to give way; it lost to a run that had only just been dispatched.
+        # Only runs whose slot the demo can take (an online worker's), and never another demo.
         victims = list(
-            cls.objects.filter(state=JobState.RUNNING).exclude(cancel_requested="cancel").order_by("-started_at")
+            cls.objects.filter(state__in=ACTIVE_STATES, worker__in=Worker.objects.online(),
+                               priority__lt=PRIORITY_NOW).exclude(cancel_requested="cancel")
+            .order_by(F("started_at").desc(nulls_first=True), "-dispatched_at")
         )[: max(needed, 0)]
         interrupted = sum(job.interrupt_for_demo() for job in victims)
         lifecycle.changed()
@@ -775,10 +780,15 @@ class Job(models.Model):
         """Stop the running job so a demo can use the GPU; it comes back at the front."""
         from . import rq
 
-        if self.request_stop("interrupt"):
+        if not self.request_stop("interrupt"):
+            return False
+        if self.state == JobState.DISPATCHED:
+            # Not started on its GPU: back to the front at once (the worker, if it already took
+            # it, is told the run is no longer its own when it reports the start).
+            self.lose_run(self.run, "paused for a demo", crash=False)
+        else:
             rq.signal_stop(self.pk, self.run, "interrupt")
-            return True
-        return False
+        return True
 
     # --- files the worker sends back ---------------------------------------------------
 

@@ -280,3 +280,28 @@ def test_the_reaper_tells_the_participant_why_their_job_came_back(participants, 
     assert notice["type"] == "workshop.notice" and notice["data"]["state"] == "queued"
     assert "stopped answering" in notice["data"]["text"] and "front of the queue" in notice["data"]["text"]
     assert {"type": "executing", "data": {"node": None, "display_node": None, "prompt_id": str(job.pk)}} in messages
+
+
+def test_run_now_takes_the_gpu_from_a_run_dispatched_a_moment_ago(client, participants, gpu):
+    """The GPU had just been given to the next run (dispatched, not started) when the instructor
+    pressed Run now: that run gives way at once and comes back first; the demo goes to the GPU.
+    (It waited behind the whole next run before.)"""
+    from django.test import Client
+
+    instructor = Client()
+    instructor.login(username="instructor", password="pw")
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        just_sent = Job.submit(participants[0], SIMPLE)
+    just_sent.refresh_from_db()
+    assert just_sent.state == JobState.DISPATCHED and just_sent.worker_id == gpu.pk
+    demo = Job.submit(participants[2], {**SIMPLE, "1": {**SIMPLE["1"], "inputs": {**SIMPLE["1"]["inputs"], "color": 7}}})
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        answer = instructor.post(f"/admin/console/jobs/{demo.pk}/now", HTTP_ACCEPT="application/json")
+    assert "1 running job(s) paused" in answer.json()["message"]
+    just_sent.refresh_from_db()
+    demo.refresh_from_db()
+    assert demo.state == JobState.DISPATCHED and demo.worker_id == gpu.pk
+    assert just_sent.state == JobState.QUEUED and just_sent.priority == PRIORITY_RESUME
+    assert (just_sent.attempts, just_sent.interruptions) == (0, 1)
+    late = call(client, gpu, f"jobs/{just_sent.pk}/started", {"run": just_sent.run})
+    assert late.status_code == 409, "the worker that had taken it is told the run is not its own"

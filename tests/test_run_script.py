@@ -35,7 +35,8 @@ CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium")
 def test_scripts_run_serves_user001_and_leaves_nothing_behind(tmp_path, settings):
     port = free_port()
     marker = f"WORKSHOP_RUN_TEST={uuid.uuid4().hex}"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "COMFYUI_URL")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "COMFYUI_URL", "WORKSHOP_URL", "WORKSHOP_START_WORKFLOW")}
     env.update(
         PORT=str(port),
         REDIS_URL=settings.REDIS_URL,
@@ -87,6 +88,16 @@ def test_scripts_run_serves_user001_and_leaves_nothing_behind(tmp_path, settings
         listing = subprocess.run([".venv/bin/python", "manage.py", "workshop_users", "list", "--json"],
                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert "rehearsal-" not in listing.stdout and '"user001"' in listing.stdout, "no test account is left"
+        assert "opens hello" in rehearsal.stdout, "the simulated GPU's start workflow is the model-free hello"
+
+        # An operator's command beside it, in another shell, writes the sheet at the same address.
+        added = subprocess.run([".venv/bin/python", "manage.py", "workshop_users", "add", "--count", "1"],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert added.returncode == 0, added.stderr
+        again = list(csv.DictReader((tmp_path / "var" / "credentials.csv").open()))
+        assert len(again) == len(rows) + 1 and all(r["url"].startswith(f"{base}/") for r in again)
+        assert oct((tmp_path / "var").stat().st_mode & 0o777) == "0o700"
+        assert oct((tmp_path / "var" / "secret_key").stat().st_mode & 0o777) == "0o600"
 
         # A crashed GPU worker is started again, and the supervisor says so.
         workers = [pid for pid in processes_with(marker) if b"-m\x00gpuworker\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()]

@@ -307,3 +307,15 @@ def test_comfy_org_api_nodes_are_neither_offered_nor_run(alice, catalog):
               "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}
     answer = alice.post("/user/001/api/prompt", {"prompt": prompt}, content_type="application/json")
     assert answer.status_code == 400 and "OpenAIDalle3" in answer.json()["error"]["message"]
+
+
+def test_the_templates_dialog_offers_no_template_that_needs_api_nodes(alice):
+    """The dialog's "Partner Nodes" (Comfy.org's paid API nodes) are left out, in every language."""
+    for name in ("index.json", "index.fr.json"):
+        answer = alice.get(f"/user/001/templates/{name}")
+        assert answer.status_code == 200, name
+        templates = [t for category in answer.json() for t in category["templates"]]
+        assert len(templates) > 100, "the open templates stay"
+        assert not [t["name"] for t in templates if t.get("openSource") is False or "API" in t.get("tags", [])]
+        assert "api_nano_banana_pro" not in {t["name"] for t in templates}
+        assert "video_ltx2_t2v" in {t["name"] for t in templates}

@@ -28,3 +28,17 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw in (None, ""):
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def load_defaults(path) -> None:
+    """KEY=VALUE lines from `path`, for the variables the environment does not set: what
+    scripts/run decided (the address it serves, its start workflow) reaches every manage.py
+    command run beside it. The environment always wins; no file, nothing happens."""
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        key, sep, value = line.strip().partition("=")
+        if sep and key and not key.startswith("#"):
+            os.environ.setdefault(key.strip(), value.strip())

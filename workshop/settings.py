@@ -9,10 +9,12 @@ from pathlib import Path
 import dj_database_url
 from django.utils.csp import CSP
 
-from .env import env_bool, env_int, env_list, env_str
+from .env import env_bool, env_int, env_list, env_str, load_defaults
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("WORKSHOP_VAR_DIR", str(BASE_DIR / "var")))
+# scripts/run writes what it chose (WORKSHOP_URL, the simulated GPU's start workflow) here.
+load_defaults(VAR_DIR / "run.env")
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY", "")
@@ -21,9 +23,11 @@ if not SECRET_KEY:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     key_file = VAR_DIR / "secret_key"
     if not key_file.exists():
+        import os
         import secrets
 
-        key_file.write_text(secrets.token_urlsafe(50))
+        with os.fdopen(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(secrets.token_urlsafe(50))
     SECRET_KEY = key_file.read_text().strip()
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])

@@ -4,6 +4,9 @@ import os
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/workshop")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
 os.environ.setdefault("CHANNELS_PREFIX", "workshop-test")
+# The tests' own values, never what a scripts/run beside them wrote into var/run.env.
+os.environ.setdefault("WORKSHOP_URL", "http://127.0.0.1:8000")
+os.environ.setdefault("WORKSHOP_START_WORKFLOW", "video_ltx2_t2v")
 
 from .settings import *  # noqa: E402,F401,F403
 
