@@ -207,3 +207,37 @@ def test_a_comfyui_that_resets_its_socket_mid_handshake_costs_the_run_nothing(li
         assert len(successes) == 1
     finally:
         proxy.close()
+
+
+def test_the_work_loop_survives_rq_saying_goodbye_to_a_redis_that_is_gone(own_redis, settings):
+    """RQ's loop quits (here: an error it does not handle) while Redis is down, and its
+    teardown's write to Redis fails too: the gpuworker process must start the loop again once
+    Redis is back, not exit. (Redis restarting three times in a row under load did this.)"""
+    import argparse
+
+    from gpuworker.__main__ import ThreadGpuWorker, work
+
+    state, start = own_redis
+    stop = threading.Event()
+    loops = []
+
+    class QuitsOnceWithRedisGone(ThreadGpuWorker):  # in a thread of this test
+        def dequeue_job_and_maintain_ttl(self, *args, **kwargs):
+            loops.append(self.name)
+            if len(loops) == 1:
+                state["proc"].kill()  # Redis goes away …
+                state["proc"].wait()
+                raise RuntimeError("RQ's loop quits")  # … as RQ's loop quits: its teardown meets no Redis
+            stop.set()
+            self.request_stop(None, None)
+            return None
+
+    args = argparse.Namespace(redis=settings.REDIS_URL, burst=False, name="gpu-loop")
+    thread = threading.Thread(target=work, args=(args, "gpu.loop", stop, QuitsOnceWithRedisGone), daemon=True)
+    thread.start()
+    port = int(args.redis.rsplit(":", 1)[1].split("/")[0])
+    wait_until(lambda: len(loops) == 1 and not _ping(port), timeout=20,
+               message="the loop to quit with Redis gone")
+    state["proc"] = start()  # Redis is back
+    thread.join(timeout=60)
+    assert not thread.is_alive() and len(loops) == 2, "the loop started again once Redis was back"
