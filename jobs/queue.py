@@ -123,8 +123,9 @@ def _busy_for(online, running, calibrated: policies.Calibration, queue_settings:
     for job in running:
         by_worker.setdefault(job.worker_id, []).append(job)
     warm_left = queue_settings.warm_now(now)
-    last_end = dict(Job.objects.filter(worker__in=[w.pk for w in online if w.serverless], finished_at__isnull=False)
-                    .values_list("worker_id").annotate(end=models.Max("finished_at")))
+    serverless = [w.pk for w in online if w.serverless]
+    last_end = dict(Job.objects.filter(worker__in=serverless, finished_at__isnull=False)
+                    .values_list("worker_id").annotate(end=models.Max("finished_at"))) if serverless else {}
     for worker in online:
         jobs = by_worker.pop(worker.pk, [])
         for job in jobs[: worker.capacity]:
