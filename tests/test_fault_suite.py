@@ -173,6 +173,11 @@ def rotate_token(plat, job):
 
 
 KILLS_THE_WORKER = {kill_worker}
+# A run's end goes to its tab at least once: the socket records it as delivered only once sent,
+# since recording first lost an end when Daphne died in between. So a Daphne killed in the
+# instant between sending an end and recording it sends it once more to the reconnected tab
+# (seen once in four loaded runs of the suite); no other fault may.
+KILLS_DAPHNE = {restart_daphne, daphne_down_past_the_lease}
 
 FAULTS = {
     "kill -9 gpuworker": kill_worker,
@@ -224,8 +229,10 @@ def run_with_faults(plat, fault, times: int, jobs_each: int = 2, label: str = ""
         jobs = {str(j.pk): j for j in Job.objects.filter(pk__in=list(ids))}
         failed = {pid: (j.state, j.error) for pid, j in jobs.items() if j.state != JobState.COMPLETED}
         assert not failed, f"jobs that did not complete: {failed}"
-        twice = {pid: b.count("execution_success", pid) for pid, (b, _) in ids.items() if b.count("execution_success", pid) != 1}
-        assert not twice, f"execution_success not exactly once: {twice}"
+        most = 2 if fault in KILLS_DAPHNE else 1
+        twice = {pid: b.count("execution_success", pid) for pid, (b, _) in ids.items()
+                 if not 1 <= b.count("execution_success", pid) <= most}
+        assert not twice, f"execution_success not once (at most {most} times): {twice}"
         if fault not in KILLS_THE_WORKER:
             # The worker lived through the fault, so it stopped every run taken from it on ComfyUI.
             # (A worker killed with -9 cannot; the one started in its place clears its ComfyUI.)
