@@ -40,10 +40,12 @@ def test_a_stopped_comfyui_and_missing_models_are_named_with_their_fixes(live_ap
         stopped.stop()
         wait_until(lambda: Worker.objects.get(name="gpu-c").status == "comfyui_unreachable", timeout=30,
                    message="gpu-c to find its ComfyUI gone")
+        Worker.create_with_token("gpu-never")  # registered with a token, never started
         code, text = rehearse("--no-browser", "--workflow", "video_ltx2_t2v", "--report", str(report),
                               "--timeout", "60")
 
-    assert code == 1 and "NOT READY: 2 problem(s)" in text, text
+    assert code == 1 and "NOT READY: 3 problem(s)" in text, text
+    assert "FAIL worker gpu-never is online: no heartbeat: the worker is not running, or it waits for its ComfyUI" in text
     assert "FAIL worker gpu-c is online: its ComfyUI does not answer" in text
     assert "fix: start ComfyUI at" in text
     assert "ok   workflow video_ltx2_t2v.json has its models on gpu-a" in text
@@ -53,7 +55,7 @@ def test_a_stopped_comfyui_and_missing_models_are_named_with_their_fixes(live_ap
         assert f"ok   a model-free run on {worker}:" in text
     markdown = report.read_text()
     assert markdown.startswith("# Workshop rehearsal: NOT READY") and "## To fix" in markdown
-    assert markdown.count("**FAIL**") == 2
+    assert markdown.count("**FAIL**") == 3
     assert set(get_user_model().objects.values_list("username", flat=True)) == before, "test accounts removed"
     assert Job.objects.count() == jobs_before, "and their jobs"
     assert not list((tmp_path / "data" / "workspaces").glob("rh*")), "and their files"

@@ -81,12 +81,13 @@ def worker_checks(workers: list[Worker]) -> list[Check]:
     catalogs = {c.worker_id: c for c in Catalog.objects.filter(worker__in=workers).defer("object_info")}
     checks = []
     for worker in workers:
-        where = worker.comfyui_url or "its ComfyUI"
+        where = f"ComfyUI at {worker.comfyui_url}" if worker.comfyui_url else "its ComfyUI"
         if worker.pk not in online:
             reason = worker.problem or ("its ComfyUI does not answer" if worker.status == "comfyui_unreachable"
-                                        else "no heartbeat")
+                                        else "no heartbeat: the worker is not running, or it waits for its ComfyUI"
+                                        if worker.last_heartbeat is None else "no recent heartbeat")
             checks.append(Check("workers", f"worker {worker.name} is online", False, reason,
-                                f"start ComfyUI at {where} and the worker on its GPU host (docs/operator.md), "
+                                f"start {where} and the worker on its GPU host (docs/operator.md), "
                                 "or disable the worker in the admin if the class will not use it"))
             continue
         version = (catalogs[worker.pk].comfyui_version if worker.pk in catalogs else "") or worker.comfyui_version
