@@ -429,8 +429,12 @@ def work(args, queue_name: str, stop: threading.Event, worker_class=GpuWorker) -
             worker.work(burst=args.burst, logging_level="INFO", with_scheduler=False)
         except redis.RedisError as exc:
             # RQ's loop quit, then its goodbye to Redis (register_death) found Redis gone: a
-            # Redis restarting twice in a row did that, and the process exited.
+            # Redis restarting twice in a row did that, and the process exited. The goodbye
+            # also skipped stopping its pubsub thread, which would retry Redis forever.
             print(f"gpuworker: RQ's loop ended with Redis away ({exc.__class__.__name__})", flush=True)
+            if worker.pubsub_thread is not None:
+                worker.pubsub_thread.stop()
+                worker.pubsub_thread.join(timeout=5)
         if worker._stop_requested or tasks.SHUTDOWN.is_set() or args.burst or stop.is_set():
             return
         pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)

@@ -241,3 +241,5 @@ def test_the_work_loop_survives_rq_saying_goodbye_to_a_redis_that_is_gone(own_re
     state["proc"] = start()  # Redis is back
     thread.join(timeout=60)
     assert not thread.is_alive() and len(loops) == 2, "the loop started again once Redis was back"
+    leaked = [t for t in threading.enumerate() if type(t).__name__ == "PubSubWorkerThread" and t.is_alive()]
+    assert leaked == [], "the first loop's pubsub thread was stopped, not left retrying a Redis"
