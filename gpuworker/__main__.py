@@ -93,7 +93,13 @@ def parse(argv=None) -> argparse.Namespace:
             with open(args.token_file) as fh:
                 args.token = fh.read().strip()
         except OSError as exc:
-            parser.error(f"cannot read --token-file: {exc}")
+            # The path is named only when it cannot be a token: a token given in place of its
+            # file's path must not reach the log.
+            looks_like_token = os.path.basename(args.token_file).startswith("wt_")
+            where = "the path given" if looks_like_token else repr(args.token_file)
+            hint = (" --token-file takes the path of a file that holds the token, not the token itself;"
+                    " or put the token in GPUWORKER_TOKEN.") if looks_like_token else ""
+            parser.error(f"cannot read --token-file ({where}): {exc.strerror or exc.__class__.__name__}.{hint}")
     needed = ("redis", "app") if args.provider == "runpod" else ("redis", "app", "comfyui")
     missing = [name for name in needed if not getattr(args, name)]
     if not args.token:

@@ -1,5 +1,6 @@
 """gpuworker on its own: it never needs Django, and it speaks ComfyUI's protocol (double)."""
 import io
+import os
 import json
 import subprocess
 import sys
@@ -201,3 +202,15 @@ def test_double_follows_the_recorded_message_sequence(comfy):
     assert set(ours_history) == set(theirs_history)
     assert ours_history["status"].keys() == theirs_history["status"].keys()
     assert [kind for kind, _ in ours_history["status"]["messages"]] == [k for k, _ in theirs_history["status"]["messages"]]
+
+
+def test_a_token_given_in_place_of_its_file_never_reaches_the_log():
+    """`--token-file wt_…` (the token where its file's path belongs): the worker says what is
+    wrong, and its message, which ends up in logs, does not hold the token."""
+    token = "wt_" + "s3cr3t" * 7
+    proc = subprocess.run([sys.executable, "-m", "gpuworker", "--redis", "redis://x", "--app", "http://a",
+                           "--comfyui", "http://c", "--token-file", token], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "GPUWORKER_TOKEN": ""})
+    assert proc.returncode == 2
+    assert token not in proc.stdout + proc.stderr
+    assert "takes the path of a file that holds the token, not the token itself" in proc.stderr
