@@ -16,8 +16,9 @@ import pytest
 
 from jobs.stats import percentile
 from tests import browsing
+from tests.conftest import class_of
 from tests.test_browser import open_workspace
-from tests.test_class_day import START, class_of
+from tests.test_class_day import START
 from tests.test_console_browser import open_console
 
 browser = browsing.browser

@@ -13,27 +13,28 @@ from . import policies
 from .models import Job, JobState, QueueSettings, Worker, usage_today
 
 DEFAULT_ESTIMATE = 30.0
-RECENT = 400  # completed runs read to calibrate (each workflow's newest 20 count)
+RECENT = 200  # completed runs read to calibrate (each workflow's newest 20 count)
 # A serverless GPU stays up about this long after its last run (Modal's default idle timeout is
 # 60 s); after that the next run waits for a cold start.
 WARM_AFTER_RUN = 60.0
 
 
-def calibration() -> policies.Calibration:
+def calibration(serverless: list[str] = ()) -> policies.Calibration:  # type: ignore[assignment]
     """Run times measured on recent completed jobs, per workflow and per worker.
 
     Runs ComfyUI took wholly from its cache are left out: a re-run of a fraction of a second
     says nothing of the next job, and a few of them made the ETA at position 8 read 2 s. Time
     spent loading models is left out of each run (a warm GPU has them loaded), and so are cold
-    starts, which are kept per worker apart."""
+    starts, kept apart for the `serverless` workers named (read only when there are some: this
+    runs at every dispatch)."""
     recent = (Job.objects.filter(state=JobState.COMPLETED, gpu_seconds__isnull=False, from_cache=False)
               .order_by("-finished_at")
               .values_list("workflow_name", "worker__name", "gpu_seconds", "load_seconds")[:RECENT])
     samples = [policies.Sample(workflow or "", worker or "", secs, load or 0.0) for workflow, worker, secs, load in recent]
     cold: dict[str, list[float]] = {}
-    for worker, secs in (Job.objects.filter(cold_start_seconds__gt=0).order_by("-started_at")
-                         .values_list("worker__name", "cold_start_seconds")[:200]):
-        if worker:
+    if serverless:
+        for worker, secs in (Job.objects.filter(cold_start_seconds__gt=0, worker__name__in=list(serverless))
+                             .order_by("-started_at").values_list("worker__name", "cold_start_seconds")[:200]):
             cold.setdefault(worker, []).append(secs)
     return policies.calibrate(samples, cold, default=DEFAULT_ESTIMATE)
 
@@ -85,7 +86,8 @@ class Snapshot:
 
 def snapshot(queue_settings: QueueSettings | None = None, workers=None) -> Snapshot:
     queue_settings = queue_settings or QueueSettings.get()
-    calibrated = calibration()
+    online = list(Worker.objects.online() if workers is None else workers)
+    calibrated = calibration([w.name for w in online if w.serverless])
     waiting = [
         policies.Waiting(
             id=str(job_id),
@@ -101,7 +103,6 @@ def snapshot(queue_settings: QueueSettings | None = None, workers=None) -> Snaps
     usage = usage_today()
     ordered = policies.order(queue_settings.policy, waiting, usage)
     running = list(Job.objects.active().select_related("workspace", "worker"))
-    online = list(Worker.objects.online() if workers is None else workers)
     slots = sum(w.capacity for w in online)
     return Snapshot(
         policy=queue_settings.policy,

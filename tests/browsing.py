@@ -7,17 +7,18 @@ throws is a broken page, whatever the test looked at.
 """
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from frontend_bridge.frontend import KNOWN_FRONTEND_ERRORS
+from workshop.rehearsal_browser import (  # the same Chromium, run the same way
+    FLAGS,
+    chromium_path,
+)
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = chromium_path() or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 # The frontend's own page errors, each with its cause (checked against a plain ComfyUI serving
 # the same frontend): frontend_bridge.frontend owns the list, which the rehearsal uses too.

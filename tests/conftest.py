@@ -186,19 +186,24 @@ def live_app(transactional_db, settings, tmp_path):
             raise
 
 
-@pytest.fixture
-def participants(db):
-    """user001…user003 with workspaces, password 'pw', and an instructor."""
+def class_of(count: int) -> list:
+    """user001… with workspaces, password 'pw', and an instructor."""
     from django.contrib.auth import get_user_model
 
     from accounts.models import Workspace
 
     User = get_user_model()
     made = []
-    for n in (1, 2, 3):
+    for n in range(1, count + 1):
         user = User.objects.create_user(f"user{n:03d}", password="pw")
         workspace = Workspace.objects.create(owner=user, slug=f"{n:03d}")
         workspace.ensure_folders()
         made.append(workspace)
     User.objects.create_user("instructor", password="pw", is_staff=True, is_superuser=True)
     return made
+
+
+@pytest.fixture
+def participants(db):
+    """user001…user003 with workspaces, password 'pw', and an instructor."""
+    return class_of(3)

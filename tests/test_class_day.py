@@ -7,12 +7,11 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from accounts.models import Workspace
 from jobs.models import Job, JobState, QueueSettings
 from tests import browsing
+from tests.conftest import class_of
 from tests.test_browser import load_workshop_workflow, open_workspace, queue_button
 from tests.test_console_browser import open_console, shot
 
@@ -23,18 +22,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 PARTICIPANTS = 5
 START = "video_ltx2_t2v"  # settings.WORKSHOP_START_WORKFLOW
 RUN_SECONDS = 90.0  # what three earlier runs of "hello" took: the ETAs are read from them
-
-
-def class_of(n):
-    User = get_user_model()
-    made = []
-    for i in range(1, n + 1):
-        user = User.objects.create_user(f"user{i:03d}", password="pw")
-        workspace = Workspace.objects.create(owner=user, slug=f"{i:03d}")
-        workspace.ensure_folders()
-        made.append(workspace)
-    User.objects.create_user("instructor", password="pw", is_staff=True, is_superuser=True)
-    return made
 
 
 def measured_runs(workspace, seconds, count=3):

@@ -40,7 +40,6 @@ except ImportError:  # another ASGI server: nginx's per-location limits apply
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-
 from django.urls import re_path  # noqa: E402
 
 from frontend_bridge.routing import websocket_urlpatterns  # noqa: E402

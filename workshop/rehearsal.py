@@ -13,27 +13,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from accounts.management.commands.workshop_doctor import SUPPORTED, version_tuple
 from accounts.models import Workspace
 from frontend_bridge import workflows
 from frontend_bridge.frontend import KNOWN_FRONTEND_ERRORS
 from jobs.models import FINAL_STATES, Catalog, Job, JobState, Worker
 
-# The ComfyUI releases this platform was measured against: 0.8.0 (the first with LTX-2) to the
-# current line, whose frontend the app serves.
-SUPPORTED = ((0, 8, 0), (0, 38, 99))
 PREFIX = "rehearsal-"
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in text.lstrip("v").split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts + [0] * (3 - len(parts)))
 
 
 def supported(version: str) -> bool:
@@ -226,7 +215,3 @@ def report_markdown(findings: Findings, url: str, started, finished) -> str:
 
 def known_error(text: str) -> bool:
     return any(known in text for known in KNOWN_FRONTEND_ERRORS)
-
-
-def start_workflow_name() -> str:
-    return settings.WORKSHOP_START_WORKFLOW

@@ -8,10 +8,10 @@ os.environ.setdefault("CHANNELS_PREFIX", "workshop-test")
 os.environ.setdefault("WORKSHOP_URL", "http://127.0.0.1:8000")
 os.environ.setdefault("WORKSHOP_START_WORKFLOW", "video_ltx2_t2v")
 
-from .settings import *  # noqa: E402,F401,F403
-
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from .settings import *  # noqa: E402,F401,F403
 
 WORKSHOP_DATA_DIR = Path(os.environ.get("WORKSHOP_DATA_DIR") or tempfile.mkdtemp(prefix="workshop-test-data-"))
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -70,7 +70,7 @@ class Command(BaseCommand):
     # --- steps ------------------------------------------------------------------------------
 
     def browser_checks(self, findings: Findings, url: str, accounts, staff, timeout: float) -> None:
-        start = f"{rehearsal.start_workflow_name()}"
+        start = settings.WORKSHOP_START_WORKFLOW
         prompt = rehearsal.model_free_prompt(Catalog.current_object_info() or {})
         self.step(4, f"a fresh participant's first visit, then {len(accounts) - 1} first loads, in Chromium")
         # Playwright keeps an event loop in its thread: it gets one of its own, away from the ORM.
