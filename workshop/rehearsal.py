@@ -64,6 +64,28 @@ class Findings:
 # --- workers and models ------------------------------------------------------------------------
 
 
+def wait_for_workers(workers: list[Worker], seconds: float, progress=None) -> None:
+    """Give workers that are still starting up to `seconds` for their first heartbeat.
+
+    The rehearsal often runs right after `scripts/run` or a compose up, while a worker still
+    waits for its ComfyUI: that is not a failure yet, and the operator sees what it waits for.
+    """
+    deadline = time.monotonic() + seconds
+    said: set[str] = set()
+    while True:
+        online = set(Worker.objects.online().values_list("pk", flat=True))
+        waiting = [w for w in workers if w.pk not in online]
+        if not waiting or time.monotonic() >= deadline:
+            break
+        for worker in waiting:
+            if progress and worker.name not in said:
+                progress(f"     waiting up to {seconds:.0f} s for worker {worker.name} to come online")
+                said.add(worker.name)
+        time.sleep(1)
+    for worker in workers:
+        worker.refresh_from_db()
+
+
 def worker_checks(workers: list[Worker]) -> list[Check]:
     """Each enabled worker: online, a supported ComfyUI, its catalog published."""
     online = set(Worker.objects.online().values_list("pk", flat=True))

@@ -32,9 +32,11 @@ class Command(BaseCommand):
         parser.add_argument("--report", default=None, help="Where the Markdown report goes "
                             "(default: rehearsal-<time>.md next to the credential sheet)")
         parser.add_argument("--timeout", type=float, default=180.0, help="Seconds each run and page may take")
+        parser.add_argument("--worker-wait", type=float, default=60.0,
+                            help="Seconds a worker that is still starting gets to come online")
         parser.add_argument("--no-browser", action="store_true", help="Skip the checks in Chromium")
 
-    def handle(self, *args, url, participants, workflows, report, timeout, no_browser, **options):
+    def handle(self, *args, url, participants, workflows, report, timeout, worker_wait, no_browser, **options):
         url = url.rstrip("/")
         started = timezone.now()
         findings = Findings()
@@ -43,6 +45,7 @@ class Command(BaseCommand):
         if not workers:
             self.say(findings.add(Check("workers", "a GPU worker is enabled", False, "none registered",
                                         "register one: manage.py worker_token NAME (docs/operator.md)")))
+        rehearsal.wait_for_workers(workers, worker_wait, self.stdout.write)
         for check in rehearsal.worker_checks(workers):
             self.say(findings.add(check))
         self.step(2, "model files of the class's workflows")
