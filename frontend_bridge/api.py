@@ -116,7 +116,8 @@ def prompt(request, workspace):
     model_files = (Catalog.current_data().get("model_files") or {}) if mine else {}
     object_info = own_models.with_own_models(Catalog.current_object_info(), model_files, mine)
     targets = data.get("partial_execution_targets")
-    error, node_errors = validate_prompt(api_prompt, object_info, targets, file_exists=workspace.has_file)
+    error, node_errors = validate_prompt(api_prompt, object_info, targets, file_exists=workspace.has_file,
+                                         version=Catalog.current_version())
     if error is not None:
         return JsonResponse({"error": error, "node_errors": node_errors}, status=400)
 

@@ -39,6 +39,8 @@ and ComfyUI's own refusal reaches the participant when the GPU worker submits it
 
 import copy
 
+from . import releases
+
 # A widget option that marks an input as naming a file of the input folder (LoadImage's
 # ``image_upload``, LoadVideo's ``video_upload``, LoadAudio's ``audio_upload``, Load3D's
 # ``file_upload``; older packs use ``upload`` or ``3d``).
@@ -409,18 +411,32 @@ def _type_name(exc) -> str:
     return klass.__qualname__ if klass.__module__ == "builtins" else f"{klass.__module__}.{klass.__qualname__}"
 
 
-def _class_error(prompt, object_info):
-    """ComfyUI's first pass: every node has a class_type the server knows (first failure wins)."""
+def _class_error(prompt, object_info, version):
+    """ComfyUI's first pass: every node has a class_type the server knows (first failure wins),
+    answered as the GPU host's release does (releases.MISSING_NODE_TYPE_SINCE)."""
+    named = releases.version_tuple(version) >= releases.MISSING_NODE_TYPE_SINCE
     for node_id, node in prompt.items():
         if not isinstance(node, dict) or "class_type" not in node:
-            return _invalid_prompt("Cannot execute because a node is missing the class_type property.", node_id)
+            if not named:
+                return _invalid_prompt("Cannot execute because a node is missing the class_type property.", node_id)
+            meta = node.get("_meta") if isinstance(node, dict) else None
+            title = meta.get("title") if isinstance(meta, dict) else None
+            return _error("missing_node_type", f"Node '{title or f'ID #{node_id}'}' has no class_type. The workflow "
+                          "may be corrupted or a custom node is missing.", f"Node ID '#{node_id}'",
+                          {"node_id": node_id, "class_type": None, "node_title": title})
         class_type = node["class_type"]
         if object_info is not None:
             known = _class_info(object_info, class_type) is not None
         else:
             known = isinstance(class_type, str) and class_type != ""
-        if not known:
+        if known:
+            continue
+        if not named:
             return _invalid_prompt(f"Cannot execute because node {class_type} does not exist.", node_id)
+        meta = node.get("_meta")
+        title = meta.get("title", class_type) if isinstance(meta, dict) else class_type
+        return _error("missing_node_type", f"Node '{title}' not found. The custom node may not be installed.",
+                      f"Node ID '#{node_id}'", {"node_id": node_id, "class_type": class_type, "node_title": title})
     return None
 
 
@@ -447,7 +463,7 @@ def _shape_error(prompt, check_links):
 
 
 def validate_prompt(prompt, object_info, partial_execution_targets=None, *, require_all_outputs=False,
-                    file_exists=None):
+                    file_exists=None, version="0.8.0"):
     """Validate ``prompt`` (API format: node id -> {"class_type", "inputs"}) against ``object_info``.
 
     Returns ``(error, node_errors)``: ``error`` is None when the prompt may be queued, else
@@ -461,10 +477,11 @@ def validate_prompt(prompt, object_info, partial_execution_targets=None, *, requ
     nodes, and only the valid outputs run (see ``valid_outputs``). True fails on any bad output.
     ``file_exists(item)`` (item as ``parse_annotated_name`` gives it) stands for the loaders'
     own check of their file: without it, upload inputs are not checked at all.
+    ``version``: the GPU host's ComfyUI release, where releases answer differently.
     """
     if not isinstance(prompt, dict):
         return _invalid_prompt("Cannot execute because the prompt is not an object of nodes."), {}
-    error = _class_error(prompt, object_info) or _shape_error(prompt, check_links=object_info is None)
+    error = _class_error(prompt, object_info, version) or _shape_error(prompt, check_links=object_info is None)
     if error is not None:
         return error, {}
     if object_info is None:

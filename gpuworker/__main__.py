@@ -9,6 +9,8 @@ Every option can also come from the environment (GPUWORKER_REDIS, GPUWORKER_APP,
 a TOML config file (--config), which is where the provider is chosen.
 """
 import argparse
+import hashlib
+import json
 import logging
 import os
 import posixpath
@@ -23,11 +25,11 @@ import uuid
 import redis
 import requests
 from rq import Queue, SimpleWorker
-from rq.timeouts import TimerDeathPenalty
 from rq.serializers import JSONSerializer
+from rq.timeouts import TimerDeathPenalty
 
 from . import providers, tasks
-from .app import AppClient, TokenRevoked
+from .app import AppClient, AppError, TokenRevoked
 from .comfy import ColdStartTimeout, ComfyAuthError, ComfyClient
 from .models import without_participant_models
 
@@ -164,13 +166,29 @@ def catalog_of(comfy: ComfyClient, stats: dict) -> dict:
     catalog["object_info"] = without_participant_models(catalog["object_info"])
     catalog["model_files"] = without_participant_models(model_files)
     subgraphs = catalog.get("global_subgraphs")
-    if isinstance(subgraphs, dict):  # each with its data, so the app can answer /global_subgraphs/{id}
-        for key in list(subgraphs)[:200]:
-            try:
-                subgraphs[key] = comfy.get_json(f"/global_subgraphs/{key}") or subgraphs[key]
-            except Exception:
-                continue
+    if isinstance(subgraphs, dict):  # the index only; each blueprint's data goes as a file of its own
+        catalog["global_subgraphs"] = {key: {k: v for k, v in entry.items() if k != "data"}
+                                       for key, entry in list(subgraphs.items())[:MAX_SUBGRAPHS]
+                                       if isinstance(entry, dict) and SUBGRAPH_ID.match(key)}
     return catalog
+
+
+MAX_SUBGRAPHS = 1000
+SUBGRAPH_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def subgraph_files(comfy: ComfyClient, index: dict | None) -> dict[str, bytes]:
+    """Each global subgraph (blueprint) with its data, as ComfyUI answers /global_subgraphs/{id}.
+
+    A current ComfyUI has about 90 of them, 4 MB or more in all: published one by one, and only
+    those that changed, they never make one large request the app must hold in memory."""
+    files = {}
+    for key in index or {}:
+        try:
+            files[f"/global_subgraphs/{key}"] = comfy.get_bytes(f"/global_subgraphs/{key}")
+        except Exception as exc:
+            log.warning("global subgraph %s unavailable (%s)", key, exc)
+    return files
 
 
 RELATIVE_IMPORT = re.compile(r"""(?:from|import)\s*\(?\s*["'](\.{1,2}/[^"']+)["']""")
@@ -216,17 +234,23 @@ def template_files(comfy: ComfyClient, templates: dict) -> dict[str, bytes]:
 
 
 def publish_catalog(app: AppClient, comfy: ComfyClient, catalog: dict) -> None:
+    """The files first (only those the app does not hold already), then the catalog, which
+    names every file: the app forgets the ones it no longer names."""
     files = extension_files(comfy, catalog.get("extensions") or [])
     files.update(template_files(comfy, catalog.get("workflow_templates")))
+    files.update(subgraph_files(comfy, catalog.get("global_subgraphs")))
+    held = app.published_files()
+    sent = 0
     for path, content in files.items():
-        app.publish_file(path, content)
-    app.publish_catalog(catalog)
+        if held.get(path) != hashlib.sha256(content).hexdigest():
+            app.publish_file(path, content)
+            sent += 1
+    if files:
+        log.info("catalog files: %d sent, %d already held by the app", sent, len(files) - sent)
+    app.publish_catalog({**catalog, "files": sorted(files)})
 
 
 def catalog_fingerprint(catalog: dict) -> str:
-    import hashlib
-    import json
-
     stable = {k: v for k, v in catalog.items() if k != "system_stats"}
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
 
@@ -470,8 +494,6 @@ def refused_at_start(app: AppClient, gpu: Gpu, args, exc: ComfyAuthError, every:
 
 def runpod_catalog(config) -> dict:
     """A RunPod endpoint has no /object_info: the operator saves the image's once (docs/providers.md)."""
-    import json
-
     try:
         with open(config.object_info, encoding="utf-8") as fh:
             object_info = json.load(fh)
@@ -481,8 +503,6 @@ def runpod_catalog(config) -> dict:
 
 
 def main(argv=None) -> int:
-    import json
-
     args = parse(argv)
     config = args.provider_config
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -549,6 +569,12 @@ def main(argv=None) -> int:
         print("gpuworker: the app does not know this worker's token. Create one with "
               "`manage.py worker_token NAME` and pass it in GPUWORKER_TOKEN or --token-file.", file=sys.stderr, flush=True)
         return 3
+    except AppError as exc:
+        # Final (4xx): retrying the same catalog would be refused again. The app's own words,
+        # which never carry the token.
+        print(f"gpuworker: the app refused this worker at start ({exc.status}): {exc.reason}. "
+              "See docs/operator.md, \"A worker that never comes online\".", file=sys.stderr, flush=True)
+        return 4
     queue_name = registered.get("queue") or args.queue
     every = float(registered.get("heartbeat_seconds") or HEARTBEAT_SECONDS)
 

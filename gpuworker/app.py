@@ -1,4 +1,6 @@
 """Calls to the app's worker API (docs/worker-protocol.md), retried while the app restarts."""
+import gzip
+import json
 import logging
 import time
 from typing import Callable, Iterable
@@ -15,6 +17,15 @@ class AppError(Exception):
     def __init__(self, status: int, body: str):
         super().__init__(f"app answered {status}: {body[:300]}")
         self.status, self.body = status, body
+
+    @property
+    def reason(self) -> str:
+        """The app's {"error": …} message, else the start of its answer."""
+        try:
+            said = json.loads(self.body).get("error")
+        except (ValueError, AttributeError):
+            said = None
+        return str(said or self.body[:300] or "no reason given")
 
 
 class RunFenced(Exception):
@@ -73,11 +84,17 @@ class AppClient:
         return self.post("heartbeat", {"status": status, "job_id": job_id, "run": run, **info})
 
     def publish_catalog(self, catalog: dict) -> dict:
-        return self.post("catalog", catalog)
+        # gzip: a current ComfyUI's object_info is 1.4 MB of JSON and compresses tenfold.
+        return self._call("POST", "catalog", data=gzip.compress(json.dumps(catalog).encode(), 6),
+                          headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}).json()
+
+    def published_files(self) -> dict[str, str]:
+        """{path: sha256} of the catalog files the app holds for this worker."""
+        return self._call("GET", "catalog/files").json()
 
     def publish_file(self, path: str, content: bytes) -> dict:
-        return self._call("PUT", "catalog/files", params={"path": path}, data=content,
-                          headers={"Content-Type": "application/octet-stream"}).json()
+        return self._call("PUT", "catalog/files", params={"path": path}, data=gzip.compress(content, 6),
+                          headers={"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}).json()
 
     def started(self, job_id: str, run: int) -> bool:
         """True when the run may go ahead; False when the app says it must not."""

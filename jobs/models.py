@@ -6,7 +6,6 @@ or ending in two states. Methods return True when this call made the change.
 """
 import hashlib
 import os
-import secrets
 import uuid
 from datetime import timedelta
 
@@ -15,7 +14,7 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import lifecycle, policies
+from . import lifecycle, policies, tokens
 
 # Priorities (higher runs first). A job that was interrupted or lost its worker comes back
 # "at the front": above normal jobs, below the instructor's explicit "run next".
@@ -163,8 +162,7 @@ class Announcement(models.Model):
 
 
 def _new_token() -> str:
-    # A prefix, so a token never starts with "-" (command lines would read it as an option).
-    return "wt_" + secrets.token_urlsafe(32)
+    return tokens.new_token()
 
 
 def hash_token(token: str) -> str:
@@ -357,6 +355,16 @@ class Catalog(models.Model):
         return worker.pk, set(worker.published_extensions())
 
     @classmethod
+    def served_file(cls, path: str) -> tuple[bytes, str] | None:
+        """(content, sha256) of a data file the served catalog's worker published (a global
+        subgraph), or None. Not for custom nodes' code, which must be trusted first."""
+        key = cls._current_key()
+        if key is None or path.startswith("/extensions/"):
+            return None
+        found = ExtensionFile.objects.filter(worker_id=key[2], path=path).values_list("content", "sha256").first()
+        return (bytes(found[0]), found[1]) if found else None
+
+    @classmethod
     def current_data(cls) -> dict:
         """The current catalog's small part (system_stats, models …), without object_info."""
         key = cls._current_key()
@@ -378,10 +386,15 @@ class Catalog(models.Model):
         if key is None:
             return None
         if cls._parsed.get("key") != key:
-            info = cls.objects.values_list("object_info", flat=True).get(pk=key[0])
-            cls._parsed = {"key": key, "object_info": {
+            info, version = cls.objects.values_list("object_info", "comfyui_version").get(pk=key[0])
+            cls._parsed = {"key": key, "version": version, "object_info": {
                 name: node for name, node in info.items() if not (isinstance(node, dict) and node.get("api_node"))}}
         return cls._parsed["object_info"]
+
+    @classmethod
+    def current_version(cls) -> str:
+        """The ComfyUI release of the catalog served: prompts are answered as it answers."""
+        return cls._parsed.get("version", "") if cls.current_object_info() is not None else ""
 
 
 class ExtensionFile(models.Model):

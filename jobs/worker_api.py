@@ -1,6 +1,11 @@
 """The HTTP API the GPU workers call (docs/worker-protocol.md). Every call is idempotent."""
 import base64
 import functools
+import gzip
+import hashlib
+import io
+import mimetypes
+import re
 from datetime import timedelta
 
 from django.conf import settings
@@ -60,9 +65,9 @@ def worker_call(methods):
     return decorate
 
 
-def body(request) -> dict:
+def body(request, raw: bytes | None = None) -> dict:
     try:
-        data = jsonbody.loads(request.body or b"{}")
+        data = jsonbody.loads((request.body if raw is None else raw) or b"{}")
     except jsonbody.BadJSON as exc:
         raise BadRequest(str(exc)) from None
     if not isinstance(data, dict):
@@ -264,10 +269,17 @@ def _uuid(value):
 @worker_call(["POST"])
 @bad_request_as_400
 def catalog(request):
-    data = body(request)
+    data = body(request, catalog_bytes(request))
     object_info = data.pop("object_info", None)
     if not isinstance(object_info, dict):
         raise BadRequest("object_info must be an object")
+    files = data.pop("files", None)
+    if files is not None and not (isinstance(files, list) and all(isinstance(f, str) for f in files)):
+        raise BadRequest("files must be a list of paths")
+    subgraphs = data.get("global_subgraphs")
+    if isinstance(subgraphs, dict):  # the index; each blueprint's data is a catalog file
+        data["global_subgraphs"] = {key: {k: v for k, v in entry.items() if k != "data"}
+                                    for key, entry in subgraphs.items() if isinstance(entry, dict)}
     # Also cut by the worker; here too, as a worker's catalog reaches every workspace.
     object_info, data = without_participant_models(object_info), without_participant_models(data)
     Catalog.objects.update_or_create(
@@ -278,30 +290,59 @@ def catalog(request):
             "data": data,
         },
     )
+    if files is not None:  # the files this catalog names: the others are gone from the GPU host
+        ExtensionFile.objects.filter(worker=request.worker).exclude(path__in=files).delete()
     trusted = request.worker.refresh_trust()
     return JsonResponse({"ok": True, "trusted": trusted})
 
 
-@worker_call(["PUT", "POST"])
+def catalog_bytes(request) -> bytes:
+    """A catalog or catalog file as sent, gzip-compressed or not. Its size was capped per route
+    before the body was read (workshop.limits); Django's own cap is for participants' requests.
+    Decompressed, it has the same cap, so that a small gzip bomb stays small."""
+    raw = request.read()
+    if request.headers.get("Content-Encoding", "").lower() != "gzip":
+        return raw
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            raw = stream.read(limits.CATALOG_BYTES + 1)
+    except (OSError, EOFError) as exc:
+        raise BadRequest(f"Content-Encoding says gzip, but the body is not: {exc}") from None
+    if len(raw) > limits.CATALOG_BYTES:
+        raise BadRequest("Catalog too large")
+    return raw
+
+
+CATALOG_FILE = re.compile(r"^/(workflow_templates/[^/]+/.+|extensions/[^/]+/.+|global_subgraphs/[A-Za-z0-9_.-]{1,128})$")
+
+
+@worker_call(["PUT", "POST", "GET"])
 @bad_request_as_400
 def catalog_file(request):
-    """A custom node's file for the UI: a frontend file (/extensions/<pack>/…) or an example
-    workflow (/workflow_templates/<module>/<name>.json)."""
-    import mimetypes
-
+    """A file of the GPU host that the UI asks for: a custom node's frontend file
+    (/extensions/<pack>/…), an example workflow (/workflow_templates/<module>/<name>.json) or a
+    global subgraph (/global_subgraphs/<id>, ComfyUI's answer there). GET: {path: sha256} of
+    those the app holds for this worker, so that the worker sends only what changed."""
+    if request.method == "GET":
+        return JsonResponse(dict(request.worker.extension_files.values_list("path", "sha256")))
     path = request.GET.get("path", "")
     parts = path.split("/")
-    allowed = path.startswith("/workflow_templates/") or (
-        path.startswith("/extensions/") and not path.startswith("/extensions/core/")
-    )
-    if not allowed or any(p in ("", ".", "..") for p in parts[1:]):
-        raise BadRequest("path must be /extensions/<pack>/<file> (outside core) or /workflow_templates/<module>/<file>")
+    if (not CATALOG_FILE.match(path) or path.startswith("/extensions/core/")
+            or any(p in ("", ".", "..") for p in parts[1:])):
+        raise BadRequest("path must be /extensions/<pack>/<file> (outside core), "
+                         "/workflow_templates/<module>/<file> or /global_subgraphs/<id>")
+    content = catalog_bytes(request)
     content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     if path.endswith((".js", ".mjs")):
         content_type = "text/javascript"
-    import hashlib
-
-    content = request.body
+    if path.startswith("/global_subgraphs/"):
+        content_type = "application/json"
+        try:
+            entry = jsonbody.loads(content)
+        except jsonbody.BadJSON as exc:
+            raise BadRequest(f"a global subgraph must be ComfyUI's JSON answer: {exc}") from None
+        if not isinstance(entry, dict):
+            raise BadRequest("a global subgraph must be a JSON object")
     ExtensionFile.objects.update_or_create(worker=request.worker, path=path, defaults={
         "content": content, "content_type": content_type, "sha256": hashlib.sha256(content).hexdigest()})
     request.worker.refresh_trust()

@@ -45,6 +45,21 @@ def test_a_gpu_host_with_every_ltx2_file_passes():
     assert "workflow video_ltx2_t2v.json needs:" in text
     assert "ok     models/checkpoints/ltx-2-19b-dev-fp8.safetensors" in text
     assert "ok   workflow hello.json: needs no model files" in text
+    assert "ComfyUI 0.38.1: supported, not tried itself; nearest tried 0.28.0" in text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("version, said", [
+    ("0.28.0", "ComfyUI 0.28.0: tried with the platform (a real server"),
+    ("0.8.0", "ComfyUI 0.8.0: tried with the platform (a real server"),
+    ("0.12.3", "ComfyUI 0.12.3: supported, not tried itself; nearest tried 0.8.0. Differences from 0.8.0: "
+               "an unknown node class is refused as missing_node_type"),
+])
+def test_each_worker_says_which_comfyui_it_runs_and_whether_it_was_tried(version, said):
+    publish(version, LTX2)
+    code, text = doctor()
+    assert code == 0, text
+    assert said in text
 
 
 @pytest.mark.django_db
@@ -54,7 +69,7 @@ def test_a_missing_model_file_and_an_old_comfyui_are_named():
     code, text = doctor()
     assert code == 1
     assert "FAIL   models/text_encoders/gemma_3_12B_it_fp4_mixed.safetensors (not on the GPU host)" in text
-    assert "ComfyUI 0.3.64 is outside the supported 0.8.0 – 0.38.x" in text
+    assert "ComfyUI 0.3.64 is outside the supported 0.8.0 to 0.38.x" in text
 
 
 @pytest.mark.django_db

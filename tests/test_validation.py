@@ -366,6 +366,59 @@ def test_every_recorded_080_answer_is_reproduced(name):
         assert canonical({"error": error, "node_errors": node_errors}) == canonical(recorded["body"])
 
 
+V0280 = REFERENCE / "v0.28.0"
+
+
+def answers_0280():
+    path = V0280 / "validation_answers.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def catalog_0280():
+    # The double carries the same recording: this one is the reference, wherever it is.
+    path = V0280 / "object_info.json.gz"
+    if not path.exists():
+        pytest.skip("recorded ComfyUI 0.28.0 object_info not present on this machine")
+    return json.loads(gzip.decompress(path.read_bytes()))
+
+
+@pytest.mark.parametrize("name", sorted(answers_0280()) or ["(recordings absent)"])
+def test_every_recorded_0280_answer_is_reproduced_with_its_catalog(name):
+    """POST /prompt of a real ComfyUI 0.28.0: its catalog, its release's answers (P15, an unknown
+    class, is missing_node_type there where 0.8.0 said invalid_prompt)."""
+    if name not in answers_0280():
+        pytest.skip("recorded ComfyUI 0.28.0 answers not present on this machine")
+    case = answers_0280()[name]
+    recorded = case["comfyui_0.28.0"]
+    error, node_errors = validate_prompt(case["prompt"], catalog_0280(), file_exists=lambda item: False,
+                                         version="0.28.0")
+    if recorded["status"] == 200:
+        assert error is None
+        assert canonical({"node_errors": node_errors}) == canonical({"node_errors": recorded["body"]["node_errors"]})
+    else:
+        assert recorded["status"] == 400
+        assert canonical({"error": error, "node_errors": node_errors}) == canonical(recorded["body"])
+
+
+def test_the_0280_recordings_are_all_there():
+    if not V0280.exists():
+        pytest.skip("recorded ComfyUI 0.28.0 answers not present on this machine")
+    assert len(answers_0280()) == 17
+
+
+@pytest.mark.parametrize("version, kind", [("0.8.0", "invalid_prompt"), ("0.11.9", "invalid_prompt"),
+                                           ("0.12.0", "missing_node_type"), ("0.38.1", "missing_node_type")])
+def test_an_unknown_class_is_answered_as_the_gpu_hosts_release_answers(version, kind):
+    prompt = {"7": {"class_type": "NoSuchNode", "inputs": {}, "_meta": {"title": "My node"}}}
+    error, _ = validate_prompt(prompt, CATALOG, version=version)
+    assert error["type"] == kind
+    if kind == "missing_node_type":
+        assert error["message"] == "Node 'My node' not found. The custom node may not be installed."
+        assert error["extra_info"] == {"node_id": "7", "class_type": "NoSuchNode", "node_title": "My node"}
+    no_class = validate_prompt({"3": {"inputs": {}}}, CATALOG, version=version)[0]
+    assert no_class["type"] == kind and no_class["details"] == "Node ID '#3'"
+
+
 def test_the_080_recordings_are_all_there():
     if not V080.exists():
         pytest.skip("recorded ComfyUI 0.8.0 answers not present on this machine")
@@ -748,13 +801,17 @@ def test_arguments_are_not_modified_and_answers_are_detached():
     assert catalog == before_catalog
 
 
-def test_the_module_uses_the_standard_library_only():
-    tree = ast.parse(Path(validation.__file__).read_text())
+@pytest.mark.parametrize("module", ["validation.py", "releases.py"])
+def test_the_module_uses_the_standard_library_only(module):
+    """The validator and the release facts it answers by are pure: no Django, no database."""
+    tree = ast.parse((Path(validation.__file__).parent / module).read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module is None and [a.name for a in node.names] == ["releases"]:
+                continue  # the one sibling it may use, itself pure (checked here too)
             assert node.level == 0, "no imports from the project"
             imported.add(node.module.split(".")[0])
     assert imported <= set(sys.stdlib_module_names), imported

@@ -199,6 +199,63 @@ def test_catalog_routes_come_from_the_gpu_workers(alice, catalog):
     assert alice.get("/user/001/api/experiment/models").json()[0]["name"] == "checkpoints"
 
 
+def _worker_client(client, name="gpu-1"):
+    worker, token = Worker.create_with_token(name)
+    worker.beat("idle")
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def test_global_subgraphs_are_published_one_by_one_and_served_with_their_etag(alice, client, db):
+    """0.28 ships about 90 blueprints (4 MB): the catalog carries their index, each one's data
+    comes as a file of its own, and a browser that has one gets 304 while it is unchanged."""
+    from django.test import Client
+
+    gpu = _worker_client(Client())
+    worker = Client()
+    blueprint = {"source": "templates", "name": "Text to Video (LTX 2.0)", "info": {"node_pack": "comfyui"},
+                 "data": json.dumps({"nodes": [], "definitions": {"subgraphs": []}})}
+    index = {"a1": {k: v for k, v in blueprint.items() if k != "data"},
+             "b2": {"source": "templates", "name": "Other", "info": {"node_pack": "comfyui"}}}
+    for key in index:
+        put = worker.put(f"/api/worker/catalog/files?path=/global_subgraphs/{key}",
+                         data=json.dumps({**index[key], "data": blueprint["data"]}), content_type="application/json", **gpu)
+        assert put.status_code == 200, put.content
+    held = worker.get("/api/worker/catalog/files", **gpu).json()
+    assert set(held) == {"/global_subgraphs/a1", "/global_subgraphs/b2"} and all(len(v) == 64 for v in held.values())
+    catalog = {"object_info": {}, "comfyui_version": "0.28.0", "global_subgraphs": index, "files": sorted(held)}
+    assert worker.post("/api/worker/catalog", data=json.dumps(catalog), content_type="application/json",
+                       **gpu).status_code == 200
+
+    assert alice.get("/user/001/api/global_subgraphs").json() == index, "the index, without data"
+    one = alice.get("/user/001/api/global_subgraphs/a1")
+    assert one.json() == blueprint and one["Cache-Control"] == "private, max-age=600"
+    again = alice.get("/user/001/api/global_subgraphs/a1", HTTP_IF_NONE_MATCH=one["ETag"])
+    assert again.status_code == 304 and again.content == b""
+    assert alice.get("/user/001/api/global_subgraphs/nope").json() is None, "ComfyUI's answer: null"
+
+    # The GPU host lost one: the next catalog no longer names it, and the app forgets it.
+    catalog["files"] = ["/global_subgraphs/a1"]
+    del catalog["global_subgraphs"]["b2"]
+    worker.post("/api/worker/catalog", data=json.dumps(catalog), content_type="application/json", **gpu)
+    assert alice.get("/user/001/api/global_subgraphs/b2").json() is None
+    assert list(worker.get("/api/worker/catalog/files", **gpu).json()) == ["/global_subgraphs/a1"]
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/global_subgraphs/../secret", b"{}"),
+    ("/global_subgraphs/a%2Fb", b"{}"),
+    ("/global_subgraphs/ok", b"not json"),
+    ("/global_subgraphs/ok", b"[1]"),
+    ("/extensions/core/app.js", b"x"),
+    ("/etc/passwd", b"x"),
+])
+def test_a_catalog_file_outside_its_places_or_not_comfyuis_shape_is_refused(client, db, path, body):
+    gpu = _worker_client(client)
+    answer = client.put(f"/api/worker/catalog/files?path={path}", data=body, content_type="application/json", **gpu)
+    assert answer.status_code == 400 and "error" in answer.json()
+    assert client.get("/api/worker/catalog/files", **gpu).json() == {}
+
+
 def test_without_any_gpu_worker_the_ui_still_loads(alice):
     stats = alice.get("/user/001/api/system_stats").json()
     assert stats["devices"] == [] and stats["system"]["comfyui_version"] == "0.38.1"

@@ -5,12 +5,15 @@ import re
 
 from django.conf import settings
 
+from jobs.tokens import signed_here
+
 UPLOAD = re.compile(r"^/user/[A-Za-z0-9_-]{1,16}/(api/)?(upload/(image|mask)|userdata/.+)$")
 OUTPUTS = re.compile(r"^/api/worker/jobs/[0-9a-f-]{36}/outputs$")
 MODEL_PART = re.compile(r"^/user/[A-Za-z0-9_-]{1,16}/my-models/upload$")
 CATALOG = re.compile(r"^/api/worker/catalog(/files)?$")
 TOKEN = re.compile(r"^Bearer wt_[A-Za-z0-9_-]{20,100}$")
 MULTIPART_SLACK = 1024 * 1024  # a form's boundaries and fields around the file
+CATALOG_BYTES = 64 * 1024 * 1024  # a worker's catalog or one of its files, decompressed too
 
 
 def small() -> int:
@@ -25,12 +28,13 @@ def body_limit(path: str, authorization: str, known_worker: bool, has_session: b
         if not TOKEN.match(authorization or ""):
             return -1, "Unknown worker token"
         if not known_worker:
-            # Large bodies only from a token this process has seen accepted.
-            return small(), "Body too large for a worker this server has not seen yet"
+            # Large bodies only from a token this deployment signed, or one this process has
+            # seen accepted (tokens made before they were signed).
+            return small(), "Body too large for a worker token this server did not issue"
         if OUTPUTS.match(path):
             return settings.MAX_OUTPUT_BYTES, "Output file too large"
         if CATALOG.match(path):
-            return 64 * 1024 * 1024, "Catalog too large"
+            return CATALOG_BYTES, "Catalog too large"
         return small(), "Body too large"
     if MODEL_PART.match(path) and has_session:
         return 8 * 1024 * 1024, "Send a model in parts of at most 8 MB."
@@ -49,7 +53,8 @@ def worker_seen(token_hash: str) -> None:
 
 
 def worker_known(authorization: str) -> bool:
+    """Decided from the token alone, before the body: signed by this deployment, or seen."""
     from jobs.models import hash_token
 
     token = (authorization or "").removeprefix("Bearer ").strip()
-    return bool(token) and hash_token(token) in _known_tokens
+    return bool(token) and (signed_here(token) or hash_token(token) in _known_tokens)

@@ -16,17 +16,12 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from accounts.management.commands.workshop_doctor import SUPPORTED, version_tuple
 from accounts.models import Workspace
-from frontend_bridge import workflows
+from frontend_bridge import releases, workflows
 from frontend_bridge.frontend import KNOWN_FRONTEND_ERRORS
 from jobs.models import FINAL_STATES, Catalog, Job, JobState, Worker
 
 PREFIX = "rehearsal-"
-
-
-def supported(version: str) -> bool:
-    return SUPPORTED[0] <= version_tuple(version or "0") <= SUPPORTED[1]
 
 
 @dataclass
@@ -103,9 +98,10 @@ def worker_checks(workers: list[Worker]) -> list[Check]:
             continue
         version = (catalogs[worker.pk].comfyui_version if worker.pk in catalogs else "") or worker.comfyui_version
         checks.append(Check("workers", f"worker {worker.name} is online", True, f"ComfyUI {version or 'unknown'}"))
-        checks.append(Check("workers", f"worker {worker.name} runs a supported ComfyUI", supported(version),
-                            f"ComfyUI {version or 'unknown'}",
-                            "" if supported(version) else f"install a ComfyUI from 0.8.0 to 0.38.x at {where}"))
+        fits = releases.supported(version)
+        checks.append(Check("workers", f"worker {worker.name} runs a supported ComfyUI", fits,
+                            releases.describe(version),
+                            "" if fits else f"install a ComfyUI from {releases.SUPPORTED_TEXT} at {where}"))
         published = worker.pk in catalogs
         checks.append(Check("workers", f"worker {worker.name} published its catalog", published, "",
                             "" if published else "the worker publishes it when it starts: read its log"))

@@ -29,12 +29,16 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from PIL import Image
 
 from . import nodes
-from .validation import error_body, full_type_name, validate_prompt
+from .blueprints import RECORDED_BYTES as RECORDED_BLUEPRINT_BYTES
+from .blueprints import RECORDED_COUNT as RECORDED_BLUEPRINTS
+from .blueprints import make as make_blueprints
+from .validation import error_body, full_type_name, validate_prompt, version_tuple
 
 VERSION = "0.3.64"
 SIMULATED_VERSION = "0.8.0"  # what `python -m tests.comfyui_double` reports (scripts/run's simulated GPU)
 FRONTEND_VERSION = "1.27.10"
 TEMPLATES_VERSION = "0.1.95"
+REQUIRED_FRONTEND = {"0.8.0": "1.35.9", "0.28.0": "1.45.21"}
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 MAX_HISTORY = 10000
@@ -181,7 +185,8 @@ class ComfyUIDouble:
     """
 
     def __init__(self, step_time=0.02, steps=3, output_dir=None, host="127.0.0.1", port=0, cache=True,
-                 previews=False, object_info=None, version=VERSION, model_files=(), stand_ins=False, models_dir=None):
+                 previews=False, object_info=None, version=VERSION, model_files=(), stand_ins=False, models_dir=None,
+                 blueprints=None):
         self.step_time, self.steps, self.previews = step_time, steps, previews
         # Like a models folder named in extra_model_paths: LoRAs in <models_dir>/loras (links
         # followed, as folder_paths walks them) are offered and loaded; loads are recorded.
@@ -199,8 +204,18 @@ class ComfyUIDouble:
             folder.mkdir(parents=True, exist_ok=True)
         self.input_dir, self.output_dir, self.temp_dir = (self.folders[k] for k in ("input", "output", "temp"))
         self.object_info = load_object_info()
+        # 0.28.0 advertises its whole recorded catalog (805 classes, 1.37 MB) and ships 89
+        # blueprints (4.2 MB): what a GPU host of the current line publishes.
+        if object_info is None and version_tuple(version) >= (0, 28, 0):
+            object_info = Path(__file__).with_name("object_info_0.28.0.json.gz")
         if object_info:
             self.object_info = {**self.object_info, **load_object_info(object_info)}
+        if blueprints is None:
+            blueprints = RECORDED_BLUEPRINTS if version_tuple(version) >= (0, 28, 0) else 0
+        # blueprints: how many global subgraphs, or (how many, total bytes)
+        count, total = blueprints if isinstance(blueprints, tuple) else (blueprints, None)
+        self.blueprints = make_blueprints(count, total or count * RECORDED_BLUEPRINT_BYTES // RECORDED_BLUEPRINTS) \
+            if count else {}
         # 0.8 and later: V3 nodes, /global_subgraphs; model files "installed" on this GPU host are
         # offered by every model loader; stand-ins run the classes that need models.
         self.version, self.stand_ins = version, stand_ins
@@ -337,6 +352,7 @@ class ComfyUIDouble:
             ("GET", "/models", json_handler(MODEL_FOLDERS)), ("GET", "/models/{folder}", self.models_in),
             ("GET", "/workflow_templates", json_handler(TEMPLATES)),
             ("GET", "/global_subgraphs", self.global_subgraphs),
+            ("GET", "/global_subgraphs/{id}", self.global_subgraph),
             ("GET", "/workflow_templates/{module}/{file}", self.template_file),
         ]
         for method, path, handler in routes:
@@ -353,7 +369,7 @@ class ComfyUIDouble:
     async def system_stats(self, request):
         return web.json_response({
             "system": {"os": "posix", "ram_total": 1 << 34, "ram_free": 1 << 33, "comfyui_version": self.version,
-                       "required_frontend_version": FRONTEND_VERSION if self.version == VERSION else "1.35.9", "installed_templates_version": TEMPLATES_VERSION,
+                       "required_frontend_version": REQUIRED_FRONTEND.get(self.version, "1.35.9") if self.version != VERSION else FRONTEND_VERSION, "installed_templates_version": TEMPLATES_VERSION,
                        "required_templates_version": TEMPLATES_VERSION, "python_version": "simulated",
                        "pytorch_version": "simulated", "embedded_python": False, "argv": ["main.py", "--simulated"]},
             "devices": [{"name": "SIMULATED GPU (ComfyUI protocol double)", "type": "cpu", "index": None,
@@ -363,7 +379,13 @@ class ComfyUIDouble:
     async def global_subgraphs(self, request):
         if self.version == VERSION:
             return web.Response(status=404)  # 0.3.64 has no such route
-        return web.json_response({})
+        return web.json_response({key: {k: v for k, v in entry.items() if k != "data"}
+                                  for key, entry in self.blueprints.items()})
+
+    async def global_subgraph(self, request):
+        if self.version == VERSION:
+            return web.Response(status=404)
+        return web.json_response(self.blueprints.get(request.match_info["id"]))
 
     async def models_in(self, request):
         if request.match_info["folder"] not in MODEL_FOLDERS:
@@ -491,7 +513,7 @@ class ComfyUIDouble:
         prompt = body["prompt"]
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
         valid, error, outputs, node_errors = validate_prompt(prompt, self._with_loras(self.object_info), {
-            "LoadImage": {"image": self._image_exists}}, body.get("partial_execution_targets"))
+            "LoadImage": {"image": self._image_exists}}, body.get("partial_execution_targets"), version=self.version)
         extra_data = body.get("extra_data", {})
         if "client_id" in body:
             extra_data["client_id"] = body["client_id"]

@@ -57,7 +57,33 @@ def flatten_v3(sections: dict, inputs: dict, prefix: str = "") -> dict:
     return out
 
 
-def validate_prompt(prompt, object_info, custom_checks=None, partial_targets=None):
+def version_tuple(text: str) -> tuple[int, int, int]:
+    parts = [int("".join(c for c in piece if c.isdigit()) or 0) for piece in (text or "0").split(".")[:3]]
+    parts += [0] * (3 - len(parts))
+    return parts[0], parts[1], parts[2]
+
+
+def _missing_class(prompt, node_id, version):
+    """execution.validate_prompt's first check: 0.12 and later name the missing node (ComfyUI
+    pull request 12194) so that the UI can offer its pack; earlier releases say invalid_prompt."""
+    node = prompt[node_id]
+    if version_tuple(version) < (0, 12, 0):
+        if not isinstance(node, dict) or "class_type" not in node:
+            return error_body("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
+                              f"Node ID '#{node_id}'")
+        return error_body("invalid_prompt", f"Cannot execute because node {node['class_type']} does not exist.",
+                          f"Node ID '#{node_id}'")
+    if not isinstance(node, dict) or "class_type" not in node:
+        title = (node.get("_meta") or {}).get("title") if isinstance(node, dict) else None
+        return error_body("missing_node_type", f"Node '{title or f'ID #{node_id}'}' has no class_type. The workflow "
+                          "may be corrupted or a custom node is missing.", f"Node ID '#{node_id}'",
+                          {"node_id": node_id, "class_type": None, "node_title": title})
+    title = (node.get("_meta") or {}).get("title", node["class_type"])
+    return error_body("missing_node_type", f"Node '{title}' not found. The custom node may not be installed.",
+                      f"Node ID '#{node_id}'", {"node_id": node_id, "class_type": node["class_type"], "node_title": title})
+
+
+def validate_prompt(prompt, object_info, custom_checks=None, partial_targets=None, version="0.3.64"):
     """(valid, error, outputs to execute, node_errors).
 
     `custom_checks` {class_type: {input: check(value) -> True or a message}} stands for nodes'
@@ -70,12 +96,10 @@ def validate_prompt(prompt, object_info, custom_checks=None, partial_targets=Non
     outputs = []
     for node_id, node in prompt.items():
         if not isinstance(node, dict) or "class_type" not in node:
-            return False, error_body("invalid_prompt", "Cannot execute because a node is missing the class_type "
-                                     "property.", f"Node ID '#{node_id}'"), [], {}
+            return False, _missing_class(prompt, node_id, version), [], {}
         info = object_info.get(node["class_type"])
         if info is None:
-            return False, error_body("invalid_prompt", f"Cannot execute because node {node['class_type']} does not "
-                                     "exist.", f"Node ID '#{node_id}'"), [], {}
+            return False, _missing_class(prompt, node_id, version), [], {}
         if info.get("output_node") and (partial_targets is None or node_id in partial_targets):
             outputs.append(node_id)
     if not outputs:

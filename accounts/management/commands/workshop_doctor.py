@@ -5,21 +5,9 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from frontend_bridge import workflows
+from frontend_bridge import releases, workflows
 from frontend_bridge.frontend import frontend_version
 from jobs.models import Catalog, Worker
-
-# The ComfyUI releases this platform was measured against: 0.8.0 (the first with LTX-2) to the
-# current line, whose frontend the app serves.
-SUPPORTED = ((0, 8, 0), (0, 38, 99))
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in text.lstrip("v").split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts + [0] * (3 - len(parts)))
 
 
 def configuration_checks() -> list[tuple[bool, str]]:
@@ -88,11 +76,9 @@ class Command(BaseCommand):
         if not catalogs:
             say(False, "no GPU worker has published its ComfyUI catalog yet (start one: docs/operator.md)")
         for catalog in catalogs:
-            version = catalog.comfyui_version or "unknown"
-            fits = SUPPORTED[0] <= version_tuple(version) <= SUPPORTED[1]
             state = "online" if catalog.worker_id in online else "offline"
-            say(fits, f"worker {catalog.worker.name} ({state}): ComfyUI {version}"
-                      + ("" if fits else " is outside the supported 0.8.0 – 0.38.x"))
+            say(releases.supported(catalog.comfyui_version),
+                f"worker {catalog.worker.name} ({state}): {releases.describe(catalog.comfyui_version)}")
 
         data = Catalog.current_data()
         installed = {name for files in (data.get("model_files") or {}).values() for name in files}
