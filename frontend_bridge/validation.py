@@ -212,6 +212,24 @@ def upload_specs(value):
                 yield from upload_specs(child)
 
 
+def is_placeholder(value) -> bool:
+    """A value ComfyUI itself puts in a file list, such as Load3D's "none": not a file, as every
+    file a loader lists has an extension (its content-type or extension filter needs one)."""
+    return isinstance(value, str) and value != "" and "." not in value and "/" not in value
+
+
+def placeholders(options) -> list[str]:
+    return [v for v in options if is_placeholder(v)] if isinstance(options, list) else []
+
+
+def names_a_file(value: str, input_type, options: dict) -> bool:
+    """Does an upload input's value name a file? Not ComfyUI's own "no file" choice (Load3D's
+    "none"), nor an empty text input with an upload widget (Painter's mask, 0.28)."""
+    if is_placeholder(value) and value in placeholders(options.get("options")):
+        return False
+    return not (input_type == "STRING" and not value.strip())
+
+
 def upload_classes(object_info) -> set[str]:
     """Classes with an input flagged as an upload anywhere in their inputs."""
     return {name for name, info in (object_info or {}).items()
@@ -312,19 +330,19 @@ class _Validator:
                         valid = False
                     continue
                 if is_upload(options):
-                    uploads.append((name, value, options))
+                    uploads.append((name, value, input_type, options))
                 self._widget(name, value, input_type, options, config, errors)
-        for name, value, options in uploads:
-            self._upload(name, value, options, errors)
+        for name, value, input_type, options in uploads:
+            self._upload(name, value, input_type, options, errors)
         return (False, errors, node_id) if errors or not valid else (True, [], node_id)
 
-    def _upload(self, name, value, options, errors):
+    def _upload(self, name, value, input_type, options, errors):
         """The loader's own check that its file exists, against the participant's workspace."""
         if self.file_exists is None:
             return
         if isinstance(value, dict) and "__value__" in value:
             value = value["__value__"]
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not names_a_file(value, input_type, options):
             return
         folder = options.get("image_folder")
         item = parse_annotated_name(value, folder if folder in FOLDER_TYPES else "input")
@@ -600,6 +618,10 @@ def input_files(prompt, object_info, partial_execution_targets=None) -> list[dic
                 value = value["__value__"]
             if not isinstance(value, str):
                 continue
+            if class_info is not None:
+                input_type, _, options = _input_spec(class_info, name)
+                if not names_a_file(value, input_type, options or {}):
+                    continue
             item = parse_annotated_name(value, default_type)
             if item not in found:
                 found.append(item)

@@ -17,7 +17,7 @@ from workshop import jsonbody
 from . import own_models, workflows
 from .api import INLINE_OTHER, file_response, json_body, workspace_api
 from .frontend import comfy_features, core_extensions, frontend_version
-from .validation import upload_classes, upload_specs
+from .validation import placeholders, upload_classes, upload_specs
 
 SUPPORTED_COMFYUI = "0.38.1"  # the release the GPU image installs
 SETTINGS_FILE = "comfy.settings.json"
@@ -138,10 +138,13 @@ def _files_for(options: dict, files: list[str]) -> list[str]:
 
 
 def _set_options(spec: list, values: list[str]) -> None:
+    """The workspace's files in place of the GPU host's, after ComfyUI's own placeholders (such
+    as Load3D's "none"). An input without a list (a remote COMBO, a text input with an upload
+    widget) stays without one, as ComfyUI sends it."""
     if isinstance(spec[0], list):  # old style: [[files], {"image_upload": true}]
-        spec[0] = values
-    elif len(spec) > 1 and isinstance(spec[1], dict):  # new style: ["COMBO", {"options": [...]}]
-        spec[1]["options"] = values
+        spec[0] = [*placeholders(spec[0]), *values]
+    elif len(spec) > 1 and isinstance(spec[1], dict) and isinstance(spec[1].get("options"), list):
+        spec[1]["options"] = [*placeholders(spec[1]["options"]), *values]  # new style: ["COMBO", {"options": [...]}]
 
 
 def _with_workspace_files(object_info: dict, workspace, uploads: set[str]) -> dict:

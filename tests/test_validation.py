@@ -967,3 +967,20 @@ def test_a_missing_upload_is_refused_on_its_node_like_the_loader_would():
         "details": "file - Invalid video file: clips/mine.mp4", "extra_info": {"input_name": "file"}}]
     assert error["type"] == "prompt_outputs_failed_validation"
     assert validate_prompt(prompt, catalog, file_exists=lambda item: True) == (None, {})
+
+
+def test_0280s_painter_with_no_mask_and_load3d_with_none_read_no_file():
+    """Painter.mask (0.28) is a text input with an upload widget: empty is no file. Load3D's
+    "none" is ComfyUI's own placeholder. Neither is a file the participant must upload."""
+    import gzip as gz
+
+    catalog = json.loads(gz.decompress((Path(__file__).parent / "comfyui_double" / "object_info_0.28.0.json.gz")
+                                       .read_bytes()))
+    prompt = {"1": {"class_type": "Painter", "inputs": {"mask": "", "width": 512, "height": 512, "bg_color": "#000000"}},
+              "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+              "3": {"class_type": "Load3D", "inputs": {"model_file": "none", "image": "", "width": 64, "height": 64}},
+              "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
+    assert validate_prompt(prompt, catalog, file_exists=lambda item: False, version="0.28.0") == (None, {})
+    assert input_files(prompt, catalog) == []
+    prompt["1"]["inputs"]["mask"] = "painter/mask.png [input]"
+    assert input_files(prompt, catalog) == [{"filename": "mask.png", "subfolder": "painter", "type": "input"}]

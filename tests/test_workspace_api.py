@@ -341,6 +341,42 @@ def test_every_upload_input_of_the_080_catalog_lists_only_the_workspaces_own_fil
         assert list(one) == [name] and "user002" not in json.dumps(one)
 
 
+def test_the_0280_catalog_keeps_comfyuis_placeholders_and_adds_no_options_where_it_sends_none(
+        alice, client, db, participants):
+    """ComfyUI 0.28.0 (the double's copy of the recording): Load3D offers "none" before its
+    files, and that stays and validates; a remote COMBO (LoadImageOutput.image) and a text input
+    with an upload widget (Painter.mask) carry no options key, and get none."""
+    import gzip
+    from pathlib import Path
+
+    recorded = Path(__file__).parent / "comfyui_double" / "object_info_0.28.0.json.gz"
+    object_info = json.loads(gzip.decompress(recorded.read_bytes()))
+    object_info["Load3D"]["input"]["required"]["model_file"][1]["options"] = ["none", "user002_model.glb"]
+    worker, _ = Worker.create_with_token("gpu-1")
+    worker.beat("idle")
+    Catalog.objects.create(worker=worker, object_info=object_info, comfyui_version="0.28.0")
+    (participants[0].root / "input" / "chair.glb").write_bytes(b"x")
+
+    whole = alice.get("/user/001/api/object_info").json()
+    for name in ("Load3D", "Load3DAdvanced"):
+        options = whole[name]["input"]["required"]["model_file"][1]["options"]
+        assert options == ["none", "chair.glb"], (name, options)
+    assert whole["LoadImageOutput"]["input"]["required"]["image"] == \
+        object_info["LoadImageOutput"]["input"]["required"]["image"], "unchanged: no options key"
+    assert "options" not in whole["Painter"]["input"]["required"]["mask"][1]
+
+    def post(model_file):
+        prompt = {"1": {"class_type": "Load3D", "inputs": {
+            "model_file": model_file, "image": "", "width": 64, "height": 64}},
+            "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+        return alice.post("/user/001/api/prompt", data=json.dumps({"prompt": prompt}), content_type="application/json")
+
+    none = post("none")
+    assert none.status_code == 200, none.content
+    missing = post("someone_elses.glb")
+    assert missing.status_code == 400 and "Invalid file: someone_elses.glb" in missing.content.decode()
+
+
 def test_logging_out_by_a_typed_address_shows_a_button_and_a_post_signs_out(client, participants):
     client.force_login(participants[0].owner)
     page = client.get("/accounts/logout/")
