@@ -1,7 +1,8 @@
 """The official ComfyUI frontend (the comfyui-frontend-package wheel), served per workspace.
 
-Everything the frontend asks for resolves under `/user/<slug>/`, except the progress favicon
-frames it requests at the site root (`/assets/...`), which are served there too.
+Everything the frontend asks for resolves under `/user/<slug>/`; the progress favicon frames,
+which it names by an absolute path, too (KEEP_UNDER_PREFIX). `/assets/...` at the root is still
+served, for a page loaded before that.
 """
 import mimetypes
 from functools import lru_cache
@@ -83,12 +84,29 @@ def cache_for(relative: str) -> str:
     return IMMUTABLE if relative.startswith("assets/") and not relative.startswith("assets/images/") else SHORT
 
 
+# The frontend sets its progress favicon by an absolute path (useProgressFavicon:
+# `/assets/images/favicon_progress_16x16/frame_N.png`), the one request it would make outside
+# /user/<slug>/. Run before any of its code, this makes such a link relative to the page.
+KEEP_UNDER_PREFIX = (
+    "(function(){var d=Object.getOwnPropertyDescriptor(HTMLLinkElement.prototype,'href');"
+    "Object.defineProperty(HTMLLinkElement.prototype,'href',{configurable:true,enumerable:d.enumerable,"
+    "get:d.get,set:function(v){if(typeof v==='string'&&v.indexOf('/assets/')===0){v='.'+v}d.set.call(this,v)}})})()"
+)
+
+
+@lru_cache(maxsize=1)
+def index_html() -> bytes:
+    html = (FRONTEND_ROOT / "index.html").read_text()
+    return html.replace("<head>", f"<head><script>{KEEP_UNDER_PREFIX}</script>", 1).encode()
+
+
 def page(request, slug):
     """`/user/<slug>/`: the ComfyUI web UI, for the owner and staff."""
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
     workspace_for(request.user, slug)
-    response = static_file(FRONTEND_ROOT, "index.html", "no-cache")
+    response = HttpResponse(index_html(), content_type="text/html; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
     response["X-Workshop-Workspace"] = slug
     response._csp_config = page_csp()
     return response
@@ -96,14 +114,15 @@ def page(request, slug):
 
 @lru_cache(maxsize=1)
 def page_csp() -> dict:
-    """The site's policy, plus the hashes of index.html's inline scripts (the splash colours)."""
+    """The site's policy, plus the hashes of index.html's inline scripts (the splash colours,
+    and the workshop's own that keeps the favicon under the workspace)."""
     import base64
     import hashlib
     import re
 
     from django.conf import settings
 
-    html = (FRONTEND_ROOT / "index.html").read_text()
+    html = index_html().decode()
     hashes = [
         "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
         for body in re.findall(r"<script>(.*?)</script>", html, re.S)

@@ -19,9 +19,10 @@ class Watch:
     """Failed requests and console errors of one page, with what caused them."""
 
     def __init__(self, page, base, prefix):
-        self.failed, self.errors, self.outside, self.escaped = [], [], [], []
+        self.failed, self.errors, self.outside, self.escaped, self.urls = [], [], [], [], []
+        page.on("request", lambda r: self.urls.append(r.url))
         page.on("request", lambda r: r.url.startswith(base) and not r.url.startswith(
-            (f"{base}{prefix}", f"{base}/accounts/login/", f"{base}/assets/images/favicon_progress", f"{base}/favicon.ico")
+            (f"{base}{prefix}", f"{base}/accounts/login/")
         ) and self.escaped.append(r.url))
         page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.status} {r.request.method} {r.url}"))
         page.on("requestfailed", lambda r: self.failed.append(f"FAILED {r.method} {r.url} {r.failure} {r.headers} {r.post_data}"))
@@ -121,6 +122,9 @@ def test_participant_runs_a_workshop_workflow_in_the_real_ui(browser, live_app, 
     assert errors == [], f"console errors caused by the platform: {errors}"
     assert watch.outside == [], f"calls to outside hosts: {watch.outside}"
     assert watch.escaped == [], f"requests that left the workspace prefix: {watch.escaped}"
+    frames = [u for u in watch.urls if "favicon_progress_16x16" in u]
+    assert frames and all(u.startswith(f"{live_app.url}/user/001/assets/images/") for u in frames), \
+        "the progress favicon's frames come from under the workspace too"
 
 
 def test_two_participants_at_once_never_see_each_others_work(browser, live_app, participants, double):

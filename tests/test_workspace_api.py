@@ -47,7 +47,7 @@ def test_workspace_page_needs_login_and_belongs_to_its_owner(client, participant
     client.login(username="user002", password="pw")
     assert client.get("/user/001/").status_code == 404
     page = client.get("/user/002/")
-    assert page.status_code == 200 and b"<title>ComfyUI</title>" in b"".join(page.streaming_content)
+    assert page.status_code == 200 and b"<title>ComfyUI</title>" in body_of(page)
     assert page["Cache-Control"] == "no-cache"
 
 
