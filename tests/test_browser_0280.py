@@ -1,0 +1,56 @@
+"""A GPU host on ComfyUI 0.28.0 (the double with its recorded catalog and 89 blueprints) in the
+real frontend: its worker comes online with default settings, the blueprints reach the node
+library, and one placed from there runs through the queue."""
+import pytest
+
+from jobs.models import Catalog, ExtensionFile, JobState
+from tests import browsing
+from tests.test_browser import LTX2_MODELS, open_workspace, queue_button, wait_for_job
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+browser = browsing.browser
+ARTIFACTS = browsing.ARTIFACTS
+BLUEPRINT = "Text to Video (LTX 2.0)"
+PLACED = """() => window.app.graph._nodes.filter(n => n.subgraph && n.title === %r).length""" % BLUEPRINT
+
+
+def test_a_0280_host_comes_online_and_a_blueprint_from_the_node_library_runs(browser, live_app, participants):
+    from tests.comfyui_double import ComfyUIDouble
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (ComfyUIDouble(version="0.28.0", model_files=LTX2_MODELS, stand_ins=True) as double,
+          live_app.gpu_worker(double.url)):  # waits for it to come online, default settings
+        catalog = Catalog.objects.get(worker__name="gpu-1")
+        published = ExtensionFile.objects.filter(worker=catalog.worker, path__startswith="/global_subgraphs/")
+        page, watch = open_workspace(browser, live_app, "user001", "001")
+        # The start workflow (LTX-2 text to video) holds the same subgraph: wait until it is in.
+        page.wait_for_function(f"() => ({PLACED})() === 1", timeout=20_000)
+        page.get_by_test_id("node-library-tab-button").click()
+        page.get_by_text("Comfy Blueprints", exact=True).wait_for(timeout=15_000)
+        page.get_by_placeholder("Search...").first.fill(BLUEPRINT)
+        # Dragged from the library onto an empty spot of the canvas.
+        page.get_by_text(BLUEPRINT, exact=True).first.drag_to(page.locator("#graph-canvas"),
+                                                               target_position={"x": 700, "y": 150})
+        page.wait_for_function(f"() => ({PLACED})() === 2", timeout=15_000)
+        page.screenshot(path=str(ARTIFACTS / "09-blueprint-placed.png"))
+        page.get_by_test_id("node-library-tab-button").click()
+        page.evaluate("""() => {
+          const g = window.app.graph, blueprint = g._nodes.filter(n => n.subgraph).at(-1);
+          for (const n of g._nodes.filter(n => n !== blueprint)) g.remove(n);  // only the placed one runs
+          const save = LiteGraph.createNode('SaveVideo'); save.pos = [blueprint.pos[0] + 500, blueprint.pos[1]];
+          g.add(save); blueprint.connect(0, save, 0); g.setDirtyCanvas(true, true);
+        }""")
+        queue_button(page).click()
+        job = wait_for_job(participants[0], 1, timeout=60)
+        failed, errors = watch.ours()
+
+    assert catalog.comfyui_version == "0.28.0"
+    assert len(catalog.data["global_subgraphs"]) == 89 and published.count() == 89
+    assert all("data" not in entry for entry in catalog.data["global_subgraphs"].values()), "the index only"
+    assert job.state == JobState.COMPLETED, job.error
+    classes = {node["class_type"] for node in job.prompt.values()}
+    assert {"SaveVideo", "LTXVConditioning", "CheckpointLoaderSimple"} <= classes, classes
+    assert failed == [], f"requests that failed because of the platform: {failed}"
+    assert errors == [], f"console errors caused by the platform: {errors}"
+    assert watch.outside == [] and watch.escaped == []
