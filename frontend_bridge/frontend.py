@@ -84,13 +84,18 @@ def cache_for(relative: str) -> str:
     return IMMUTABLE if relative.startswith("assets/") and not relative.startswith("assets/images/") else SHORT
 
 
-# The frontend sets its progress favicon by an absolute path (useProgressFavicon:
-# `/assets/images/favicon_progress_16x16/frame_N.png`), the one request it would make outside
-# /user/<slug>/. Run before any of its code, this makes such a link relative to the page.
+# The frontend names a few of its own images by an absolute path: the progress favicon
+# (`/assets/images/favicon_progress_16x16/frame_N.png`), App Mode's welcome picture and some
+# logos (`/assets/images/...`), the only requests it would make outside /user/<slug>/. Run before
+# any of its code, this makes such a link or image source relative to the page.
 KEEP_UNDER_PREFIX = (
-    "(function(){var d=Object.getOwnPropertyDescriptor(HTMLLinkElement.prototype,'href');"
-    "Object.defineProperty(HTMLLinkElement.prototype,'href',{configurable:true,enumerable:d.enumerable,"
-    "get:d.get,set:function(v){if(typeof v==='string'&&v.indexOf('/assets/')===0){v='.'+v}d.set.call(this,v)}})})()"
+    "(function(){function keep(proto,name){var d=Object.getOwnPropertyDescriptor(proto,name);"
+    "Object.defineProperty(proto,name,{configurable:true,enumerable:d.enumerable,get:d.get,"
+    "set:function(v){if(typeof v==='string'&&v.indexOf('/assets/')===0){v='.'+v}d.set.call(this,v)}})}"
+    "keep(HTMLLinkElement.prototype,'href');keep(HTMLImageElement.prototype,'src');"
+    "var set=Element.prototype.setAttribute;Element.prototype.setAttribute=function(n,v){"
+    "if((n==='src'||n==='href')&&typeof v==='string'&&v.indexOf('/assets/')===0){v='.'+v}"
+    "return set.call(this,n,v)}})()"
 )
 
 

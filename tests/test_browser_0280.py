@@ -54,3 +54,43 @@ def test_a_0280_host_comes_online_and_a_blueprint_from_the_node_library_runs(bro
     assert failed == [], f"requests that failed because of the platform: {failed}"
     assert errors == [], f"console errors caused by the platform: {errors}"
     assert watch.outside == [] and watch.escaped == []
+
+
+def test_a_workflow_in_app_mode_shows_its_inputs_runs_through_the_queue_and_shows_its_output(
+        browser, live_app, participants):
+    """Frontend 1.53.6's App Mode (extra.linearMode, extra.linearData) in a workspace: the
+    instructor's hello workflow made an app with two inputs and its SaveImage as output."""
+    import json
+    from pathlib import Path
+
+    from tests.comfyui_double import ComfyUIDouble
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    workflow = json.loads((Path(__file__).resolve().parents[1] / "frontend_bridge" / "workflows" / "hello.json")
+                          .read_text())
+    workflow.setdefault("extra", {}).update(linearMode=True, linearData={"inputs": [[1, "color"], [1, "width"]],
+                                                                         "outputs": [3]})
+    with (ComfyUIDouble(version="0.28.0", model_files=LTX2_MODELS, stand_ins=True) as double,
+          live_app.gpu_worker(double.url)):
+        page, watch = open_workspace(browser, live_app, "user001", "001")
+        page.evaluate("wf => window.app.loadGraphData(wf, true, true, 'hello-app')", workflow)
+        page.get_by_text("hello-app", exact=True).first.click()
+        page.get_by_text("Welcome to Apps").wait_for(timeout=15_000)
+        page.get_by_role("button", name="Skip").click()
+        width = page.get_by_text("width", exact=True).locator("xpath=../..").locator("input").first
+        width.fill("96")
+        width.press("Enter")
+        page.screenshot(path=str(ARTIFACTS / "10-app-mode.png"))
+        page.get_by_role("button", name="Run").last.click()
+        job = wait_for_job(participants[0], 1, timeout=60)
+        saved = job.outputs.get("3", {}).get("images", [{}])[0].get("filename", "")
+        page.locator(f"img[src*='{saved}']").first.wait_for(timeout=20_000)
+        page.screenshot(path=str(ARTIFACTS / "11-app-mode-output.png"))
+        failed, errors = watch.ours()
+
+    assert job.state == JobState.COMPLETED, job.error
+    assert job.prompt["1"]["inputs"]["width"] == 96, "the app's input reached the run"
+    assert saved.startswith("workshop_hello")
+    assert failed == [], f"requests that failed because of the platform: {failed}"
+    assert errors == [], f"console errors caused by the platform: {errors}"
+    assert watch.outside == [] and watch.escaped == []
