@@ -3,6 +3,7 @@ import pytest
 
 from bench.test_200_workspaces import test_many_workspaces_on_one_daphne  # noqa: F401
 from bench.test_big_output import test_big_output  # noqa: F401
+from bench.test_catalog_memory import test_catalog_memory  # noqa: F401
 from bench.test_dispatch_gap import test_dispatch_gap  # noqa: F401
 from bench.test_model_affinity import test_model_affinity_saves_loads  # noqa: F401
 from bench.test_spine_latency import test_spine_latency  # noqa: F401
