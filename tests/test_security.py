@@ -589,3 +589,22 @@ def test_a_refused_request_is_one_log_line_not_a_traceback(alice, caplog):
         assert 400 <= answer.status_code < 500
         assert len(caplog.records) <= 1, [r.getMessage() for r in caplog.records]
         assert all(r.exc_info is None and len(r.getMessage()) < 300 for r in caplog.records)
+
+
+def test_only_a_token_this_deployment_signed_may_send_a_large_body_before_it_was_seen(settings):
+    """A worker's first call may be its 5.6 MB catalog (ComfyUI 0.28): its token alone, checked
+    before the body, lets it through; a forged one, or another deployment's, gets 3 MB."""
+    from jobs.tokens import new_token
+    from workshop import limits
+
+    def limit(token):
+        header = f"Bearer {token}"
+        return limits.body_limit("/api/worker/catalog", header, limits.worker_known(header), False)[0]
+
+    token = new_token()
+    assert limit(token) == limits.CATALOG_BYTES
+    forged = token[:-3] + ("abc" if not token.endswith("abc") else "xyz")
+    assert limit(forged) == limits.small()
+    assert limit("wt_" + "x" * 65) == limits.small(), "the right length is not enough"
+    settings.SECRET_KEY = "another deployment's key"
+    assert limit(token) == limits.small()
