@@ -66,6 +66,13 @@ def frontend_version() -> str:
     return version("comfyui-frontend-package")
 
 
+@lru_cache(maxsize=1)
+def templates_version() -> str:
+    from importlib.metadata import version
+
+    return version("comfyui-workflow-templates")
+
+
 def static_file(root: Path, relative: str, cache_control: str) -> FileResponse:
     """A file under `root`, refusing anything that resolves outside it."""
     base = root.resolve()

@@ -16,7 +16,7 @@ from workshop import jsonbody
 
 from . import own_models, workflows
 from .api import INLINE_OTHER, file_response, json_body, workspace_api
-from .frontend import comfy_features, core_extensions, frontend_version
+from .frontend import comfy_features, core_extensions, frontend_version, templates_version
 from .validation import placeholders, upload_classes, upload_specs
 
 SUPPORTED_COMFYUI = "0.38.1"  # the release the GPU image installs
@@ -47,6 +47,14 @@ def system_stats(request, workspace):
     system = stats.setdefault("system", {})
     system["required_frontend_version"] = frontend_version()
     system["argv"] = ["main.py"]
+    # The packages the browser gets are the app's, not the GPU host's (0.28 lists its own).
+    served = {"comfyui-frontend-package": frontend_version(), "comfyui-workflow-templates": templates_version()}
+    for package in system.get("comfy_package_versions") or []:
+        if isinstance(package, dict) and package.get("name") in served:
+            package["installed"] = package["required"] = served[package["name"]]
+    for key in ("installed_templates_version", "required_templates_version"):
+        if key in system:
+            system[key] = served["comfyui-workflow-templates"]
     return JsonResponse(stats)
 
 

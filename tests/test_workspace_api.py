@@ -256,6 +256,29 @@ def test_a_catalog_file_outside_its_places_or_not_comfyuis_shape_is_refused(clie
     assert client.get("/api/worker/catalog/files", **gpu).json() == {}
 
 
+def test_system_stats_name_the_frontend_and_templates_the_browser_gets(alice, db):
+    """0.28.0 lists its own pinned packages (frontend 1.45.21, templates 0.11.9); the About
+    panel must show what the app serves instead."""
+    from importlib.metadata import version
+
+    worker, _ = Worker.create_with_token("gpu-1")
+    worker.beat("idle")
+    packages = [{"name": "comfyui-frontend-package", "installed": "1.45.21", "required": "1.45.21"},
+                {"name": "comfyui-workflow-templates", "installed": "0.11.9", "required": "0.11.9"},
+                {"name": "comfy-kitchen", "installed": "0.2.21", "required": "0.2.21"}]
+    Catalog.objects.create(worker=worker, object_info={}, comfyui_version="0.28.0", data={"system_stats": {
+        "system": {"comfyui_version": "0.28.0", "required_frontend_version": "1.45.21",
+                   "installed_templates_version": "0.11.9", "required_templates_version": "0.11.9",
+                   "comfy_package_versions": packages}, "devices": []}})
+    system = alice.get("/user/001/api/system_stats").json()["system"]
+    frontend, templates = version("comfyui-frontend-package"), version("comfyui-workflow-templates")
+    assert system["required_frontend_version"] == frontend
+    assert system["installed_templates_version"] == system["required_templates_version"] == templates
+    listed = {p["name"]: (p["installed"], p["required"]) for p in system["comfy_package_versions"]}
+    assert listed == {"comfyui-frontend-package": (frontend, frontend),
+                      "comfyui-workflow-templates": (templates, templates), "comfy-kitchen": ("0.2.21", "0.2.21")}
+
+
 def test_without_any_gpu_worker_the_ui_still_loads(alice):
     stats = alice.get("/user/001/api/system_stats").json()
     assert stats["devices"] == [] and stats["system"]["comfyui_version"] == "0.38.1"
