@@ -26,8 +26,14 @@ DIFFERENCES = [
     ((0, 28, 0), "global subgraphs (blueprints) ship with ComfyUI: 89 on 0.28.0 (4.2 MB), none on 0.8.0; "
                  "the worker publishes them one by one"),
     ((0, 28, 0), "Load3D and Load3DAdvanced offer ComfyUI's own placeholder \"none\" in model_file"),
+    ((0, 28, 0), "a loop of links is refused as dependency_cycle on every node of the loop (before: "
+                 "Python's recursion limit)"),
+    ((0, 28, 0), "a value not in a COMBO's list is shown as Python writes it (3, not '3'), as a list "
+                 "may now take several values"),
 ]
 MISSING_NODE_TYPE_SINCE = DIFFERENCES[0][0]
+DEPENDENCY_CYCLE_SINCE = DIFFERENCES[3][0]
+REPR_NOT_IN_LIST_SINCE = DIFFERENCES[4][0]
 
 
 def version_tuple(text: str) -> tuple[int, int, int]:

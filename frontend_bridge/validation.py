@@ -32,7 +32,7 @@ How ComfyUI validates (and so how this module does):
 Deliberate differences from ComfyUI: upload inputs (``image_upload`` etc.) are checked against
 the participant's workspace (``file_exists``), never the catalog's list, which is the GPU host's
 input folder; a node whose ``inputs`` is not an object is refused up front; a cycle of links is
-reported on a node of the loop (ComfyUI runs into Python's recursion limit); exception records
+reported on a node of the loop before 0.28 (ComfyUI ran into Python's recursion limit); exception records
 carry an empty traceback. Rules a newer ComfyUI may add are not known here: such a prompt passes,
 and ComfyUI's own refusal reaches the participant when the GPU worker submits it.
 """
@@ -281,28 +281,43 @@ class _Validator:
     node id -> (valid, errors of that node, node id). Exceptions raised while reading a link
     leave the node's validation exactly where ComfyUI's would."""
 
-    def __init__(self, prompt, object_info, file_exists=None):
+    def __init__(self, prompt, object_info, file_exists=None, version="0.8.0"):
         self.prompt = prompt
         self.object_info = object_info
         self.file_exists = file_exists
         self.validated = {}
-        self.in_progress = set()
+        self.visiting: list = []
+        self.cycles_named = releases.version_tuple(version) >= releases.DEPENDENCY_CYCLE_SINCE
+        self.repr_values = releases.version_tuple(version) >= releases.REPR_NOT_IN_LIST_SINCE
 
     def node(self, node_id):
         if node_id in self.validated:
             return self.validated[node_id]
-        if node_id in self.in_progress:
-            # ComfyUI recurses until Python's limit and reports nothing useful; stop at once.
-            raise RecursionError(f"maximum recursion depth exceeded: node {node_id} depends on itself")
-        self.in_progress.add(node_id)
+        if node_id in self.visiting:
+            if not self.cycles_named:
+                # Earlier releases recurse until Python's limit and report nothing useful.
+                raise RecursionError(f"maximum recursion depth exceeded: node {node_id} depends on itself")
+            self._cycle(node_id)
+            return self.validated[node_id]
+        self.visiting.append(node_id)
         try:
             result = self._check(node_id)
         finally:
-            self.in_progress.discard(node_id)
-        if node_id in self.validated and not result[1]:
-            return self.validated[node_id]  # keep the cycle report made while this node was checked
+            self.visiting.pop()
+        # A cycle found below may have put an error on this node already: join them, as ComfyUI does.
+        before = self.validated.get(node_id, (True, [], node_id))
+        result = (before[0] and result[0] is True, before[1] + [e for e in result[1] if e not in before[1]], node_id)
         self.validated[node_id] = result
         return result
+
+    def _cycle(self, node_id):
+        """ComfyUI 0.28's answer to a loop of links: the same error on every node of the loop."""
+        path = self.visiting[self.visiting.index(node_id):] + [node_id]
+        nodes = list(dict.fromkeys(path))
+        details = " -> ".join(f"{n} ({self.prompt[n]['class_type']})" for n in path)
+        for n in nodes:
+            self.validated[n] = (False, [_error("dependency_cycle", "Dependency cycle detected", details,
+                                                {"node_id": n, "cycle_nodes": nodes})], n)
 
     def _check(self, node_id):
         node = self.prompt[node_id]
@@ -381,8 +396,7 @@ class _Validator:
             )], source_id)
             return False
 
-    @staticmethod
-    def _widget(name, value, input_type, options, config, errors):
+    def _widget(self, name, value, input_type, options, config, errors):
         """Check one widget value: conversion, range, then choices."""
         try:
             if isinstance(value, dict) and "__value__" in value:
@@ -420,7 +434,8 @@ class _Validator:
                 list_info, shown_config = f"(list of length {len(choices)})", None
             else:
                 list_info, shown_config = str(choices), config
-            errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {list_info}",
+            shown = repr(value) if self.repr_values else f"'{value}'"
+            errors.append(_error("value_not_in_list", "Value not in list", f"{name}: {shown} not in {list_info}",
                                  {"input_name": name, "input_config": shown_config, "received_value": value}))
 
 
@@ -460,9 +475,12 @@ def _class_error(prompt, object_info, version):
 
 def _shape_error(prompt, check_links):
     """Our own up-front checks: inputs are objects; without a catalog, links are well formed and
-    point at nodes of the prompt (with one, links are checked the way ComfyUI does)."""
+    point at nodes of the prompt (with one, links are checked the way ComfyUI does, and a node
+    with no inputs key at all fails where ComfyUI's validation reads it: a KeyError)."""
     for node_id, node in prompt.items():
         inputs, class_type = node.get("inputs"), node["class_type"]
+        if "inputs" not in node and not check_links:
+            continue
         if not isinstance(inputs, dict):
             return _invalid_prompt(f"Cannot execute because the inputs of node {class_type} are not an object.",
                                    node_id)
@@ -511,7 +529,7 @@ def validate_prompt(prompt, object_info, partial_execution_targets=None, *, requ
     if not outputs:
         return _error("prompt_no_outputs", "Prompt has no outputs"), {}
 
-    validator = _Validator(prompt, object_info, file_exists)
+    validator = _Validator(prompt, object_info, file_exists, version)
     good, failed, node_errors = [], [], {}
     for output in outputs:
         try:

@@ -516,8 +516,9 @@ def test_inputs_that_are_not_an_object_are_refused():
     prompt["2"]["inputs"] = [["1", 0]]
     error, node_errors = validate_prompt(prompt, CATALOG)
     assert error["type"] == "invalid_prompt" and error["details"] == "Node ID '#2'" and node_errors == {}
-    del prompt["2"]["inputs"]
-    assert validate_prompt(prompt, CATALOG)[0]["type"] == "invalid_prompt"
+    del prompt["2"]["inputs"]  # no key at all: ComfyUI's own KeyError, on the node (SEEN_ON_0280)
+    error, node_errors = validate_prompt(prompt, CATALOG)
+    assert error["type"] == "prompt_outputs_failed_validation" and node_errors["2"]["errors"][0]["details"] == "'inputs'"
 
 
 # --- per-node errors ----------------------------------------------------------------------------
@@ -984,3 +985,59 @@ def test_0280s_painter_with_no_mask_and_load3d_with_none_read_no_file():
     assert input_files(prompt, catalog) == []
     prompt["1"]["inputs"]["mask"] = "painter/mask.png [input]"
     assert input_files(prompt, catalog) == [{"filename": "mask.png", "subfolder": "painter", "type": "input"}]
+
+
+# What a real ComfyUI 0.28.0 answered to prompts of our own (posted to it straight, 2026-12-07,
+# by the platform's trial against a real 0.28.0; server paths in its traceback left out, as the
+# bridge sends none).
+PV = {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}
+IMAGE_BLEND = ["COMBO", {"multiselect": False, "options": ["normal", "multiply", "screen", "overlay", "soft_light",
+                                                            "difference"]}]
+SEEN_ON_0280 = {
+    "a loop of links": (
+        {"1": {"class_type": "ImageInvert", "inputs": {"image": ["2", 0]}},
+         "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}, "3": PV},
+        {"2": {"errors": [{"type": "dependency_cycle", "message": "Dependency cycle detected",
+                           "details": "2 (ImageInvert) -> 1 (ImageInvert) -> 2 (ImageInvert)",
+                           "extra_info": {"node_id": "2", "cycle_nodes": ["2", "1"]}}],
+               "dependent_outputs": ["3"], "class_type": "ImageInvert"},
+         "1": {"errors": [{"type": "dependency_cycle", "message": "Dependency cycle detected",
+                           "details": "2 (ImageInvert) -> 1 (ImageInvert) -> 2 (ImageInvert)",
+                           "extra_info": {"node_id": "1", "cycle_nodes": ["2", "1"]}}],
+               "dependent_outputs": ["3"], "class_type": "ImageInvert"}}),
+    "a node with no inputs key": (
+        {"1": {"class_type": "EmptyImage"}, "3": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}},
+        {"1": {"errors": [{"type": "exception_during_inner_validation", "message": "Exception when validating inner node",
+                           "details": "'inputs'",
+                           "extra_info": {"input_name": "images", "input_config": ["IMAGE", {}],
+                                          "exception_message": "'inputs'", "exception_type": "KeyError",
+                                          "traceback": [], "linked_node": ["1", 0]}}],
+               "dependent_outputs": ["3"], "class_type": "EmptyImage"}}),
+    "a COMBO given a number": (
+        {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 7}},
+         "2": {"class_type": "ImageBlend", "inputs": {"image1": ["1", 0], "image2": ["1", 0], "blend_factor": 0.5,
+                                                      "blend_mode": 3}}, "3": PV},
+        {"2": {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
+                           "details": "blend_mode: 3 not in ['normal', 'multiply', 'screen', 'overlay', 'soft_light', "
+                                      "'difference']",
+                           "extra_info": {"input_name": "blend_mode", "input_config": IMAGE_BLEND, "received_value": 3}}],
+               "dependent_outputs": ["3"], "class_type": "ImageBlend"}}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SEEN_ON_0280))
+def test_answers_seen_on_a_real_0280_are_reproduced_with_its_catalog(case):
+    import gzip as gz
+
+    catalog = json.loads(gz.decompress((Path(__file__).parent / "comfyui_double" / "object_info_0.28.0.json.gz")
+                                       .read_bytes()))
+    prompt, node_errors = SEEN_ON_0280[case]
+    error, got = validate_prompt(json.loads(json.dumps(prompt)), catalog, version="0.28.0")
+    assert canonical({"error": error, "node_errors": got}) == canonical({"error": FAILED, "node_errors": node_errors})
+
+
+def test_before_0280_a_loop_of_links_is_still_reported_on_one_node():
+    prompt = SEEN_ON_0280["a loop of links"][0]
+    _, node_errors = validate_prompt(json.loads(json.dumps(prompt)), CATALOG, version="0.8.0")
+    problem = node_errors["2"]["errors"][0]
+    assert problem["type"] == "exception_during_inner_validation" and "depends on itself" in problem["details"]
