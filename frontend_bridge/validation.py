@@ -212,14 +212,24 @@ def upload_specs(value):
                 yield from upload_specs(child)
 
 
+# Values ComfyUI itself puts first in an upload input's file list: Load3D's and
+# Load3DAdvanced's "none" (comfy_extras/nodes_load_3d.py, 0.28). Named one by one: any other
+# entry of the GPU host's list may be a participant's file or folder.
+PLACEHOLDERS = ("none",)
+
+
 def is_placeholder(value) -> bool:
-    """A value ComfyUI itself puts in a file list, such as Load3D's "none": not a file, as every
-    file a loader lists has an extension (its content-type or extension filter needs one)."""
-    return isinstance(value, str) and value != "" and "." not in value and "/" not in value
+    return value in PLACEHOLDERS
 
 
 def placeholders(options) -> list[str]:
-    return [v for v in options if is_placeholder(v)] if isinstance(options, list) else []
+    """ComfyUI's own leading placeholders of a file list, which stay when it is replaced."""
+    found: list[str] = []
+    for value in options if isinstance(options, list) else []:
+        if not is_placeholder(value):
+            break
+        found.append(value)
+    return found
 
 
 def names_a_file(value: str, input_type, options: dict) -> bool:

@@ -145,14 +145,17 @@ def _files_for(options: dict, files: list[str]) -> list[str]:
     return list(files)
 
 
-def _set_options(spec: list, values: list[str]) -> None:
+def _set_options(spec: list, values: list[str], keep_placeholders: bool = True) -> None:
     """The workspace's files in place of the GPU host's, after ComfyUI's own placeholders (such
     as Load3D's "none"). An input without a list (a remote COMBO, a text input with an upload
     widget) stays without one, as ComfyUI sends it."""
+    def kept(options):
+        return placeholders(options) if keep_placeholders else []
+
     if isinstance(spec[0], list):  # old style: [[files], {"image_upload": true}]
-        spec[0] = [*placeholders(spec[0]), *values]
+        spec[0] = [*kept(spec[0]), *values]
     elif len(spec) > 1 and isinstance(spec[1], dict) and isinstance(spec[1].get("options"), list):
-        spec[1]["options"] = [*placeholders(spec[1]["options"]), *values]  # new style: ["COMBO", {"options": [...]}]
+        spec[1]["options"] = [*kept(spec[1]["options"]), *values]  # new style: ["COMBO", {"options": [...]}]
 
 
 def _with_workspace_files(object_info: dict, workspace, uploads: set[str]) -> dict:
@@ -182,7 +185,7 @@ def _with_workspace_files(object_info: dict, workspace, uploads: set[str]) -> di
             for input_name, kind in INPUT_FOLDER_LOADERS.get(name, {}).items():
                 spec = section.get(input_name) if isinstance(section, dict) else None
                 if isinstance(spec, list) and spec:
-                    _set_options(spec, listing(kind))
+                    _set_options(spec, listing(kind), keep_placeholders=False)
         patched[name] = info
     return patched
 

@@ -178,7 +178,8 @@ def test_no_input_of_the_catalog_names_another_participants_file(alice, particip
     loaders that list the input folder unflagged name this workspace's files only."""
     from jobs.models import Catalog
 
-    leak = ["user002_secret.png", "user002_secret.mp4", "user002_secret.latent", "user002_folder"]
+    # Names without an extension too: a folder, or a file ComfyUI lists unfiltered.
+    leak = ["user002_secret.png", "user002_secret.mp4", "user002_secret.latent", "user002_folder", "user002_notes"]
     object_info = {
         "LoadImage": {"input": {"required": {"image": [list(leak), {"image_upload": True}]}}},
         "LoadImageOutput": {"input": {"required": {"image": ["COMBO", {"image_upload": True, "image_folder": "output",
