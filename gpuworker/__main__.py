@@ -354,6 +354,7 @@ def heartbeat_loop(app: AppClient, gpu: Gpu, every: float, published: str, stop:
     leases are also renewed in Redis, so a restarting app does not take the runs away."""
     last_catalog = last_probe = time.monotonic()
     failures = 0
+    unreachable = ""
     while not stop.wait(every):
         runs = list(tasks.ACTIVE.values())
         for run in runs:
@@ -374,11 +375,13 @@ def heartbeat_loop(app: AppClient, gpu: Gpu, every: float, published: str, stop:
                         tasks.PROBLEM["text"] = None
                 except ComfyAuthError as exc:
                     tasks.PROBLEM["text"] = str(exc)
-                except requests.ConnectionError:
+                except requests.ConnectionError as exc:
                     failures += 2  # nothing listens: down at once
-                except Exception:
+                    unreachable = f"its ComfyUI does not answer ({exc.__class__.__name__})"
+                except Exception as exc:
                     failures += 1  # slow under load: twice in a row to count
-            problem = tasks.PROBLEM["text"]
+                    unreachable = f"its ComfyUI does not answer in time ({exc.__class__.__name__})"
+            problem = tasks.PROBLEM["text"] or (unreachable if failures >= 2 else None)
             status = "comfyui_unreachable" if problem or failures >= 2 else ("busy" if runs else "idle")
             first = runs[0] if runs else None
             extra = {"models_seen": cache.deletions_seen()} if cache is not None else {}

@@ -41,6 +41,8 @@ def test_a_stopped_comfyui_and_missing_models_are_named_with_their_fixes(live_ap
         stopped.stop()
         wait_until(lambda: Worker.objects.get(name="gpu-c").status == "comfyui_unreachable", timeout=30,
                    message="gpu-c to find its ComfyUI gone")
+        wait_until(lambda: "its ComfyUI does not answer" in Worker.objects.get(name="gpu-c").problem, timeout=30,
+                   message="gpu-c to say why it takes no jobs (the console shows it)")
         Worker.create_with_token("gpu-never")  # registered with a token, never started
         code, text = rehearse("--no-browser", "--workflow", "video_ltx2_t2v", "--report", str(report),
                               "--timeout", "60", "--worker-wait", "1")
