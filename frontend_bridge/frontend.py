@@ -108,7 +108,7 @@ KEEP_UNDER_PREFIX = (
 
 @lru_cache(maxsize=1)
 def index_html() -> bytes:
-    html = (FRONTEND_ROOT / "index.html").read_text()
+    html = (FRONTEND_ROOT / "index.html").read_text(encoding="utf-8")
     return html.replace("<head>", f"<head><script>{KEEP_UNDER_PREFIX}</script>", 1).encode()
 
 

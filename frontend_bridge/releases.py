@@ -3,6 +3,7 @@ against, and where their answers differ (the bridge answers as the GPU host's re
 
 Pure data and functions: workshop_doctor, the rehearsal and validation read them here.
 """
+import re
 
 # 0.8.0, the first with LTX-2, to the current line, whose frontend the app serves.
 SUPPORTED = ((0, 8, 0), (0, 38, 99))
@@ -20,27 +21,28 @@ TRIED = {
 # Between the two releases tried, a change is placed at the first release after its upstream
 # merge (missing_node_type: ComfyUI pull request 12194, 31 January 2026, first in 0.12.0), or at
 # the tried release where it was seen when that is not known.
+MISSING_NODE_TYPE_SINCE = (0, 12, 0)
+BLUEPRINTS_SINCE = (0, 28, 0)
+LOAD3D_NONE_SINCE = (0, 28, 0)
+DEPENDENCY_CYCLE_SINCE = (0, 28, 0)
+REPR_NOT_IN_LIST_SINCE = (0, 28, 0)
 DIFFERENCES = [
-    ((0, 12, 0), "an unknown node class is refused as missing_node_type, with node_id, class_type and "
-                 "node_title, so that the UI can name the missing pack (before: invalid_prompt)"),
-    ((0, 28, 0), "global subgraphs (blueprints) ship with ComfyUI: 89 on 0.28.0 (4.2 MB), none on 0.8.0; "
-                 "the worker publishes them one by one"),
-    ((0, 28, 0), "Load3D and Load3DAdvanced offer ComfyUI's own placeholder \"none\" in model_file"),
-    ((0, 28, 0), "a loop of links is refused as dependency_cycle on every node of the loop (before: "
-                 "Python's recursion limit)"),
-    ((0, 28, 0), "a value not in a COMBO's list is shown as Python writes it (3, not '3'), as a list "
-                 "may now take several values"),
+    (MISSING_NODE_TYPE_SINCE, "an unknown node class is refused as missing_node_type, with node_id, class_type "
+                              "and node_title, so that the UI can name the missing pack (before: invalid_prompt)"),
+    (BLUEPRINTS_SINCE, "global subgraphs (blueprints) ship with ComfyUI: 89 on 0.28.0 (4.2 MB), none on 0.8.0; "
+                       "the worker publishes them one by one"),
+    (LOAD3D_NONE_SINCE, "Load3D and Load3DAdvanced offer ComfyUI's own placeholder \"none\" in model_file"),
+    (DEPENDENCY_CYCLE_SINCE, "a loop of links is refused as dependency_cycle on every node of the loop (before: "
+                             "Python's recursion limit)"),
+    (REPR_NOT_IN_LIST_SINCE, "a value not in a COMBO's list is shown as Python writes it (3, not '3'), as a "
+                             "list may now take several values"),
 ]
-MISSING_NODE_TYPE_SINCE = DIFFERENCES[0][0]
-DEPENDENCY_CYCLE_SINCE = DIFFERENCES[3][0]
-REPR_NOT_IN_LIST_SINCE = DIFFERENCES[4][0]
 
 
 def version_tuple(text: str) -> tuple[int, int, int]:
-    parts = []
-    for piece in (text or "0").lstrip("v").split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits or 0))
+    """(0, 28, 0) of "0.28.0", "v0.28.0", "0.28.0-rc1" or "0.3.40-12-gabc": each piece's
+    leading digits only."""
+    parts = [int(re.match(r"\d*", piece).group() or 0) for piece in (text or "0").strip().lstrip("v").split(".")[:3]]
     parts += [0] * (3 - len(parts))
     return parts[0], parts[1], parts[2]
 

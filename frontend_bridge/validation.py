@@ -212,30 +212,27 @@ def upload_specs(value):
                 yield from upload_specs(child)
 
 
-# Values ComfyUI itself puts first in an upload input's file list: Load3D's and
-# Load3DAdvanced's "none" (comfy_extras/nodes_load_3d.py, 0.28). Named one by one: any other
-# entry of the GPU host's list may be a participant's file or folder.
-PLACEHOLDERS = ("none",)
+# Values ComfyUI itself puts first in an upload input's file list, by node class and input:
+# Load3D's and Load3DAdvanced's "none" (comfy_extras/nodes_load_3d.py, 0.28). Named one by one:
+# any other entry of the GPU host's list may be a participant's file or folder.
+PLACEHOLDERS = {("Load3D", "model_file"): ("none",), ("Load3DAdvanced", "model_file"): ("none",)}
 
 
-def is_placeholder(value) -> bool:
-    return value in PLACEHOLDERS
-
-
-def placeholders(options) -> list[str]:
-    """ComfyUI's own leading placeholders of a file list, which stay when it is replaced."""
+def placeholders(class_type, input_name, options) -> list[str]:
+    """ComfyUI's own leading placeholders of this input's file list, which stay when it is replaced."""
+    known = PLACEHOLDERS.get((class_type, input_name), ())
     found: list[str] = []
     for value in options if isinstance(options, list) else []:
-        if not is_placeholder(value):
+        if value not in known:
             break
         found.append(value)
     return found
 
 
-def names_a_file(value: str, input_type, options: dict) -> bool:
+def names_a_file(value: str, class_type, input_name, input_type, options: dict) -> bool:
     """Does an upload input's value name a file? Not ComfyUI's own "no file" choice (Load3D's
     "none"), nor an empty text input with an upload widget (Painter's mask, 0.28)."""
-    if is_placeholder(value) and value in placeholders(options.get("options")):
+    if value in placeholders(class_type, input_name, options.get("options")):
         return False
     return not (input_type == "STRING" and not value.strip())
 
@@ -358,16 +355,16 @@ class _Validator:
                     uploads.append((name, value, input_type, options))
                 self._widget(name, value, input_type, options, config, errors)
         for name, value, input_type, options in uploads:
-            self._upload(name, value, input_type, options, errors)
+            self._upload(node["class_type"], name, value, input_type, options, errors)
         return (False, errors, node_id) if errors or not valid else (True, [], node_id)
 
-    def _upload(self, name, value, input_type, options, errors):
+    def _upload(self, class_type, name, value, input_type, options, errors):
         """The loader's own check that its file exists, against the participant's workspace."""
         if self.file_exists is None:
             return
         if isinstance(value, dict) and "__value__" in value:
             value = value["__value__"]
-        if not isinstance(value, str) or not names_a_file(value, input_type, options):
+        if not isinstance(value, str) or not names_a_file(value, class_type, name, input_type, options):
             return
         folder = options.get("image_folder")
         item = parse_annotated_name(value, folder if folder in FOLDER_TYPES else "input")
@@ -648,7 +645,7 @@ def input_files(prompt, object_info, partial_execution_targets=None) -> list[dic
                 continue
             if class_info is not None:
                 input_type, _, options = _input_spec(class_info, name)
-                if not names_a_file(value, input_type, options or {}):
+                if not names_a_file(value, class_type, name, input_type, options or {}):
                     continue
             item = parse_annotated_name(value, default_type)
             if item not in found:

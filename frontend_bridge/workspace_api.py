@@ -77,11 +77,13 @@ def global_subgraph(request, workspace, subgraph_id):
     minutes and then asks again with the ETag, and gets 304 while they are unchanged."""
     found = Catalog.served_file(f"/global_subgraphs/{subgraph_id}")
     if found is None:
-        # ComfyUI answers null for an unknown id; the frontend then reports it as empty.
-        return JsonResponse(None, safe=False)
-    content, digest = found
-    etag = f'"{digest}"'
-    response = get_conditional_response(request, etag=etag) or HttpResponse(content, content_type="application/json")
+        # A worker from before catalog files sent the data inline; else ComfyUI's answer for an
+        # unknown id, null (the frontend then reports it as empty).
+        entry = (_catalog_data().get("global_subgraphs") or {}).get(subgraph_id)
+        return JsonResponse(entry if isinstance(entry, dict) and "data" in entry else None, safe=False)
+    etag = f'"{found.sha256}"'
+    response = get_conditional_response(request, etag=etag) or HttpResponse(
+        bytes(found.content), content_type="application/json")
     response["ETag"] = etag
     response["Cache-Control"] = "private, max-age=600"
     return response
@@ -145,13 +147,10 @@ def _files_for(options: dict, files: list[str]) -> list[str]:
     return list(files)
 
 
-def _set_options(spec: list, values: list[str], keep_placeholders: bool = True) -> None:
+def _set_options(spec: list, values: list[str], kept=lambda options: []) -> None:
     """The workspace's files in place of the GPU host's, after ComfyUI's own placeholders (such
     as Load3D's "none"). An input without a list (a remote COMBO, a text input with an upload
     widget) stays without one, as ComfyUI sends it."""
-    def kept(options):
-        return placeholders(options) if keep_placeholders else []
-
     if isinstance(spec[0], list):  # old style: [[files], {"image_upload": true}]
         spec[0] = [*kept(spec[0]), *values]
     elif len(spec) > 1 and isinstance(spec[1], dict) and isinstance(spec[1].get("options"), list):
@@ -180,12 +179,16 @@ def _with_workspace_files(object_info: dict, workspace, uploads: set[str]) -> di
         info = json.loads(json.dumps(patched[name]))
         for spec in upload_specs(info.get("input")):
             folder = spec[1].get("image_folder") if spec[1].get("image_folder") in ("input", "output") else "input"
-            _set_options(spec, _files_for(spec[1], listing("files", folder)))
+            # ComfyUI's placeholders are per class and input (validation.PLACEHOLDERS): which input is this?
+            input_name = next((key for section in (info.get("input") or {}).values() if isinstance(section, dict)
+                               for key, value in section.items() if value is spec), None)
+            _set_options(spec, _files_for(spec[1], listing("files", folder)),
+                         lambda options, n=input_name: placeholders(name, n, options))
         for section in (info.get("input") or {}).values():
             for input_name, kind in INPUT_FOLDER_LOADERS.get(name, {}).items():
                 spec = section.get(input_name) if isinstance(section, dict) else None
                 if isinstance(spec, list) and spec:
-                    _set_options(spec, listing(kind), keep_placeholders=False)
+                    _set_options(spec, listing(kind))
         patched[name] = info
     return patched
 

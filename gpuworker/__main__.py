@@ -185,7 +185,10 @@ def subgraph_files(comfy: ComfyClient, index: dict | None) -> dict[str, bytes]:
     files = {}
     for key in index or {}:
         try:
-            files[f"/global_subgraphs/{key}"] = comfy.get_bytes(f"/global_subgraphs/{key}")
+            content = comfy.get_bytes(f"/global_subgraphs/{key}")
+            if not isinstance((json.loads(content) or {}).get("data"), str):  # ComfyUI answers null when it is gone
+                raise ValueError("no data")
+            files[f"/global_subgraphs/{key}"] = content
         except Exception as exc:
             log.warning("global subgraph %s unavailable (%s)", key, exc)
     return files
@@ -238,7 +241,11 @@ def publish_catalog(app: AppClient, comfy: ComfyClient, catalog: dict) -> None:
     names every file: the app forgets the ones it no longer names."""
     files = extension_files(comfy, catalog.get("extensions") or [])
     files.update(template_files(comfy, catalog.get("workflow_templates")))
-    files.update(subgraph_files(comfy, catalog.get("global_subgraphs")))
+    subgraphs = subgraph_files(comfy, catalog.get("global_subgraphs"))
+    files.update(subgraphs)
+    if isinstance(catalog.get("global_subgraphs"), dict):  # one that could not be fetched is not offered
+        catalog = {**catalog, "global_subgraphs": {key: entry for key, entry in catalog["global_subgraphs"].items()
+                                                   if f"/global_subgraphs/{key}" in subgraphs}}
     held = app.published_files()
     sent = 0
     for path, content in files.items():

@@ -355,14 +355,13 @@ class Catalog(models.Model):
         return worker.pk, set(worker.published_extensions())
 
     @classmethod
-    def served_file(cls, path: str) -> tuple[bytes, str] | None:
-        """(content, sha256) of a data file the served catalog's worker published (a global
-        subgraph), or None. Not for custom nodes' code, which must be trusted first."""
+    def served_file(cls, path: str) -> "ExtensionFile | None":
+        """A global subgraph the served catalog's worker published, its content deferred (a
+        browser that has it asks with the ETag, and gets 304 without it being read), or None."""
         key = cls._current_key()
-        if key is None or path.startswith("/extensions/"):
+        if key is None or not path.startswith("/global_subgraphs/"):
             return None
-        found = ExtensionFile.objects.filter(worker_id=key[2], path=path).values_list("content", "sha256").first()
-        return (bytes(found[0]), found[1]) if found else None
+        return ExtensionFile.objects.filter(worker_id=key[2], path=path).defer("content").first()
 
     @classmethod
     def current_data(cls) -> dict:

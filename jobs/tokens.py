@@ -3,8 +3,8 @@
 Any app process can then tell one of its own tokens from a stranger's by the token alone,
 before it reads a request's body and without the database (Daphne's request limits run on its
 event loop, where a query would stall every connection). The database still decides whether
-the token is current: a rotated or revoked one is refused by the view, after at most one large
-body (workshop.limits caps even that).
+the token is current: a rotated or revoked one is refused by the view (401), after its body was
+read within the route's cap (64 MB for a catalog; nginx's auth_request refuses it before).
 """
 import base64
 import hmac
@@ -31,7 +31,8 @@ def _signature(body: str) -> str:
 
 def signed_here(token: str) -> bool:
     """A token this deployment minted (whether still current or not)."""
-    if len(token) != len(PREFIX) + RANDOM_CHARS + SIGNATURE_CHARS or not token.startswith(PREFIX):
+    if (len(token) != len(PREFIX) + RANDOM_CHARS + SIGNATURE_CHARS or not token.startswith(PREFIX)
+            or not token.isascii()):
         return False
     body, signature = token[len(PREFIX):-SIGNATURE_CHARS], token[-SIGNATURE_CHARS:]
     return hmac.compare_digest(signature, _signature(body))

@@ -6,6 +6,7 @@ import hashlib
 import io
 import mimetypes
 import re
+import zlib
 from datetime import timedelta
 
 from django.conf import settings
@@ -277,9 +278,11 @@ def catalog(request):
     if files is not None and not (isinstance(files, list) and all(isinstance(f, str) for f in files)):
         raise BadRequest("files must be a list of paths")
     subgraphs = data.get("global_subgraphs")
-    if isinstance(subgraphs, dict):  # the index; each blueprint's data is a catalog file
+    if isinstance(subgraphs, dict) and files is not None:  # the index; each blueprint's data is a catalog file
         data["global_subgraphs"] = {key: {k: v for k, v in entry.items() if k != "data"}
                                     for key, entry in subgraphs.items() if isinstance(entry, dict)}
+    # A worker from before catalog files (no `files`) still sends each blueprint's data inline:
+    # it stays there, and the bridge serves it from there.
     # Also cut by the worker; here too, as a worker's catalog reaches every workspace.
     object_info, data = without_participant_models(object_info), without_participant_models(data)
     Catalog.objects.update_or_create(
@@ -306,7 +309,7 @@ def catalog_bytes(request) -> bytes:
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
             raw = stream.read(limits.CATALOG_BYTES + 1)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise BadRequest(f"Content-Encoding says gzip, but the body is not: {exc}") from None
     if len(raw) > limits.CATALOG_BYTES:
         raise BadRequest("Catalog too large")

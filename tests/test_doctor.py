@@ -99,3 +99,12 @@ def test_a_worker_that_stopped_beating_is_no_live_worker(settings):
     Worker.objects.update(last_heartbeat=None)
     code, text = doctor()
     assert code == 1 and "FAIL no GPU worker is online: start one" in text
+
+
+@pytest.mark.parametrize("text, parsed", [("0.28.0", (0, 28, 0)), ("v0.28.0", (0, 28, 0)), ("0.28.0-rc1", (0, 28, 0)),
+                                          ("0.3.40-12-gabc", (0, 3, 40)), ("0.38", (0, 38, 0)), ("", (0, 0, 0))])
+def test_a_release_is_read_from_its_leading_digits(text, parsed):
+    from frontend_bridge.releases import supported, version_tuple
+
+    assert version_tuple(text) == parsed
+    assert supported("0.38.99-rc1") and not supported("0.3.40-12-gabc")

@@ -214,3 +214,41 @@ def test_a_token_given_in_place_of_its_file_never_reaches_the_log():
     assert proc.returncode == 2
     assert token not in proc.stdout + proc.stderr
     assert "takes the path of a file that holds the token, not the token itself" in proc.stderr
+
+
+def test_a_blueprint_that_cannot_be_fetched_is_not_offered_and_held_files_are_not_sent_again():
+    """publish_catalog against the 0.28.0 double and an app that records what it is sent."""
+    from gpuworker.__main__ import catalog_of, publish_catalog
+    from tests.comfyui_double import ComfyUIDouble
+
+    class App:
+        def __init__(self):
+            self.held, self.catalog = {}, None
+
+        def published_files(self):
+            return dict(self.held)
+
+        def publish_file(self, path, content):
+            import hashlib
+
+            self.held[path] = hashlib.sha256(content).hexdigest()
+
+        def publish_catalog(self, catalog):
+            self.catalog = catalog
+
+    with ComfyUIDouble(version="0.28.0", blueprints=5) as double:
+        gone = next(iter(double.blueprints))
+        comfy = ComfyClient(double.url)
+        catalog = catalog_of(comfy, comfy.system_stats())
+        del double.blueprints[gone]  # listed, then fails to fetch (ComfyUI answers null)
+        app = App()
+        publish_catalog(app, comfy, catalog)
+        sent_first = len([path for path in app.held if path.startswith("/global_subgraphs/")])
+        held = dict(app.held)
+        app.publish_file = lambda path, content: pytest.fail(f"{path} sent again")
+        publish_catalog(app, comfy, catalog)
+
+    assert gone in catalog["global_subgraphs"] and gone not in app.catalog["global_subgraphs"]
+    assert len(app.catalog["global_subgraphs"]) == 4 == sent_first and app.held == held
+    assert f"/global_subgraphs/{gone}" not in app.catalog["files"]
+    assert all("data" not in entry for entry in app.catalog["global_subgraphs"].values())

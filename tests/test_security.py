@@ -607,5 +607,7 @@ def test_only_a_token_this_deployment_signed_may_send_a_large_body_before_it_was
     forged = token[:-3] + ("abc" if not token.endswith("abc") else "xyz")
     assert limit(forged) == limits.small()
     assert limit("wt_" + "x" * 65) == limits.small(), "the right length is not enough"
+    # Not ASCII: refused outright, and deciding so raises nothing (it runs in Daphne's reactor).
+    assert limit(token[:-1] + "é") == -1 and not limits.worker_known(f"Bearer {token[:-1]}é")
     settings.SECRET_KEY = "another deployment's key"
     assert limit(token) == limits.small()

@@ -241,6 +241,30 @@ def test_global_subgraphs_are_published_one_by_one_and_served_with_their_etag(al
     assert list(worker.get("/api/worker/catalog/files", **gpu).json()) == ["/global_subgraphs/a1"]
 
 
+def test_a_worker_from_before_catalog_files_still_gets_its_blueprints_served(alice, client, db):
+    """A catalog without `files` (an older gpuworker) carries each blueprint's data inline: it
+    is kept, and served from there."""
+    gpu = _worker_client(client)
+    entry = {"source": "templates", "name": "Old", "info": {"node_pack": "comfyui"}, "data": "{\"nodes\": []}"}
+    catalog = {"object_info": {}, "comfyui_version": "0.12.0", "global_subgraphs": {"old1": entry}}
+    assert client.post("/api/worker/catalog", data=json.dumps(catalog), content_type="application/json",
+                       **gpu).status_code == 200
+    assert alice.get("/user/001/api/global_subgraphs").json() == {"old1": {k: v for k, v in entry.items() if k != "data"}}
+    assert alice.get("/user/001/api/global_subgraphs/old1").json() == entry
+
+
+def test_a_body_that_says_gzip_and_is_not_gets_a_400(client, db):
+    import gzip
+
+    gpu = _worker_client(client)
+    damaged = bytearray(gzip.compress(json.dumps({"object_info": {}}).encode() * 50))
+    damaged[20:30] = b"\xff" * 10
+    for body in (b"plain text", bytes(damaged)):
+        answer = client.post("/api/worker/catalog", data=body, content_type="application/json",
+                             HTTP_CONTENT_ENCODING="gzip", **gpu)
+        assert answer.status_code == 400 and "gzip" in answer.json()["error"]
+
+
 @pytest.mark.parametrize("path, body", [
     ("/global_subgraphs/../secret", b"{}"),
     ("/global_subgraphs/a%2Fb", b"{}"),

@@ -4,6 +4,7 @@ Pure functions. Same error types, messages, details and node_errors shape as Com
 quirks included; the one deliberate difference: a node's inputs are checked in declaration
 order, where ComfyUI walks a set (so the order of one node's errors varies between its runs).
 """
+import re
 import traceback
 
 CONVERSIONS = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
@@ -58,7 +59,7 @@ def flatten_v3(sections: dict, inputs: dict, prefix: str = "") -> dict:
 
 
 def version_tuple(text: str) -> tuple[int, int, int]:
-    parts = [int("".join(c for c in piece if c.isdigit()) or 0) for piece in (text or "0").split(".")[:3]]
+    parts = [int(re.match(r"\d*", piece).group() or 0) for piece in (text or "0").lstrip("v").split(".")[:3]]
     parts += [0] * (3 - len(parts))
     return parts[0], parts[1], parts[2]
 
