@@ -42,6 +42,19 @@ def own_data_dir(settings, tmp_path):
     settings.CREDENTIALS_DIR = tmp_path / "sheet"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_database_dropped_at_the_end(django_db_setup, django_db_blocker):
+    """The test database is dropped when the run ends, even when a process a test started (a
+    Daphne, a thread's connection) still held a session on it: pytest-django's teardown would
+    only warn, and leave the database behind."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = %s AND pid <> pg_backend_pid()", [connection.settings_dict["NAME"]])
+
+
 @pytest.fixture(autouse=True)
 def clean_redis(settings):
     """Each test starts with an empty Redis DB of the tests' own (never the shared DB 0)."""
