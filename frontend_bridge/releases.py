@@ -14,7 +14,8 @@ SUPPORTED_TEXT = "0.8.0 to 0.38.x"
 # installs; it was built, not run here (no GPU, and 0.28.0 is the newest that runs on this CPU).
 TRIED = {
     "0.8.0": "a real server: runs, the UI in Chromium, worker kill, fairness, 17 validation answers",
-    "0.28.0": "a real server: runs, the UI in Chromium, a 5.6 MB catalog, 17 validation answers",
+    "0.28.0": "a real server: runs, the UI in Chromium, a 5.6 MB catalog, worker and ComfyUI kills, fairness, "
+              "17 validation answers",
 }
 
 # Where a release answers differently from the one before it: (first release, what changed).
