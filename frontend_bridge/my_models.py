@@ -1,14 +1,12 @@
 """My models: a participant's own LoRAs (and the other folders the operator allows), uploaded in
 8 MB parts from the page or fetched by the app from a URL the participant pastes."""
-import ipaddress
+import asyncio
 import json
-import queue
-import socket
+import logging
 import threading
 import time
 import urllib.parse
 
-import requests
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection
@@ -19,9 +17,10 @@ from accounts.access import workspace_for
 from accounts.modelfiles import ModelRefused
 from accounts.models import MODEL_PART_BYTES, WorkspaceModel, store_model, store_model_part
 
+from . import safe_fetch
 from .api import json_object, workspace_api
 
-FETCH_REDIRECTS = 5
+log = logging.getLogger("workshop.models")
 
 
 def _row(model: WorkspaceModel) -> dict:
@@ -75,45 +74,7 @@ def model_delete(request, workspace, pk):
     return JsonResponse({"deleted": pk})
 
 
-class FetchRefused(ModelRefused):
-    pass
-
-
-def _public_address(host: str) -> None:
-    """The app fetches only from the public internet: never this host, its network or a cloud's
-    metadata service, which a pasted URL could otherwise reach from inside (SSRF)."""
-    if host in settings.MODEL_FETCH_ALLOWED_HOSTS:
-        return
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except socket.gaierror:
-        raise FetchRefused(f"{host}: no such host.") from None
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if not ip.is_global or ip.is_multicast:
-            raise FetchRefused(f"{host} is not on the public internet: the workshop fetches models only from there.")
-
-
-def _open(url: str) -> requests.Response:
-    for _ in range(FETCH_REDIRECTS + 1):
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise FetchRefused("Paste an http:// or https:// address.")
-        _public_address(parts.hostname)
-        response = requests.get(url, stream=True, allow_redirects=False, timeout=(10, 60),
-                                headers={"User-Agent": "workshop-model-fetch"})
-        if response.is_redirect:
-            url = urllib.parse.urljoin(url, response.headers["Location"])
-            response.close()
-            continue
-        if response.status_code != 200:
-            response.close()
-            raise FetchRefused(f"The address answered {response.status_code}.")
-        return response
-    raise FetchRefused("Too many redirects.")
-
-
-def _name_of(response: requests.Response, url: str) -> str:
+def _name_of(response, url: str) -> str:
     disposition = response.headers.get("Content-Disposition", "")
     if "filename=" in disposition:
         return disposition.split("filename=", 1)[1].split(";")[0].strip().strip('"')
@@ -122,47 +83,50 @@ def _name_of(response: requests.Response, url: str) -> str:
 
 @workspace_api(["POST"])
 def model_fetch(request, workspace):
-    """{"url", "folder"?, "name"?}: the app downloads it, checked as it comes. The answer is a
-    stream of JSON lines: {"received", "total"} about twice a second, then {"model"} or {"error"}."""
+    """{"url", "folder"?, "name"?}: the app downloads it (safe_fetch: public addresses only),
+    checked as it comes. The answer is a stream of JSON lines: {"received", "total"} about twice a
+    second while it runs, then {"model"} or {"error"}. An async stream: under ASGI a sync one is
+    collected whole before it is sent, and the participant would see no progress at all."""
     data = json_object(request)
     url, folder = str(data.get("url") or "").strip(), str(data.get("folder") or "loras")
+    deadline = time.monotonic() + settings.MODEL_FETCH_SECONDS
 
-    def lines():
-        try:
-            response = _open(url)
-        except (ModelRefused, requests.RequestException) as exc:
-            yield json.dumps({"error": str(exc) if isinstance(exc, ModelRefused) else f"Could not fetch it: {exc}"}) + "\n"
-            return
-        total = int(response.headers.get("Content-Length") or 0) or None
-        name = str(data.get("name") or _name_of(response, response.url))
-        events: queue.Queue = queue.Queue()
+    async def lines():
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def put(kind, value):
+            loop.call_soon_threadsafe(events.put_nowait, (kind, value))
 
         def download():
             try:
-                with response:
-                    model = store_model(workspace, folder, name, response.iter_content(1024 * 1024),
-                                        source_url=url[:2000], size_hint=total,
-                                        on_progress=lambda n: events.put(("received", n)))
-                events.put(("model", _row(model)))
+                response, final_url = safe_fetch.open_url(url)
+                total = int(response.headers.get("Content-Length") or 0) or None
+                put("total", total)
+                name = str(data.get("name") or _name_of(response, final_url))
+                model = store_model(workspace, folder, name, safe_fetch.chunks(response, deadline),
+                                    source_url=url[:2000], size_hint=total, on_progress=lambda n: put("received", n))
+                put("model", _row(model))
             except ModelRefused as exc:
-                events.put(("error", str(exc)))
-            except requests.RequestException as exc:
-                events.put(("error", f"The download broke off: {exc}"))
-            except Exception as exc:
-                events.put(("error", f"Could not store it: {exc}"))
+                put("error", str(exc))
+            except Exception as exc:  # noqa: BLE001 - the participant gets a sentence, the log the rest
+                log.exception("model fetch failed")
+                put("error", f"Could not store it: {exc.__class__.__name__}")
             finally:
                 connection.close()
 
         threading.Thread(target=download, daemon=True, name="model-fetch").start()
-        last = 0.0
+        total, last = None, 0.0
         while True:
-            kind, value = events.get()
-            if kind == "received":
+            kind, value = await events.get()
+            if kind == "total":
+                total = value
+            elif kind == "received":
                 if time.monotonic() - last >= 0.5:
                     last = time.monotonic()
                     yield json.dumps({"received": value, "total": total}) + "\n"
-                continue
-            yield json.dumps({kind: value}) + "\n"
-            return
+            else:
+                yield json.dumps({kind: value}) + "\n"
+                return
 
     return StreamingHttpResponse(lines(), content_type="application/x-ndjson")

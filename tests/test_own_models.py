@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from accounts.models import WorkspaceModel
+from frontend_bridge.safe_fetch import NEUTRAL
 from jobs.models import Job, Worker
 from tests.comfyui_double import ComfyUIDouble
 from tests.conftest import wait_until
@@ -174,8 +175,29 @@ def test_parts_in_order_a_duplicate_and_an_unknown_folder(alice, participants, s
 
 class _Files(BaseHTTPRequestHandler):
     files: dict = {}
+    redirects: dict = {}
+    seen: list = []
+    # A slow file: its first half, then the rest once `release` is set (the test's own pace).
+    slow: dict = {}
+    release = threading.Event()
 
     def do_GET(self):
+        self.seen.append(self.path)
+        if self.path in self.redirects:
+            self.send_response(302)
+            self.send_header("Location", self.redirects[self.path])
+            self.end_headers()
+            return
+        if self.path in self.slow:
+            data = self.slow[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:len(data) // 2])
+            self.wfile.flush()
+            self.release.wait(60)
+            self.wfile.write(data[len(data) // 2:])
+            return
         data = self.files.get(self.path)
         if data is None:
             self.send_response(404)
@@ -220,10 +242,91 @@ def test_a_pasted_url_is_fetched_with_progress_and_private_addresses_are_refused
                     "http://169.254.169.254/latest/meta-data/x.safetensors", "http://[::1]:6379/x.safetensors",
                     "file:///etc/passwd"):
             said = fetch(url)[-1]["error"]
-            assert "public internet" in said or "http:// or https://" in said, (url, said)
+            assert said == NEUTRAL, (url, said)
     finally:
         server.shutdown()
     assert WorkspaceModel.objects.count() == 1
+
+
+@pytest.mark.e2e
+def test_the_fetch_connects_only_where_it_checked_and_says_nothing_of_what_is_inside(
+        fetch_allowed, live_app, participants):
+    """The red team's SSRF: a backslash or userinfo that makes the HTTP client connect to
+    127.0.0.1 while a check reads another host, the same in a redirect, and error texts that
+    told an open port from a closed one. Only `localhost` is allowed here (the test's server);
+    127.0.0.1 by its number is not."""
+    _Files.files = {"/loras/ok.safetensors": safetensors(4096)}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    _Files.redirects = {"/hop": f"http://127.0.0.1:{port}/loras/ok.safetensors",
+                        "/hop-backslash": f"http://localhost:{port}\\@8.8.8.8/loras/ok.safetensors"}
+    _Files.seen = []
+    alice = live_app.login("user001")
+
+    def error_of(url):
+        answer = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
+                            headers={"Origin": live_app.url}, stream=True, timeout=30)
+        return [json.loads(line) for line in answer.iter_lines() if line][-1].get("error")
+
+    try:
+        attacks = [f"http://127.0.0.1:{port}\\@8.8.8.8/loras/ok.safetensors",
+                   f"http://localhost:{port}\\@8.8.8.8/loras/ok.safetensors",
+                   f"http://x@127.0.0.1:{port}/loras/ok.safetensors",
+                   f"http://8.8.8.8@127.0.0.1:{port}/loras/ok.safetensors",
+                   f"http://127.0.0.1:{port}/loras/ok.safetensors", "http://0.0.0.0:6379/x.safetensors",
+                   "http://[::ffff:127.0.0.1]:6379/x", "http://2130706433/x", "http://no-such-host.invalid/x"]
+        said = {url: error_of(url) for url in attacks}
+        seen_direct = list(_Files.seen)
+        via_redirect = [error_of(f"http://localhost:{port}/hop"), error_of(f"http://localhost:{port}/hop-backslash")]
+        # An allowed host's closed port and its 404 say the same as a refusal: no oracle.
+        closed = error_of("http://localhost:1/x.safetensors")
+        missing = error_of(f"http://localhost:{port}/nothing.safetensors")
+    finally:
+        server.shutdown()
+    assert set(said.values()) == {NEUTRAL}, said
+    assert seen_direct == [], "no attack reached the server"
+    assert via_redirect == [NEUTRAL, NEUTRAL] and _Files.seen[:3] == ["/hop", "/hop-backslash", "/nothing.safetensors"]
+    assert closed == missing == NEUTRAL
+    assert not WorkspaceModel.objects.exists()
+
+
+@pytest.fixture
+def short_fetches(monkeypatch):
+    monkeypatch.setenv("MODEL_FETCH_SECONDS", "3")
+
+
+@pytest.mark.e2e
+def test_a_fetch_shows_its_progress_while_it_runs_and_a_trickle_is_cut_off(fetch_allowed, short_fetches, live_app,
+                                                                           participants):
+    """Half the file, then the server waits for the test: the participant must already see
+    progress (under ASGI a sync stream was collected whole). A server that never finishes is
+    cut off at MODEL_FETCH_SECONDS (3 here) with a sentence, and nothing is kept."""
+    lora = safetensors(2 * 1024 * 1024)
+    _Files.slow = {"/slow.safetensors": lora, "/never.safetensors": lora}
+    _Files.release = threading.Event()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://localhost:{server.server_address[1]}"
+    alice = live_app.login("user001")
+    try:
+        answer = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": f"{base}/slow.safetensors"},
+                            headers={"Origin": live_app.url}, stream=True, timeout=30)
+        lines = answer.iter_lines(chunk_size=1)  # each line as it comes, not 512 bytes at a time
+        first = json.loads(next(line for line in lines if line))
+        _Files.release.set()
+        rest = [json.loads(line) for line in lines if line]
+        _Files.release = threading.Event()  # the next one never gets its second half
+        never = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": f"{base}/never.safetensors"},
+                           headers={"Origin": live_app.url}, stream=True, timeout=30)
+        cut = [json.loads(line) for line in never.iter_lines() if line][-1]
+    finally:
+        _Files.release.set()
+        server.shutdown()
+    assert 0 < first["received"] < len(lora) and first["total"] == len(lora), first
+    assert rest[-1]["model"]["name"] == "slow.safetensors"
+    assert "took too long" in cut["error"]
+    assert [m.name for m in WorkspaceModel.objects.all()] == ["slow.safetensors"]
 
 
 def test_the_my_models_page_is_in_the_workshop_menu():

@@ -212,6 +212,8 @@ MODEL_QUOTA_BYTES = env_int("MODEL_QUOTA_BYTES", 4 * 1024**3)
 # Hosts a pasted model URL may name although they are not on the public internet (an internal
 # mirror); every other private, loopback or link-local address is refused.
 MODEL_FETCH_ALLOWED_HOSTS = env_list("MODEL_FETCH_ALLOWED_HOSTS", [])
+# The longest a URL fetch of a model may take, whole: a server that drips its bytes is cut off.
+MODEL_FETCH_SECONDS = env_int("MODEL_FETCH_SECONDS", 30 * 60)
 # What a GPU worker may send for one output file (a long LTX-2 video is a few GB).
 MAX_OUTPUT_BYTES = env_int("MAX_OUTPUT_BYTES", 16 * 1024**3)
 
