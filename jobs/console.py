@@ -11,6 +11,7 @@ from django.db import transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
@@ -31,7 +32,11 @@ def _answer(request, message: str, status: int = 200, **extra):
     if "application/json" in request.headers.get("Accept", ""):
         return JsonResponse({"ok": status < 400, "message": message, **extra}, status=status)
     messages.add_message(request, messages.SUCCESS if status < 400 else messages.ERROR, message)
-    return redirect(request.POST.get("next") or reverse("console:queue"))
+    target = request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        target = reverse("console:queue")  # never another site (an open redirect)
+    return redirect(target)
 
 
 def _data(request) -> dict:

@@ -419,3 +419,12 @@ def test_recent_actions_on_the_admin_index_say_which_lever_was_used(instructor, 
     sidebar = instructor.get("/admin/").content.decode().split('id="recent-actions-module"', 1)[1]
     assert "Cancelled user001&#x27;s job #0." in sidebar and "user001&#x27;s job #0 runs next." in sidebar
     assert sidebar.index("Cancelled") < sidebar.index("runs next"), "newest first"
+
+
+@pytest.mark.parametrize("target, lands", [
+    ("https://evil.example/", "/admin/console/"), ("//evil.example/x", "/admin/console/"),
+    ("/admin/console/participants/", "/admin/console/participants/"), ("javascript:alert(1)", "/admin/console/"),
+])
+def test_after_an_action_the_console_never_follows_next_to_another_site(instructor, target, lands):
+    answer = instructor.post("/admin/console/resume", {"next": target})
+    assert answer.status_code == 302 and answer["Location"] == lands

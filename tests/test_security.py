@@ -611,3 +611,19 @@ def test_only_a_token_this_deployment_signed_may_send_a_large_body_before_it_was
     assert limit(token[:-1] + "é") == -1 and not limits.worker_known(f"Bearer {token[:-1]}é")
     settings.SECRET_KEY = "another deployment's key"
     assert limit(token) == limits.small()
+
+
+@pytest.mark.e2e
+def test_a_refused_request_is_one_log_line_without_a_traceback(live_app, participants):
+    """The red team's fuzz left 22 tracebacks in the log for requests Django refuses itself."""
+    alice = live_app.login("user001")
+    headers = {"Origin": live_app.url, "X-CSRFToken": alice.cookies["csrftoken"]}
+    many = "&".join(f"f{n}=x" for n in range(1500))  # over DATA_UPLOAD_MAX_NUMBER_FIELDS
+    too_many = alice.post(f"{live_app.url}/accounts/login/", data=many, timeout=10,
+                          headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})
+    broken = alice.post(f"{live_app.url}/user/001/api/upload/image", data=b"--b\r\nnot a part", timeout=10,
+                        headers={**headers, "Content-Type": "multipart/form-data; boundary=b"})
+    log = (live_app.tmp_path / "daphne.log").read_text()
+    assert too_many.status_code == 400 and broken.status_code == 400
+    assert "TooManyFieldsSent" in log
+    assert "Traceback" not in log, log[-3000:]
