@@ -11,7 +11,13 @@ import struct
 
 ALLOWED_SUFFIX = ".safetensors"
 PICKLED = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
+# The safetensors format allows a 100 MB header; a LoRA needs far less. Each tensor's entry is
+# about 120 bytes ("<module>.lora_up.weight": dtype, shape, data_offsets), and the largest LoRAs
+# (an SDXL or LTX-2 one of every module, rank 128) hold a few thousand tensors, under 1 MB, plus
+# trainer metadata of some hundred KB. A 99 MB header of 1.78 million empty tensors made Daphne
+# grow by 1.2 GB while it was parsed: 4 MB and 20,000 tensors keep a parse to tens of MB.
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+MAX_TENSORS = 20_000
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,150}\.safetensors$")
 DTYPES = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64",
           "I64", "U64", "F4", "F6_E2M3", "F6_E3M2", "E8M0", "F8_E8M0"}
@@ -47,13 +53,21 @@ def check_header(head: bytes, size: int) -> dict:
     if head.startswith((b"\x80", b"PK\x03\x04")):
         raise ModelRefused("This is a pickled model (a .ckpt or .pt renamed), not a safetensors file: it is refused, "
                            "because loading it could run code on the shared GPU.")
+    if length > MAX_HEADER_BYTES and 8 + length <= size:
+        raise ModelRefused(f"This safetensors file's header is {length / 2**20:.0f} MB; a model the workshop takes "
+                           f"has at most {MAX_HEADER_BYTES // 2**20} MB of header (a LoRA needs under 1 MB).")
     if length < 2 or length > MAX_HEADER_BYTES or 8 + length > size:
         raise ModelRefused("This is not a safetensors file: its header does not fit the file.")
     if len(head) < 8 + length:
         raise ValueError("read 8 + the header's length bytes before checking")
+    raw = head[8:8 + length]
+    # Counted before parsing: the parse of a header is what costs memory.
+    if raw.count(b'"data_offsets"') > MAX_TENSORS:
+        raise ModelRefused(f"This safetensors file holds more than {MAX_TENSORS:,} tensors; a LoRA holds a few "
+                           "thousand at most.")
     try:
-        header = json.loads(head[8:8 + length].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ModelRefused("This is not a safetensors file: its header is not JSON.") from None
     if not isinstance(header, dict):
         raise ModelRefused("This is not a safetensors file: its header is not a table of tensors.")
@@ -64,10 +78,13 @@ def check_header(head: bytes, size: int) -> dict:
             continue
         offsets = info.get("data_offsets") if isinstance(info, dict) else None
         if (not isinstance(info, dict) or info.get("dtype") not in DTYPES or not isinstance(info.get("shape"), list)
+                or len(info["shape"]) > 8 or not all(isinstance(d, int) and d >= 0 for d in info["shape"])
                 or not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets))
                 or not 0 <= offsets[0] <= offsets[1] <= data):
             raise ModelRefused(f"This is not a safetensors file: tensor {str(key)[:80]!r} is malformed.")
         tensors += 1
+        if tensors > MAX_TENSORS:  # spelled otherwise than the count above saw
+            raise ModelRefused(f"This safetensors file holds more than {MAX_TENSORS:,} tensors.")
     if not tensors:
         raise ModelRefused("This safetensors file holds no tensors.")
     return header

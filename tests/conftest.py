@@ -48,11 +48,15 @@ def test_database_dropped_at_the_end(django_db_setup, django_db_blocker):
     Daphne, a thread's connection) still held a session on it: pytest-django's teardown would
     only warn, and leave the database behind."""
     yield
-    from django.db import connection
+    import psycopg
+    from django.db import connection, connections
 
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                       "WHERE datname = %s AND pid <> pg_backend_pid()", [connection.settings_dict["NAME"]])
+    db = connection.settings_dict
+    connections.close_all()
+    # From the maintenance database: the test one's own connection may be gone or pooled.
+    with psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"] or "postgres",
+                         dbname="postgres", autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [db["NAME"]])
 
 
 @pytest.fixture(autouse=True)

@@ -72,9 +72,18 @@ def test_a_workflow_in_app_mode_shows_its_inputs_runs_through_the_queue_and_show
                                                                          "outputs": [3]})
     with (ComfyUIDouble(version="0.28.0", model_files=LTX2_MODELS, stand_ins=True) as double,
           live_app.gpu_worker(double.url)):
-        page, watch = open_workspace(browser, live_app, "user001", "001")
-        page.evaluate("wf => window.app.loadGraphData(wf, true, true, 'hello-app')", workflow)
-        page.get_by_text("hello-app", exact=True).first.click()
+        # Saved in the participant's workflows and named as the one their first visit opens,
+        # as an instructor hands out an app.
+        alice = live_app.login("user001")
+        headers = {"Origin": live_app.url, "X-CSRFToken": alice.cookies["csrftoken"]}
+        saved = alice.post(f"{live_app.url}/user/001/api/userdata/workflows%2Fhello-app.json", json=workflow,
+                           headers=headers, timeout=10)
+        named = alice.post(f"{live_app.url}/user/001/api/settings/Workshop.StartWorkflow", json="hello-app.json",
+                           headers=headers, timeout=10)
+        assert saved.status_code == 200 and named.status_code == 200, (saved.text, named.text)
+        page, watch = open_workspace(browser, live_app, "user001", "001", wait_start=False)
+        page.wait_for_function("() => window.app.extensionManager.workflow.activeWorkflow?.filename === 'hello-app'",
+                               timeout=30_000)
         page.get_by_text("Welcome to Apps").wait_for(timeout=15_000)
         page.get_by_role("button", name="Skip").click()
         width = page.get_by_text("width", exact=True).locator("xpath=../..").locator("input").first

@@ -1,0 +1,70 @@
+"""A model file's safetensors header, parsed with bounds: the red team's memory bomb (a 99 MB
+header of 1.78 million empty tensors grew Daphne by 1.2 GB) and a deep nesting (RecursionError,
+an HTTP 500) are refused with a sentence, and a real LoRA's header still passes."""
+import json
+import struct
+import tracemalloc
+
+import pytest
+
+from accounts.modelfiles import MAX_HEADER_BYTES, MAX_TENSORS, ModelRefused, check_header
+
+
+def file_with(header: bytes, data_bytes: int = 0) -> tuple[bytes, int]:
+    header += b" " * (-len(header) % 8)
+    head = struct.pack("<Q", len(header)) + header
+    return head, len(head) + data_bytes
+
+
+def lora_header(tensors: int) -> bytes:
+    """Like a kohya LoRA: up, down and alpha of each module, F16, rank 32."""
+    entries, offset = {"__metadata__": {"ss_network_dim": "32", "ss_tag_frequency": json.dumps({"a": 1} )}}, 0
+    for n in range(tensors):
+        size = 32 * 1280 * 2
+        entries[f"lora_unet_down_blocks_{n}_attentions_0_proj_in.lora_up.weight"] = {
+            "dtype": "F16", "shape": [1280, 32], "data_offsets": [offset, offset + size]}
+        offset += size
+    return json.dumps(entries).encode(), offset
+
+
+def test_a_large_real_lora_header_passes():
+    header, data = lora_header(6000)
+    assert len(header) < 1024 * 1024, "a few thousand tensors are under 1 MB of header"
+    head, size = file_with(header, data)
+    assert len(check_header(head, size)) == 6001
+
+
+@pytest.mark.parametrize("attack, said", [
+    ("a 99 MB header", "header is 99 MB"),
+    ("2 million empty tensors in 4 MB", f"more than {MAX_TENSORS:,} tensors"),
+    ("200,000 nested brackets", "its header is not JSON"),
+    ("a shape of a million dimensions", "is malformed"),
+])
+def test_a_header_built_to_exhaust_the_app_is_refused_with_a_sentence(attack, said):
+    if attack == "a 99 MB header":
+        head, size = struct.pack("<Q", 99 * 2**20), 200 * 2**20
+    elif attack.startswith("2 million"):
+        one = b'"t%d":{"dtype":"F16","shape":[0],"data_offsets":[0,0]},'
+        body = b"".join(one % n for n in range(MAX_HEADER_BYTES // len(one % 10**6)))
+        head, size = file_with(b"{" + body[:MAX_HEADER_BYTES - 8].rsplit(b",", 1)[0] + b"}")
+    elif attack.startswith("200,000"):
+        head, size = file_with(b"[" * 200_000)
+    else:
+        head, size = file_with(json.dumps({"t": {"dtype": "F16", "shape": [1] * 1_000_000,
+                                                 "data_offsets": [0, 2]}}).encode(), 2)
+    with pytest.raises(ModelRefused, match=said):
+        check_header(head, size)
+
+
+def test_parsing_the_worst_header_allowed_stays_within_64_mb():
+    """The costliest 4 MB a header may be for the parser: one list of floats."""
+    numbers = b"[" + b",".join(b"1.5" for _ in range((MAX_HEADER_BYTES - 64) // 4)) + b"]"
+    head, size = file_with(b'{"t":{"dtype":"F16","shape":' + numbers + b',"data_offsets":[0,2]}}', 2)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelRefused):
+            check_header(head, size)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MB"
