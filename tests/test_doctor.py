@@ -108,3 +108,18 @@ def test_a_release_is_read_from_its_leading_digits(text, parsed):
 
     assert version_tuple(text) == parsed
     assert supported("0.38.99-rc1") and not supported("0.3.40-12-gabc")
+
+
+@pytest.mark.django_db
+def test_a_secret_or_database_file_readable_by_others_is_named_with_its_fix(settings, tmp_path):
+    publish("0.38.1", LTX2)
+    settings.VAR_DIR = settings.CREDENTIALS_DIR = tmp_path
+    key, sheet = tmp_path / "secret_key", tmp_path / "credentials.csv"
+    key.write_text("k" * 50)
+    sheet.write_text("username,password,url\n")
+    key.chmod(0o600)
+    sheet.chmod(0o644)
+    code, text = doctor()
+    assert code == 1 and f"readable by other users of this host: {sheet}: chmod 600 {sheet}" in text
+    sheet.chmod(0o600)
+    assert "readable by their owner only" in doctor()[1]

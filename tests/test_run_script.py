@@ -58,6 +58,9 @@ def test_scripts_run_serves_user001_and_leaves_nothing_behind(tmp_path, settings
                 return False
 
         wait_until(up, timeout=120, interval=0.2, message="scripts/run to serve /health")
+        for private in ("secret_key", "workshop.sqlite3", "credentials.csv", "credentials.html"):
+            mode = (tmp_path / "var" / private).stat().st_mode & 0o777
+            assert mode == 0o600, f"var/{private} is {oct(mode)}: SECRET_KEY, sessions and passwords are private"
         rows = list(csv.DictReader((tmp_path / "var" / "credentials.csv").open()))
         password = next(r["password"] for r in rows if r["username"] == "user001")
         assert [r["url"] for r in rows][1:] == [f"{base}/user/001/", f"{base}/user/002/"], "the cards carry PORT"

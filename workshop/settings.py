@@ -10,6 +10,7 @@ import dj_database_url
 from django.utils.csp import CSP
 
 from .env import env_bool, env_int, env_list, env_str, load_defaults
+from .private_files import make_private
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("WORKSHOP_VAR_DIR", str(BASE_DIR / "var")))
@@ -100,6 +101,9 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql") and env_bool("DATABASE_
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Several processes (Daphne, dispatcher) share the embedded SQLite file.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        # Sessions and password hashes: made owner-only before SQLite creates it with 0644.
+        make_private(Path(DATABASES["default"]["NAME"]))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Checked whenever a password is chosen (the participant's change page, the admin); the

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand
 from frontend_bridge import releases, workflows
 from frontend_bridge.frontend import frontend_version
 from jobs.models import Catalog, Worker
+from workshop.private_files import open_to_others, secret_files
 
 
 def configuration_checks() -> list[tuple[bool, str]]:
@@ -46,6 +47,14 @@ def configuration_checks() -> list[tuple[bool, str]]:
         checks.append((bool(online), f"GPU worker(s) online: {', '.join(online)}" if online else
                        "no GPU worker is online: start one (manage.py worker_token NAME, then gpuworker; "
                        "docs/operator.md)"))
+    private = secret_files(settings.VAR_DIR, settings.CREDENTIALS_DIR,
+                           settings.DATABASES["default"]["NAME"] if settings.DATABASES["default"]["ENGINE"].endswith(
+                               "sqlite3") else None)
+    exposed = open_to_others(private)
+    checks.append((not exposed, "the secret key, the database file and the credential sheet are readable by their "
+                   "owner only" if not exposed else
+                   "readable by other users of this host: " + ", ".join(str(p) for p in exposed)
+                   + f": chmod 600 {' '.join(str(p) for p in exposed)}"))
     disk = status.disk()
     enough = disk["free_bytes"] >= settings.MIN_FREE_DISK_BYTES
     checks.append((enough, f"{disk['free_bytes'] / 1024**3:.1f} GB free in {disk['path']}" + ("" if enough else
