@@ -67,6 +67,8 @@ def parse(argv=None) -> argparse.Namespace:
             config = providers.load(args.config)
         except providers.ConfigError as exc:
             parser.error(str(exc))
+        for warning in config.warnings:
+            print(f"gpuworker: warning: {warning}", file=sys.stderr, flush=True)
         for key, value in config.options.items():
             key = key.replace("-", "_")
             if key in ("header", "config"):

@@ -85,6 +85,28 @@ class ProviderConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     # Keys the worker's command-line options take (name, app, redis, token, queue …).
     options: dict = field(default_factory=dict)
+    # What the worker says at start about the file itself (a literal secret, open permissions).
+    warnings: list = field(default_factory=list)
+
+
+SECRET_HEADER = ("authorization", "key", "token", "secret", "password")
+
+
+def literal_secrets(raw: dict, source: str) -> list[str]:
+    """Secrets written into the file instead of named as ${NAME}: the file then is the secret,
+    copied into backups, images and repositories."""
+    found = []
+    tables = {"[runpod] api_key": (raw.get("runpod") or {}).get("api_key") if isinstance(raw.get("runpod"), dict) else None,
+              "token": raw.get("token")}
+    comfyui = raw.get("comfyui") if isinstance(raw.get("comfyui"), dict) else {}
+    for name, value in {**(comfyui.get("headers") or {}), **(raw.get("headers") or {})}.items():
+        if any(word in str(name).lower() for word in SECRET_HEADER):
+            tables[f"header {name}"] = value
+    for where, value in tables.items():
+        if isinstance(value, str) and value and "${" not in value:
+            found.append(f"{source}: {where} is written in the file; put it in the environment and write "
+                         f"\"${{NAME}}\" there instead (docs/providers.md)")
+    return found
 
 
 def expand(value, where: str):
@@ -109,8 +131,9 @@ def parse_config(text: str, source: str = "config") -> ProviderConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+    warnings = literal_secrets(raw, source)
     raw = expand(raw, source)
-    config = ProviderConfig()
+    config = ProviderConfig(warnings=warnings)
     provider = raw.pop("provider", "comfyui")
     if provider not in PROVIDERS:
         raise ConfigError(f"{source}: provider must be one of {', '.join(PROVIDERS)}, not {provider!r}")
@@ -175,4 +198,8 @@ def load(path: str) -> ProviderConfig:
             text = fh.read()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    return parse_config(text, path)
+    config = parse_config(text, path)
+    if os.stat(path).st_mode & 0o077:
+        config.warnings.append(f"{path} is readable by other users of this host; a provider file holds or names "
+                               f"secrets: chmod 600 {path}")
+    return config

@@ -68,3 +68,33 @@ def test_the_worker_refuses_an_unknown_key_and_names_the_file(tmp_path, monkeypa
     path.write_text('provider = "comfyui"\nconcurrency = 2\n[comfyui]\nurl = "http://c"\n')
     args = parse(["--redis", "redis://x", "--app", "http://a", "--config", str(path)])
     assert args.comfyui == "http://c" and args.provider_config.concurrency == 2
+
+
+def test_a_literal_secret_and_an_open_file_are_warned_of_at_start(tmp_path, monkeypatch, capsys):
+    """The worker still starts (the operator may be trying things), but says so on stderr."""
+    path = tmp_path / "runpod.toml"
+    path.write_text('provider = "runpod"\n[runpod]\nendpoint = "https://api.runpod.ai/v2/x"\n'
+                    'api_key = "rpa_literal_key"\nobject_info = "/nope.json"\n'
+                    '[comfyui.headers]\nAuthorization = "Bearer sk-literal"\nX-Trace = "yes"\n')
+    path.chmod(0o644)
+    from gpuworker import providers
+
+    config = providers.load(str(path))
+    said = "\n".join(config.warnings)
+    assert "[runpod] api_key is written in the file" in said and '"${NAME}"' in said
+    assert "header Authorization is written in the file" in said and "X-Trace" not in said
+    assert "readable by other users of this host" in said and f"chmod 600 {path}" in said
+    assert "rpa_literal_key" not in said and "sk-literal" not in said, "a warning never repeats the secret"
+
+    path.chmod(0o600)
+    monkeypatch.setenv("RUNPOD_KEY", "rpa_from_env")
+    path.write_text(path.read_text().replace('"rpa_literal_key"', '"${RUNPOD_KEY}"')
+                    .replace('"Bearer sk-literal"', '"Bearer ${RUNPOD_KEY}"'))
+    assert providers.load(str(path)).warnings == []
+
+    path.chmod(0o644)
+    from gpuworker.__main__ import parse
+
+    monkeypatch.setenv("GPUWORKER_TOKEN", "wt_x")
+    parse(["--redis", "redis://x", "--app", "http://a", "--config", str(path)])
+    assert f"gpuworker: warning: {path} is readable by other users" in capsys.readouterr().err
