@@ -196,11 +196,36 @@ def _model_target(workspace: Workspace, folder: str, name: str):
     return name, target, target.with_name(f".{name}.part")
 
 
-def _room(workspace: Workspace, name: str):
-    """(bytes this file may have, the error for one larger)."""
+def unfinished_parts(workspace: Workspace) -> list[Path]:
+    """Uploads in progress in this workspace (`.<name>.part` in its model folders)."""
+    root = workspace.root / "models"
+    return [p for p in root.glob("*/.*.part") if p.is_file()] if root.is_dir() else []
+
+
+def expire_unfinished_models(max_age: float | None = None) -> int:
+    """Remove uploads nobody has added to for `max_age` seconds (MODEL_PART_MAX_AGE): an
+    abandoned one would hold disk and quota for ever. Returns how many went."""
+    import time
+
+    cutoff = time.time() - (settings.MODEL_PART_MAX_AGE if max_age is None else max_age)
+    root = Path(settings.WORKSHOP_DATA_DIR) / "workspaces"
+    gone = 0
+    for part in root.glob("*/models/*/.*.part") if root.is_dir() else []:
+        try:
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                gone += 1
+        except FileNotFoundError:
+            continue  # finished or removed meanwhile
+    return gone
+
+
+def _room(workspace: Workspace, name: str, part: Path | None = None):
+    """(bytes this file may have, the error for one larger). Other uploads in progress count."""
     from .modelfiles import ModelRefused
 
-    room = settings.MODEL_QUOTA_BYTES - WorkspaceModel.used_bytes(workspace)
+    others = sum(p.stat().st_size for p in unfinished_parts(workspace) if p != part)
+    room = settings.MODEL_QUOTA_BYTES - WorkspaceModel.used_bytes(workspace) - others
 
     def size(n):
         from django.template.defaultfilters import filesizeformat
@@ -224,7 +249,11 @@ def _refuse_pickle_early(head: bytes) -> None:
 
 
 def _finish_model(workspace, folder, name, target, part, source_url="") -> WorkspaceModel:
+    """The header checked, then the quota checked and the row made under a lock of the
+    workspace's row: several uploads finishing at once cannot all fit the same room."""
     import os
+
+    from django.db import transaction
 
     from . import modelfiles
 
@@ -234,9 +263,15 @@ def _finish_model(workspace, folder, name, target, part, source_url="") -> Works
         head += fh.read(min(modelfiles.header_length(head), modelfiles.MAX_HEADER_BYTES))
     modelfiles.check_header(head, size)
     digest = modelfiles.sha256_of(part)
-    os.replace(part, target)
-    return WorkspaceModel.objects.create(workspace=workspace, folder=folder, name=name, size=size, sha256=digest,
-                                         source_url=source_url)
+    with transaction.atomic():
+        Workspace.objects.select_for_update().get(pk=workspace.pk)
+        if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
+            raise modelfiles.ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
+        if settings.MODEL_QUOTA_BYTES - WorkspaceModel.used_bytes(workspace) < size:
+            raise _room(workspace, name, part)[1](size)
+        os.replace(part, target)
+        return WorkspaceModel.objects.create(workspace=workspace, folder=folder, name=name, size=size, sha256=digest,
+                                             source_url=source_url)
 
 
 def store_model_part(workspace: Workspace, folder: str, name: str, offset: int, data: bytes, final: bool):
@@ -250,7 +285,10 @@ def store_model_part(workspace: Workspace, folder: str, name: str, offset: int, 
     name, target, part = _model_target(workspace, folder, name)
     if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
         raise ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
-    limit, too_big = _room(workspace, name)
+    if not part.exists() and len(unfinished_parts(workspace)) >= settings.MAX_UNFINISHED_MODELS:
+        raise ModelRefused(f"You have {settings.MAX_UNFINISHED_MODELS} uploads in progress: finish one first "
+                           "(an upload left alone for an hour is removed).", 429)
+    limit, too_big = _room(workspace, name, part)
     have = part.stat().st_size if part.exists() else 0
     if offset > have or offset < 0:
         raise ModelRefused(f"Part at byte {offset} of {name}, but {have} bytes have arrived: send from there.", 409)
@@ -285,7 +323,9 @@ def store_model(workspace: Workspace, folder: str, name: str, chunks, source_url
     name, target, part = _model_target(workspace, folder, name)
     if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
         raise ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
-    limit, too_big = _room(workspace, name)
+    if len(unfinished_parts(workspace)) >= settings.MAX_UNFINISHED_MODELS:
+        raise ModelRefused(f"You have {settings.MAX_UNFINISHED_MODELS} uploads in progress: finish one first.", 429)
+    limit, too_big = _room(workspace, name, part)
     if size_hint is not None and size_hint > limit:
         raise too_big(size_hint)
     part.parent.mkdir(parents=True, exist_ok=True)

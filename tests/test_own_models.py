@@ -342,3 +342,56 @@ def test_a_prompt_with_own_models_is_refused_when_no_gpu_can_load_them(alice, pa
                         content_type="application/json", HTTP_ORIGIN="http://testserver")
     assert answer.status_code == 400 and "none of its GPUs can load them" in json.dumps(answer.json())
     assert not Job.objects.exists()
+
+
+@pytest.fixture
+def tight_quota(monkeypatch):
+    monkeypatch.setenv("MODEL_QUOTA_BYTES", str(40 * 1024))
+    monkeypatch.setenv("MAX_UNFINISHED_MODELS", "5")
+
+
+@pytest.mark.e2e
+def test_uploads_finishing_at_once_never_pass_the_quota(tight_quota, live_app, participants):
+    """The red team's race: 5 uploads of 25 (MB, here KB) against a quota of 40 finished at the
+    same moment, and all five were kept. One fits; the others are refused, and nothing stays."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sessions = [live_app.login("user001") for _ in range(5)]
+    start = threading.Barrier(5)
+
+    def upload_one(n):
+        session = sessions[n]
+        start.wait()
+        return session.put(f"{live_app.url}/user/001/my-models/upload",
+                           params={"folder": "loras", "name": f"race{n}.safetensors", "offset": 0, "final": 1},
+                           data=safetensors(25 * 1024, seed=n), timeout=30,
+                           headers={"Origin": live_app.url, "X-CSRFToken": session.cookies["csrftoken"]})
+
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(upload_one, range(5)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201, 413, 413, 413, 413], [a.text for a in answers]
+    assert WorkspaceModel.used_bytes(participants[0]) <= 40 * 1024
+    assert no_part_files(participants[0])
+
+
+def test_unfinished_uploads_count_are_capped_and_expire(alice, participants, small_limits, settings):
+    import os
+    import time
+
+    from accounts.models import expire_unfinished_models
+
+    settings.MAX_UNFINISHED_MODELS = 2
+    data = safetensors(60 * 1024)
+    assert put(alice, "a.safetensors", data[:20 * 1024], final=0).status_code == 200
+    assert put(alice, "b.safetensors", data[:50 * 1024], final=0).status_code == 200
+    third = put(alice, "c.safetensors", data[:1024], final=0)
+    assert third.status_code == 429 and "uploads in progress" in third.json()["error"]
+    # Unfinished parts count towards the quota (100 KB here): b holds 50 KB, so a may not reach 60.
+    big = put(alice, "a.safetensors", data[20 * 1024:], offset=20 * 1024)
+    assert big.status_code == 413 and "does not fit" in big.json()["error"]
+    # Left alone past MODEL_PART_MAX_AGE, the other one goes.
+    part = participants[0].root / "models" / "loras" / ".b.safetensors.part"
+    os.utime(part, (time.time() - 7200, time.time() - 7200))
+    assert expire_unfinished_models(3600) == 1 and not part.exists()
+    assert put(alice, "c.safetensors", data[:1024], final=0).status_code == 200, "room for another again"

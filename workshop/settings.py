@@ -213,6 +213,10 @@ MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 50_000_000)
 MODEL_FOLDERS = env_list("MODEL_FOLDERS", ["loras"])
 MAX_MODEL_BYTES = env_int("MAX_MODEL_BYTES", 2 * 1024**3)
 MODEL_QUOTA_BYTES = env_int("MODEL_QUOTA_BYTES", 4 * 1024**3)
+# Uploads in progress count towards the quota; a workspace may have this many at once, and one
+# that has not grown for MODEL_PART_MAX_AGE seconds is removed (the dispatcher loop does it).
+MAX_UNFINISHED_MODELS = env_int("MAX_UNFINISHED_MODELS", 2)
+MODEL_PART_MAX_AGE = env_int("MODEL_PART_MAX_AGE", 3600)
 # Hosts a pasted model URL may name although they are not on the public internet (an internal
 # mirror); every other private, loopback or link-local address is refused.
 MODEL_FETCH_ALLOWED_HOSTS = env_list("MODEL_FETCH_ALLOWED_HOSTS", [])

@@ -10,10 +10,12 @@ import time
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
+from accounts.models import expire_unfinished_models
 from jobs import events
 from jobs.dispatcher import reap
 
 ANNOUNCE_EVERY = 5  # loops
+EXPIRE_EVERY = 60  # loops: abandoned model uploads are looked for about once a minute
 
 
 class Command(BaseCommand):
@@ -40,6 +42,10 @@ class Command(BaseCommand):
                     # The queue as it stands, now and then: a browser that missed a push while
                     # Redis was away catches up without reloading.
                     events.queue_changed()
+                if beats % EXPIRE_EVERY == 1:
+                    expired = expire_unfinished_models()
+                    if expired:
+                        self.stdout.write(f"dispatcher: removed {expired} abandoned model upload(s)")
             except Exception as exc:  # Keep looping: the database or Redis may be restarting.
                 self.stderr.write(f"dispatcher: {exc}")
             else:
