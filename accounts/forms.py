@@ -4,8 +4,8 @@ from django.contrib.auth.forms import AuthenticationForm
 
 from . import throttle
 
-THROTTLED = ("Too many failed logins for this name or from this network. Wait 15 minutes, or ask the "
-             "instructor to reset your password.")
+THROTTLED = ("Too many failed logins for this name. Wait 15 minutes, log in from the browser you used "
+             "before, or ask the instructor to reset your password.")
 
 
 class ThrottledLogin:
@@ -14,7 +14,7 @@ class ThrottledLogin:
     def clean(self):
         username = self.cleaned_data.get("username") or ""
         address = throttle.client_address(self.request) if self.request else ""
-        if throttle.blocked(username, address):
+        if throttle.blocked(username, address, throttle.known_device(self.request, username)):
             raise forms.ValidationError(THROTTLED, code="throttled")
         return super().clean()
 

@@ -12,4 +12,6 @@ def count_failure(sender, credentials, request=None, **kwargs):
 
 @receiver(user_logged_in)
 def clear_failures(sender, request, user, **kwargs):
-    throttle.succeeded(user.get_username())
+    throttle.succeeded(user.get_username(), throttle.client_address(request) if request else "")
+    if request is not None:
+        request._workshop_logged_in = user.get_username()  # throttle.DeviceCookie sets the cookie

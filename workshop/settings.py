@@ -60,6 +60,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.throttle.DeviceCookie",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -114,7 +115,6 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# Failed logins within 15 minutes before a name, or an address, must wait (accounts.throttle).
 # The hash's cost: workshop/hashers.py says why (and docs/security.md).
 PASSWORD_HASHERS = [
     "workshop.hashers.WorkshopPBKDF2PasswordHasher",
@@ -122,8 +122,10 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
     "django.contrib.auth.hashers.ScryptPasswordHasher",
 ]
+# Per account and address together, and per account from anywhere; never per address alone
+# (a venue shares one), and never on the account's own known device (docs/security.md).
 LOGIN_FAILURES_PER_USER = env_int("LOGIN_FAILURES_PER_USER", 10)
-LOGIN_FAILURES_PER_ADDRESS = env_int("LOGIN_FAILURES_PER_ADDRESS", 200)
+LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 50)
 # A session lasts a workshop day, not Django's two weeks.
 SESSION_COOKIE_AGE = env_int("SESSION_HOURS", 14) * 3600
 LOGIN_URL = "/accounts/login/"
