@@ -6,6 +6,7 @@ progress, executed …) for its workspace's jobs, plus `workshop.queue` with que
 import asyncio
 import json
 import logging
+import time
 import uuid
 from urllib.parse import parse_qs
 
@@ -23,12 +24,19 @@ from .frontend import comfy_features
 log = logging.getLogger(__name__)
 
 
+# A connect's database work runs in the thread pool, not in the one thread every sync call
+# shares by default: a Daphne restart in a room of 200 reconnects every tab at once, and 500
+# handshakes queued behind one thread outlived Daphne's handshake timeout, all of them.
+def in_pool(func):
+    return database_sync_to_async(func, thread_sensitive=False)
+
+
 class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
     async def connect(self):
         slug = self.scope["url_route"]["kwargs"]["slug"]
         user = self.scope.get("user")
         try:
-            self.workspace = await database_sync_to_async(workspace_for)(user, slug)
+            self.workspace = await in_pool(workspace_for)(user, slug)
         except Http404:
             await self.close(code=4404)
             return
@@ -39,10 +47,12 @@ class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
         if not await self._join():
             await self.close(code=1013)  # "try again later": the frontend reconnects on its own
             return
+        joined_at = time.monotonic()
         await self.accept()
         self.stay_joined()
+        # Joined before this is read: a change from now on arrives as an event anyway.
+        payload, announcement, running, missed = await in_pool(self._greeting)(joined_at)
         # ComfyUI's first frame is always `status` carrying the sid the UI then uses as client_id.
-        payload = await database_sync_to_async(self._snapshot)()
         first, *rest = wire.queue_messages(payload, self.workspace.slug)
         self.last_sent = {m["type"]: m for m in (first, *rest)}
         self.open_jobs = self._open_jobs(payload)
@@ -50,19 +60,22 @@ class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
         for message in rest:
             await self.send(text_data=json.dumps(message))
         # The instructor's announcement stays for whoever joins later.
-        announcement = await database_sync_to_async(self._announcement)()
         if announcement:
             await self.send(text_data=json.dumps({"type": "workshop.announcement", "data": announcement}))
         # A reload in the middle of a run: like ComfyUI, say at once which node is running.
-        for message in await database_sync_to_async(self._running_progress)():
+        for message in running:
             await self.send(text_data=json.dumps(message))
         # Ends this tab missed while it was away (the app or Redis restarting): ComfyUI sends a
         # run's end to the tab that queued it, so that tab gets it, once.
         # Marked only once sent: a socket that dies before it could send leaves it for the next.
-        for job_id, messages in await database_sync_to_async(self._missed_ends)():
+        for job_id, messages in missed:
             for message in messages:
                 await self.send(text_data=json.dumps(message))
-            await database_sync_to_async(self._delivered)(job_id)
+            await in_pool(self._delivered)(job_id)
+
+    def _greeting(self, joined_at: float):
+        """Everything a new socket is told, read in one go."""
+        return self._snapshot(joined_at), self._announcement(), self._running_progress(), self._missed_ends()
 
     def _announcement(self):
         from jobs.models import Announcement
@@ -117,10 +130,19 @@ class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
                 messages += wire.running_progress(str(job_id), progress)
         return messages
 
-    def _snapshot(self):
+    _shared: dict = {}
+
+    def _snapshot(self, joined_at: float):
+        """The queue as every socket sees it. A snapshot read after this socket joined its
+        groups is as good as a new one (any later change reaches it as an event), so a burst of
+        reconnects shares a few instead of reading one each."""
         from jobs.queue import snapshot
 
-        return events.queue_payload(snapshot())
+        shared = WorkspaceSocket._shared
+        if shared.get("at", -1.0) < joined_at:
+            read_at = time.monotonic()
+            WorkspaceSocket._shared = shared = {"at": read_at, "payload": events.queue_payload(snapshot())}
+        return shared["payload"]
 
     async def disconnect(self, code):
         await self.leave_groups()

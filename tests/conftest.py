@@ -184,7 +184,8 @@ def live_app(transactional_db, settings, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "daphne.log"
-    cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "workshop.asgi:application"]
+    cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_connect_timeout", "30",
+           "workshop.asgi:application"]  # as scripts/run and the app image start it
     with process(cmd, child_env(settings), log) as proc:
 
         def up():
