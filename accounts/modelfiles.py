@@ -19,8 +19,12 @@ PICKLED = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 MAX_HEADER_BYTES = 4 * 1024 * 1024
 MAX_TENSORS = 20_000
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,150}\.safetensors$")
-DTYPES = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64",
-          "I64", "U64", "F4", "F6_E2M3", "F6_E3M2", "E8M0", "F8_E8M0"}
+# Bits per element of each safetensors dtype: a tensor's data must be exactly its shape's worth.
+DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "E8M0": 8, "F8_E8M0": 8, "I16": 16,
+              "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "F64": 64, "I64": 64, "U64": 64,
+              "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+DTYPES = set(DTYPE_BITS)
+MAX_DIMENSION = 2**40
 
 
 class ModelRefused(ValueError):
@@ -65,6 +69,10 @@ def check_header(head: bytes, size: int) -> dict:
     if raw.count(b'"data_offsets"') > MAX_TENSORS:
         raise ModelRefused(f"This safetensors file holds more than {MAX_TENSORS:,} tensors; a LoRA holds a few "
                            "thousand at most.")
+    # Tables and lists beyond what the tensors need: a header of a million empty {} parsed to
+    # 90 MB. Each tensor has one table and two lists.
+    if raw.count(b"{") > MAX_TENSORS + 1000 or raw.count(b"[") > 2 * MAX_TENSORS + 1000:
+        raise ModelRefused("This is not a LoRA's safetensors header: it holds far more tables or lists than tensors.")
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -76,18 +84,40 @@ def check_header(head: bytes, size: int) -> dict:
     for key, info in header.items():
         if key == "__metadata__":
             continue
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if (not isinstance(info, dict) or info.get("dtype") not in DTYPES or not isinstance(info.get("shape"), list)
-                or len(info["shape"]) > 8 or not all(isinstance(d, int) and d >= 0 for d in info["shape"])
-                or not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets))
-                or not 0 <= offsets[0] <= offsets[1] <= data):
-            raise ModelRefused(f"This is not a safetensors file: tensor {str(key)[:80]!r} is malformed.")
+        if not _well_formed(key, info, data):
+            shown = key.encode("utf-8", "replace").decode("utf-8")[:80]
+            raise ModelRefused(f"This is not a safetensors file: tensor {shown!r} is malformed.")
         tensors += 1
         if tensors > MAX_TENSORS:  # spelled otherwise than the count above saw
             raise ModelRefused(f"This safetensors file holds more than {MAX_TENSORS:,} tensors.")
     if not tensors:
         raise ModelRefused("This safetensors file holds no tensors.")
     return header
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _well_formed(key: str, info, data: int) -> bool:
+    """A tensor entry as the safetensors format defines it: a known dtype, a shape of at most 8
+    whole dimensions, and offsets inside the data whose span is exactly the shape's bytes."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no file system or GPU host could name it
+        return False
+    if not isinstance(info, dict) or info.get("dtype") not in DTYPES:
+        return False
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    if not (isinstance(shape, list) and len(shape) <= 8 and all(_integer(d) and 0 <= d <= MAX_DIMENSION for d in shape)):
+        return False
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_integer(o) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1] <= data):
+        return False
+    elements = 1
+    for dimension in shape:
+        elements *= dimension
+    return (elements * DTYPE_BITS[info["dtype"]] + 7) // 8 == offsets[1] - offsets[0]
 
 
 def header_length(head: bytes) -> int:

@@ -332,10 +332,14 @@ def store_model(workspace: Workspace, folder: str, name: str, chunks, source_url
     size = 0
     try:
         with open(part, "wb") as out:
+            checked = 0
             for chunk in chunks:
                 if size == 0:
                     _refuse_pickle_early(chunk[:16])
                 size += len(chunk)
+                if size - checked >= MODEL_PART_BYTES:  # other uploads grow meanwhile: count them again
+                    checked = size
+                    limit, too_big = _room(workspace, name, part)
                 if size > limit:
                     raise too_big(size)
                 out.write(chunk)

@@ -8,6 +8,7 @@ import time
 import urllib.parse
 
 from django.conf import settings
+from django.core.cache import cache
 from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import JsonResponse, StreamingHttpResponse
@@ -89,7 +90,12 @@ def model_fetch(request, workspace):
     collected whole before it is sent, and the participant would see no progress at all."""
     data = json_object(request)
     url, folder = str(data.get("url") or "").strip(), str(data.get("folder") or "loras")
-    deadline = time.monotonic() + settings.MODEL_FETCH_SECONDS
+    slot = f"model-fetch:{workspace.slug}"
+    cache.add(slot, 0, settings.MODEL_FETCH_SECONDS + 60)
+    if cache.incr(slot) > settings.MAX_UNFINISHED_MODELS:
+        cache.decr(slot)
+        return JsonResponse({"error": f"You have {settings.MAX_UNFINISHED_MODELS} downloads running: wait for one "
+                                      "to end."}, status=429)
 
     async def lines():
         loop = asyncio.get_running_loop()
@@ -99,12 +105,13 @@ def model_fetch(request, workspace):
             loop.call_soon_threadsafe(events.put_nowait, (kind, value))
 
         def download():
+            fetch = safe_fetch.Fetch(url, settings.MODEL_FETCH_SECONDS)
             try:
-                response, final_url = safe_fetch.open_url(url)
+                response, final_url = fetch.open()
                 total = int(response.headers.get("Content-Length") or 0) or None
                 put("total", total)
                 name = str(data.get("name") or _name_of(response, final_url))
-                model = store_model(workspace, folder, name, safe_fetch.chunks(response, deadline),
+                model = store_model(workspace, folder, name, fetch.chunks(response),
                                     source_url=url[:2000], size_hint=total, on_progress=lambda n: put("received", n))
                 put("model", _row(model))
             except ModelRefused as exc:
@@ -113,9 +120,17 @@ def model_fetch(request, workspace):
                 log.exception("model fetch failed")
                 put("error", f"Could not store it: {exc.__class__.__name__}")
             finally:
+                fetch.close()
                 connection.close()
+                try:
+                    cache.decr(slot)
+                except ValueError:  # expired meanwhile
+                    pass
 
         threading.Thread(target=download, daemon=True, name="model-fetch").start()
+        # At once: the page shows the fetch has begun (and a proxy sees the response start)
+        # while the other server has not answered yet.
+        yield json.dumps({"received": 0, "total": None}) + "\n"
         total, last = None, 0.0
         while True:
             kind, value = await events.get()

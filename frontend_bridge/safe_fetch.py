@@ -72,60 +72,94 @@ def target_of(url: str) -> Target:
     return Target(scheme, host, port, parsed.request_uri or "/", addresses[0])
 
 
-def _pool(target: Target) -> urllib3.HTTPConnectionPool:
-    timeout = urllib3.Timeout(connect=10, read=60)
+def _connection(target: Target):
+    """A connection to the checked address; TLS names and verifies the host itself."""
     if target.scheme == "https":
-        return urllib3.HTTPSConnectionPool(target.address, target.port, timeout=timeout, retries=False, maxsize=1,
-                                           server_hostname=target.host, assert_hostname=target.host,
-                                           cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
-    return urllib3.HTTPConnectionPool(target.address, target.port, timeout=timeout, retries=False, maxsize=1)
+        return urllib3.connection.HTTPSConnection(target.address, target.port, timeout=60,
+                                                  server_hostname=target.host, assert_hostname=target.host,
+                                                  cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+    return urllib3.connection.HTTPConnection(target.address, target.port, timeout=60)
 
 
-def open_url(url: str) -> tuple[urllib3.BaseHTTPResponse, str]:
-    """(the response of the file, its final URL), following at most REDIRECTS checked hops."""
-    for _ in range(REDIRECTS + 1):
-        target = target_of(url)
-        default = 443 if target.scheme == "https" else 80
-        shown = f"[{target.host}]" if ":" in target.host else target.host
-        host_header = shown if target.port == default else f"{shown}:{target.port}"
+def too_long(seconds: float) -> FetchRefused:
+    limit = f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+    return FetchRefused(f"The download took too long (the limit is {limit}); download the file and upload it "
+                        "instead.")
+
+
+class Fetch:
+    """One fetch, with a deadline for all of it: connecting, the headers, every redirect hop and
+    the body. At the deadline a timer shuts the connection's socket, which ends any read that
+    waits, so a server that sends its headers or its bytes one at a time holds nothing."""
+
+    def __init__(self, url: str, seconds: float):
+        self.url, self.seconds = url, seconds
+        self.deadline = time.monotonic() + seconds
+        self.expired = False
+        self.connection = self.sock = None
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        # The socket as connected: http.client drops the connection's reference to it once a
+        # response that ends with the connection is read, while the response still reads it.
+        sock = self.sock or getattr(self.connection, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._timer.cancel()
+        if self.connection is not None:
+            self.connection.close()
+
+    def _failed(self) -> FetchRefused:
+        return too_long(self.seconds) if self.expired or time.monotonic() > self.deadline else FetchRefused(NEUTRAL)
+
+    def open(self) -> tuple[urllib3.BaseHTTPResponse, str]:
+        """(the response of the file, its final URL), following at most REDIRECTS checked hops."""
+        url = self.url
+        for _ in range(REDIRECTS + 1):
+            target = target_of(url)
+            default = 443 if target.scheme == "https" else 80
+            shown = f"[{target.host}]" if ":" in target.host else target.host
+            host_header = shown if target.port == default else f"{shown}:{target.port}"
+            if self.connection is not None:
+                self.connection.close()
+            self.connection, self.sock = _connection(target), None
+            try:
+                if self.expired:
+                    raise OSError("deadline")
+                self.connection.request("GET", target.request_uri, preload_content=False,
+                                        headers={"Host": host_header, "User-Agent": "workshop-model-fetch"})
+                self.sock = self.connection.sock
+                if self.expired:  # the timer fired while connecting, before there was a socket to shut
+                    raise OSError("deadline")
+                response = self.connection.getresponse()
+            except (urllib3.exceptions.HTTPError, OSError, ValueError):
+                raise self._failed() from None
+            if response.status in REDIRECT_CODES and response.headers.get("Location"):
+                url = urllib.parse.urljoin(url, response.headers["Location"])
+                continue
+            if response.status != 200:
+                raise FetchRefused(NEUTRAL)
+            return response, url
+        raise FetchRefused(NEUTRAL)
+
+    def chunks(self, response: urllib3.BaseHTTPResponse, size: int = 1024 * 1024):
+        """The file's bytes as they arrive (read1: a trickle still shows progress)."""
         try:
-            response = _pool(target).urlopen("GET", target.request_uri, redirect=False, preload_content=False,
-                                             headers={"Host": host_header, "User-Agent": "workshop-model-fetch"})
+            while chunk := response.read1(size):
+                if self.expired:
+                    raise too_long(self.seconds)
+                yield chunk
         except (urllib3.exceptions.HTTPError, OSError):
-            raise FetchRefused(NEUTRAL) from None
-        if response.status in REDIRECT_CODES and response.headers.get("Location"):
-            url = urllib.parse.urljoin(url, response.headers["Location"])
-            response.release_conn()
-            continue
-        if response.status != 200:
-            response.release_conn()
-            raise FetchRefused(NEUTRAL)
-        return response, url
-    raise FetchRefused(NEUTRAL)
-
-
-def chunks(response: urllib3.BaseHTTPResponse, deadline: float, size: int = 1024 * 1024):
-    """The file's bytes until `deadline` (time.monotonic()): a server that drips them slowly, or
-    stops sending, cannot hold a fetch open for ever. At the deadline a timer shuts the
-    connection, which ends a read that waits for bytes."""
-    minutes = max(1, round((deadline - time.monotonic()) / 60))
-    too_long = FetchRefused(f"The download took too long (the limit is about {minutes} min); "
-                            "download the file and upload it instead.")
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), response.shutdown)
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        # read1: whatever has arrived, so that a trickle still shows progress as it comes
-        while chunk := response.read1(size):
-            if time.monotonic() > deadline:
-                raise too_long
-            yield chunk
-        if time.monotonic() > deadline:
-            raise too_long  # shut at the deadline: what came is not the whole file
-    except (urllib3.exceptions.HTTPError, OSError):
-        if time.monotonic() > deadline:
-            raise too_long from None
-        raise FetchRefused("The download broke off; try again, or download the file and upload it.") from None
-    finally:
-        watchdog.cancel()
-        response.release_conn()
+            if self.expired:
+                raise too_long(self.seconds) from None
+            raise FetchRefused("The download broke off; try again, or download the file and upload it.") from None
+        if self.expired:
+            raise too_long(self.seconds)  # shut at the deadline: what came is not the whole file

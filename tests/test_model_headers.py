@@ -37,7 +37,8 @@ def test_a_large_real_lora_header_passes():
 @pytest.mark.parametrize("attack, said", [
     ("a 99 MB header", "header is 99 MB"),
     ("2 million empty tensors in 4 MB", f"more than {MAX_TENSORS:,} tensors"),
-    ("200,000 nested brackets", "its header is not JSON"),
+    ("200,000 nested brackets", "far more tables or lists than tensors"),
+    ("a million empty tables", "far more tables or lists than tensors"),
     ("a shape of a million dimensions", "is malformed"),
 ])
 def test_a_header_built_to_exhaust_the_app_is_refused_with_a_sentence(attack, said):
@@ -49,6 +50,8 @@ def test_a_header_built_to_exhaust_the_app_is_refused_with_a_sentence(attack, sa
         head, size = file_with(b"{" + body[:MAX_HEADER_BYTES - 8].rsplit(b",", 1)[0] + b"}")
     elif attack.startswith("200,000"):
         head, size = file_with(b"[" * 200_000)
+    elif attack.startswith("a million empty"):
+        head, size = file_with(b'{"a":[' + b",".join([b"{}"] * 1_000_000) + b"]}")
     else:
         head, size = file_with(json.dumps({"t": {"dtype": "F16", "shape": [1] * 1_000_000,
                                                  "data_offsets": [0, 2]}}).encode(), 2)
@@ -68,3 +71,21 @@ def test_parsing_the_worst_header_allowed_stays_within_64_mb():
     finally:
         tracemalloc.stop()
     assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MB"
+
+
+@pytest.mark.parametrize("entry", [
+    {"dtype": "U8", "shape": [2**64, 2**64], "data_offsets": [0, 1]},  # dimensions beyond any tensor
+    {"dtype": "F32", "shape": [10, 10], "data_offsets": [0, 1]},  # 400 bytes of shape in a span of 1
+    {"dtype": "U8", "shape": [True], "data_offsets": [0, 1]},  # a bool is no dimension
+])
+def test_a_tensor_whose_shape_does_not_match_its_bytes_is_refused(entry):
+    """Accepted with 201 by the red team: the shape and dtype were never compared with the span."""
+    head, size = file_with(json.dumps({"w": entry}).encode(), 1)
+    with pytest.raises(ModelRefused, match="malformed"):
+        check_header(head, size)
+
+
+def test_a_tensor_name_no_file_system_can_hold_is_refused():
+    head, size = file_with(b'{"\\ud800":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}', 1)
+    with pytest.raises(ModelRefused, match="malformed"):
+        check_header(head, size)

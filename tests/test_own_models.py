@@ -183,6 +183,11 @@ class _Files(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.seen.append(self.path)
+        if self.path == "/slow-headers.safetensors":  # its headers never end
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            self.wfile.flush()
+            self.release.wait(60)
+            return
         if self.path in self.redirects:
             self.send_response(302)
             self.send_header("Location", self.redirects[self.path])
@@ -313,6 +318,7 @@ def test_a_fetch_shows_its_progress_while_it_runs_and_a_trickle_is_cut_off(fetch
         answer = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": f"{base}/slow.safetensors"},
                             headers={"Origin": live_app.url}, stream=True, timeout=30)
         lines = answer.iter_lines(chunk_size=1)  # each line as it comes, not 512 bytes at a time
+        assert json.loads(next(line for line in lines if line)) == {"received": 0, "total": None}, "begun, at once"
         first = json.loads(next(line for line in lines if line))
         _Files.release.set()
         rest = [json.loads(line) for line in lines if line]
@@ -320,12 +326,17 @@ def test_a_fetch_shows_its_progress_while_it_runs_and_a_trickle_is_cut_off(fetch
         never = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": f"{base}/never.safetensors"},
                            headers={"Origin": live_app.url}, stream=True, timeout=30)
         cut = [json.loads(line) for line in never.iter_lines() if line][-1]
+        headers = alice.post(f"{live_app.url}/user/001/my-models/fetch",
+                             json={"url": f"{base}/slow-headers.safetensors"},
+                             headers={"Origin": live_app.url}, stream=True, timeout=30)
+        cut_headers = [json.loads(line) for line in headers.iter_lines() if line][-1]
     finally:
         _Files.release.set()
         server.shutdown()
     assert 0 < first["received"] < len(lora) and first["total"] == len(lora), first
     assert rest[-1]["model"]["name"] == "slow.safetensors"
-    assert "took too long" in cut["error"]
+    assert "took too long (the limit is 3 s)" in cut["error"]
+    assert "took too long (the limit is 3 s)" in cut_headers["error"], "headers sent one byte at a time too"
     assert [m.name for m in WorkspaceModel.objects.all()] == ["slow.safetensors"]
 
 
@@ -395,3 +406,36 @@ def test_unfinished_uploads_count_are_capped_and_expire(alice, participants, sma
     os.utime(part, (time.time() - 7200, time.time() - 7200))
     assert expire_unfinished_models(3600) == 1 and not part.exists()
     assert put(alice, "c.safetensors", data[:1024], final=0).status_code == 200, "room for another again"
+
+
+@pytest.fixture
+def one_fetch_at_a_time(monkeypatch):
+    monkeypatch.setenv("MAX_UNFINISHED_MODELS", "1")
+
+
+@pytest.mark.e2e
+def test_a_participant_cannot_pile_up_fetches_that_never_end(fetch_allowed, one_fetch_at_a_time, live_app,
+                                                             participants):
+    """The red team held 40 fetches open on a server that sends its headers a byte at a time:
+    40 threads and sockets. A participant has MAX_UNFINISHED_MODELS running at once (1 here)."""
+    _Files.release, _Files.seen = threading.Event(), []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://localhost:{server.server_address[1]}/slow-headers.safetensors"
+    alice = live_app.login("user001")
+    try:
+        held = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
+                          headers={"Origin": live_app.url}, stream=True, timeout=30)
+        wait_until(lambda: "/slow-headers.safetensors" in _Files.seen, message="the first fetch to reach the server")
+        second = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
+                            headers={"Origin": live_app.url}, timeout=30)
+        _Files.release.set()  # the server gives up: the first fetch ends, and its slot is free again
+        ended = [json.loads(line) for line in held.iter_lines() if line][-1]
+        third = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
+                           headers={"Origin": live_app.url}, stream=True, timeout=30)
+        third_lines = [json.loads(line) for line in third.iter_lines() if line]
+    finally:
+        _Files.release.set()
+        server.shutdown()
+    assert second.status_code == 429 and "downloads running" in second.json()["error"]
+    assert "error" in ended and third.status_code == 200 and "error" in third_lines[-1]
