@@ -82,6 +82,24 @@ def _name_of(response, url: str) -> str:
     return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
 
 
+def _fetch_slot(workspace) -> str | None:
+    """One of the workspace's MAX_UNFINISHED_MODELS fetch slots (counted in Redis, for every
+    app process), or None when all are taken: a fetch holds a thread and a socket."""
+    slot = f"model-fetch:{workspace.slug}"
+    cache.add(slot, 0, settings.MODEL_FETCH_SECONDS + 60)
+    if cache.incr(slot) > settings.MAX_UNFINISHED_MODELS:
+        _free(slot)
+        return None
+    return slot
+
+
+def _free(slot: str) -> None:
+    try:
+        cache.decr(slot)
+    except ValueError:  # expired meanwhile
+        pass
+
+
 @workspace_api(["POST"])
 def model_fetch(request, workspace):
     """{"url", "folder"?, "name"?}: the app downloads it (safe_fetch: public addresses only),
@@ -90,10 +108,8 @@ def model_fetch(request, workspace):
     collected whole before it is sent, and the participant would see no progress at all."""
     data = json_object(request)
     url, folder = str(data.get("url") or "").strip(), str(data.get("folder") or "loras")
-    slot = f"model-fetch:{workspace.slug}"
-    cache.add(slot, 0, settings.MODEL_FETCH_SECONDS + 60)
-    if cache.incr(slot) > settings.MAX_UNFINISHED_MODELS:
-        cache.decr(slot)
+    slot = _fetch_slot(workspace)
+    if slot is None:
         return JsonResponse({"error": f"You have {settings.MAX_UNFINISHED_MODELS} downloads running: wait for one "
                                       "to end."}, status=429)
 
@@ -122,10 +138,7 @@ def model_fetch(request, workspace):
             finally:
                 fetch.close()
                 connection.close()
-                try:
-                    cache.decr(slot)
-                except ValueError:  # expired meanwhile
-                    pass
+                _free(slot)
 
         threading.Thread(target=download, daemon=True, name="model-fetch").start()
         # At once: the page shows the fetch has begun (and a proxy sees the response start)
