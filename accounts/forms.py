@@ -4,18 +4,19 @@ from django.contrib.auth.forms import AuthenticationForm
 
 from . import throttle
 
-THROTTLED = ("Too many failed logins for this name. Wait 15 minutes, log in from the browser you used "
-             "before, or ask the instructor to reset your password.")
+THROTTLED = ("Too many failed logins for this name: try again in {seconds} s, log in from the browser you "
+             "used before, or ask the instructor to reset your password.")
 
 
 class ThrottledLogin:
-    """Refuses to even check a password while its name or address is throttled."""
+    """Refuses to even check a password until the throttle gives this name its next turn."""
 
     def clean(self):
         username = self.cleaned_data.get("username") or ""
         address = throttle.client_address(self.request) if self.request else ""
-        if throttle.blocked(username, address, throttle.known_device(self.request, username)):
-            raise forms.ValidationError(THROTTLED, code="throttled")
+        wait = throttle.wait_seconds(username, address, throttle.known_device(self.request, username))
+        if wait:
+            raise forms.ValidationError(THROTTLED.format(seconds=wait), code="throttled")
         return super().clean()
 
 

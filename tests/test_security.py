@@ -3,8 +3,10 @@ content from workspaces, worker tokens, catalog leaks, error texts, CSRF, bad in
 import json
 
 import pytest
+from django.test import Client
 
 from jobs.models import Job
+from tests.conftest import wait_until
 
 
 @pytest.fixture
@@ -134,8 +136,6 @@ def test_frontend_code_of_an_untrusted_worker_never_reaches_a_browser(alice, cli
     assert "/extensions/evil/evil.js" in alice.get("/user/001/api/extensions").json()
     assert alice.get("/user/001/extensions/evil/evil.js").content == b"steal(document.cookie)"
     # Anonymous callers never get custom-node code.
-    from django.test import Client
-
     assert Client().get("/user/001/extensions/evil/evil.js").status_code in (302, 401, 404)
 
     # Changed code is not the code that was trusted: back to the trusted worker's catalog.
@@ -476,7 +476,6 @@ def test_500_sockets_on_one_daphne_all_hear_a_queue_change_and_leave_their_group
 
     from websockets.asyncio.client import connect
 
-    from tests.conftest import wait_until
 
     alice = live_app.login("user001")
     cookie = "; ".join(f"{k}={v}" for k, v in alice.cookies.items())
@@ -524,44 +523,77 @@ def _login(client, username, password, address="10.0.0.1"):
     return client.post("/accounts/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
 
 
-def test_wrong_passwords_for_one_name_are_throttled_even_when_the_right_one_comes(client, participants, settings):
+THROTTLED = "Too many failed logins for this name"
+
+
+def test_wrong_passwords_for_one_name_slow_it_down_even_when_the_right_one_comes(client, participants, settings):
     for _ in range(settings.LOGIN_FAILURES_PER_USER):
         assert _login(client, "user001", "wrong").status_code == 200
     refused = _login(client, "user001", "pw")
-    assert refused.status_code == 200 and "Too many failed logins" in refused.content.decode()
+    assert refused.status_code == 200 and f"{THROTTLED}: try again in 30 s" in refused.content.decode()
     assert "_auth_user_id" not in client.session
     # Other participants behind the same address still get in.
     assert _login(client, "user002", "pw").status_code == 302
 
 
-def test_200_guesses_from_the_class_address_lock_out_nobody_and_get_nowhere(client, participants, settings):
+def test_200_guesses_from_the_class_address_slow_nobody_else_and_get_nowhere(client, participants, settings):
     """The red team: 200 failed logins with made-up names from the venue's address refused
-    user016, user017 and the instructor for 15 minutes. Now the class still logs in."""
-    from django.test import Client
+    user016, user017 and the instructor for 15 minutes. Now the class still logs in, and 200
+    guesses at one account are mostly refused unchecked."""
+    import time
 
+    from django.contrib.auth.signals import user_login_failed
     for n in range(200):
         _login(client, f"nobody{n}", "x")
     for name in ("user001", "user002", "instructor"):
         assert _login(Client(), name, "pw").status_code == 302, f"{name} still gets in from the venue"
-    # Guessing one account: after 10 tries that address waits for it, even with the right password.
-    for _ in range(settings.LOGIN_FAILURES_PER_USER):
-        _login(client, "user003", "guess")
-    assert "Too many failed logins" in _login(Client(), "user003", "pw").content.decode()
+
+    checked = []
+    user_login_failed.connect(lambda **kw: checked.append(1), weak=False, dispatch_uid="count-checked")
+    try:
+        began = time.monotonic()
+        answers = [_login(client, "user003", f"guess{n}").content.decode() for n in range(200)]
+        elapsed = time.monotonic() - began
+    finally:
+        user_login_failed.disconnect(dispatch_uid="count-checked")
+    # Ten tries, then one per LOGIN_SLOW_SECONDS: the rest are refused before any password check.
+    assert len(checked) <= settings.LOGIN_FAILURES_PER_USER + 1 + elapsed // settings.LOGIN_SLOW_SECONDS
+    assert sum(THROTTLED in answer for answer in answers) >= 200 - len(checked)
+    assert THROTTLED in _login(Client(), "user003", "pw").content.decode(), "a new browser waits its turn too"
+
+
+def test_the_owner_of_a_guessed_account_waits_seconds_not_a_quarter_hour(participants, settings):
+    settings.LOGIN_SLOW_SECONDS = 2
+    guesser = Client()
+    for n in range(settings.LOGIN_FAILURES_PER_USER + 5):
+        _login(guesser, "instructor", f"guess{n}")
+    owner = Client()  # the instructor, on a browser this app has never seen
+    assert THROTTLED in _login(owner, "instructor", "pw").content.decode()
+    wait_until(lambda: _login(owner, "instructor", "pw").status_code == 302, timeout=30,
+               message="the instructor to get in once the turn comes")
 
 
 def test_a_guessed_accounts_owner_still_gets_in_from_their_own_browser(client, participants, settings):
-    from django.test import Client
-
     owner = Client()
     assert _login(owner, "user002", "pw").status_code == 302 and "workshop_device" in owner.cookies
     owner.post("/accounts/logout/")  # signed out, as on a shared laptop: the browser stays known
     for n in range(settings.LOGIN_FAILURES_PER_ACCOUNT):  # a spread guess, from many addresses
         _login(client, "user002", "guess", address=f"10.7.{n // 250}.{n % 250}")
-    assert "Too many failed logins" in _login(Client(), "user002", "pw", address="10.8.8.8").content.decode()
+    assert THROTTLED in _login(Client(), "user002", "pw", address="10.8.8.8").content.decode()
     assert _login(owner, "user002", "pw", address="10.0.0.1").status_code == 302, "their own browser"
     forged = Client()
     forged.cookies["workshop_device"] = owner.cookies["workshop_device"].value[:-2] + "xx"
-    assert "Too many failed logins" in _login(forged, "user002", "pw").content.decode()
+    assert THROTTLED in _login(forged, "user002", "pw").content.decode()
+
+
+def test_a_new_password_starts_the_count_again(client, participants, settings):
+    from accounts.models import Workspace
+
+    for n in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+        _login(client, "user003", "guess", address=f"10.9.0.{n}")
+    assert THROTTLED in _login(Client(), "user003", "pw").content.decode()
+    password = Workspace.objects.get(owner__username="user003").owner_reset_password()  # the console's reset
+    assert _login(Client(), "user003", password).status_code == 302, "the new card works at once"
 
 
 def test_the_admin_login_is_throttled_too(client, participants, settings):

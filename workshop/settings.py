@@ -126,6 +126,7 @@ PASSWORD_HASHERS = [
 # (a venue shares one), and never on the account's own known device (docs/security.md).
 LOGIN_FAILURES_PER_USER = env_int("LOGIN_FAILURES_PER_USER", 10)
 LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 50)
+LOGIN_SLOW_SECONDS = env_int("LOGIN_SLOW_SECONDS", 30)
 # A session lasts a workshop day, not Django's two weeks.
 SESSION_COOKIE_AGE = env_int("SESSION_HOURS", 14) * 3600
 LOGIN_URL = "/accounts/login/"
