@@ -182,170 +182,19 @@ class ModelDeletion(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
 
-MODEL_PART_BYTES = 8 * 1024 * 1024  # one request of an upload: Daphne holds a body whole in memory
+class ModelUpload(models.Model):
+    """A model file on its way into a workspace (accounts.modeluploads): the bytes it has
+    reserved of the workspace's model quota while it arrives."""
 
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="model_uploads")
+    folder = models.CharField(max_length=50)
+    name = models.CharField(max_length=200)
+    size = models.BigIntegerField(help_text="Bytes reserved")
+    updated_at = models.DateTimeField(auto_now=True)
 
-def _model_target(workspace: Workspace, folder: str, name: str):
-    from . import modelfiles
-    from .modelfiles import ModelRefused
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "folder", "name"], name="one_upload_per_name")]
 
-    if folder not in settings.MODEL_FOLDERS:
-        raise ModelRefused(f"Models go in {', '.join(settings.MODEL_FOLDERS)}; not in {folder!r}.")
-    name = modelfiles.check_name(name)
-    target = workspace.root / "models" / folder / name
-    return name, target, target.with_name(f".{name}.part")
-
-
-def unfinished_parts(workspace: Workspace) -> list[Path]:
-    """Uploads in progress in this workspace (`.<name>.part` in its model folders)."""
-    root = workspace.root / "models"
-    return [p for p in root.glob("*/.*.part") if p.is_file()] if root.is_dir() else []
-
-
-def expire_unfinished_models(max_age: float | None = None) -> int:
-    """Remove uploads nobody has added to for `max_age` seconds (MODEL_PART_MAX_AGE): an
-    abandoned one would hold disk and quota for ever. Returns how many went."""
-    import time
-
-    cutoff = time.time() - (settings.MODEL_PART_MAX_AGE if max_age is None else max_age)
-    root = Path(settings.WORKSHOP_DATA_DIR) / "workspaces"
-    gone = 0
-    for part in root.glob("*/models/*/.*.part") if root.is_dir() else []:
-        try:
-            if part.stat().st_mtime < cutoff:
-                part.unlink()
-                gone += 1
-        except FileNotFoundError:
-            continue  # finished or removed meanwhile
-    return gone
-
-
-def _room(workspace: Workspace, name: str, part: Path | None = None):
-    """(bytes this file may have, the error for one larger). Other uploads in progress count."""
-    from .modelfiles import ModelRefused
-
-    others = sum(p.stat().st_size for p in unfinished_parts(workspace) if p != part)
-    room = settings.MODEL_QUOTA_BYTES - WorkspaceModel.used_bytes(workspace) - others
-
-    def size(n):
-        from django.template.defaultfilters import filesizeformat
-
-        return filesizeformat(max(n, 0)).replace("\xa0", " ")
-
-    def too_big(n):
-        if n > settings.MAX_MODEL_BYTES:
-            return ModelRefused(f"{name} is over the workshop's limit of {size(settings.MAX_MODEL_BYTES)} per model.", 413)
-        return ModelRefused(f"{name} does not fit: your models may take {size(settings.MODEL_QUOTA_BYTES)} in all, "
-                            f"and {size(room)} is left. Delete a model first.", 413)
-
-    return min(settings.MAX_MODEL_BYTES, room), too_big
-
-
-def _refuse_pickle_early(head: bytes) -> None:
-    from . import modelfiles
-
-    if head.startswith((b"\x80", b"PK\x03\x04")):
-        modelfiles.check_header(head, 2**62)  # raises: a pickle is refused before the rest arrives
-
-
-def _finish_model(workspace, folder, name, target, part, source_url="") -> WorkspaceModel:
-    """The header checked, then the quota checked and the row made under a lock of the
-    workspace's row: several uploads finishing at once cannot all fit the same room."""
-    import os
-
-    from django.db import transaction
-
-    from . import modelfiles
-
-    size = part.stat().st_size
-    with open(part, "rb") as fh:
-        head = fh.read(8)
-        head += fh.read(min(modelfiles.header_length(head), modelfiles.MAX_HEADER_BYTES))
-    modelfiles.check_header(head, size)
-    digest = modelfiles.sha256_of(part)
-    with transaction.atomic():
-        Workspace.objects.select_for_update().get(pk=workspace.pk)
-        if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
-            raise modelfiles.ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
-        if settings.MODEL_QUOTA_BYTES - WorkspaceModel.used_bytes(workspace) < size:
-            raise _room(workspace, name, part)[1](size)
-        os.replace(part, target)
-        return WorkspaceModel.objects.create(workspace=workspace, folder=folder, name=name, size=size, sha256=digest,
-                                             source_url=source_url)
-
-
-def store_model_part(workspace: Workspace, folder: str, name: str, offset: int, data: bytes, final: bool):
-    """One part of a participant's upload (the page sends 8 MB parts, in order). Returns the
-    bytes received so far, or the WorkspaceModel once the last part is in. A part sent again
-    replaces itself; one beyond what arrived is 409; the folder, the name, the size limit, the
-    quota and (at the first part, then at the last) the safetensors header are checked, and
-    nothing is kept of a file refused."""
-    from .modelfiles import ModelRefused
-
-    name, target, part = _model_target(workspace, folder, name)
-    if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
-        raise ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
-    if not part.exists() and len(unfinished_parts(workspace)) >= settings.MAX_UNFINISHED_MODELS:
-        raise ModelRefused(f"You have {settings.MAX_UNFINISHED_MODELS} uploads in progress: finish one first "
-                           "(an upload left alone for an hour is removed).", 429)
-    limit, too_big = _room(workspace, name, part)
-    have = part.stat().st_size if part.exists() else 0
-    if offset > have or offset < 0:
-        raise ModelRefused(f"Part at byte {offset} of {name}, but {have} bytes have arrived: send from there.", 409)
-    if offset + len(data) > limit:
-        part.unlink(missing_ok=True)
-        raise too_big(offset + len(data))
-    if offset == 0:
-        try:
-            _refuse_pickle_early(data[:16])
-        except ModelRefused:
-            part.unlink(missing_ok=True)
-            raise
-    part.parent.mkdir(parents=True, exist_ok=True)
-    with open(part, "r+b" if part.exists() else "wb") as out:
-        out.seek(offset)
-        out.write(data)
-        out.truncate()
-    if not final:
-        return offset + len(data)
-    try:
-        return _finish_model(workspace, folder, name, target, part)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-
-
-def store_model(workspace: Workspace, folder: str, name: str, chunks, source_url: str = "", size_hint: int | None = None,
-                on_progress=None) -> WorkspaceModel:
-    """A whole model file from `chunks` (a download the app makes), with the same checks."""
-    from .modelfiles import ModelRefused
-
-    name, target, part = _model_target(workspace, folder, name)
-    if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
-        raise ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
-    if len(unfinished_parts(workspace)) >= settings.MAX_UNFINISHED_MODELS:
-        raise ModelRefused(f"You have {settings.MAX_UNFINISHED_MODELS} uploads in progress: finish one first.", 429)
-    limit, too_big = _room(workspace, name, part)
-    if size_hint is not None and size_hint > limit:
-        raise too_big(size_hint)
-    part.parent.mkdir(parents=True, exist_ok=True)
-    size = 0
-    try:
-        with open(part, "wb") as out:
-            checked = 0
-            for chunk in chunks:
-                if size == 0:
-                    _refuse_pickle_early(chunk[:16])
-                size += len(chunk)
-                if size - checked >= MODEL_PART_BYTES:  # other uploads grow meanwhile: count them again
-                    checked = size
-                    limit, too_big = _room(workspace, name, part)
-                if size > limit:
-                    raise too_big(size)
-                out.write(chunk)
-                if on_progress:
-                    on_progress(size)
-        return _finish_model(workspace, folder, name, target, part, source_url)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    @property
+    def part(self) -> Path:
+        return self.workspace.root / "models" / self.folder / f".{self.name}.part"

@@ -8,15 +8,16 @@ import time
 import urllib.parse
 
 from django.conf import settings
-from django.core.cache import cache
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 
 from accounts.access import workspace_for
 from accounts.modelfiles import ModelRefused
-from accounts.models import MODEL_PART_BYTES, WorkspaceModel, store_model, store_model_part
+from accounts.models import WorkspaceModel
+from accounts.modeluploads import MODEL_PART_BYTES, store_download, store_part
 
 from . import safe_fetch
 from .api import json_object, workspace_api
@@ -48,17 +49,18 @@ def models_list(request, workspace):
 
 @workspace_api(["PUT", "POST"])
 def model_upload(request, workspace):
-    """?folder=loras&name=x.safetensors&offset=B&final=0|1, the part's bytes as the body."""
+    """?folder=loras&name=x.safetensors&offset=B&size=B&final=0|1, the part's bytes as the body
+    (`size`: the whole file's, reserved of the quota at the first part)."""
     try:
-        offset = int(request.GET.get("offset", "0"))
+        offset, declared = int(request.GET.get("offset", "0")), int(request.GET.get("size", "0"))
     except ValueError:
-        return JsonResponse({"error": "offset must be a number of bytes"}, status=400)
+        return JsonResponse({"error": "offset and size must be numbers of bytes"}, status=400)
     data = request.read(MODEL_PART_BYTES + 1)  # not .body: Django caps that at a JSON request's size
     if len(data) > MODEL_PART_BYTES:
         return JsonResponse({"error": f"Send the file in parts of at most {MODEL_PART_BYTES // 2**20} MB."}, status=413)
     try:
-        result = store_model_part(workspace, request.GET.get("folder", "loras"), request.GET.get("name", ""),
-                                  offset, data, final=request.GET.get("final", "1") != "0")
+        result = store_part(workspace, request.GET.get("folder", "loras"), request.GET.get("name", ""),
+                            offset, data, final=request.GET.get("final", "1") != "0", declared=declared)
     except ModelRefused as exc:
         return JsonResponse({"error": str(exc)}, status=exc.status)
     if isinstance(result, int):
@@ -127,8 +129,8 @@ def model_fetch(request, workspace):
                 total = int(response.headers.get("Content-Length") or 0) or None
                 put("total", total)
                 name = str(data.get("name") or _name_of(response, final_url))
-                model = store_model(workspace, folder, name, fetch.chunks(response),
-                                    source_url=url[:2000], size_hint=total, on_progress=lambda n: put("received", n))
+                model = store_download(workspace, folder, name, fetch.chunks(response),
+                                       source_url=url[:2000], size_hint=total, on_progress=lambda n: put("received", n))
                 put("model", _row(model))
             except ModelRefused as exc:
                 put("error", str(exc))

@@ -6,8 +6,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.utils import timezone
 
-from accounts.models import WorkspaceModel
+from accounts.models import ModelUpload, WorkspaceModel
+from accounts.modeluploads import expire_unfinished
 from frontend_bridge.safe_fetch import NEUTRAL
 from jobs.models import Job, Worker
 from tests.comfyui_double import ComfyUIDouble
@@ -112,9 +114,9 @@ def small_limits(settings):
     return settings
 
 
-def put(client, name, data, offset=0, final=1, folder="loras"):
-    return client.put(f"/user/001/my-models/upload?folder={folder}&name={name}&offset={offset}&final={final}",
-                      data=data, content_type="application/octet-stream")
+def put(client, name, data, offset=0, final=1, folder="loras", size=0):
+    return client.put(f"/user/001/my-models/upload?folder={folder}&name={name}&offset={offset}&final={final}"
+                      f"&size={size}", data=data, content_type="application/octet-stream")
 
 
 @pytest.fixture
@@ -386,11 +388,40 @@ def test_uploads_finishing_at_once_never_pass_the_quota(tight_quota, live_app, p
     assert no_part_files(participants[0])
 
 
-def test_unfinished_uploads_count_are_capped_and_expire(alice, participants, small_limits, settings):
-    import os
-    import time
+@pytest.mark.e2e
+def test_uploads_starting_at_once_reserve_the_room_once(tight_quota, live_app, participants):
+    """Five 25 (MB, here KB) uploads start at the same moment against a quota of 40: the first
+    part of each reserves its whole size under the workspace's lock, so one goes on and four
+    are told at once, before their bytes are sent."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    from accounts.models import expire_unfinished_models
+    sessions = [live_app.login("user001") for _ in range(5)]
+    start = threading.Barrier(5)
+    files = [safetensors(25 * 1024, seed=n) for n in range(5)]
+
+    def send(n, offset, data, final):
+        session = sessions[n]
+        return session.put(f"{live_app.url}/user/001/my-models/upload",
+                           params={"folder": "loras", "name": f"start{n}.safetensors", "offset": offset,
+                                   "size": len(files[n]), "final": final}, data=data, timeout=30,
+                           headers={"Origin": live_app.url, "X-CSRFToken": session.cookies["csrftoken"]})
+
+    def first_part(n):
+        start.wait()
+        return send(n, 0, files[n][:1024], 0)
+
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(first_part, range(5)))
+    assert sorted(a.status_code for a in answers) == [200, 413, 413, 413, 413], [a.text for a in answers]
+    winner = next(n for n, a in enumerate(answers) if a.status_code == 200)
+    assert all("does not fit" in a.json()["error"] for a in answers if a.status_code == 413)
+    assert send(winner, 1024, files[winner][1024:], 1).status_code == 201
+    assert WorkspaceModel.used_bytes(participants[0]) == len(files[winner])
+    assert no_part_files(participants[0])
+
+
+def test_unfinished_uploads_count_are_capped_and_expire(alice, participants, small_limits, settings):
+    import datetime
 
     settings.MAX_UNFINISHED_MODELS = 2
     data = safetensors(60 * 1024)
@@ -401,11 +432,25 @@ def test_unfinished_uploads_count_are_capped_and_expire(alice, participants, sma
     # Unfinished parts count towards the quota (100 KB here): b holds 50 KB, so a may not reach 60.
     big = put(alice, "a.safetensors", data[20 * 1024:], offset=20 * 1024)
     assert big.status_code == 413 and "does not fit" in big.json()["error"]
-    # Left alone past MODEL_PART_MAX_AGE, the other one goes.
+    # Left alone past MODEL_PART_MAX_AGE, the other one goes, its part file with it.
     part = participants[0].root / "models" / "loras" / ".b.safetensors.part"
-    os.utime(part, (time.time() - 7200, time.time() - 7200))
-    assert expire_unfinished_models(3600) == 1 and not part.exists()
+    ModelUpload.objects.filter(name="b.safetensors").update(
+        updated_at=timezone.now() - datetime.timedelta(seconds=7200))
+    assert expire_unfinished(3600) == 1 and not part.exists() and not ModelUpload.objects.exists()
     assert put(alice, "c.safetensors", data[:1024], final=0).status_code == 200, "room for another again"
+
+
+def test_an_upload_reserves_its_whole_size_when_it_starts(alice, participants, small_limits):
+    """The quota (100 KB here) is taken at the first part: a second file that cannot fit beside
+    the first is refused before its bytes are sent, not at its end."""
+    first, second = safetensors(60 * 1024, seed=1), safetensors(60 * 1024, seed=2)
+    assert put(alice, "first.safetensors", first[:1024], final=0, size=len(first)).status_code == 200
+    refused = put(alice, "second.safetensors", second[:1024], final=0, size=len(second))
+    assert refused.status_code == 413 and "does not fit" in refused.json()["error"] and "39.9 KB is left" in refused.text
+    assert not (participants[0].root / "models" / "loras" / ".second.safetensors.part").exists()
+    done = put(alice, "first.safetensors", first[1024:], offset=1024, size=len(first))
+    assert done.status_code == 201 and not ModelUpload.objects.exists(), "the reservation became the model"
+    assert WorkspaceModel.used_bytes(participants[0]) == len(first)
 
 
 @pytest.fixture

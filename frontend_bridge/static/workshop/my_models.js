@@ -13,7 +13,7 @@ document.getElementById("file").addEventListener("change", async (event) => {
   for (let offset = 0; ; offset += PART) {
     const part = file.slice(offset, offset + PART);
     const final = offset + PART >= file.size ? 1 : 0;
-    const query = new URLSearchParams({ folder: folder(), name: file.name, offset, final });
+    const query = new URLSearchParams({ folder: folder(), name: file.name, offset, size: file.size, final });
     const answer = await fetch(`${base}upload?${query}`, { method: "PUT", body: part });
     const body = await answer.json();
     if (!answer.ok) return say(body.error, true);

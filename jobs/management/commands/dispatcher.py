@@ -10,7 +10,7 @@ import time
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from accounts.models import expire_unfinished_models
+from accounts.modeluploads import expire_unfinished
 from jobs import events
 from jobs.dispatcher import reap
 
@@ -43,7 +43,7 @@ class Command(BaseCommand):
                     # Redis was away catches up without reloading.
                     events.queue_changed()
                 if beats % EXPIRE_EVERY == 1:
-                    expired = expire_unfinished_models()
+                    expired = expire_unfinished()
                     if expired:
                         self.stdout.write(f"dispatcher: removed {expired} abandoned model upload(s)")
             except Exception as exc:  # Keep looping: the database or Redis may be restarting.

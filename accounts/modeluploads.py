@@ -1,0 +1,181 @@
+"""Model files arriving in a workspace: a participant's upload in parts, or a download the app
+makes for them (docs/participant.md, "My models").
+
+Each upload in progress holds a ModelUpload row: the bytes it has reserved of the workspace's
+model quota. A reservation is taken under a lock of the workspace's row when the upload starts
+(its declared size, or what has arrived) and grown the same way, so uploads started together
+cannot all count on the same room; a participant holds at most MAX_UNFINISHED_MODELS of them.
+The row goes when the file is kept or refused, or after MODEL_PART_MAX_AGE left alone.
+"""
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models, transaction
+from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
+
+from . import modelfiles
+from .modelfiles import ModelRefused
+from .models import ModelUpload, Workspace, WorkspaceModel
+
+MODEL_PART_BYTES = 8 * 1024 * 1024  # one request of an upload: Daphne holds a body whole in memory
+
+
+def _size(n: int) -> str:
+    return filesizeformat(max(n, 0)).replace("\xa0", " ")
+
+
+def _target(workspace: Workspace, folder: str, name: str) -> tuple[str, Path, Path]:
+    if folder not in settings.MODEL_FOLDERS:
+        raise ModelRefused(f"Models go in {', '.join(settings.MODEL_FOLDERS)}; not in {folder!r}.")
+    name = modelfiles.check_name(name)
+    if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
+        raise ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
+    target = workspace.root / "models" / folder / name
+    return name, target, target.with_name(f".{name}.part")
+
+
+def reserve(workspace: Workspace, folder: str, name: str, size: int) -> None:
+    """Reserve `size` bytes for this upload (growing its reservation, never shrinking it), under
+    the workspace's lock, or refuse: too many uploads in progress (429), or no room (413)."""
+    if size > settings.MAX_MODEL_BYTES:
+        raise ModelRefused(f"{name} is over the workshop's limit of {_size(settings.MAX_MODEL_BYTES)} per model.", 413)
+    with transaction.atomic():
+        Workspace.objects.select_for_update().get(pk=workspace.pk)
+        uploads = ModelUpload.objects.filter(workspace=workspace)
+        mine = uploads.filter(folder=folder, name=name).first()
+        if mine is None and uploads.count() >= settings.MAX_UNFINISHED_MODELS:
+            raise ModelRefused(f"You have {settings.MAX_UNFINISHED_MODELS} uploads in progress: finish one first "
+                               "(an upload left alone for an hour is removed).", 429)
+        others = uploads.exclude(folder=folder, name=name).aggregate(n=models.Sum("size"))["n"] or 0
+        room = settings.MODEL_QUOTA_BYTES - WorkspaceModel.used_bytes(workspace) - others
+        if size > room:
+            raise ModelRefused(f"{name} does not fit: your models may take {_size(settings.MODEL_QUOTA_BYTES)} in all, "
+                               f"and {_size(room)} is left. Delete a model first.", 413)
+        if mine is None:
+            ModelUpload.objects.create(workspace=workspace, folder=folder, name=name, size=size)
+        else:  # also marks it alive for expire_unfinished
+            mine.size = max(mine.size, size)
+            mine.save(update_fields=["size", "updated_at"])
+
+
+def _drop(workspace: Workspace, folder: str, name: str, part: Path) -> None:
+    part.unlink(missing_ok=True)
+    ModelUpload.objects.filter(workspace=workspace, folder=folder, name=name).delete()
+
+
+def _refuse_pickle_early(head: bytes) -> None:
+    if head.startswith((b"\x80", b"PK\x03\x04")):
+        modelfiles.check_header(head, 2**62)  # raises: a pickle is refused before the rest arrives
+
+
+def _finish(workspace, folder, name, target, part, source_url="") -> WorkspaceModel:
+    """The header checked, then the row made and the reservation given up in one transaction
+    under the workspace's lock (the quota is checked once more: a reservation may have lapsed)."""
+    size = part.stat().st_size
+    with open(part, "rb") as fh:
+        head = fh.read(8)
+        head += fh.read(min(modelfiles.header_length(head), modelfiles.MAX_HEADER_BYTES))
+    modelfiles.check_header(head, size)
+    digest = modelfiles.sha256_of(part)
+    with transaction.atomic():
+        Workspace.objects.select_for_update().get(pk=workspace.pk)
+        if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
+            raise ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
+        others = (ModelUpload.objects.filter(workspace=workspace).exclude(folder=folder, name=name)
+                  .aggregate(n=models.Sum("size"))["n"] or 0)
+        room = settings.MODEL_QUOTA_BYTES - WorkspaceModel.used_bytes(workspace) - others
+        if size > room:
+            raise ModelRefused(f"{name} does not fit: your models may take {_size(settings.MODEL_QUOTA_BYTES)} in all, "
+                               f"and {_size(room)} is left. Delete a model first.", 413)
+        os.replace(part, target)
+        ModelUpload.objects.filter(workspace=workspace, folder=folder, name=name).delete()
+        return WorkspaceModel.objects.create(workspace=workspace, folder=folder, name=name, size=size, sha256=digest,
+                                             source_url=source_url)
+
+
+def store_part(workspace: Workspace, folder: str, name: str, offset: int, data: bytes, final: bool,
+               declared: int = 0) -> int | WorkspaceModel:
+    """One part of a participant's upload (the page sends 8 MB parts, in order, and the file's
+    size as `declared` with each). Returns the bytes received so far, or the WorkspaceModel once
+    the last part is in. A part sent again replaces itself; one beyond what arrived is 409; the
+    folder, the name, the size limit, the quota (reserved at the first part) and (at the first
+    part, then at the last) the safetensors header are checked, and nothing is kept of a file
+    refused."""
+    name, target, part = _target(workspace, folder, name)
+    have = part.stat().st_size if part.exists() else 0
+    if offset > have or offset < 0:
+        raise ModelRefused(f"Part at byte {offset} of {name}, but {have} bytes have arrived: send from there.", 409)
+    try:
+        reserve(workspace, folder, name, max(declared, offset + len(data)))
+        if offset == 0:
+            _refuse_pickle_early(data[:16])
+    except ModelRefused as exc:
+        if exc.status != 429:
+            _drop(workspace, folder, name, part)
+        raise
+    part.parent.mkdir(parents=True, exist_ok=True)
+    with open(part, "r+b" if part.exists() else "wb") as out:
+        out.seek(offset)
+        out.write(data)
+        out.truncate()
+    if not final:
+        return offset + len(data)
+    try:
+        return _finish(workspace, folder, name, target, part)
+    except BaseException:
+        _drop(workspace, folder, name, part)
+        raise
+
+
+def store_download(workspace: Workspace, folder: str, name: str, chunks, source_url: str = "",
+                   size_hint: int | None = None, on_progress=None) -> WorkspaceModel:
+    """A whole model file from `chunks` (a download the app makes), with the same checks: the
+    announced size (Content-Length) is reserved at the start; past it, what has arrived is
+    reserved every 8 MB, and the last check, under the lock, is exact."""
+    name, target, part = _target(workspace, folder, name)
+    reserve(workspace, folder, name, size_hint or 0)
+    reserved = size_hint or 0
+    part.parent.mkdir(parents=True, exist_ok=True)
+    size = 0
+    try:
+        with open(part, "wb") as out:
+            for chunk in chunks:
+                if size == 0:
+                    _refuse_pickle_early(chunk[:16])
+                size += len(chunk)
+                if size > reserved:  # past what was announced: what has come, again every 8 MB
+                    reserve(workspace, folder, name, size)
+                    reserved = size + MODEL_PART_BYTES
+                out.write(chunk)
+                if on_progress:
+                    on_progress(size)
+        return _finish(workspace, folder, name, target, part, source_url)
+    except BaseException:
+        _drop(workspace, folder, name, part)
+        raise
+
+
+def expire_unfinished(max_age: float | None = None) -> int:
+    """Remove uploads nobody has added to for `max_age` seconds (MODEL_PART_MAX_AGE): an
+    abandoned one would hold disk and quota for ever. Returns how many went."""
+    age = settings.MODEL_PART_MAX_AGE if max_age is None else max_age
+    gone = 0
+    for upload in ModelUpload.objects.filter(updated_at__lt=timezone.now() - timedelta(seconds=age)).select_related(
+            "workspace"):
+        _drop(upload.workspace, upload.folder, upload.name, upload.part)
+        gone += 1
+    # A part no reservation names (a process killed between the two) goes after the same age.
+    root = Path(settings.WORKSHOP_DATA_DIR) / "workspaces"
+    cutoff = time.time() - age
+    for part in root.glob("*/models/*/.*.part") if root.is_dir() else []:
+        try:
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                gone += 1
+        except FileNotFoundError:
+            continue  # finished or removed meanwhile
+    return gone
