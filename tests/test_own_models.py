@@ -224,13 +224,25 @@ def fetch_allowed(monkeypatch):
     monkeypatch.setenv("MODEL_FETCH_ALLOWED_HOSTS", "localhost")  # the test's own file server
 
 
-@pytest.mark.e2e
-def test_a_pasted_url_is_fetched_with_progress_and_private_addresses_are_refused(fetch_allowed, live_app, participants):
-    lora = safetensors(3 * 1024 * 1024)
-    _Files.files = {"/loras/detail.safetensors": lora, "/evil.ckpt": b"\x80\x02."}
+@pytest.fixture
+def file_server():
+    """A local file server (`_Files`) for the fetch tests, fresh each test, released and shut
+    down after it. Yields its port."""
+    _Files.files, _Files.redirects, _Files.seen, _Files.slow = {}, {}, [], {}
+    _Files.release = threading.Event()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://localhost:{server.server_address[1]}"
+    yield server.server_address[1]
+    _Files.release.set()
+    server.shutdown()
+
+
+@pytest.mark.e2e
+def test_a_pasted_url_is_fetched_with_progress_and_private_addresses_are_refused(fetch_allowed, file_server,
+                                                                                 live_app, participants):
+    lora = safetensors(3 * 1024 * 1024)
+    _Files.files = {"/loras/detail.safetensors": lora, "/evil.ckpt": b"\x80\x02."}
+    base = f"http://localhost:{file_server}"
     alice = live_app.login("user001")
 
     def fetch(url):
@@ -239,36 +251,30 @@ def test_a_pasted_url_is_fetched_with_progress_and_private_addresses_are_refused
         assert answer.status_code == 200
         return [json.loads(line) for line in answer.iter_lines() if line]
 
-    try:
-        lines = fetch(f"{base}/loras/detail.safetensors")
-        assert lines[-1]["model"]["comfy_name"] == "ws-001/detail.safetensors"
-        assert any("received" in line and line["total"] == len(lora) for line in lines[:-1]), "progress on the way"
-        assert (participants[0].root / "models" / "loras" / "detail.safetensors").read_bytes() == lora
-        assert "pickled" in fetch(f"{base}/evil.ckpt")[-1]["error"]
-        for url in (f"http://127.0.0.1:{server.server_address[1]}/loras/detail.safetensors",
-                    "http://169.254.169.254/latest/meta-data/x.safetensors", "http://[::1]:6379/x.safetensors",
-                    "file:///etc/passwd"):
-            said = fetch(url)[-1]["error"]
-            assert said == NEUTRAL, (url, said)
-    finally:
-        server.shutdown()
+    lines = fetch(f"{base}/loras/detail.safetensors")
+    assert lines[-1]["model"]["comfy_name"] == "ws-001/detail.safetensors"
+    assert any("received" in line and line["total"] == len(lora) for line in lines[:-1]), "progress on the way"
+    assert (participants[0].root / "models" / "loras" / "detail.safetensors").read_bytes() == lora
+    assert "pickled" in fetch(f"{base}/evil.ckpt")[-1]["error"]
+    for url in (f"http://127.0.0.1:{file_server}/loras/detail.safetensors",
+                "http://169.254.169.254/latest/meta-data/x.safetensors", "http://[::1]:6379/x.safetensors",
+                "file:///etc/passwd"):
+        said = fetch(url)[-1]["error"]
+        assert said == NEUTRAL, (url, said)
     assert WorkspaceModel.objects.count() == 1
 
 
 @pytest.mark.e2e
 def test_the_fetch_connects_only_where_it_checked_and_says_nothing_of_what_is_inside(
-        fetch_allowed, live_app, participants):
+        fetch_allowed, file_server, live_app, participants):
     """The red team's SSRF: a backslash or userinfo that makes the HTTP client connect to
     127.0.0.1 while a check reads another host, the same in a redirect, and error texts that
     told an open port from a closed one. Only `localhost` is allowed here (the test's server);
     127.0.0.1 by its number is not."""
+    port = file_server
     _Files.files = {"/loras/ok.safetensors": safetensors(4096)}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
     _Files.redirects = {"/hop": f"http://127.0.0.1:{port}/loras/ok.safetensors",
                         "/hop-backslash": f"http://localhost:{port}\\@8.8.8.8/loras/ok.safetensors"}
-    _Files.seen = []
     alice = live_app.login("user001")
 
     def error_of(url):
@@ -276,21 +282,18 @@ def test_the_fetch_connects_only_where_it_checked_and_says_nothing_of_what_is_in
                             headers={"Origin": live_app.url}, stream=True, timeout=30)
         return [json.loads(line) for line in answer.iter_lines() if line][-1].get("error")
 
-    try:
-        attacks = [f"http://127.0.0.1:{port}\\@8.8.8.8/loras/ok.safetensors",
-                   f"http://localhost:{port}\\@8.8.8.8/loras/ok.safetensors",
-                   f"http://x@127.0.0.1:{port}/loras/ok.safetensors",
-                   f"http://8.8.8.8@127.0.0.1:{port}/loras/ok.safetensors",
-                   f"http://127.0.0.1:{port}/loras/ok.safetensors", "http://0.0.0.0:6379/x.safetensors",
-                   "http://[::ffff:127.0.0.1]:6379/x", "http://2130706433/x", "http://no-such-host.invalid/x"]
-        said = {url: error_of(url) for url in attacks}
-        seen_direct = list(_Files.seen)
-        via_redirect = [error_of(f"http://localhost:{port}/hop"), error_of(f"http://localhost:{port}/hop-backslash")]
-        # An allowed host's closed port and its 404 say the same as a refusal: no oracle.
-        closed = error_of("http://localhost:1/x.safetensors")
-        missing = error_of(f"http://localhost:{port}/nothing.safetensors")
-    finally:
-        server.shutdown()
+    attacks = [f"http://127.0.0.1:{port}\\@8.8.8.8/loras/ok.safetensors",
+               f"http://localhost:{port}\\@8.8.8.8/loras/ok.safetensors",
+               f"http://x@127.0.0.1:{port}/loras/ok.safetensors",
+               f"http://8.8.8.8@127.0.0.1:{port}/loras/ok.safetensors",
+               f"http://127.0.0.1:{port}/loras/ok.safetensors", "http://0.0.0.0:6379/x.safetensors",
+               "http://[::ffff:127.0.0.1]:6379/x", "http://2130706433/x", "http://no-such-host.invalid/x"]
+    said = {url: error_of(url) for url in attacks}
+    seen_direct = list(_Files.seen)
+    via_redirect = [error_of(f"http://localhost:{port}/hop"), error_of(f"http://localhost:{port}/hop-backslash")]
+    # An allowed host's closed port and its 404 say the same as a refusal: no oracle.
+    closed = error_of("http://localhost:1/x.safetensors")
+    missing = error_of(f"http://localhost:{port}/nothing.safetensors")
     assert set(said.values()) == {NEUTRAL}, said
     assert seen_direct == [], "no attack reached the server"
     assert via_redirect == [NEUTRAL, NEUTRAL] and _Files.seen[:3] == ["/hop", "/hop-backslash", "/nothing.safetensors"]
@@ -304,37 +307,30 @@ def short_fetches(monkeypatch):
 
 
 @pytest.mark.e2e
-def test_a_fetch_shows_its_progress_while_it_runs_and_a_trickle_is_cut_off(fetch_allowed, short_fetches, live_app,
-                                                                           participants):
+def test_a_fetch_shows_its_progress_while_it_runs_and_a_trickle_is_cut_off(fetch_allowed, short_fetches, file_server,
+                                                                           live_app, participants):
     """Half the file, then the server waits for the test: the participant must already see
     progress (under ASGI a sync stream was collected whole). A server that never finishes is
     cut off at MODEL_FETCH_SECONDS (3 here) with a sentence, and nothing is kept."""
     lora = safetensors(2 * 1024 * 1024)
     _Files.slow = {"/slow.safetensors": lora, "/never.safetensors": lora}
-    _Files.release = threading.Event()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://localhost:{server.server_address[1]}"
+    base = f"http://localhost:{file_server}"
     alice = live_app.login("user001")
-    try:
-        answer = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": f"{base}/slow.safetensors"},
-                            headers={"Origin": live_app.url}, stream=True, timeout=30)
-        lines = answer.iter_lines(chunk_size=1)  # each line as it comes, not 512 bytes at a time
-        assert json.loads(next(line for line in lines if line)) == {"received": 0, "total": None}, "begun, at once"
-        first = json.loads(next(line for line in lines if line))
-        _Files.release.set()
-        rest = [json.loads(line) for line in lines if line]
-        _Files.release = threading.Event()  # the next one never gets its second half
-        never = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": f"{base}/never.safetensors"},
-                           headers={"Origin": live_app.url}, stream=True, timeout=30)
-        cut = [json.loads(line) for line in never.iter_lines() if line][-1]
-        headers = alice.post(f"{live_app.url}/user/001/my-models/fetch",
-                             json={"url": f"{base}/slow-headers.safetensors"},
-                             headers={"Origin": live_app.url}, stream=True, timeout=30)
-        cut_headers = [json.loads(line) for line in headers.iter_lines() if line][-1]
-    finally:
-        _Files.release.set()
-        server.shutdown()
+    answer = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": f"{base}/slow.safetensors"},
+                        headers={"Origin": live_app.url}, stream=True, timeout=30)
+    lines = answer.iter_lines(chunk_size=1)  # each line as it comes, not 512 bytes at a time
+    assert json.loads(next(line for line in lines if line)) == {"received": 0, "total": None}, "begun, at once"
+    first = json.loads(next(line for line in lines if line))
+    _Files.release.set()
+    rest = [json.loads(line) for line in lines if line]
+    _Files.release = threading.Event()  # the next one never gets its second half
+    never = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": f"{base}/never.safetensors"},
+                       headers={"Origin": live_app.url}, stream=True, timeout=30)
+    cut = [json.loads(line) for line in never.iter_lines() if line][-1]
+    headers = alice.post(f"{live_app.url}/user/001/my-models/fetch",
+                         json={"url": f"{base}/slow-headers.safetensors"},
+                         headers={"Origin": live_app.url}, stream=True, timeout=30)
+    cut_headers = [json.loads(line) for line in headers.iter_lines() if line][-1]
     assert 0 < first["received"] < len(lora) and first["total"] == len(lora), first
     assert rest[-1]["model"]["name"] == "slow.safetensors"
     assert "took too long (the limit is 3 s)" in cut["error"]
@@ -459,28 +455,21 @@ def one_fetch_at_a_time(monkeypatch):
 
 
 @pytest.mark.e2e
-def test_a_participant_cannot_pile_up_fetches_that_never_end(fetch_allowed, one_fetch_at_a_time, live_app,
-                                                             participants):
+def test_a_participant_cannot_pile_up_fetches_that_never_end(fetch_allowed, one_fetch_at_a_time, file_server,
+                                                             live_app, participants):
     """The red team held 40 fetches open on a server that sends its headers a byte at a time:
     40 threads and sockets. A participant has MAX_UNFINISHED_MODELS running at once (1 here)."""
-    _Files.release, _Files.seen = threading.Event(), []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://localhost:{server.server_address[1]}/slow-headers.safetensors"
+    url = f"http://localhost:{file_server}/slow-headers.safetensors"
     alice = live_app.login("user001")
-    try:
-        held = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
-                          headers={"Origin": live_app.url}, stream=True, timeout=30)
-        wait_until(lambda: "/slow-headers.safetensors" in _Files.seen, message="the first fetch to reach the server")
-        second = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
-                            headers={"Origin": live_app.url}, timeout=30)
-        _Files.release.set()  # the server gives up: the first fetch ends, and its slot is free again
-        ended = [json.loads(line) for line in held.iter_lines() if line][-1]
-        third = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
-                           headers={"Origin": live_app.url}, stream=True, timeout=30)
-        third_lines = [json.loads(line) for line in third.iter_lines() if line]
-    finally:
-        _Files.release.set()
-        server.shutdown()
+    held = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
+                      headers={"Origin": live_app.url}, stream=True, timeout=30)
+    wait_until(lambda: "/slow-headers.safetensors" in _Files.seen, message="the first fetch to reach the server")
+    second = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
+                        headers={"Origin": live_app.url}, timeout=30)
+    _Files.release.set()  # the server gives up: the first fetch ends, and its slot is free again
+    ended = [json.loads(line) for line in held.iter_lines() if line][-1]
+    third = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
+                       headers={"Origin": live_app.url}, stream=True, timeout=30)
+    third_lines = [json.loads(line) for line in third.iter_lines() if line]
     assert second.status_code == 429 and "downloads running" in second.json()["error"]
     assert "error" in ended and third.status_code == 200 and "error" in third_lines[-1]

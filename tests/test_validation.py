@@ -340,62 +340,38 @@ def test_recorded_valid_prompt_of_the_transcripts_passes():
     assert validate_prompt(recorded["request"]["prompt"], full_object_info()) == (None, {})
 
 
-def answers_080():
-    path = V080 / "validation_answers.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def catalog_080():
-    path = V080 / "object_info.json.gz"
-    if not path.exists():
-        pytest.skip("recorded ComfyUI 0.8.0 object_info not present on this machine")
-    return json.loads(gzip.decompress(path.read_bytes()))
-
-
-@pytest.mark.parametrize("name", sorted(answers_080()) or ["(recordings absent)"])
-def test_every_recorded_080_answer_is_reproduced(name):
-    """POST /prompt of ComfyUI 0.8.0, no model files and no input files: 200 with the same
-    node_errors where it accepted (valid outputs only run), 400 with the same body where not."""
-    if name not in answers_080():
-        pytest.skip("recorded ComfyUI 0.8.0 answers not present on this machine")
-    case = answers_080()[name]
-    recorded = case["comfyui_0.8.0"]
-    error, node_errors = validate_prompt(case["prompt"], catalog_080(), file_exists=lambda item: False)
-    if recorded["status"] == 200:
-        assert error is None
-        assert canonical({"node_errors": node_errors}) == canonical({"node_errors": recorded["body"]["node_errors"]})
-    else:
-        assert recorded["status"] == 400
-        assert canonical({"error": error, "node_errors": node_errors}) == canonical(recorded["body"])
-
-
 V0280 = REFERENCE / "v0.28.0" if (REFERENCE / "v0.28.0").exists() else RECORDED / "v0.28.0"
+# Each release tried: where its recordings are, and its catalog (the double carries 0.28.0's too).
+RELEASES = {"0.8.0": (V080, [V080 / "object_info.json.gz"]),
+            "0.28.0": (V0280, [V0280 / "object_info.json.gz",
+                               Path(__file__).parent / "comfyui_double" / "object_info_0.28.0.json.gz"])}
 
 
-def answers_0280():
-    path = V0280 / "validation_answers.json"
+def answers_of(release):
+    path = RELEASES[release][0] / "validation_answers.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def catalog_0280():
-    path = V0280 / "object_info.json.gz"
-    if not path.exists():  # the double carries the same recording
-        path = Path(__file__).parent / "comfyui_double" / "object_info_0.28.0.json.gz"
-    if not path.exists():
-        pytest.skip("recorded ComfyUI 0.28.0 object_info not present on this machine")
+def catalog_of(release):
+    path = next((p for p in RELEASES[release][1] if p.exists()), None)
+    if path is None:
+        pytest.skip(f"recorded ComfyUI {release} object_info not present on this machine")
     return json.loads(gzip.decompress(path.read_bytes()))
 
 
-@pytest.mark.parametrize("name", sorted(answers_0280()) or ["(recordings absent)"])
-def test_every_recorded_0280_answer_is_reproduced_with_its_catalog(name):
-    """POST /prompt of a real ComfyUI 0.28.0: its catalog, its release's answers (P15, an unknown
-    class, is missing_node_type there where 0.8.0 said invalid_prompt)."""
-    if name not in answers_0280():
-        pytest.skip("recorded ComfyUI 0.28.0 answers not present on this machine")
-    case = answers_0280()[name]
-    recorded = case["comfyui_0.28.0"]
-    error, node_errors = validate_prompt(case["prompt"], catalog_0280(), file_exists=lambda item: False,
-                                         version="0.28.0")
+@pytest.mark.parametrize("release, name", [(release, name) for release in RELEASES
+                                           for name in sorted(answers_of(release)) or ["(recordings absent)"]])
+def test_every_recorded_answer_is_reproduced_with_its_releases_catalog(release, name):
+    """POST /prompt of a real ComfyUI, no model files and no input files: 200 with the same
+    node_errors where it accepted (valid outputs only run), 400 with the same body where not.
+    Each release answers as it did (P15, an unknown class, is missing_node_type in 0.28.0 where
+    0.8.0 said invalid_prompt)."""
+    if name not in answers_of(release):
+        pytest.skip(f"recorded ComfyUI {release} answers not present on this machine")
+    case = answers_of(release)[name]
+    recorded = case[f"comfyui_{release}"]
+    error, node_errors = validate_prompt(case["prompt"], catalog_of(release), file_exists=lambda item: False,
+                                         version=release)
     if recorded["status"] == 200:
         assert error is None
         assert canonical({"node_errors": node_errors}) == canonical({"node_errors": recorded["body"]["node_errors"]})
@@ -404,10 +380,11 @@ def test_every_recorded_0280_answer_is_reproduced_with_its_catalog(name):
         assert canonical({"error": error, "node_errors": node_errors}) == canonical(recorded["body"])
 
 
-def test_the_0280_recordings_are_all_there():
-    if not V0280.exists():
-        pytest.skip("recorded ComfyUI 0.28.0 answers not present on this machine")
-    assert len(answers_0280()) == 17
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_recordings_of_each_release_are_all_there(release):
+    if not RELEASES[release][0].exists():
+        pytest.skip(f"recorded ComfyUI {release} answers not present on this machine")
+    assert len(answers_of(release)) == 17
 
 
 @pytest.mark.parametrize("version, kind", [("0.8.0", "invalid_prompt"), ("0.11.9", "invalid_prompt"),
@@ -421,12 +398,6 @@ def test_an_unknown_class_is_answered_as_the_gpu_hosts_release_answers(version, 
         assert error["extra_info"] == {"node_id": "7", "class_type": "NoSuchNode", "node_title": "My node"}
     no_class = validate_prompt({"3": {"inputs": {}}}, CATALOG, version=version)[0]
     assert no_class["type"] == kind and no_class["details"] == "Node ID '#3'"
-
-
-def test_the_080_recordings_are_all_there():
-    if not V080.exists():
-        pytest.skip("recorded ComfyUI 0.8.0 answers not present on this machine")
-    assert len(answers_080()) == 17
 
 
 def test_embedded_subset_matches_the_recorded_catalog():
