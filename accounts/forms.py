@@ -9,12 +9,13 @@ THROTTLED = ("Too many failed logins for this name: try again in {seconds} s, lo
 
 
 class ThrottledLogin:
-    """Refuses to even check a password until the throttle gives this name its next turn."""
+    """Counts the try, and refuses to even check its password until the throttle gives this name
+    its next turn."""
 
     def clean(self):
         username = self.cleaned_data.get("username") or ""
         address = throttle.client_address(self.request) if self.request else ""
-        wait = throttle.wait_seconds(username, address, throttle.known_device(self.request, username))
+        wait = throttle.begin(username, address, throttle.known_device(self.request, username))
         if wait:
             raise forms.ValidationError(THROTTLED.format(seconds=wait), code="throttled")
         return super().clean()

@@ -106,7 +106,7 @@ def _well_formed(key: str, info, data: int) -> bool:
         key.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: no file system or GPU host could name it
         return False
-    if not isinstance(info, dict) or info.get("dtype") not in DTYPES:
+    if not isinstance(info, dict) or not isinstance(info.get("dtype"), str) or info["dtype"] not in DTYPES:
         return False
     shape, offsets = info.get("shape"), info.get("data_offsets")
     if not (isinstance(shape, list) and len(shape) <= 8 and all(_integer(d) and 0 <= d <= MAX_DIMENSION for d in shape)):

@@ -7,12 +7,16 @@ model quota. A reservation is taken under a lock of the workspace's row when the
 cannot all count on the same room; a participant holds at most MAX_UNFINISHED_MODELS of them.
 The row goes when the file is kept or refused, or after MODEL_PART_MAX_AGE left alone.
 """
+import hashlib
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import models, transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
@@ -22,6 +26,9 @@ from .modelfiles import ModelRefused
 from .models import ModelUpload, Workspace, WorkspaceModel
 
 MODEL_PART_BYTES = 8 * 1024 * 1024  # one request of an upload: Daphne holds a body whole in memory
+# The longest one part (an 8 MB write, and at the last part the whole file's SHA-256) may hold its
+# upload; a process killed meanwhile frees it after this.
+PART_SECONDS = 120
 
 
 def _size(n: int) -> str:
@@ -60,6 +67,20 @@ def reserve(workspace: Workspace, folder: str, name: str, size: int) -> None:
         else:  # also marks it alive for expire_unfinished
             mine.size = max(mine.size, size)
             mine.save(update_fields=["size", "updated_at"])
+
+
+@contextmanager
+def _one_at_a_time(workspace: Workspace, folder: str, name: str, seconds: float) -> Iterator[None]:
+    """One request at a time for one upload (a Redis key, for every app process): a part written
+    while the last one is hashed and renamed would grow the kept file past its recorded size and
+    hash. Another one is told at once."""
+    key = "model-upload:" + hashlib.sha256(f"{workspace.pk}/{folder}/{name}".encode()).hexdigest()[:40]
+    if not cache.add(key, 1, seconds):
+        raise ModelRefused(f"Another part of {name} is still arriving: send the parts one after another.", 409)
+    try:
+        yield
+    finally:
+        cache.delete(key)
 
 
 def _drop(workspace: Workspace, folder: str, name: str, part: Path) -> None:
@@ -106,6 +127,11 @@ def store_part(workspace: Workspace, folder: str, name: str, offset: int, data: 
     part, then at the last) the safetensors header are checked, and nothing is kept of a file
     refused."""
     name, target, part = _target(workspace, folder, name)
+    with _one_at_a_time(workspace, folder, name, PART_SECONDS):
+        return _store_part(workspace, folder, name, target, part, offset, data, final, declared)
+
+
+def _store_part(workspace, folder, name, target, part, offset, data, final, declared) -> int | WorkspaceModel:
     have = part.stat().st_size if part.exists() else 0
     if offset > have or offset < 0:
         raise ModelRefused(f"Part at byte {offset} of {name}, but {have} bytes have arrived: send from there.", 409)
@@ -134,9 +160,14 @@ def store_part(workspace: Workspace, folder: str, name: str, offset: int, data: 
 def store_download(workspace: Workspace, folder: str, name: str, chunks, source_url: str = "",
                    size_hint: int | None = None, on_progress=None) -> WorkspaceModel:
     """A whole model file from `chunks` (a download the app makes), with the same checks: the
-    announced size (Content-Length) is reserved at the start; past it, what has arrived is
-    reserved every 8 MB, and the last check, under the lock, is exact."""
+    announced size (Content-Length) is reserved at the start, and past it the bytes are reserved
+    before they are written."""
     name, target, part = _target(workspace, folder, name)
+    with _one_at_a_time(workspace, folder, name, settings.MODEL_FETCH_SECONDS + PART_SECONDS):
+        return _store_download(workspace, folder, name, target, part, chunks, source_url, size_hint, on_progress)
+
+
+def _store_download(workspace, folder, name, target, part, chunks, source_url, size_hint, on_progress) -> WorkspaceModel:
     reserve(workspace, folder, name, size_hint or 0)
     reserved = size_hint or 0
     part.parent.mkdir(parents=True, exist_ok=True)
@@ -147,9 +178,8 @@ def store_download(workspace: Workspace, folder: str, name: str, chunks, source_
                 if size == 0:
                     _refuse_pickle_early(chunk[:16])
                 size += len(chunk)
-                if size > reserved:  # past what was announced: what has come, again every 8 MB
-                    reserve(workspace, folder, name, size)
-                    reserved = size + MODEL_PART_BYTES
+                if size > reserved:
+                    reserved = _reserve_ahead(workspace, folder, name, size)
                 out.write(chunk)
                 if on_progress:
                     on_progress(size)
@@ -157,6 +187,18 @@ def store_download(workspace: Workspace, folder: str, name: str, chunks, source_
     except BaseException:
         _drop(workspace, folder, name, part)
         raise
+
+
+def _reserve_ahead(workspace: Workspace, folder: str, name: str, size: int) -> int:
+    """Past what the server announced: reserve 8 MB ahead of what has come, or, near the end of
+    the room, exactly what has come. Returns the bytes now reserved."""
+    ahead = min(size + MODEL_PART_BYTES, max(size, settings.MAX_MODEL_BYTES))
+    try:
+        reserve(workspace, folder, name, ahead)
+        return ahead
+    except ModelRefused:
+        reserve(workspace, folder, name, size)  # raises when even that does not fit
+        return size
 
 
 def expire_unfinished(max_age: float | None = None) -> int:

@@ -7,14 +7,21 @@ from django.dispatch import receiver
 from . import throttle
 
 
+def _where(request, username: str) -> tuple[str, str]:
+    if request is None:
+        return "", ""
+    return throttle.client_address(request), throttle.known_device(request, username)
+
+
 @receiver(user_login_failed)
 def count_failure(sender, credentials, request=None, **kwargs):
-    throttle.failed(credentials.get("username", ""), throttle.client_address(request) if request else "")
+    username = credentials.get("username", "")
+    throttle.failed(username, *_where(request, username))
 
 
 @receiver(user_logged_in)
 def clear_failures(sender, request, user, **kwargs):
-    throttle.succeeded(user.get_username(), throttle.client_address(request) if request else "")
+    throttle.succeeded(user.get_username(), *_where(request, user.get_username()))
     if request is not None:
         request._workshop_logged_in = user.get_username()  # throttle.DeviceCookie sets the cookie
 

@@ -2,15 +2,19 @@
 
 A workshop's participants and its instructor share one address (the venue's Wi-Fi), so nothing
 here is counted per address alone: 200 failures with made-up names from that address slow down
-nobody. Failures count per account and address together (LOGIN_FAILURES_PER_USER), and per
-account from anywhere (LOGIN_FAILURES_PER_ACCOUNT, a spread guess). Past a limit, the login is
-slowed, never locked: one try per LOGIN_SLOW_SECONDS for that count, so guessing stays
-impractical while the owner, typing the right password, waits seconds and not a quarter hour.
-The browser an account last logged in with carries a signed device cookie: its owner gets in
-with the right password whatever the counts. A new password (the console's reset, or
-`workshop_users reset`) starts the counts again. Counted in Django's cache (Redis, shared by
-every Daphne process), for WINDOW_SECONDS.
+nobody. Tries count per account and address together (LOGIN_FAILURES_PER_USER), and per account
+from anywhere (LOGIN_FAILURES_PER_ACCOUNT, a spread guess); each try is counted before its
+password is checked, so a burst of tries sent at once cannot all pass under a limit. Past a
+limit a login is slowed, never locked: one try per LOGIN_SLOW_SECONDS for that count.
+
+The browser an account last logged in with carries a signed device cookie: its tries count on
+their own (the same limits, per device), so no guesser elsewhere slows its owner. A new password
+starts the counts again; one set by the instructor or the operator (a reset) also lets the next
+login through unslowed for RESET_PASS_SECONDS, so a classmate whose every turn a script takes
+gets in with the new card. Counted in Django's cache (Redis, shared by every Daphne process),
+for WINDOW_SECONDS.
 """
+import hashlib
 import math
 import time
 
@@ -19,6 +23,7 @@ from django.core import signing
 from django.core.cache import cache
 
 WINDOW_SECONDS = 15 * 60
+RESET_PASS_SECONDS = 10 * 60
 DEVICE_COOKIE = "workshop_device"
 DEVICE_SALT = "workshop.login-device"
 DEVICE_DAYS = 30
@@ -28,61 +33,77 @@ def _name(username: str) -> str:
     return (username or "").strip().lower()[:150]
 
 
-def _generation(name: str) -> int:
-    return cache.get(f"login-gen:{name}", 0)
-
-
-def _keys(username: str, address: str) -> list[tuple[str, int]]:
+def _keys(username: str, address: str, device: str = "") -> list[tuple[str, int]]:
+    """The counts a try of `username` goes into, each with its limit."""
     name = _name(username)
-    prefix = f"login-fail:{_generation(name)}"
+    prefix = f"login-fail:{cache.get(f'login-gen:{name}', 0)}"
+    if device:  # the account's own browser: its tries count apart from everybody else's
+        return [(f"{prefix}:device:{hashlib.sha256(device.encode()).hexdigest()[:32]}",
+                 settings.LOGIN_FAILURES_PER_USER)]
     keys = [(f"{prefix}:account:{name}", settings.LOGIN_FAILURES_PER_ACCOUNT)]
     if address:
         keys.append((f"{prefix}:pair:{name}:{address}", settings.LOGIN_FAILURES_PER_USER))
     return keys
 
 
-def wait_seconds(username: str, address: str, known_device: bool = False) -> int:
-    """0 when this login may be checked now, else the seconds to wait. Past a limit, each count
-    that is over lets one try through per LOGIN_SLOW_SECONDS; the try that goes through takes
-    the turn. Never on the account's own known device."""
-    if known_device:
+def _count(key: str) -> int:
+    if cache.add(key, 1, WINDOW_SECONDS):
+        return 1
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, WINDOW_SECONDS)
+        return 1
+
+
+def _uncount(key: str) -> None:
+    try:
+        cache.decr(key)
+    except ValueError:
+        pass
+
+
+def begin(username: str, address: str, device: str = "") -> int:
+    """Count this try, before its password is checked, and say whether it may be checked now: 0,
+    or the seconds to wait (a try that must wait is no failure: it is not counted)."""
+    keys = _keys(username, address, device)
+    counts = [_count(key) for key, _ in keys]
+    if cache.get(f"login-pass:{_name(username)}"):
         return 0
-    keys = _keys(username, address)
-    counts = cache.get_many([key for key, _ in keys])
-    turns = [f"login-turn:{key}" for key, limit in keys if counts.get(key, 0) >= limit]
+    turns = [f"login-turn:{key}" for (key, limit), n in zip(keys, counts) if n > limit]
     if not turns:
         return 0
     now, slow = time.time(), settings.LOGIN_SLOW_SECONDS
     taken = cache.get_many(turns)
-    if taken:
-        return max(1, math.ceil(max(taken.values()) - now))
-    for turn in turns:
-        if not cache.add(turn, now + slow, slow):  # another try took this turn a moment ago
-            return slow
-    return 0
+    wait = max(1, math.ceil(max(taken.values()) - now)) if taken else 0
+    if not wait and not all(cache.add(turn, now + slow, slow) for turn in turns):
+        wait = slow  # another try took this turn a moment ago
+    if wait:
+        for key, _ in keys:
+            _uncount(key)
+    return wait
 
 
-def failed(username: str, address: str) -> None:
-    """One more failure; from the limit on, the next try of that count waits its turn."""
-    for key, limit in _keys(username, address):
-        if cache.add(key, 1, WINDOW_SECONDS):
-            count = 1
-        else:
-            try:
-                count = cache.incr(key)
-            except ValueError:  # expired between add and incr
-                count = 1 if cache.add(key, 1, WINDOW_SECONDS) else limit
-        if count >= limit:
-            slow = settings.LOGIN_SLOW_SECONDS
+def failed(username: str, address: str, device: str = "") -> None:
+    """A checked try failed (it was counted in begin): from the limit on, the next waits its turn."""
+    keys = _keys(username, address, device)
+    counts = cache.get_many([key for key, _ in keys])
+    slow = settings.LOGIN_SLOW_SECONDS
+    for key, limit in keys:
+        if counts.get(key, 0) >= limit:
             cache.set(f"login-turn:{key}", time.time() + slow, slow)
 
 
-def succeeded(username: str, address: str = "") -> None:
-    """The owner got in: this address's count for the account starts again (the account's own
-    count stays, in case a guesser elsewhere goes on)."""
-    if address:
-        for key, _ in _keys(username, address)[1:]:
+def succeeded(username: str, address: str = "", device: str = "") -> None:
+    """The owner got in: the try was no failure. This address's (or device's) count for the
+    account starts again; the account's own count stays, in case a guesser elsewhere goes on."""
+    keys = _keys(username, address, device)
+    for key, _ in keys:
+        if ":account:" in key:
+            _uncount(key)
+        else:
             cache.delete(key)
+    cache.delete(f"login-pass:{_name(username)}")
 
 
 def forget(username: str) -> None:
@@ -92,17 +113,25 @@ def forget(username: str) -> None:
         cache.incr(f"login-gen:{name}")
 
 
+def let_in(username: str) -> None:
+    """The instructor or the operator reset this password: its next login is not slowed, for
+    RESET_PASS_SECONDS (a fresh generated password; a guesser's turns cannot keep its owner out)."""
+    cache.set(f"login-pass:{_name(username)}", 1, RESET_PASS_SECONDS)
+
+
 def device_cookie(username: str) -> str:
     return signing.dumps(_name(username), salt=DEVICE_SALT)
 
 
-def known_device(request, username: str) -> bool:
-    """Whether this browser last logged in as `username` (a cookie only this app can sign)."""
+def known_device(request, username: str) -> str:
+    """This browser's device cookie if it last logged in as `username` (a cookie only this app
+    can sign), else ""."""
     value = request.COOKIES.get(DEVICE_COOKIE, "") if request is not None else ""
     try:
-        return bool(value) and signing.loads(value, salt=DEVICE_SALT, max_age=DEVICE_DAYS * 86400) == _name(username)
+        known = bool(value) and signing.loads(value, salt=DEVICE_SALT, max_age=DEVICE_DAYS * 86400) == _name(username)
     except signing.BadSignature:
-        return False
+        known = False
+    return value if known else ""
 
 
 def client_address(request) -> str:

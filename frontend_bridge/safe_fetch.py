@@ -8,6 +8,7 @@ and certificate stay the host's), so a second DNS answer cannot send it elsewher
 Every redirect hop is checked the same way. Every refusal and every failure before the file
 says the same neutral sentence, so that the fetch tells nothing about what is inside.
 """
+import http.client
 import ipaddress
 import socket
 import threading
@@ -41,6 +42,19 @@ class Target:
     address: str  # the checked IP the connection goes to
 
 
+# IPv6 prefixes that carry an IPv4 address inside: IPv4-compatible (::a.b.c.d), IPv4-translated
+# (::ffff:0:a.b.c.d), NAT64 (well-known and local-use). Python calls `::127.0.0.1` and
+# `64:ff9b::7f00:1` global; on a network with NAT64 the second reaches 127.0.0.1, so none is taken.
+EMBEDS_IPV4 = [ipaddress.ip_network(n) for n in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48")]
+
+
+def public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether a fetch may connect to `ip`: a global unicast address that hides no other one."""
+    if ip.version == 6 and (ip.ipv4_mapped or ip.sixtofour or ip.teredo or any(ip in net for net in EMBEDS_IPV4)):
+        return False
+    return ip.is_global and not ip.is_multicast
+
+
 def target_of(url: str) -> Target:
     """The checked target of `url`, or FetchRefused."""
     if any(ch == "\\" or ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
@@ -65,10 +79,8 @@ def target_of(url: str) -> Target:
     if not addresses:
         raise FetchRefused(NEUTRAL)
     if host not in settings.MODEL_FETCH_ALLOWED_HOSTS:
-        for address in addresses:
-            ip = ipaddress.ip_address(address.split("%")[0])
-            if not ip.is_global or ip.is_multicast:
-                raise FetchRefused(NEUTRAL)
+        if not all(public(ipaddress.ip_address(address.split("%")[0])) for address in addresses):
+            raise FetchRefused(NEUTRAL)
     return Target(scheme, host, port, parsed.request_uri or "/", addresses[0])
 
 
@@ -140,7 +152,8 @@ class Fetch:
                 if self.expired:  # the timer fired while connecting, before there was a socket to shut
                     raise OSError("deadline")
                 response = self.connection.getresponse()
-            except (urllib3.exceptions.HTTPError, OSError, ValueError):
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError):
+                # A port that answers something other than HTTP says the same as a closed one.
                 raise self._failed() from None
             if response.status in REDIRECT_CODES and response.headers.get("Location"):
                 url = urllib.parse.urljoin(url, response.headers["Location"])
@@ -157,7 +170,7 @@ class Fetch:
                 if self.expired:
                     raise too_long(self.seconds)
                 yield chunk
-        except (urllib3.exceptions.HTTPError, OSError):
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError):
             if self.expired:
                 raise too_long(self.seconds) from None
             raise FetchRefused("The download broke off; try again, or download the file and upload it.") from None

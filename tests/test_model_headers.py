@@ -77,6 +77,8 @@ def test_parsing_the_worst_header_allowed_stays_within_64_mb():
     {"dtype": "U8", "shape": [2**64, 2**64], "data_offsets": [0, 1]},  # dimensions beyond any tensor
     {"dtype": "F32", "shape": [10, 10], "data_offsets": [0, 1]},  # 400 bytes of shape in a span of 1
     {"dtype": "U8", "shape": [True], "data_offsets": [0, 1]},  # a bool is no dimension
+    {"dtype": ["U8"], "shape": [1], "data_offsets": [0, 1]},  # a dtype that is no string: was a 500
+    {"dtype": {"U8": 1}, "shape": [1], "data_offsets": [0, 1]},
 ])
 def test_a_tensor_whose_shape_does_not_match_its_bytes_is_refused(entry):
     """Accepted with 201 by the red team: the shape and dtype were never compared with the span."""

@@ -1,6 +1,8 @@
 """Participants' own models: upload (in parts, or by URL), listing, isolation, a job carrying its
 LoRA to the GPU (a real gpuworker, a ComfyUI double that loads it), quota, refusals, delete."""
+import ipaddress
 import json
+import socket
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -8,9 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.utils import timezone
 
+from accounts import modelfiles
+from accounts.modelfiles import ModelRefused
 from accounts.models import ModelUpload, WorkspaceModel
-from accounts.modeluploads import expire_unfinished
-from frontend_bridge.safe_fetch import NEUTRAL
+from accounts.modeluploads import expire_unfinished, store_part
+from frontend_bridge.safe_fetch import NEUTRAL, public
 from jobs.models import Job, Worker
 from tests.comfyui_double import ComfyUIDouble
 from tests.conftest import wait_until
@@ -291,14 +295,36 @@ def test_the_fetch_connects_only_where_it_checked_and_says_nothing_of_what_is_in
     said = {url: error_of(url) for url in attacks}
     seen_direct = list(_Files.seen)
     via_redirect = [error_of(f"http://localhost:{port}/hop"), error_of(f"http://localhost:{port}/hop-backslash")]
-    # An allowed host's closed port and its 404 say the same as a refusal: no oracle.
+    # An allowed host's closed port, its 404 and a port that answers something else than HTTP
+    # (ssh, Redis) say the same as a refusal: no oracle.
     closed = error_of("http://localhost:1/x.safetensors")
     missing = error_of(f"http://localhost:{port}/nothing.safetensors")
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        def banner():
+            conn, _ = other.accept()
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            conn.recv(1024)
+            conn.close()
+
+        threading.Thread(target=banner, daemon=True).start()
+        not_http = error_of(f"http://localhost:{other.getsockname()[1]}/x.safetensors")
+    assert not_http == NEUTRAL
     assert set(said.values()) == {NEUTRAL}, said
     assert seen_direct == [], "no attack reached the server"
     assert via_redirect == [NEUTRAL, NEUTRAL] and _Files.seen[:3] == ["/hop", "/hop-backslash", "/nothing.safetensors"]
     assert closed == missing == NEUTRAL
     assert not WorkspaceModel.objects.exists()
+
+
+@pytest.mark.parametrize("address, taken", [
+    ("8.8.8.8", True), ("2001:4860:4860::8888", True), ("127.0.0.1", False), ("10.1.2.3", False),
+    ("169.254.169.254", False), ("::1", False), ("::ffff:127.0.0.1", False), ("::127.0.0.1", False),
+    ("::ffff:0:7f00:1", False), ("64:ff9b::7f00:1", False), ("64:ff9b:1::a00:1", False), ("2002:7f00:1::1", False),
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False), ("ff02::1", False), ("224.0.0.1", False)])
+def test_a_fetch_connects_only_to_public_addresses_that_hide_no_other(address, taken):
+    """The red team: IPv6 forms that carry 127.0.0.1 inside (NAT64, IPv4-compatible,
+    IPv4-translated) were called global by Python, and were connected to."""
+    assert public(ipaddress.ip_address(address)) is taken
 
 
 @pytest.fixture
@@ -473,3 +499,41 @@ def test_a_participant_cannot_pile_up_fetches_that_never_end(fetch_allowed, one_
     third_lines = [json.loads(line) for line in third.iter_lines() if line]
     assert second.status_code == 429 and "downloads running" in second.json()["error"]
     assert "error" in ended and third.status_code == 200 and "error" in third_lines[-1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_part_sent_while_the_last_one_is_kept_is_refused_and_changes_nothing(small_limits, monkeypatch):
+    """The red team: an extra 8 MB part written while the last part was hashed and renamed grew
+    the kept file past its recorded size and hash, and past the quota. Now one request of an
+    upload runs at a time; the other is told so, and the kept file is what was recorded."""
+    from tests.conftest import class_of
+
+    workspace = class_of(1)[0]
+    data = safetensors(40 * 1024)
+    hashing, go = threading.Event(), threading.Event()
+    real_hash = modelfiles.sha256_of
+
+    def slow_hash(path):
+        hashing.set()
+        go.wait(30)
+        return real_hash(path)
+
+    monkeypatch.setattr(modelfiles, "sha256_of", slow_hash)
+    assert store_part(workspace, "loras", "race.safetensors", 0, data[:-1], final=False) == len(data) - 1
+    kept = {}
+
+    def last_part():
+        kept["model"] = store_part(workspace, "loras", "race.safetensors", len(data) - 1, data[-1:], final=True)
+
+    finishing = threading.Thread(target=last_part)
+    finishing.start()
+    assert hashing.wait(30)
+    with pytest.raises(ModelRefused, match="still arriving") as extra:
+        store_part(workspace, "loras", "race.safetensors", len(data), b"x" * 30 * 1024, final=False)
+    assert extra.value.status == 409
+    go.set()
+    finishing.join(30)
+    model = kept["model"]
+    assert model.path.stat().st_size == model.size == len(data)
+    assert real_hash(model.path) == model.sha256
+    assert not ModelUpload.objects.exists() and no_part_files(workspace)

@@ -1,10 +1,13 @@
 """The trust boundaries, one test per attack that was tried against the running platform:
 content from workspaces, worker tokens, catalog leaks, error texts, CSRF, bad input, accounts."""
 import json
+import threading
 
 import pytest
+import requests
 from django.test import Client
 
+from accounts.models import Workspace
 from jobs.models import Job
 from tests.conftest import wait_until
 
@@ -587,13 +590,59 @@ def test_a_guessed_accounts_owner_still_gets_in_from_their_own_browser(client, p
 
 
 def test_a_new_password_starts_the_count_again(client, participants, settings):
-    from accounts.models import Workspace
-
     for n in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
         _login(client, "user003", "guess", address=f"10.9.0.{n}")
     assert THROTTLED in _login(Client(), "user003", "pw").content.decode()
     password = Workspace.objects.get(owner__username="user003").owner_reset_password()  # the console's reset
     assert _login(Client(), "user003", password).status_code == 302, "the new card works at once"
+
+
+@pytest.mark.e2e
+def test_a_burst_of_guesses_sent_at_once_is_checked_at_most_eleven_times(live_app, participants):
+    """The red team sent 200 guesses, 50 at once: 54 were checked, because a try was counted only
+    after its password had been. Now each try is counted first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    guesser = requests.Session()
+    guesser.get(f"{live_app.url}/accounts/login/", timeout=10)
+    start = threading.Barrier(20)
+
+    def guess(n):
+        if n < 20:
+            start.wait()
+        answer = guesser.post(f"{live_app.url}/accounts/login/", timeout=60, allow_redirects=False,
+                              data={"username": "user002", "password": f"guess{n}",
+                                    "csrfmiddlewaretoken": guesser.cookies["csrftoken"]},
+                              headers={"Referer": f"{live_app.url}/accounts/login/"})
+        return THROTTLED not in answer.text
+
+    with ThreadPoolExecutor(20) as pool:
+        checked = sum(pool.map(guess, range(100)))
+    assert checked <= 11, f"{checked} of 100 guesses were checked"
+
+
+def test_the_accounts_own_browser_is_never_slowed_by_others_and_cannot_guess_either(client, participants, settings):
+    owner = Client()
+    assert _login(owner, "user002", "pw").status_code == 302
+    owner.post("/accounts/logout/")
+    for n in range(settings.LOGIN_FAILURES_PER_USER):
+        _login(owner, "user002", f"guess{n}")  # someone at the shared laptop, after the owner left
+    assert THROTTLED in _login(owner, "user002", "pw").content.decode(), "the known browser's guesses slow it too"
+    assert _login(Client(), "user002", "pw").status_code == 302, "a guess on that browser slows nobody else"
+
+
+def test_a_reset_lets_the_classmate_in_though_a_script_takes_every_turn(client, participants, settings):
+    """The red team's script took every turn of a classmate's account, and went on after the
+    instructor's reset (10 fresh tries took it under 5 s). The reset's new card gets in at once."""
+    for n in range(settings.LOGIN_FAILURES_PER_USER + 1):
+        _login(client, "user003", f"guess{n}")
+    password = Workspace.objects.get(owner__username="user003").owner_reset_password()  # the console's reset
+    for n in range(settings.LOGIN_FAILURES_PER_USER + 1):  # the script goes on at once
+        _login(client, "user003", f"again{n}")
+    assert _login(Client(), "user003", password).status_code == 302, "the new card gets in at once"
+    for n in range(settings.LOGIN_FAILURES_PER_USER + 1):  # and once it has, guessing is slowed again
+        _login(client, "user003", f"later{n}")
+    assert THROTTLED in _login(client, "user003", "guess").content.decode()
 
 
 def test_the_admin_login_is_throttled_too(client, participants, settings):

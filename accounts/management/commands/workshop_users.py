@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from accounts import credentials
+from accounts import credentials, throttle
 from accounts.models import Workspace
 from accounts.sheet import update_sheet
 
@@ -119,6 +119,7 @@ class Command(BaseCommand):
             password = credentials.new_password()
             user.set_password(password)
             user.save(update_fields=["password"])
+            throttle.let_in(name)
             path = f"/user/{user.workspace.slug}/" if hasattr(user, "workspace") else "/admin/"
             rows.append({"username": name, "password": password, "path": path})
         self._sheet(rows, sheet, show)
