@@ -7,6 +7,7 @@ import pytest
 from jobs.models import Job, JobState
 from tests import browsing
 from tests.conftest import wait_until
+from tests.test_own_models import safetensors
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -372,6 +373,9 @@ def test_my_outputs_my_models_and_the_admin_pages_load_without_a_page_error(brow
         with page.context.expect_page() as opened:  # Workshop > My outputs opens a new tab
             page.evaluate("() => window.app.extensionManager.command.execute('Workshop.MyOutputs')")
         outputs = opened.value
+        tab_errors = []
+        outputs.on("pageerror", lambda e: tab_errors.append(f"pageerror: {e}"))
+        outputs.on("console", lambda m: m.type == "error" and tab_errors.append(m.text))
         outputs.wait_for_load_state("load")
         image = job.outputs["3"]["images"][0]["filename"]
         outputs.wait_for_function(
@@ -379,6 +383,11 @@ def test_my_outputs_my_models_and_the_admin_pages_load_without_a_page_error(brow
         assert outputs.locator("h1").text_content().startswith("My outputs (1 files")
         outputs.goto(f"{live_app.url}/user/001/my-models/")
         assert outputs.locator("h1").text_content().startswith("My models")
+        # A LoRA picked in the file input goes up in parts (its size reserved first) and is listed.
+        outputs.set_input_files("#file", files=[{"name": "mine.safetensors", "mimeType": "application/octet-stream",
+                                                 "buffer": safetensors(3 * 1024 * 1024)}])
+        outputs.wait_for_function("() => document.getElementById('models').textContent.includes('ws-001/mine')")
+        assert tab_errors == [], tab_errors
         # The badge's words for a time: "starting soon" only when it is.
         words = page.evaluate("""async () => {
           const badge = await import('/user/001/extensions/workshop/queue_badge.js');
