@@ -74,12 +74,15 @@ def check_header(head: bytes, size: int) -> dict:
     if raw.count(b"{") > MAX_TENSORS + 1000 or raw.count(b"[") > 2 * MAX_TENSORS + 1000:
         raise ModelRefused("This is not a LoRA's safetensors header: it holds far more tables or lists than tensors.")
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ModelRefused("This is not a safetensors file: its header is not JSON.") from None
     if not isinstance(header, dict):
         raise ModelRefused("This is not a safetensors file: its header is not a table of tensors.")
     data = size - 8 - length
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ModelRefused("This is not a safetensors file: its __metadata__ is not a table of texts.")
     tensors = 0
     for key, info in header.items():
         if key == "__metadata__":
@@ -92,7 +95,27 @@ def check_header(head: bytes, size: int) -> dict:
             raise ModelRefused(f"This safetensors file holds more than {MAX_TENSORS:,} tensors.")
     if not tensors:
         raise ModelRefused("This safetensors file holds no tensors.")
+    # As the safetensors loader demands: the tensors' bytes follow each other from the first byte
+    # of the data to its last, with no overlap and no gap.
+    end = 0
+    for start, stop in sorted(tuple(info["data_offsets"]) for key, info in header.items() if key != "__metadata__"):
+        if start != end:
+            raise ModelRefused("This is not a safetensors file: its tensors overlap or leave gaps in the data.")
+        end = stop
+    if end != data:
+        raise ModelRefused("This is not a safetensors file: its data does not end where its last tensor does.")
     return header
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list) -> dict:
+    table = dict(pairs)
+    if len(table) != len(pairs):
+        raise ValueError("a key twice")
+    return table
 
 
 def _integer(value) -> bool:

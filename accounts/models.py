@@ -4,8 +4,6 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from . import throttle
-
 FOLDER_TYPES = ("input", "output", "temp")
 
 
@@ -114,7 +112,6 @@ class Workspace(models.Model):
         password = new_password()
         self.owner.set_password(password)
         self.owner.save(update_fields=["password"])
-        throttle.let_in(self.owner.get_username())
         update_sheet([{"username": self.owner.get_username(), "password": password}])
         return password
 

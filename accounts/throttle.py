@@ -9,10 +9,9 @@ limit a login is slowed, never locked: one try per LOGIN_SLOW_SECONDS for that c
 
 The browser an account last logged in with carries a signed device cookie: its tries count on
 their own (the same limits, per device), so no guesser elsewhere slows its owner. A new password
-starts the counts again; one set by the instructor or the operator (a reset) also lets the next
-login through unslowed for RESET_PASS_SECONDS, so a classmate whose every turn a script takes
-gets in with the new card. Counted in Django's cache (Redis, shared by every Daphne process),
-for WINDOW_SECONDS.
+starts the counts again. A classmate whose every turn a script takes gets in by a one-time link
+(accounts.loginlinks), and their browser is known from then on. Counted in Django's cache
+(Redis, shared by every Daphne process), for WINDOW_SECONDS.
 """
 import hashlib
 import math
@@ -23,7 +22,6 @@ from django.core import signing
 from django.core.cache import cache
 
 WINDOW_SECONDS = 15 * 60
-RESET_PASS_SECONDS = 10 * 60
 DEVICE_COOKIE = "workshop_device"
 DEVICE_SALT = "workshop.login-device"
 DEVICE_DAYS = 30
@@ -68,8 +66,6 @@ def begin(username: str, address: str, device: str = "") -> int:
     or the seconds to wait (a try that must wait is no failure: it is not counted)."""
     keys = _keys(username, address, device)
     counts = [_count(key) for key, _ in keys]
-    if cache.get(f"login-pass:{_name(username)}"):
-        return 0
     turns = [f"login-turn:{key}" for (key, limit), n in zip(keys, counts) if n > limit]
     if not turns:
         return 0
@@ -103,7 +99,6 @@ def succeeded(username: str, address: str = "", device: str = "") -> None:
             _uncount(key)
         else:
             cache.delete(key)
-    cache.delete(f"login-pass:{_name(username)}")
 
 
 def forget(username: str) -> None:
@@ -111,12 +106,6 @@ def forget(username: str) -> None:
     name = _name(username)
     if not cache.add(f"login-gen:{name}", 1, None):
         cache.incr(f"login-gen:{name}")
-
-
-def let_in(username: str) -> None:
-    """The instructor or the operator reset this password: its next login is not slowed, for
-    RESET_PASS_SECONDS (a fresh generated password; a guesser's turns cannot keep its owner out)."""
-    cache.set(f"login-pass:{_name(username)}", 1, RESET_PASS_SECONDS)
 
 
 def device_cookie(username: str) -> str:

@@ -126,7 +126,7 @@ def model_fetch(request, workspace):
             fetch = safe_fetch.Fetch(url, settings.MODEL_FETCH_SECONDS)
             try:
                 response, final_url = fetch.open()
-                total = int(response.headers.get("Content-Length") or 0) or None
+                total = fetch.announced_size(response)
                 put("total", total)
                 name = str(data.get("name") or _name_of(response, final_url))
                 model = store_download(workspace, folder, name, fetch.chunks(response),
@@ -134,9 +134,9 @@ def model_fetch(request, workspace):
                 put("model", _row(model))
             except ModelRefused as exc:
                 put("error", str(exc))
-            except Exception as exc:  # noqa: BLE001 - the participant gets a sentence, the log the rest
+            except Exception:  # noqa: BLE001 - the participant gets a sentence, the log the rest
                 log.exception("model fetch failed")
-                put("error", f"Could not store it: {exc.__class__.__name__}")
+                put("error", "Could not store it; try again, or download the file and upload it.")
             finally:
                 fetch.close()
                 connection.close()

@@ -156,12 +156,21 @@ class Fetch:
                 # A port that answers something other than HTTP says the same as a closed one.
                 raise self._failed() from None
             if response.status in REDIRECT_CODES and response.headers.get("Location"):
-                url = urllib.parse.urljoin(url, response.headers["Location"])
+                try:
+                    url = urllib.parse.urljoin(url, response.headers["Location"])
+                except ValueError:  # "Invalid IPv6 URL" and the like
+                    raise FetchRefused(NEUTRAL) from None
                 continue
             if response.status != 200:
                 raise FetchRefused(NEUTRAL)
             return response, url
         raise FetchRefused(NEUTRAL)
+
+    @staticmethod
+    def announced_size(response: urllib3.BaseHTTPResponse) -> int | None:
+        """The Content-Length the server announced, if it is a number of bytes."""
+        value = response.headers.get("Content-Length", "")
+        return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None
 
     def chunks(self, response: urllib3.BaseHTTPResponse, size: int = 1024 * 1024):
         """The file's bytes as they arrive (read1: a trickle still shows progress)."""

@@ -11,10 +11,11 @@ from django.db import transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts import loginlinks
 from accounts.models import Workspace
 
 from . import reports, stats
@@ -124,7 +125,8 @@ def workspace_action(request, slug, action):
         password = workspace.owner_reset_password()
         log(request, workspace.owner, f"Reset the password of {name}")
         return render(request, "admin/console/password.html", _context(
-            request, "participants", name=name, password=password, workspace=workspace))
+            request, "participants", name=name, password=password, workspace=workspace,
+            link=loginlinks.issue(workspace.owner)))
     if action == "open":
         log(request, workspace, f"Opened the workspace of {name} in help mode")
         return redirect(f"/user/{workspace.slug}/?workshop_help=1")

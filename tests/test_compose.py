@@ -164,6 +164,10 @@ def test_nginx_limits_bodies_per_location_and_hides_its_version():
     assert "server_tokens off;" in text
     assert 'Strict-Transport-Security "max-age=31536000' in text
     assert "limit_req zone=login" in text and "limit_req zone=prompt" in text
+    # Only login POSTs count per address: page loads at the venue's one address never use it up.
+    login_try = text[text.index("map $request_method $login_try"):].split("}", 1)[0]
+    assert "POST    $binary_remote_addr;" in login_try and 'default "";' in login_try
+    assert "limit_req_zone $login_try zone=login" in text
     assert "client_max_body_size 4m;" in text and "client_max_body_size ${NGINX_MAX_BODY_SIZE};" in text
     # The workers' uploads pass only once the app accepted the token (before the body is read).
     worker_part = text[text.index("location ~ ^/api/worker/jobs"):]

@@ -91,3 +91,29 @@ def test_a_tensor_name_no_file_system_can_hold_is_refused():
     head, size = file_with(b'{"\\ud800":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}', 1)
     with pytest.raises(ModelRefused, match="malformed"):
         check_header(head, size)
+
+
+ONE = '"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}'
+
+
+@pytest.mark.parametrize("header, data", [
+    ('{"__metadata__":{"a":1},' + ONE + "}", 1),  # metadata values are texts
+    ('{"__metadata__":["a"],' + ONE + "}", 1),
+    ('{"__metadata__":{"a":NaN},' + ONE + "}", 1),  # not JSON at all
+    ('{"__metadata__":{"a":"x","a":"y"},' + ONE + "}", 1),  # a key twice
+    ('{' + ONE + ',"v":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}', 1),  # two tensors on one byte
+    ('{"w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}', 2),  # a gap before the first tensor
+    ('{' + ONE + "}", 2),  # a byte after the last tensor
+])
+def test_a_header_the_safetensors_loader_refuses_is_refused_here_too(header, data):
+    """The red team: 15 header forms the loader ComfyUI uses refuses were kept with 201, and the
+    job using one then failed on the GPU host."""
+    head, size = file_with(header.encode(), data)
+    with pytest.raises(ModelRefused, match="not a safetensors file"):
+        check_header(head, size)
+
+
+def test_empty_tensors_and_texts_in_the_metadata_pass():
+    header = '{"__metadata__":{"a":"1"},"e":{"dtype":"F16","shape":[0],"data_offsets":[0,0]},' + ONE + "}"
+    head, size = file_with(header.encode(), 1)
+    assert set(check_header(head, size)) == {"__metadata__", "e", "w"}

@@ -194,6 +194,9 @@ class _Files(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.release.wait(60)
             return
+        if self.path == "/bad-length.safetensors":  # a Content-Length that is no number
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\nConnection: close\r\n\r\nxxxxx")
+            return
         if self.path in self.redirects:
             self.send_response(302)
             self.send_header("Location", self.redirects[self.path])
@@ -278,7 +281,8 @@ def test_the_fetch_connects_only_where_it_checked_and_says_nothing_of_what_is_in
     port = file_server
     _Files.files = {"/loras/ok.safetensors": safetensors(4096)}
     _Files.redirects = {"/hop": f"http://127.0.0.1:{port}/loras/ok.safetensors",
-                        "/hop-backslash": f"http://localhost:{port}\\@8.8.8.8/loras/ok.safetensors"}
+                        "/hop-backslash": f"http://localhost:{port}\\@8.8.8.8/loras/ok.safetensors",
+                        "/hop-bad-ipv6": "http://[::1/x.safetensors"}
     alice = live_app.login("user001")
 
     def error_of(url):
@@ -309,6 +313,10 @@ def test_the_fetch_connects_only_where_it_checked_and_says_nothing_of_what_is_in
         threading.Thread(target=banner, daemon=True).start()
         not_http = error_of(f"http://localhost:{other.getsockname()[1]}/x.safetensors")
     assert not_http == NEUTRAL
+    # Malformed answers of an allowed server: no number as a size, a redirect to no URL.
+    assert error_of(f"http://localhost:{port}/hop-bad-ipv6") == NEUTRAL
+    bad_length = error_of(f"http://localhost:{port}/bad-length.safetensors")
+    assert bad_length == NEUTRAL or "not a safetensors file" in bad_length, bad_length
     assert set(said.values()) == {NEUTRAL}, said
     assert seen_direct == [], "no attack reached the server"
     assert via_redirect == [NEUTRAL, NEUTRAL] and _Files.seen[:3] == ["/hop", "/hop-backslash", "/nothing.safetensors"]

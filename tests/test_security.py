@@ -1,10 +1,14 @@
 """The trust boundaries, one test per attack that was tried against the running platform:
 content from workspaces, worker tokens, catalog leaks, error texts, CSRF, bad input, accounts."""
+import io
 import json
+import re
 import threading
 
 import pytest
 import requests
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.test import Client
 
 from accounts.models import Workspace
@@ -631,18 +635,40 @@ def test_the_accounts_own_browser_is_never_slowed_by_others_and_cannot_guess_eit
     assert _login(Client(), "user002", "pw").status_code == 302, "a guess on that browser slows nobody else"
 
 
-def test_a_reset_lets_the_classmate_in_though_a_script_takes_every_turn(client, participants, settings):
-    """The red team's script took every turn of a classmate's account, and went on after the
-    instructor's reset (10 fresh tries took it under 5 s). The reset's new card gets in at once."""
+def test_a_login_link_lets_the_classmate_in_though_a_script_takes_every_turn(client, participants, settings):
+    """The red team's script took every turn of a classmate's name, and went on after the
+    instructor's reset. The reset page's one-time link gets them in, and their browser is the
+    account's known one from then on: the script slows it no more."""
+    staff = Client()
+    staff.force_login(get_user_model().objects.get(username="instructor"))
     for n in range(settings.LOGIN_FAILURES_PER_USER + 1):
         _login(client, "user003", f"guess{n}")
-    password = Workspace.objects.get(owner__username="user003").owner_reset_password()  # the console's reset
+    page = staff.post("/admin/console/workspaces/003/reset-password").content.decode()
+    link = re.search(r'<code class="login-link">[^<]*(/accounts/link/[^/<]+/)</code>', page).group(1)
+    password = re.search(r'<code class="new-password">([^<]+)</code>', page).group(1)
     for n in range(settings.LOGIN_FAILURES_PER_USER + 1):  # the script goes on at once
         _login(client, "user003", f"again{n}")
-    assert _login(Client(), "user003", password).status_code == 302, "the new card gets in at once"
-    for n in range(settings.LOGIN_FAILURES_PER_USER + 1):  # and once it has, guessing is slowed again
+    classmate = Client()
+    assert THROTTLED in _login(classmate, "user003", password).content.decode(), "the script holds the turn"
+    assert "Log in as user003" in classmate.get(link).content.decode(), "a preview does not use it up"
+    assert classmate.post(link)["Location"] == "/user/003/"
+    assert classmate.get("/user/003/api/settings").status_code == 200
+    assert classmate.post(link).status_code == 410, "it works once"
+    assert Client().get(link).status_code == 410
+    classmate.post("/accounts/logout/")
+    for n in range(settings.LOGIN_FAILURES_PER_USER + 1):
         _login(client, "user003", f"later{n}")
-    assert THROTTLED in _login(client, "user003", "guess").content.decode()
+    assert _login(classmate, "user003", password).status_code == 302, "their browser is known now"
+    assert THROTTLED in _login(client, "user003", "guess").content.decode(), "the guesser is still slowed"
+
+
+def test_the_operator_makes_a_login_link_for_the_instructor(participants):
+    out = io.StringIO()
+    call_command("workshop_users", "link", "instructor", stdout=out)
+    link = re.search(r"(/accounts/link/[^/\s]+/)", out.getvalue()).group(1)
+    browser = Client()
+    assert browser.post(link)["Location"] == "/admin/console/"
+    assert browser.get("/admin/console/participants/").status_code == 200
 
 
 def test_the_admin_login_is_throttled_too(client, participants, settings):

@@ -252,7 +252,9 @@ LOGGING = {
     "filters": {"refusals_in_one_line": {"()": "workshop.logfilters.RefusalsInOneLine"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["refusals_in_one_line"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    # urllib3 logs a traceback for a fetched server's malformed headers (a URL fetch of My models
+    # meets whatever a participant points it at): the fetch answers for it in one sentence.
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "urllib3.connection": {"level": "ERROR"}},
 }
 
 # Every page runs only the platform's own code: the ComfyUI frontend, its core extensions,

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts.forms import LoginForm
-from accounts.views import LogoutView
+from accounts.views import LogoutView, link_login
 
 from . import metrics, views
 
@@ -17,6 +17,7 @@ urlpatterns = [
     path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(template_name="password_change.html"),
          name="password_change_done"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
+    path("accounts/link/<str:token>/", link_login, name="link-login"),
     path("metrics", metrics.view, name="metrics"),
     path("admin/console/", include("jobs.console")),  # the instructor's live console
     path("admin/rq/", include("django_rq.urls")),  # RQ's own dashboard: queues, workers, failed jobs

@@ -1,4 +1,4 @@
-"""`manage.py workshop_users add|remove|reset-password|list`: participants, one command.
+"""`manage.py workshop_users add|remove|reset-password|link|list`: participants, one command.
 
 New passwords go to the credential sheet (CSV plus a printable HTML page with a QR code per
 card) under the sheet folder, never to stdout unless --show is given.
@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from accounts import credentials, throttle
+from accounts import credentials, loginlinks
 from accounts.models import Workspace
 from accounts.sheet import update_sheet
 
@@ -18,7 +18,7 @@ class Command(BaseCommand):
     help = "Add, remove, reset or list workshop participants (each with a workspace)."
 
     def add_arguments(self, parser):
-        sub = parser.add_subparsers(dest="action", required=True, metavar="add|remove|reset-password|list|sheet")
+        sub = parser.add_subparsers(dest="action", required=True, metavar="add|remove|reset-password|link|list|sheet")
         common = {"default": str(settings.CREDENTIALS_DIR), "help": "Folder of the credential sheet (credentials.csv/.html)"}
 
         add = sub.add_parser("add", help="Create participants: NAME … or --count N (user001 …)")
@@ -40,6 +40,10 @@ class Command(BaseCommand):
         reset.add_argument("names", nargs="+")
         reset.add_argument("--sheet", **common)
         reset.add_argument("--show", action="store_true", help="Also print the new passwords (they end up in logs)")
+
+        link = sub.add_parser("link", help="A one-time login link (15 minutes) for an account, the instructor's too: "
+                                           "the way in when a guesser keeps its logins slowed")
+        link.add_argument("name")
 
         listing = sub.add_parser("list", help="Every participant with their workspace")
         listing.add_argument("--json", action="store_true")
@@ -119,11 +123,18 @@ class Command(BaseCommand):
             password = credentials.new_password()
             user.set_password(password)
             user.save(update_fields=["password"])
-            throttle.let_in(name)
             path = f"/user/{user.workspace.slug}/" if hasattr(user, "workspace") else "/admin/"
             rows.append({"username": name, "password": password, "path": path})
         self._sheet(rows, sheet, show)
         self.stdout.write(self.style.SUCCESS(f"New password for {len(rows)} account(s); old sessions end."))
+
+    def link(self, name, **_):
+        user = get_user_model().objects.filter(username=name, is_active=True).first()
+        if user is None:
+            raise CommandError(f"No such user: {name}")
+        self.stdout.write(loginlinks.issue(user))
+        self.stdout.write(self.style.SUCCESS(f"A login link for {name}: it works once, for "
+                                             f"{loginlinks.LINK_SECONDS // 60} minutes."))
 
     def list(self, json: bool = False, **_):
         rows = [
