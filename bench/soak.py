@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from jobs.models import FINAL_STATES, Job, JobState, QueueSettings
 from tests.conftest import wait_until
@@ -79,12 +80,15 @@ def test_soak(transactional_db, settings, tmp_path):
                     submitted[prompt_id] = (browser, color)
                 if rng.random() < 0.1:  # changes their mind
                     stop.wait(rng.uniform(0, 2))
-                    answer = browser.session.post(f"{plat.url}/user/{browser.slug}/api/queue",
-                                                  json={"delete": [prompt_id]}, timeout=10)
-                    if answer.ok:
-                        browser.session.post(f"{plat.url}/user/{browser.slug}/api/interrupt",
-                                             json={"prompt_id": prompt_id}, timeout=10)
-                        cancelled.add(prompt_id)
+                    try:
+                        answer = browser.session.post(f"{plat.url}/user/{browser.slug}/api/queue",
+                                                      json={"delete": [prompt_id]}, timeout=10)
+                        if answer.ok:
+                            cancelled.add(prompt_id)
+                            browser.session.post(f"{plat.url}/user/{browser.slug}/api/interrupt",
+                                                 json={"prompt_id": prompt_id}, timeout=10)
+                    except requests.RequestException:
+                        pass  # the app is restarting (a fault): they keep the run, as a browser would
                 deadline = time.monotonic() + 600
                 while not stop.is_set() and time.monotonic() < deadline:
                     done = Job.objects.filter(pk=prompt_id, state__in=FINAL_STATES).exists()
