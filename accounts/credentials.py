@@ -18,7 +18,7 @@ def new_password(length: int = 12) -> str:
     return "".join(secrets.choice(ALPHABET) for _ in range(length))
 
 
-def _qr_svg(url: str) -> str:
+def qr_svg(url: str) -> str:
     import segno
 
     return segno.make(url, error="m").svg_inline(scale=3, dark="#000", light=None)
@@ -66,7 +66,7 @@ def write_sheet(folder: Path, changed: list[dict], base_url: str, accounts: list
         writer.writerow([row["username"], row["password"], row["url"]])
     _write_private(csv_path, out.getvalue())
     cards = [
-        f'<section class="card"><div class="qr">{_qr_svg(row["url"])}</div><dl>'
+        f'<section class="card"><div class="qr">{qr_svg(row["url"])}</div><dl>'
         f"<dt>Address</dt><dd>{escape(row['url'])}</dd><dt>Username</dt><dd><b>{escape(row['username'])}</b></dd>"
         f"<dt>Password</dt><dd><code>{escape(row['password'])}</code></dd></dl></section>"
         for row in rows

@@ -4,20 +4,28 @@ from django.contrib.auth.forms import AuthenticationForm
 
 from . import throttle
 
-THROTTLED = ("Too many failed logins for this name: try again in {seconds} s, log in from the browser you "
-             "used before, or ask the instructor to reset your password.")
+# Said when a try must wait: what happened, when to try again, and the way in that always works.
+THROTTLED = ("Too many failed logins for this name (someone may be guessing it), so its logins are "
+             "slowed: try again in {seconds} s. The browser you logged in with before is not slowed. "
+             "{remedy}")
+ASK_INSTRUCTOR = "If it keeps saying this, ask the instructor for a one-time login link."
+ASK_OPERATOR = ("If it keeps saying this, the operator can make you a one-time login link "
+                "(manage.py workshop_users link NAME).")
 
 
 class ThrottledLogin:
     """Counts the try, and refuses to even check its password until the throttle gives this name
     its next turn."""
 
+    remedy = ASK_INSTRUCTOR
+
     def clean(self):
         username = self.cleaned_data.get("username") or ""
         address = throttle.client_address(self.request) if self.request else ""
         wait = throttle.begin(username, address, throttle.known_device(self.request, username))
         if wait:
-            raise forms.ValidationError(THROTTLED.format(seconds=wait), code="throttled")
+            raise forms.ValidationError(THROTTLED.format(seconds=wait, remedy=self.remedy), code="throttled",
+                                        params={"seconds": wait})
         return super().clean()
 
 
@@ -26,4 +34,4 @@ class LoginForm(ThrottledLogin, AuthenticationForm):
 
 
 class AdminLoginForm(ThrottledLogin, AdminAuthenticationForm):
-    pass
+    remedy = ASK_OPERATOR

@@ -48,20 +48,27 @@ def check_name(name: str) -> str:
     return name
 
 
+def looks_pickled(head: bytes) -> bool:
+    """Whether a file's first bytes (16 are enough) are a pickle's (protocol 2 and later start
+    with 0x80) or a zip's (torch.save). A safetensors file starts with its header's length, whose
+    first byte is 0x80 for a length of 128, 384, 640 …: its header's "{" at byte 8 tells them apart."""
+    return head.startswith((b"\x80", b"PK\x03\x04")) and head[8:9] != b"{"
+
+
 def check_header(head: bytes, size: int) -> dict:
     """The parsed header of a safetensors file of `size` bytes whose first bytes are `head`
     (at least 8 + the header's length), or ModelRefused."""
     if size < 8 or len(head) < 8:
-        raise ModelRefused("This is not a safetensors file: it is too short.")
+        raise ModelRefused("This is not a valid safetensors file: it is too short.")
     (length,) = struct.unpack("<Q", head[:8])
-    if head.startswith((b"\x80", b"PK\x03\x04")):
+    if looks_pickled(head):
         raise ModelRefused("This is a pickled model (a .ckpt or .pt renamed), not a safetensors file: it is refused, "
                            "because loading it could run code on the shared GPU.")
     if length > MAX_HEADER_BYTES and 8 + length <= size:
         raise ModelRefused(f"This safetensors file's header is {length / 2**20:.0f} MB; a model the workshop takes "
                            f"has at most {MAX_HEADER_BYTES // 2**20} MB of header (a LoRA needs under 1 MB).")
     if length < 2 or length > MAX_HEADER_BYTES or 8 + length > size:
-        raise ModelRefused("This is not a safetensors file: its header does not fit the file.")
+        raise ModelRefused("This is not a valid safetensors file: its header does not fit the file.")
     if len(head) < 8 + length:
         raise ValueError("read 8 + the header's length bytes before checking")
     raw = head[8:8 + length]
@@ -76,20 +83,24 @@ def check_header(head: bytes, size: int) -> dict:
     try:
         header = json.loads(raw.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ModelRefused("This is not a safetensors file: its header is not JSON.") from None
+        raise ModelRefused("This is not a valid safetensors file: its header is not JSON.") from None
     if not isinstance(header, dict):
-        raise ModelRefused("This is not a safetensors file: its header is not a table of tensors.")
+        raise ModelRefused("This is not a valid safetensors file: its header is not a table of tensors.")
     data = size - 8 - length
     metadata = header.get("__metadata__", {})
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise ModelRefused("This is not a safetensors file: its __metadata__ is not a table of texts.")
+        raise ModelRefused("This is not a valid safetensors file: its metadata (the trainer's notes in the header) holds something other than text.")
     tensors = 0
     for key, info in header.items():
         if key == "__metadata__":
             continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if isinstance(offsets, list) and len(offsets) == 2 and _integer(offsets[1]) and offsets[1] > data:
+            raise ModelRefused("This file is incomplete: it ends before its last tensor. Download it again, "
+                               "then upload it.")
         if not _well_formed(key, info, data):
             shown = key.encode("utf-8", "replace").decode("utf-8")[:80]
-            raise ModelRefused(f"This is not a safetensors file: tensor {shown!r} is malformed.")
+            raise ModelRefused(f"This is not a valid safetensors file: tensor {shown!r} is malformed.")
         tensors += 1
         if tensors > MAX_TENSORS:  # spelled otherwise than the count above saw
             raise ModelRefused(f"This safetensors file holds more than {MAX_TENSORS:,} tensors.")
@@ -100,10 +111,10 @@ def check_header(head: bytes, size: int) -> dict:
     end = 0
     for start, stop in sorted(tuple(info["data_offsets"]) for key, info in header.items() if key != "__metadata__"):
         if start != end:
-            raise ModelRefused("This is not a safetensors file: its tensors overlap or leave gaps in the data.")
+            raise ModelRefused("This is not a valid safetensors file: its tensors overlap or leave gaps in the data.")
         end = stop
     if end != data:
-        raise ModelRefused("This is not a safetensors file: its data does not end where its last tensor does.")
+        raise ModelRefused("This is not a valid safetensors file: its data does not end where its last tensor does.")
     return header
 
 

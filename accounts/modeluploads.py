@@ -89,7 +89,7 @@ def _drop(workspace: Workspace, folder: str, name: str, part: Path) -> None:
 
 
 def _refuse_pickle_early(head: bytes) -> None:
-    if head.startswith((b"\x80", b"PK\x03\x04")):
+    if modelfiles.looks_pickled(head):
         modelfiles.check_header(head, 2**62)  # raises: a pickle is refused before the rest arrives
 
 

@@ -91,14 +91,11 @@ def failed(username: str, address: str, device: str = "") -> None:
 
 
 def succeeded(username: str, address: str = "", device: str = "") -> None:
-    """The owner got in: the try was no failure. This address's (or device's) count for the
-    account starts again; the account's own count stays, in case a guesser elsewhere goes on."""
-    keys = _keys(username, address, device)
-    for key, _ in keys:
-        if ":account:" in key:
-            _uncount(key)
-        else:
-            cache.delete(key)
+    """The owner got in: their try was no failure, and is taken off every count. The counts stay
+    otherwise: a guesser at the same address gets no fresh tries from the owner's login (the
+    owner's browser is known from now on, and counts apart)."""
+    for key, _ in _keys(username, address, device):
+        _uncount(key)
 
 
 def forget(username: str) -> None:

@@ -22,7 +22,7 @@ def link_login(request, token):
         if user is not None:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             workspace = getattr(user, "workspace", None)
-            return redirect(f"/user/{workspace.slug}/" if workspace else "/admin/console/")
-    user = loginlinks.owner(token) if request.method == "GET" else None
+            return redirect("/admin/console/" if user.is_staff or not workspace else f"/user/{workspace.slug}/")
+    user = loginlinks.owner(token) if request.method in ("GET", "HEAD") else None
     return render(request, "link_login.html", {"username": user.get_username() if user else ""},
                   status=200 if user else 410)

@@ -13,9 +13,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts import loginlinks
+from accounts import credentials, loginlinks
 from accounts.models import Workspace
 
 from . import reports, stats
@@ -124,13 +125,23 @@ def workspace_action(request, slug, action):
     if action == "reset-password":
         password = workspace.owner_reset_password()
         log(request, workspace.owner, f"Reset the password of {name}")
-        return render(request, "admin/console/password.html", _context(
-            request, "participants", name=name, password=password, workspace=workspace,
-            link=loginlinks.issue(workspace.owner)))
+        return _link_page(request, workspace, name, password)
+    if action == "login-link":
+        log(request, workspace.owner, f"Made a login link for {name}")
+        return _link_page(request, workspace, name)
     if action == "open":
         log(request, workspace, f"Opened the workspace of {name} in help mode")
         return redirect(f"/user/{workspace.slug}/?workshop_help=1")
     raise BadRequest("Unknown action")
+
+
+def _link_page(request, workspace, name, password=""):
+    """A one-time login link for the participant (accounts.loginlinks), with its QR code; and
+    their new password after a reset."""
+    link = loginlinks.issue(workspace.owner, request.build_absolute_uri("/"))
+    return render(request, "admin/console/password.html", _context(
+        request, "participants", name=name, password=password, workspace=workspace, link=link,
+        qr=mark_safe(credentials.qr_svg(link))))  # noqa: S308 - segno's SVG of our own address
 
 
 def _today_at(value):

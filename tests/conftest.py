@@ -136,6 +136,16 @@ class LiveApp:
         assert answer.status_code == 302, f"login of {username} failed: {answer.status_code}"
         return session
 
+    def login_fails(self, username, password) -> None:
+        """A wrong password through the real login form (a guesser at the same address)."""
+        session = requests.Session()
+        session.get(f"{self.url}/accounts/login/", timeout=10).raise_for_status()
+        answer = session.post(f"{self.url}/accounts/login/", timeout=10, allow_redirects=False,
+                              data={"username": username, "password": password,
+                                    "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+                              headers={"Referer": f"{self.url}/accounts/login/"})
+        assert answer.status_code == 200, "a wrong password does not log in"
+
     def ws(self, session, slug, client_id="test-client"):
         from websockets.sync.client import connect
 

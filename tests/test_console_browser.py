@@ -196,3 +196,42 @@ def test_a_refused_prompt_shows_one_clear_dialog_and_no_second_toast(browser, li
     assert not any("server logs" in t for t in toasts), toasts
     stats = alice.evaluate("async () => (await fetch('api/system_stats')).json()")
     assert stats["system"]["argv"] == ["main.py"], "the GPU host's command line stays hidden"
+
+
+def test_a_login_link_gets_a_slowed_participant_in_and_the_login_page_counts_down(browser, live_app, participants):
+    """Someone keeps guessing user002: the login page says how long to wait, counting down, and
+    keeps the name typed; the instructor's Login link (a QR code and an address) gets them in."""
+    participant = browser.new_context().new_page()
+    errors = []
+    participant.on("pageerror", lambda e: errors.append(str(e)))
+    participant.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
+                   and errors.append(m.text))
+    for n in range(11):  # the guesser, at the same address
+        live_app.login_fails("user002", f"guess{n}")
+    participant.goto(f"{live_app.url}/accounts/login/")
+    participant.fill("#id_username", "user002")
+    participant.fill("#id_password", "pw")
+    participant.click("button[type=submit]")
+    said = participant.locator("[data-wait]")
+    first = said.text_content()
+    assert "try again in" in first and "login link" in first
+    participant.wait_for_function("(first) => document.querySelector('[data-wait]').textContent !== first",
+                                  arg=first)  # it counts down
+    assert participant.input_value("#id_username") == "user002"
+
+    console, console_errors = open_console(browser, live_app, "/admin/console/participants/")
+    console.locator("form[action$='/002/login-link'] button").click()
+    console.wait_for_selector("code.login-link")
+    assert console.locator(".login-link-qr svg").count() == 1
+    shot(console, "console-login-link.png")
+    link = console.locator("code.login-link").text_content()
+    console.go_back()
+    console.wait_for_selector("form[action$='/002/reset-password']")
+    console.once("dialog", lambda dialog: dialog.dismiss())  # a reset asks first; No changes nothing
+    console.locator("form[action$='/002/reset-password'] button").click()
+    assert console.url.endswith("/admin/console/participants/")
+
+    participant.goto(link)
+    participant.get_by_role("button", name="Log in as user002").click()
+    participant.wait_for_url(f"{live_app.url}/user/002/**")
+    assert errors == [] and console_errors == [], (errors, console_errors)

@@ -152,9 +152,15 @@ def test_a_refused_file_says_why_and_leaves_nothing(alice, participants, small_l
 
 
 def test_a_malformed_tensor_table_is_refused(alice, participants, small_limits):
-    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 9999]}}).encode()
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 9]}}).encode()
     answer = put(alice, "bad.safetensors", struct.pack("<Q", len(header)) + header + b"\x00" * 16)
     assert answer.status_code == 400 and "tensor 'w' is malformed" in answer.json()["error"]
+
+
+def test_a_file_cut_short_is_called_incomplete(alice, participants, small_limits):
+    """The trial: a truncated download was called "tensor 'a.weight' is malformed"."""
+    answer = put(alice, "cut.safetensors", safetensors(4096)[:-100])
+    assert answer.status_code == 400 and "This file is incomplete" in answer.json()["error"]
 
 
 def test_oversize_and_quota_are_413_and_keep_nothing(alice, participants, small_limits):
@@ -316,7 +322,7 @@ def test_the_fetch_connects_only_where_it_checked_and_says_nothing_of_what_is_in
     # Malformed answers of an allowed server: no number as a size, a redirect to no URL.
     assert error_of(f"http://localhost:{port}/hop-bad-ipv6") == NEUTRAL
     bad_length = error_of(f"http://localhost:{port}/bad-length.safetensors")
-    assert bad_length == NEUTRAL or "not a safetensors file" in bad_length, bad_length
+    assert bad_length == NEUTRAL or "not a valid safetensors file" in bad_length, bad_length
     assert set(said.values()) == {NEUTRAL}, said
     assert seen_direct == [], "no attack reached the server"
     assert via_redirect == [NEUTRAL, NEUTRAL] and _Files.seen[:3] == ["/hop", "/hop-backslash", "/nothing.safetensors"]

@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 
+from accounts import loginlinks
 from accounts.models import Workspace
 from jobs.models import Job
 from tests.conftest import wait_until
@@ -537,7 +538,9 @@ def test_wrong_passwords_for_one_name_slow_it_down_even_when_the_right_one_comes
     for _ in range(settings.LOGIN_FAILURES_PER_USER):
         assert _login(client, "user001", "wrong").status_code == 200
     refused = _login(client, "user001", "pw")
-    assert refused.status_code == 200 and f"{THROTTLED}: try again in 30 s" in refused.content.decode()
+    said = refused.content.decode()
+    assert refused.status_code == 200 and THROTTLED in said and "try again in 30 s" in said and "login link" in said
+    assert 'value="user001"' in said, "the name stays in its field"
     assert "_auth_user_id" not in client.session
     # Other participants behind the same address still get in.
     assert _login(client, "user002", "pw").status_code == 302
@@ -660,6 +663,40 @@ def test_a_login_link_lets_the_classmate_in_though_a_script_takes_every_turn(cli
         _login(client, "user003", f"later{n}")
     assert _login(classmate, "user003", password).status_code == 302, "their browser is known now"
     assert THROTTLED in _login(client, "user003", "guess").content.decode(), "the guesser is still slowed"
+
+
+def test_a_login_link_ends_with_a_newer_link_or_a_new_password(participants):
+    """The trial: links survived a password change, and any number could be live at once."""
+    user = get_user_model().objects.get(username="user001")
+    first, second = loginlinks.issue(user), loginlinks.issue(user)
+    first_path, second_path = (link[link.index("/accounts/"):] for link in (first, second))
+    assert Client().post(first_path).status_code == 410, "a newer link ends the older one"
+    user.set_password("violet-lantern-42")
+    user.save()
+    assert Client().post(second_path).status_code == 410, "a new password ends it"
+    third = loginlinks.issue(user)
+    assert Client().post(third[third.index("/accounts/"):])["Location"] == "/user/001/"
+
+
+def test_the_owners_login_at_the_shared_address_gives_a_guesser_no_fresh_tries(client, participants, settings):
+    """The trial: each owner login at the venue's address gave the guesser there 10 more checks."""
+    for n in range(settings.LOGIN_FAILURES_PER_USER - 1):
+        _login(client, "user002", f"guess{n}")
+    assert _login(Client(), "user002", "pw").status_code == 302  # the owner, a new browser
+    _login(client, "user002", "guess-last")
+    assert THROTTLED in _login(client, "user002", "guess-more").content.decode()
+
+
+def test_the_console_makes_a_login_link_without_changing_the_password(participants):
+    staff = Client()
+    staff.force_login(get_user_model().objects.get(username="instructor"))
+    page = staff.post("/admin/console/workspaces/002/login-link").content.decode()
+    assert "<svg" in page and "new-password" not in page, "a QR code, and no new password"
+    link = re.search(r'<code class="login-link">[^<]*(/accounts/link/[^/<]+/)</code>', page).group(1)
+    assert Client().post(link)["Location"] == "/user/002/"
+    assert Client().login(username="user002", password="pw"), "the card's password still works"
+    participants_page = staff.get("/admin/console/participants/").content.decode()
+    assert 'data-confirm="A new password for user002?' in participants_page, "a reset asks first"
 
 
 def test_the_operator_makes_a_login_link_for_the_instructor(participants):
