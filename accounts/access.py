@@ -1,4 +1,5 @@
 """Who may use which workspace: the owner and staff, nobody else."""
+
 from django.http import Http404
 
 from .models import Workspace

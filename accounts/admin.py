@@ -7,8 +7,15 @@ from .models import Workspace
 
 @admin.register(Workspace)
 class WorkspaceAdmin(admin.ModelAdmin):
-    list_display = ("slug", "owner", "last_activity_seconds", "quota", "max_waiting_jobs", "gpu_budget_seconds",
-                    "jumps_queue")
+    list_display = (
+        "slug",
+        "owner",
+        "last_activity_seconds",
+        "quota",
+        "max_waiting_jobs",
+        "gpu_budget_seconds",
+        "jumps_queue",
+    )
     search_fields = ("slug", "owner__username")
 
     @admin.display(description="quota", ordering="quota_bytes")
@@ -19,4 +26,8 @@ class WorkspaceAdmin(admin.ModelAdmin):
     def last_activity_seconds(self, workspace):
         from django.utils import timezone
 
-        return timezone.localtime(workspace.last_activity).strftime("%Y-%m-%d %H:%M:%S") if workspace.last_activity else "—"
+        return (
+            timezone.localtime(workspace.last_activity).strftime("%Y-%m-%d %H:%M:%S")
+            if workspace.last_activity
+            else "—"
+        )

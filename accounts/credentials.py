@@ -3,6 +3,7 @@
 Passwords go to the sheet (a CSV and a printable HTML page with one card per participant),
 never to stdout unless the operator asks: command output ends up in logs.
 """
+
 import csv
 import io
 import os
@@ -57,8 +58,10 @@ def write_sheet(folder: Path, changed: list[dict], base_url: str, accounts: list
     passwords = read_sheet(folder)
     passwords.update({row["username"]: row["password"] for row in changed})
     base = base_url.rstrip("/")
-    rows = [{"username": a["username"], "password": passwords.get(a["username"], UNKNOWN), "url": base + a["path"]}
-            for a in accounts]
+    rows = [
+        {"username": a["username"], "password": passwords.get(a["username"], UNKNOWN), "url": base + a["path"]}
+        for a in accounts
+    ]
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["username", "password", "url"])
@@ -71,11 +74,15 @@ def write_sheet(folder: Path, changed: list[dict], base_url: str, accounts: list
         f"<dt>Password</dt><dd><code>{escape(row['password'])}</code></dd></dl></section>"
         for row in rows
     ]
-    _write_private(html_path, (
-        "<!doctype html><meta charset=utf-8><title>Workshop credentials</title><style>"
-        "body{font-family:sans-serif}.cards{display:grid;grid-template-columns:repeat(2,1fr);gap:8mm}"
-        ".card{border:1px dashed #999;padding:6mm;display:flex;gap:6mm;break-inside:avoid}"
-        "dt{font-size:9pt;color:#555}dd{margin:0 0 2mm;font-size:13pt}code{font-size:15pt}</style>"
-        f'<h1>Workshop credentials</h1><p>{len(rows)} accounts · {escape(base)}</p><div class="cards">{"".join(cards)}</div>\n'
-    ))
+    _write_private(
+        html_path,
+        (
+            "<!doctype html><meta charset=utf-8><title>Workshop credentials</title><style>"
+            "body{font-family:sans-serif}.cards{display:grid;grid-template-columns:repeat(2,1fr);gap:8mm}"
+            ".card{border:1px dashed #999;padding:6mm;display:flex;gap:6mm;break-inside:avoid}"
+            "dt{font-size:9pt;color:#555}dd{margin:0 0 2mm;font-size:13pt}code{font-size:15pt}</style>"
+            f"<h1>Workshop credentials</h1><p>{len(rows)} accounts · {escape(base)}</p>"
+            f'<div class="cards">{"".join(cards)}</div>\n'
+        ),
+    )
     return csv_path, html_path

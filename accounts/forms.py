@@ -5,12 +5,15 @@ from django.contrib.auth.forms import AuthenticationForm
 from . import throttle
 
 # Said when a try must wait: what happened, when to try again, and the way in that always works.
-THROTTLED = ("Too many failed logins for this name (someone may be guessing it), so its logins are "
-             "slowed: try again in {seconds} s. The browser you logged in with before is not slowed. "
-             "{remedy}")
+THROTTLED = (
+    "Too many failed logins for this name (someone may be guessing it), so its logins are "
+    "slowed: try again in {seconds} s. The browser you logged in with before is not slowed. "
+    "{remedy}"
+)
 ASK_INSTRUCTOR = "If it keeps saying this, ask the instructor for a one-time login link."
-ASK_OPERATOR = ("If it keeps saying this, the operator can make you a one-time login link "
-                "(manage.py workshop_users link NAME).")
+ASK_OPERATOR = (
+    "If it keeps saying this, the operator can make you a one-time login link (manage.py workshop_users link NAME)."
+)
 
 
 class ThrottledLogin:
@@ -24,8 +27,9 @@ class ThrottledLogin:
         address = throttle.client_address(self.request) if self.request else ""
         wait = throttle.begin(username, address, throttle.known_device(self.request, username))
         if wait:
-            raise forms.ValidationError(THROTTLED.format(seconds=wait, remedy=self.remedy), code="throttled",
-                                        params={"seconds": wait})
+            raise forms.ValidationError(
+                THROTTLED.format(seconds=wait, remedy=self.remedy), code="throttled", params={"seconds": wait}
+            )
         return super().clean()
 
 

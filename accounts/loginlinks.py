@@ -7,6 +7,7 @@ a random token, kept in Redis for LINK_SECONDS and taken by its first use; a new
 account, or a new password, ends it. Whoever opens it is
 logged in and their browser becomes the account's known one, whose tries no one else slows.
 """
+
 import hashlib
 import secrets
 

@@ -4,6 +4,7 @@ Only `.safetensors`: a pickled `.ckpt`/`.pt` runs code when it is loaded, on the
 every participant shares. A file is accepted only when its header is a real safetensors header
 whose tensors fit in the file, so a pickle renamed `.safetensors` is refused too.
 """
+
 import hashlib
 import json
 import re
@@ -20,9 +21,28 @@ MAX_HEADER_BYTES = 4 * 1024 * 1024
 MAX_TENSORS = 20_000
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,150}\.safetensors$")
 # Bits per element of each safetensors dtype: a tensor's data must be exactly its shape's worth.
-DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "E8M0": 8, "F8_E8M0": 8, "I16": 16,
-              "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "F64": 64, "I64": 64, "U64": 64,
-              "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+DTYPE_BITS = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "E8M0": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+}
 DTYPES = set(DTYPE_BITS)
 MAX_DIMENSION = 2**40
 
@@ -39,8 +59,10 @@ def check_name(name: str) -> str:
     name = name.strip()
     lower = name.lower()
     if lower.endswith(PICKLED):
-        raise ModelRefused(f"{name}: pickled model files ({', '.join(PICKLED)}) can run code when they are loaded, "
-                           "so the workshop takes only .safetensors. Convert it, or look for a .safetensors version.")
+        raise ModelRefused(
+            f"{name}: pickled model files ({', '.join(PICKLED)}) can run code when they are loaded, "
+            "so the workshop takes only .safetensors. Convert it, or look for a .safetensors version."
+        )
     if not lower.endswith(ALLOWED_SUFFIX):
         raise ModelRefused(f"{name}: only .safetensors files are accepted.")
     if not NAME.match(name):
@@ -62,20 +84,25 @@ def check_header(head: bytes, size: int) -> dict:
         raise ModelRefused("This is not a valid safetensors file: it is too short.")
     (length,) = struct.unpack("<Q", head[:8])
     if looks_pickled(head):
-        raise ModelRefused("This is a pickled model (a .ckpt or .pt renamed), not a safetensors file: it is refused, "
-                           "because loading it could run code on the shared GPU.")
+        raise ModelRefused(
+            "This is a pickled model (a .ckpt or .pt renamed), not a safetensors file: it is refused, "
+            "because loading it could run code on the shared GPU."
+        )
     if length > MAX_HEADER_BYTES and 8 + length <= size:
-        raise ModelRefused(f"This safetensors file's header is {length / 2**20:.0f} MB; a model the workshop takes "
-                           f"has at most {MAX_HEADER_BYTES // 2**20} MB of header (a LoRA needs under 1 MB).")
+        raise ModelRefused(
+            f"This safetensors file's header is {length / 2**20:.0f} MB; a model the workshop takes "
+            f"has at most {MAX_HEADER_BYTES // 2**20} MB of header (a LoRA needs under 1 MB)."
+        )
     if length < 2 or length > MAX_HEADER_BYTES or 8 + length > size:
         raise ModelRefused("This is not a valid safetensors file: its header does not fit the file.")
     if len(head) < 8 + length:
         raise ValueError("read 8 + the header's length bytes before checking")
-    raw = head[8:8 + length]
+    raw = head[8 : 8 + length]
     # Counted before parsing: the parse of a header is what costs memory.
     if raw.count(b'"data_offsets"') > MAX_TENSORS:
-        raise ModelRefused(f"This safetensors file holds more than {MAX_TENSORS:,} tensors; a LoRA holds a few "
-                           "thousand at most.")
+        raise ModelRefused(
+            f"This safetensors file holds more than {MAX_TENSORS:,} tensors; a LoRA holds a few thousand at most."
+        )
     # Tables and lists beyond what the tensors need: a header of a million empty {} parsed to
     # 90 MB. Each tensor has one table and two lists.
     if raw.count(b"{") > MAX_TENSORS + 1000 or raw.count(b"[") > 2 * MAX_TENSORS + 1000:
@@ -89,15 +116,19 @@ def check_header(head: bytes, size: int) -> dict:
     data = size - 8 - length
     metadata = header.get("__metadata__", {})
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise ModelRefused("This is not a valid safetensors file: its metadata (the trainer's notes in the header) holds something other than text.")
+        raise ModelRefused(
+            "This is not a valid safetensors file: its metadata (the trainer's notes in the header) holds "
+            "something other than text."
+        )
     tensors = 0
     for key, info in header.items():
         if key == "__metadata__":
             continue
         offsets = info.get("data_offsets") if isinstance(info, dict) else None
         if isinstance(offsets, list) and len(offsets) == 2 and _integer(offsets[1]) and offsets[1] > data:
-            raise ModelRefused("This file is incomplete: it ends before its last tensor. Download it again, "
-                               "then upload it.")
+            raise ModelRefused(
+                "This file is incomplete: it ends before its last tensor. Download it again, then upload it."
+            )
         if not _well_formed(key, info, data):
             shown = key.encode("utf-8", "replace").decode("utf-8")[:80]
             raise ModelRefused(f"This is not a valid safetensors file: tensor {shown!r} is malformed.")
@@ -143,10 +174,16 @@ def _well_formed(key: str, info, data: int) -> bool:
     if not isinstance(info, dict) or not isinstance(info.get("dtype"), str) or info["dtype"] not in DTYPES:
         return False
     shape, offsets = info.get("shape"), info.get("data_offsets")
-    if not (isinstance(shape, list) and len(shape) <= 8 and all(_integer(d) and 0 <= d <= MAX_DIMENSION for d in shape)):
+    if not (
+        isinstance(shape, list) and len(shape) <= 8 and all(_integer(d) and 0 <= d <= MAX_DIMENSION for d in shape)
+    ):
         return False
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_integer(o) for o in offsets)
-            and 0 <= offsets[0] <= offsets[1] <= data):
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(_integer(o) for o in offsets)
+        and 0 <= offsets[0] <= offsets[1] <= data
+    ):
         return False
     elements = 1
     for dimension in shape:

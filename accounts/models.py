@@ -27,17 +27,20 @@ def check_name_lengths(parts: list[str]) -> None:
 class Workspace(models.Model):
     """One participant's private ComfyUI server, as far as the participant can tell."""
 
-    slug = models.CharField(max_length=16, unique=True,
-                            help_text="The workspace's address: 007 is served at /user/007/")
+    slug = models.CharField(
+        max_length=16, unique=True, help_text="The workspace's address: 007 is served at /user/007/"
+    )
     owner = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workspace")
     quota_bytes = models.BigIntegerField(default=5 * 1024**3, help_text="Disk space for inputs and outputs, in bytes")
     max_waiting_jobs = models.PositiveIntegerField(
         null=True, blank=True, help_text="Overrides the queue's per-participant limit when set"
     )
     gpu_budget_seconds = models.PositiveIntegerField(
-        null=True, blank=True, help_text="GPU seconds this workspace may use in all (empty: no limit)")
+        null=True, blank=True, help_text="GPU seconds this workspace may use in all (empty: no limit)"
+    )
     jumps_queue = models.BooleanField(
-        default=False, help_text="Its runs go to the head of the queue (the instructor's demo workspace)")
+        default=False, help_text="Its runs go to the head of the queue (the instructor's demo workspace)"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     last_activity = models.DateTimeField(null=True, blank=True)
 
@@ -100,7 +103,11 @@ class Workspace(models.Model):
         return sum(job.cancel(by_instructor=True) for job in self.jobs.filter(state="queued"))
 
     def set_limits(self, *, max_waiting_jobs, gpu_budget_seconds, jumps_queue: bool) -> None:
-        self.max_waiting_jobs, self.gpu_budget_seconds, self.jumps_queue = max_waiting_jobs, gpu_budget_seconds, jumps_queue
+        self.max_waiting_jobs, self.gpu_budget_seconds, self.jumps_queue = (
+            max_waiting_jobs,
+            gpu_budget_seconds,
+            jumps_queue,
+        )
         self.save(update_fields=["max_waiting_jobs", "gpu_budget_seconds", "jumps_queue"])
 
     def owner_reset_password(self) -> str:
@@ -181,6 +188,9 @@ class ModelDeletion(models.Model):
     sha256 = models.CharField(max_length=64)
     created_at = models.DateTimeField(default=timezone.now)
 
+    def __str__(self):
+        return f"{self.folder}/{self.name} (deleted)"
+
 
 class ModelUpload(models.Model):
     """A model file on its way into a workspace (accounts.modeluploads): the bytes it has
@@ -194,6 +204,9 @@ class ModelUpload(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["workspace", "folder", "name"], name="one_upload_per_name")]
+
+    def __str__(self):
+        return f"{self.workspace.slug}: {self.folder}/{self.name} ({self.size} bytes reserved)"
 
     @property
     def part(self) -> Path:

@@ -7,6 +7,7 @@ model quota. A reservation is taken under a lock of the workspace's row when the
 cannot all count on the same room; a participant holds at most MAX_UNFINISHED_MODELS of them.
 The row goes when the file is kept or refused, or after MODEL_PART_MAX_AGE left alone.
 """
+
 import hashlib
 import os
 import time
@@ -55,13 +56,19 @@ def reserve(workspace: Workspace, folder: str, name: str, size: int) -> None:
         uploads = ModelUpload.objects.filter(workspace=workspace)
         mine = uploads.filter(folder=folder, name=name).first()
         if mine is None and uploads.count() >= settings.MAX_UNFINISHED_MODELS:
-            raise ModelRefused(f"You have {settings.MAX_UNFINISHED_MODELS} uploads in progress: finish one first "
-                               "(an upload left alone for an hour is removed).", 429)
+            raise ModelRefused(
+                f"You have {settings.MAX_UNFINISHED_MODELS} uploads in progress: finish one first "
+                "(an upload left alone for an hour is removed).",
+                429,
+            )
         others = uploads.exclude(folder=folder, name=name).aggregate(n=models.Sum("size"))["n"] or 0
         room = settings.MODEL_QUOTA_BYTES - WorkspaceModel.used_bytes(workspace) - others
         if size > room:
-            raise ModelRefused(f"{name} does not fit: your models may take {_size(settings.MODEL_QUOTA_BYTES)} in all, "
-                               f"and {_size(room)} is left. Delete a model first.", 413)
+            raise ModelRefused(
+                f"{name} does not fit: your models may take {_size(settings.MODEL_QUOTA_BYTES)} in all, "
+                f"and {_size(room)} is left. Delete a model first.",
+                413,
+            )
         if mine is None:
             ModelUpload.objects.create(workspace=workspace, folder=folder, name=name, size=size)
         else:  # also marks it alive for expire_unfinished
@@ -106,20 +113,29 @@ def _finish(workspace, folder, name, target, part, source_url="") -> WorkspaceMo
         Workspace.objects.select_for_update().get(pk=workspace.pk)
         if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
             raise ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
-        others = (ModelUpload.objects.filter(workspace=workspace).exclude(folder=folder, name=name)
-                  .aggregate(n=models.Sum("size"))["n"] or 0)
+        others = (
+            ModelUpload.objects.filter(workspace=workspace)
+            .exclude(folder=folder, name=name)
+            .aggregate(n=models.Sum("size"))["n"]
+            or 0
+        )
         room = settings.MODEL_QUOTA_BYTES - WorkspaceModel.used_bytes(workspace) - others
         if size > room:
-            raise ModelRefused(f"{name} does not fit: your models may take {_size(settings.MODEL_QUOTA_BYTES)} in all, "
-                               f"and {_size(room)} is left. Delete a model first.", 413)
+            raise ModelRefused(
+                f"{name} does not fit: your models may take {_size(settings.MODEL_QUOTA_BYTES)} in all, "
+                f"and {_size(room)} is left. Delete a model first.",
+                413,
+            )
         os.replace(part, target)
         ModelUpload.objects.filter(workspace=workspace, folder=folder, name=name).delete()
-        return WorkspaceModel.objects.create(workspace=workspace, folder=folder, name=name, size=size, sha256=digest,
-                                             source_url=source_url)
+        return WorkspaceModel.objects.create(
+            workspace=workspace, folder=folder, name=name, size=size, sha256=digest, source_url=source_url
+        )
 
 
-def store_part(workspace: Workspace, folder: str, name: str, offset: int, data: bytes, final: bool,
-               declared: int = 0) -> int | WorkspaceModel:
+def store_part(
+    workspace: Workspace, folder: str, name: str, offset: int, data: bytes, final: bool, declared: int = 0
+) -> int | WorkspaceModel:
     """One part of a participant's upload (the page sends 8 MB parts, in order, and the file's
     size as `declared` with each). Returns the bytes received so far, or the WorkspaceModel once
     the last part is in. A part sent again replaces itself; one beyond what arrived is 409; the
@@ -157,8 +173,15 @@ def _store_part(workspace, folder, name, target, part, offset, data, final, decl
         raise
 
 
-def store_download(workspace: Workspace, folder: str, name: str, chunks, source_url: str = "",
-                   size_hint: int | None = None, on_progress=None) -> WorkspaceModel:
+def store_download(
+    workspace: Workspace,
+    folder: str,
+    name: str,
+    chunks,
+    source_url: str = "",
+    size_hint: int | None = None,
+    on_progress=None,
+) -> WorkspaceModel:
     """A whole model file from `chunks` (a download the app makes), with the same checks: the
     announced size (Content-Length) is reserved at the start, and past it the bytes are reserved
     before they are written."""
@@ -167,7 +190,9 @@ def store_download(workspace: Workspace, folder: str, name: str, chunks, source_
         return _store_download(workspace, folder, name, target, part, chunks, source_url, size_hint, on_progress)
 
 
-def _store_download(workspace, folder, name, target, part, chunks, source_url, size_hint, on_progress) -> WorkspaceModel:
+def _store_download(
+    workspace, folder, name, target, part, chunks, source_url, size_hint, on_progress
+) -> WorkspaceModel:
     reserve(workspace, folder, name, size_hint or 0)
     reserved = size_hint or 0
     part.parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +232,8 @@ def expire_unfinished(max_age: float | None = None) -> int:
     age = settings.MODEL_PART_MAX_AGE if max_age is None else max_age
     gone = 0
     for upload in ModelUpload.objects.filter(updated_at__lt=timezone.now() - timedelta(seconds=age)).select_related(
-            "workspace"):
+        "workspace"
+    ):
         _drop(upload.workspace, upload.folder, upload.name, upload.part)
         gone += 1
     # A part no reservation names (a process killed between the two) goes after the same age.

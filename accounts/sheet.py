@@ -1,5 +1,6 @@
 """The credential sheet, kept whole: every command that adds, removes or resets an account
 writes it anew from the accounts that exist now (accounts.credentials writes the files)."""
+
 from pathlib import Path
 
 from django.conf import settings
@@ -23,5 +24,6 @@ def current_accounts() -> list[dict]:
 def update_sheet(changed: list[dict] = (), folder: Path | str | None = None) -> tuple[Path, Path]:  # type: ignore[assignment]
     """Rewrite the sheet with `changed` ({username, password}) and every other current account's
     password as the sheet held it, at the workshop's public address (WORKSHOP_URL)."""
-    return credentials.write_sheet(Path(folder or settings.CREDENTIALS_DIR), list(changed), settings.WORKSHOP_URL,
-                                   current_accounts())
+    return credentials.write_sheet(
+        Path(folder or settings.CREDENTIALS_DIR), list(changed), settings.WORKSHOP_URL, current_accounts()
+    )

@@ -1,4 +1,5 @@
 """Failed and successful logins, from any form (the workshop's and the admin's), feed the throttle."""
+
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.db.models.signals import pre_save

@@ -13,6 +13,7 @@ starts the counts again. A classmate whose every turn a script takes gets in by 
 (accounts.loginlinks), and their browser is known from then on. Counted in Django's cache
 (Redis, shared by every Daphne process), for WINDOW_SECONDS.
 """
+
 import hashlib
 import math
 import time
@@ -36,8 +37,9 @@ def _keys(username: str, address: str, device: str = "") -> list[tuple[str, int]
     name = _name(username)
     prefix = f"login-fail:{cache.get(f'login-gen:{name}', 0)}"
     if device:  # the account's own browser: its tries count apart from everybody else's
-        return [(f"{prefix}:device:{hashlib.sha256(device.encode()).hexdigest()[:32]}",
-                 settings.LOGIN_FAILURES_PER_USER)]
+        return [
+            (f"{prefix}:device:{hashlib.sha256(device.encode()).hexdigest()[:32]}", settings.LOGIN_FAILURES_PER_USER)
+        ]
     keys = [(f"{prefix}:account:{name}", settings.LOGIN_FAILURES_PER_ACCOUNT)]
     if address:
         keys.append((f"{prefix}:pair:{name}:{address}", settings.LOGIN_FAILURES_PER_USER))
@@ -66,7 +68,7 @@ def begin(username: str, address: str, device: str = "") -> int:
     or the seconds to wait (a try that must wait is no failure: it is not counted)."""
     keys = _keys(username, address, device)
     counts = [_count(key) for key, _ in keys]
-    turns = [f"login-turn:{key}" for (key, limit), n in zip(keys, counts) if n > limit]
+    turns = [f"login-turn:{key}" for (key, limit), n in zip(keys, counts, strict=True) if n > limit]
     if not turns:
         return 0
     now, slow = time.time(), settings.LOGIN_SLOW_SECONDS
@@ -139,6 +141,12 @@ class DeviceCookie:
         response = self.get_response(request)
         username = getattr(request, "_workshop_logged_in", None)
         if username:
-            response.set_cookie(DEVICE_COOKIE, device_cookie(username), max_age=DEVICE_DAYS * 86400, httponly=True,
-                                secure=settings.SESSION_COOKIE_SECURE, samesite="Lax")
+            response.set_cookie(
+                DEVICE_COOKIE,
+                device_cookie(username),
+                max_age=DEVICE_DAYS * 86400,
+                httponly=True,
+                secure=settings.SESSION_COOKIE_SECURE,
+                samesite="Lax",
+            )
         return response

@@ -9,6 +9,7 @@ database: the platform as it runs (the frontend's files by their own path) and p
 serving every file through its views. A second load is counted from the caching headers. The
 password hash's cost is measured next to Django's default.
 """
+
 import os
 import statistics
 import sys
@@ -32,7 +33,7 @@ def record_first_load(url: str, slug: str) -> list[str]:
         page.goto(f"{url}/accounts/login/?next=/user/{slug}/")
         page.fill("#id_username", f"user{slug}")
         page.fill("#id_password", "pw")
-        page.on("request", lambda r: r.method == "GET" and r.url.startswith(url) and seen.append(r.url[len(url):]))
+        page.on("request", lambda r: r.method == "GET" and r.url.startswith(url) and seen.append(r.url[len(url) :]))
         page.click("button[type=submit]")
         page.wait_for_url(f"{url}/user/{slug}/")
         page.wait_for_function("() => window.app && window.app.canvas && window.app.canvas.graph", timeout=120_000)
@@ -44,9 +45,13 @@ def record_first_load(url: str, slug: str) -> list[str]:
 def login(url: str, username: str) -> requests.Session:
     session = requests.Session()
     session.get(f"{url}/accounts/login/", timeout=30)
-    answer = session.post(f"{url}/accounts/login/", data={
-        "username": username, "password": "pw", "csrfmiddlewaretoken": session.cookies["csrftoken"]},
-        headers={"Referer": f"{url}/accounts/login/"}, timeout=30, allow_redirects=False)
+    answer = session.post(
+        f"{url}/accounts/login/",
+        data={"username": username, "password": "pw", "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+        headers={"Referer": f"{url}/accounts/login/"},
+        timeout=30,
+        allow_redirects=False,
+    )
     assert answer.status_code == 302, answer.status_code
     return session
 
@@ -84,7 +89,8 @@ def replay(url: str, paths: list[str], class_size: int, pid: int) -> dict:
             assert answer.status_code == 200, (path, answer.status_code)
             wire += int(answer.headers.get("Content-Length") or len(answer.content))
             if "max-age=" in answer.headers.get("Cache-Control", "") and "max-age=0" not in answer.headers.get(
-                    "Cache-Control", ""):
+                "Cache-Control", ""
+            ):
                 cached += 1
 
         with ThreadPoolExecutor(6) as pool:  # a browser's connections per host
@@ -98,10 +104,17 @@ def replay(url: str, paths: list[str], class_size: int, pid: int) -> dict:
     cpu = cpu_seconds(pid) - cpu_before
     latencies.sort()
     total = len(latencies)
-    return {"wall": wall, "requests": total, "rate": total / wall, "p50": statistics.median(latencies) * 1000,
-            "p99": latencies[min(int(total * 0.99), total - 1)] * 1000,
-            "second_load": (total - cached) / class_size, "cpu": cpu, "by_path": by_path,
-            "megabytes": wire / class_size / 1e6}
+    return {
+        "wall": wall,
+        "requests": total,
+        "rate": total / wall,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[min(int(total * 0.99), total - 1)] * 1000,
+        "second_load": (total - cached) / class_size,
+        "cpu": cpu,
+        "by_path": by_path,
+        "megabytes": wire / class_size / 1e6,
+    }
 
 
 def hash_cost() -> tuple[float, float]:
@@ -123,8 +136,8 @@ def test_class_start(live_app, settings, tmp_path, class_size, monkeypatch):
     from django.contrib.auth import get_user_model
 
     from accounts.models import Workspace
-    from tests.conftest import child_env, free_port, process, wait_until
     from tests.browsing import CHROMIUM
+    from tests.conftest import child_env, free_port, process, wait_until
 
     if not os.path.exists(CHROMIUM):
         pytest.skip("Chromium is not installed")
@@ -145,14 +158,22 @@ def test_class_start(live_app, settings, tmp_path, class_size, monkeypatch):
         through_django = replay(plain, paths, class_size, plain_daphne.pid)
     default_hash, workshop_hash = hash_cost()
 
-    print(f"\nClass start: {class_size} participants, a first load of {len(paths)} requests each "
-          f"({statics} of them the frontend's static files)\n")
-    print("| served by | all loaded | requests/s | p50 ms | p99 ms | server CPU | MB per load | second load, requests |")
+    print(
+        f"\nClass start: {class_size} participants, a first load of {len(paths)} requests each "
+        f"({statics} of them the frontend's static files)\n"
+    )
+    print(
+        "| served by | all loaded | requests/s | p50 ms | p99 ms | server CPU | MB per load | second load, requests |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, row in (("the platform (frontend files by their own path)", platform),
-                      ("plain Django views", through_django)):
-        print(f"| {name} | {row['wall']:.1f} s | {row['rate']:.0f} | {row['p50']:.0f} | {row['p99']:.0f} | "
-              f"{row['cpu']:.1f} s | {row['megabytes']:.1f} | {row['second_load']:.0f} |")
+    for name, row in (
+        ("the platform (frontend files by their own path)", platform),
+        ("plain Django views", through_django),
+    ):
+        print(
+            f"| {name} | {row['wall']:.1f} s | {row['rate']:.0f} | {row['p50']:.0f} | {row['p99']:.0f} | "
+            f"{row['cpu']:.1f} s | {row['megabytes']:.1f} | {row['second_load']:.0f} |"
+        )
     slowest = sorted(platform["by_path"].items(), key=lambda item: -sum(item[1]))[:12]
     print("\nThe platform's slowest paths (all participants together):\n")
     print("| path | requests | mean ms | max ms |")

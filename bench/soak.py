@@ -8,6 +8,7 @@ disabled, a token rotated). Not a pass/fail speed test: it prints a table.
 With no SOAK_MINUTES it runs the 2-minute setting the test suite runs in CI (a fault every 11 s,
 so the whole list is taken). Lost, run twice and stuck jobs must be 0, whatever the length.
 """
+
 import os
 import random
 import statistics
@@ -81,12 +82,16 @@ def test_soak(transactional_db, settings, tmp_path):
                 if rng.random() < 0.1:  # changes their mind
                     stop.wait(rng.uniform(0, 2))
                     try:
-                        answer = browser.session.post(f"{plat.url}/user/{browser.slug}/api/queue",
-                                                      json={"delete": [prompt_id]}, timeout=10)
+                        answer = browser.session.post(
+                            f"{plat.url}/user/{browser.slug}/api/queue", json={"delete": [prompt_id]}, timeout=10
+                        )
                         if answer.ok:
                             cancelled.add(prompt_id)
-                            browser.session.post(f"{plat.url}/user/{browser.slug}/api/interrupt",
-                                                 json={"prompt_id": prompt_id}, timeout=10)
+                            browser.session.post(
+                                f"{plat.url}/user/{browser.slug}/api/interrupt",
+                                json={"prompt_id": prompt_id},
+                                timeout=10,
+                            )
                     except requests.RequestException:
                         pass  # the app is restarting (a fault): they keep the run, as a browser would
                 deadline = time.monotonic() + 600
@@ -114,14 +119,23 @@ def test_soak(transactional_db, settings, tmp_path):
             name = names[n % len(names)]
             n += 1
             try:
-                job = wait_until(lambda: Job.objects.filter(state=JobState.RUNNING).select_related("worker").first(),
-                                 timeout=20, message="a running job")
+                job = wait_until(
+                    lambda: Job.objects.filter(state=JobState.RUNNING).select_related("worker").first(),
+                    timeout=20,
+                    message="a running job",
+                )
             except AssertionError:
                 continue
             before, hit = job.run, time.monotonic()
             after = FAULTS[name](plat, job)
-            wait_until(lambda: (j := Job.objects.get(pk=job.pk)).state in FINAL_STATES
-                       or (j.run > before and j.state == JobState.RUNNING), timeout=120, message="recovery")
+            wait_until(
+                lambda job=job, before=before: (
+                    (j := Job.objects.get(pk=job.pk)).state in FINAL_STATES
+                    or (j.run > before and j.state == JobState.RUNNING)
+                ),
+                timeout=120,
+                message="recovery",
+            )
             recoveries.append(time.monotonic() - hit)
             faults_done.append((name, recoveries[-1]))
             print(f"  fault {n}: {name}: recovered in {recoveries[-1]:.1f} s", flush=True)
@@ -131,8 +145,11 @@ def test_soak(transactional_db, settings, tmp_path):
         for thread in threads:
             thread.join(30)
         ids = list(submitted)
-        wait_until(lambda: not Job.objects.filter(pk__in=ids).exclude(state__in=FINAL_STATES).exists(),
-                   timeout=240, message="every job to end")
+        wait_until(
+            lambda: not Job.objects.filter(pk__in=ids).exclude(state__in=FINAL_STATES).exists(),
+            timeout=240,
+            message="every job to end",
+        )
         time.sleep(2)
         jobs = {str(j.pk): j for j in Job.objects.filter(pk__in=ids)}
         lost = [pid for pid in ids if pid not in jobs]
@@ -143,11 +160,18 @@ def test_soak(transactional_db, settings, tmp_path):
         unheard = [pid for pid in completed if submitted[pid][0].count("execution_success", pid) == 0]
         n_cancelled = sum(1 for j in jobs.values() if j.state == JobState.CANCELLED)
         print(f"\nSoak: {PARTICIPANTS} participants, {MINUTES:g} min, a fault every {FAULT_EVERY:g} s, lease {LEASE} s")
-        print("| submitted | completed | cancelled | failed | lost | run twice | stuck | success unheard | faults | recovery p50 | recovery p99 |")
+        print(
+            "| submitted | completed | cancelled | failed | lost | run twice | stuck | success unheard | faults "
+            "| recovery p50 | recovery p99 |"
+        )
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        print(f"| {len(ids)} | {len(completed)} | {n_cancelled} | {len(failed)} | {len(lost)} | {len(twice)} | {len(stuck)} "
-              f"| {len(unheard)} | {len(faults_done)} | {statistics.median(recoveries) if recoveries else float('nan'):.1f} s "
-              f"| {pct(recoveries, 0.99):.1f} s |")
+        print(
+            f"| {len(ids)} | {len(completed)} | {n_cancelled} | {len(failed)} | {len(lost)} | {len(twice)} "
+            f"| {len(stuck)} "
+            f"| {len(unheard)} | {len(faults_done)} "
+            f"| {statistics.median(recoveries) if recoveries else float('nan'):.1f} s "
+            f"| {pct(recoveries, 0.99):.1f} s |"
+        )
         by_fault = {}
         for name, secs in faults_done:
             by_fault.setdefault(name, []).append(secs)

@@ -8,6 +8,7 @@ With the sockets open, `changes` queue changes (a participant pressing Run) are 
 another, and for each the time until every socket has its new queue message is taken, socket by
 socket. Every socket must hear every change, and nothing may error.
 """
+
 import asyncio
 import json
 import statistics
@@ -20,13 +21,26 @@ import pytest
 from jobs.stats import percentile
 
 STARTUP = [
-    "", "api/users", "api/settings", "api/system_stats", "api/i18n", "api/object_info", "api/extensions",
-    "api/experiment/models", "api/queue", "api/history?max_items=64",
+    "",
+    "api/users",
+    "api/settings",
+    "api/system_stats",
+    "api/i18n",
+    "api/object_info",
+    "api/extensions",
+    "api/experiment/models",
+    "api/queue",
+    "api/history?max_items=64",
     "api/userdata?dir=workflows&recurse=true&split=false&full_info=true",
     "api/userdata?dir=subgraphs%2F&recurse=true&split=false&full_info=true",
-    "api/userdata/user.css", "api/userdata/comfy.templates.json", "api/workshop/queue",
+    "api/userdata/user.css",
+    "api/userdata/comfy.templates.json",
+    "api/workshop/queue",
 ]
-HELLO = {"1": {"class_type": "EmptyImage", "inputs": {}}, "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}
+HELLO = {
+    "1": {"class_type": "EmptyImage", "inputs": {}},
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}},
+}
 
 
 def rss_mb(pid: int) -> float:
@@ -36,7 +50,6 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-
 async def push_to(live_app, sessions, count: int, changes: int):
     """`count` open sockets; returns (RSS with them open, per-socket latencies in ms, errors)."""
     from websockets.asyncio.client import connect
@@ -44,8 +57,11 @@ async def push_to(live_app, sessions, count: int, changes: int):
     sockets = []
     for n in range(1, count + 1):
         cookie = "; ".join(f"{k}={v}" for k, v in sessions[n - 1].cookies.items())
-        ws = await connect(f"{live_app.url.replace('http', 'ws')}/user/{n:03d}/ws?clientId=c{n}",
-                           additional_headers={"Cookie": cookie, "Origin": live_app.url}, max_queue=None)
+        ws = await connect(
+            f"{live_app.url.replace('http', 'ws')}/user/{n:03d}/ws?clientId=c{n}",
+            additional_headers={"Cookie": cookie, "Origin": live_app.url},
+            max_queue=None,
+        )
         sockets.append(ws)
     await asyncio.sleep(0)
     held = rss_mb(live_app.pid)
@@ -66,8 +82,12 @@ async def push_to(live_app, sessions, count: int, changes: int):
         prompt = json.loads(json.dumps(HELLO))
         prompt["1"]["inputs"]["color"] = change
         since = time.perf_counter()
-        answer = await asyncio.to_thread(sessions[n - 1].post, f"{live_app.url}/user/{n:03d}/api/prompt",
-                                         json={"prompt": prompt, "client_id": f"c{n}"}, timeout=30)
+        answer = await asyncio.to_thread(
+            sessions[n - 1].post,
+            f"{live_app.url}/user/{n:03d}/api/prompt",
+            json={"prompt": prompt, "client_id": f"c{n}"},
+            timeout=30,
+        )
         if answer.status_code != 200:
             errors += 1
         await asyncio.wait_for(asyncio.gather(*(heard(ws, since, change + 1) for ws in sockets)), 60)
@@ -106,8 +126,13 @@ def test_many_workspaces_on_one_daphne(live_app, db, socket_counts, changes):
     started = time.perf_counter()
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(startup, range(1, loaded + 1)))
-    rows.append((f"{most} logins, {loaded} × {len(STARTUP)} start-up API calls", rss_mb(live_app.pid),
-                 f"{time.perf_counter() - started:.1f} s for the calls"))
+    rows.append(
+        (
+            f"{most} logins, {loaded} × {len(STARTUP)} start-up API calls",
+            rss_mb(live_app.pid),
+            f"{time.perf_counter() - started:.1f} s for the calls",
+        )
+    )
 
     pushes = []
     for count in socket_counts:
@@ -127,8 +152,10 @@ def test_many_workspaces_on_one_daphne(live_app, db, socket_counts, changes):
     print("| open sockets | deliveries | p50 ms | p99 ms | max ms | errors |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for count, latencies, errors in pushes:
-        print(f"| {count} | {len(latencies)} | {statistics.median(latencies):.0f} | {percentile(latencies, 99):.0f} | "
-              f"{max(latencies):.0f} | {errors} |")
+        print(
+            f"| {count} | {len(latencies)} | {statistics.median(latencies):.0f} | {percentile(latencies, 99):.0f} | "
+            f"{max(latencies):.0f} | {errors} |"
+        )
 
 
 @pytest.fixture

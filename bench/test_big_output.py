@@ -5,9 +5,11 @@
 The ComfyUI double grows the run's output file to `output_bytes` (sparse on its side, so no
 time goes into making it). The real gpuworker streams it from the double's /view into the
 workspace through Daphne; the participant then downloads it whole, and in Range requests as a
-video player seeks, and once more on a slow link that gives up after 8 MB. Daphne's and the worker's resident memory are sampled throughout: the
-growth over each one's idle size is what holding a file of gigabytes costs.
+video player seeks, and once more on a slow link that gives up after 8 MB. Daphne's and the
+worker's resident memory are sampled throughout: the growth over each one's idle size is what
+holding a file of gigabytes costs.
 """
+
 import json
 import threading
 import time
@@ -90,15 +92,19 @@ def test_big_output(live_app, participants, double, output_bytes):
     print(f"\n\nOne output of {size_mb:,.0f} MB: GPU worker → workspace → participant\n")
     print("| step | time | throughput |")
     print("| --- | ---: | ---: |")
-    print(f"| submit → execution_success, the file streamed into the workspace | {delivered:.1f} s | "
-          f"{size_mb / delivered:,.0f} MB/s |")
+    print(
+        f"| submit → execution_success, the file streamed into the workspace | {delivered:.1f} s | "
+        f"{size_mb / delivered:,.0f} MB/s |"
+    )
     print(f"| the participant downloads it whole | {downloaded:.1f} s | {size_mb / downloaded:,.0f} MB/s |")
     print(f"| a 1 MB Range request (a player seeking), mean of {seeks} | {seeking * 1000:.0f} ms | |")
     print("\n| process | idle RSS MiB | peak while uploading | peak in all | growth MiB |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name in ("daphne", "gpuworker"):
-        print(f"| {name} | {memory.idle[name]:.0f} | {after_upload[name]:.0f} | {memory.peak[name]:.0f} | "
-              f"{memory.peak[name] - memory.idle[name]:.0f} |")
+        print(
+            f"| {name} | {memory.idle[name]:.0f} | {after_upload[name]:.0f} | {memory.peak[name]:.0f} | "
+            f"{memory.peak[name] - memory.idle[name]:.0f} |"
+        )
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ of the worker. Side by side, the same catalog sent the way workers did before, i
 with every blueprint inline. Daphne's resident memory is sampled throughout; the goal is a
 growth of at most 64 MB.
 """
+
 import gzip
 import json
 import time
@@ -46,8 +47,9 @@ def test_catalog_memory(live_app, participants, how):
                     with live_app.gpu_worker(double.url, name="gpu-1") as worker:
                         seconds = time.monotonic() - started
                     log = worker.log_path.read_text()
-                sent = next((line.split("catalog files: ")[1] for line in log.splitlines()
-                             if "catalog files:" in line), "?")
+                sent = next(
+                    (line.split("catalog files: ")[1] for line in log.splitlines() if "catalog files:" in line), "?"
+                )
                 ROWS.append((label, size, seconds, memory.peak["daphne"] - memory.idle["daphne"], sent))
             assert ExtensionFile.objects.filter(path__startswith="/global_subgraphs/").count() == 4 * RECORDED_COUNT
             assert Catalog.objects.filter(worker__name="gpu-1", comfyui_version="0.28.0").exists()
@@ -57,12 +59,20 @@ def test_catalog_memory(live_app, participants, how):
             body = json.dumps({**whole, "comfyui_version": "0.28.0"}).encode()
             with PeakRSS(daphne=live_app.pid) as memory:
                 started = time.monotonic()
-                answer = requests.post(f"{live_app.url}/api/worker/catalog", data=gzip.compress(body, 6), timeout=300,
-                                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                                                "Content-Encoding": "gzip"})
+                answer = requests.post(
+                    f"{live_app.url}/api/worker/catalog",
+                    data=gzip.compress(body, 6),
+                    timeout=300,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                        "Content-Encoding": "gzip",
+                    },
+                )
                 seconds = time.monotonic() - started
-            ROWS.append((how, len(body), seconds, memory.peak["daphne"] - memory.idle["daphne"],
-                         f"answer {answer.status_code}"))
+            ROWS.append(
+                (how, len(body), seconds, memory.peak["daphne"] - memory.idle["daphne"], f"answer {answer.status_code}")
+            )
             print(f"\n{4 * RECORDED_COUNT} blueprints; Daphne's resident memory, each way on a fresh app")
             print(f"{'how it is published':42} {'catalog MB':>10} {'seconds':>8} {'Daphne +MB':>11}  files")
             for label, nbytes, secs, growth, sent in ROWS:

@@ -1,4 +1,5 @@
 """A class of 20 opening the workshop at once (bench/class_start.py)."""
+
 import pytest
 
 from bench.class_start import test_class_start  # noqa: F401

@@ -8,6 +8,7 @@ ComfyUI double). From the double's own history: the time from one prompt's
 platform), and the share of the time the GPU was busy, first with short jobs, then with long
 ones.
 """
+
 import json
 import statistics
 
@@ -17,7 +18,6 @@ from jobs.stats import percentile
 from tests.conftest import WORKFLOWS, wait_until
 
 SIMPLE = json.loads((WORKFLOWS / "simple.json").read_text())
-
 
 
 def fill_and_drain(live_app, double, workspaces, jobs, steps, step_time, offset):
@@ -30,12 +30,18 @@ def fill_and_drain(live_app, double, workspaces, jobs, steps, step_time, offset)
         workspace = workspaces[n % len(workspaces)]
         prompt = json.loads(json.dumps(SIMPLE))
         prompt["1"]["inputs"]["color"] = offset + n  # distinct: nothing from the cache
-        answer = sessions[workspace.slug].post(f"{live_app.url}/user/{workspace.slug}/api/prompt",
-                                               json={"prompt": prompt, "client_id": "bench"}, timeout=30)
+        answer = sessions[workspace.slug].post(
+            f"{live_app.url}/user/{workspace.slug}/api/prompt",
+            json={"prompt": prompt, "client_id": "bench"},
+            timeout=30,
+        )
         assert answer.status_code == 200, answer.text
         ids.append(answer.json()["prompt_id"])
-    wait_until(lambda: Job.objects.filter(pk__in=ids, state=JobState.COMPLETED).count() == jobs,
-               timeout=jobs * steps * step_time * 3 + 60, message="the queue to drain")
+    wait_until(
+        lambda: Job.objects.filter(pk__in=ids, state=JobState.COMPLETED).count() == jobs,
+        timeout=jobs * steps * step_time * 3 + 60,
+        message="the queue to drain",
+    )
     runs = []
     for entry in double.history.values():
         stamps = {event: data["timestamp"] for event, data in entry["status"]["messages"]}
@@ -43,7 +49,7 @@ def fill_and_drain(live_app, double, workspaces, jobs, steps, step_time, offset)
             runs.append((stamps["execution_start"], stamps["execution_success"]))
     runs.sort()
     runs = runs[-jobs:]
-    gaps = [later[0] - earlier[1] for earlier, later in zip(runs, runs[1:])]
+    gaps = [later[0] - earlier[1] for earlier, later in zip(runs, runs[1:], strict=False)]
     busy = sum(end - start for start, end in runs) / (runs[-1][1] - runs[0][0])
     return gaps, busy, statistics.mean(end - start for start, end in runs) / 1000
 
@@ -62,9 +68,12 @@ def test_dispatch_gap(live_app, participants, double, short_jobs, long_jobs):
     print("\n\nOne GPU worker, a full queue (the gap: execution_success → the next execution_start on ComfyUI)\n")
     print("| jobs | each runs | gap p50 ms | gap p99 ms | gap max ms | GPU busy |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for label, jobs, run_s, gaps, busy in rows:
-        print(f"| {jobs} | {run_s:.1f} s | {statistics.median(gaps):.0f} | {percentile(gaps, 99):.0f} | {max(gaps):.0f} | "
-              f"{busy * 100:.2f}% |")
+    for _label, jobs, run_s, gaps, busy in rows:
+        print(
+            f"| {jobs} | {run_s:.1f} s | {statistics.median(gaps):.0f} | {percentile(gaps, 99):.0f} "
+            f"| {max(gaps):.0f} | "
+            f"{busy * 100:.2f}% |"
+        )
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ same moment, with a workflow of their own. Every half second, each waiting job's
 its badge says) is compared with the moment it really started. Policy: round robin (the
 default), so the order is the one announced.
 """
+
 import json
 import random
 import statistics
@@ -42,8 +43,11 @@ def prompt(workflow: str, color: int) -> dict:
 
 def submit(live_app, session, slug, workflow, color) -> str:
     extra = {"extra_pnginfo": {"workflow": {"extra": {"workshop_template": workflow}}}}
-    answer = session.post(f"{live_app.url}/user/{slug}/api/prompt",
-                          json={"prompt": prompt(workflow, color), "client_id": "bench", "extra_data": extra}, timeout=30)
+    answer = session.post(
+        f"{live_app.url}/user/{slug}/api/prompt",
+        json={"prompt": prompt(workflow, color), "client_id": "bench", "extra_data": extra},
+        timeout=30,
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()["prompt_id"]
 
@@ -65,12 +69,15 @@ def test_eta_accuracy(live_app, double):
     with live_app.gpu_worker(double.url):
         # Calibration: each workflow runs 3 times first.
         for workflow in WORKFLOWS:
-            for n in range(3):
+            for _ in range(3):
                 job_id = submit(live_app, sessions["001"], "001", workflow, next(color))
-                wait_until(lambda: Job.objects.filter(pk=job_id, state__in=FINAL_STATES).exists(), timeout=60)
+                wait_until(
+                    lambda job_id=job_id: Job.objects.filter(pk=job_id, state__in=FINAL_STATES).exists(), timeout=60
+                )
         chosen = {w.slug: rng.choice(list(WORKFLOWS)) for w in workspaces}
-        ids = {submit(live_app, sessions[w.slug], w.slug, chosen[w.slug], next(color)): chosen[w.slug]
-               for w in workspaces}
+        ids = {
+            submit(live_app, sessions[w.slug], w.slug, chosen[w.slug], next(color)): chosen[w.slug] for w in workspaces
+        }
         samples = []  # (job id, sampled at, estimated start)
         while Job.objects.filter(pk__in=list(ids)).exclude(state__in=FINAL_STATES).exists():
             snap, now = snapshot(), timezone.now()
@@ -87,15 +94,19 @@ def test_eta_accuracy(live_app, double):
         real = (started[job_id] - at).total_seconds()
         if real >= 3.0:  # a start a moment away is "starting soon": its percentage means little
             rows.append((ids[job_id], real, eta, abs(eta - real), abs(eta - real) / real))
-    print(f"\n\nETA accuracy: {PARTICIPANTS} participants, one GPU worker, workflows run 3 times first; "
-          f"{len(rows)} estimates sampled every 0.5 s while waiting (real wait >= 3 s)\n")
+    print(
+        f"\n\nETA accuracy: {PARTICIPANTS} participants, one GPU worker, workflows run 3 times first; "
+        f"{len(rows)} estimates sampled every 0.5 s while waiting (real wait >= 3 s)\n"
+    )
     print("| workflow | estimates | real wait p50 s | abs error p50 s | abs error p50 % | p90 % |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for workflow in [*WORKFLOWS, None]:
         part = [r for r in rows if workflow is None or r[0] == workflow]
         if not part:
             continue
-        print(f"| {workflow or '**all**'} | {len(part)} | {statistics.median(r[1] for r in part):.1f} | "
-              f"{statistics.median(r[3] for r in part):.1f} | {100 * statistics.median(r[4] for r in part):.0f} % | "
-              f"{100 * percentile([r[4] for r in part], 90):.0f} % |")
+        print(
+            f"| {workflow or '**all**'} | {len(part)} | {statistics.median(r[1] for r in part):.1f} | "
+            f"{statistics.median(r[3] for r in part):.1f} | {100 * statistics.median(r[4] for r in part):.0f} % | "
+            f"{100 * percentile([r[4] for r in part], 90):.0f} % |"
+        )
     print(json.dumps({"median_abs_error_pct": round(100 * statistics.median(r[4] for r in rows), 1)}))

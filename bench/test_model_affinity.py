@@ -10,12 +10,13 @@ in turn, and a job whose checkpoint is not the one its worker ran last costs a m
 (tens of seconds for a video model). The same jobs run twice side by side: with affinity, and
 with it switched off (MODEL_AFFINITY), which is the dispatcher of before.
 """
+
 import pytest
 from django.contrib.auth import get_user_model
 
 from accounts.models import Workspace
 from jobs import dispatcher
-from jobs.models import Job, JobState, Worker, WORKER_IDLE
+from jobs.models import WORKER_IDLE, Job, JobState, Worker
 
 CHECKPOINTS = ["ltx-2-19b-dev.safetensors", "ltx-2-19b-distilled.safetensors"]
 
@@ -50,8 +51,10 @@ def simulate(settings, affinity: bool, jobs: int, tag: str, mean_gap: float, see
     for n in range(4):
         user = users.objects.create_user(f"{tag}-{n}", password="pw")
         workspaces.append(Workspace.objects.create(owner=user, slug=f"{tag}-{n}"))
-    workers = [Worker.create_with_token(f"{tag}-gpu-{n}", status=WORKER_IDLE, last_heartbeat=timezone.now())[0]
-               for n in range(2)]
+    workers = [
+        Worker.create_with_token(f"{tag}-gpu-{n}", status=WORKER_IDLE, last_heartbeat=timezone.now())[0]
+        for n in range(2)
+    ]
     events, clock, loads, waits, submitted_at = [], 0.0, 0, [], {}
     t = 0.0
     for n in range(jobs):  # each participant keeps to one checkpoint (two participants per checkpoint)
@@ -85,16 +88,20 @@ def simulate(settings, affinity: bool, jobs: int, tag: str, mean_gap: float, see
 
 @pytest.mark.django_db(transaction=True)
 def test_model_affinity_saves_loads(settings, affinity_jobs):
-    print(f"\nTwo workers, two checkpoints, four participants (two per checkpoint) pressing Run at random, "
-          f"{affinity_jobs} jobs ({RUN_SECONDS:.0f} s each, {LOAD_SECONDS:.0f} s per model load)\n")
+    print(
+        f"\nTwo workers, two checkpoints, four participants (two per checkpoint) pressing Run at random, "
+        f"{affinity_jobs} jobs ({RUN_SECONDS:.0f} s each, {LOAD_SECONDS:.0f} s per model load)\n"
+    )
     print("| class | affinity | model loads | loads per job | wait p50 s | wait max s | last job ends at s |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for gap, label in ((40.0, "quiet: a Run every 40 s"), (20.0, "steady: every 20 s"), (10.0, "busy: every 10 s")):
         off = simulate(settings, False, affinity_jobs, f"off{int(gap)}", gap)
         on = simulate(settings, True, affinity_jobs, f"on{int(gap)}", gap)
         for name, row in (("off", off), ("on", on)):
-            print(f"| {label} | {name} | {row['loads']} | {row['loads'] / row['jobs']:.2f} | {row['wait_p50']:.0f} | "
-                  f"{row['wait_max']:.0f} | {row['end']:.0f} |")
+            print(
+                f"| {label} | {name} | {row['loads']} | {row['loads'] / row['jobs']:.2f} | {row['wait_p50']:.0f} | "
+                f"{row['wait_max']:.0f} | {row['end']:.0f} |"
+            )
         assert on["loads"] <= off["loads"]
 
 

@@ -6,6 +6,7 @@ A Daphne restart in a room of 200 makes every open tab reconnect at once. N webs
 participant's workspace are opened together on one Daphne process, with no pacing: how many
 connect and get ComfyUI's first `status` frame, and how long the last one took.
 """
+
 import asyncio
 import json
 import time
@@ -31,8 +32,11 @@ def test_socket_burst(live_app, participants, burst_size):
 
         async def open_one(n):
             try:
-                ws = await connect(f"{url}?clientId=b{n}", additional_headers={"Cookie": cookie, "Origin": live_app.url},
-                                   open_timeout=60)
+                ws = await connect(
+                    f"{url}?clientId=b{n}",
+                    additional_headers={"Cookie": cookie, "Origin": live_app.url},
+                    open_timeout=60,
+                )
                 first = json.loads(await asyncio.wait_for(ws.recv(), 60))
                 return ws, time.monotonic() - started, first["type"] == "status"
             except Exception:
@@ -44,6 +48,8 @@ def test_socket_burst(live_app, participants, burst_size):
 
     results = asyncio.run(burst())
     ok = [seconds for _, seconds, fine in results if fine]
-    print(f"\n{burst_size} websockets opened at once on one Daphne: {len(ok)} connected with their status frame; "
-          f"last in {max(ok, default=0):.1f} s, median {sorted(ok)[len(ok) // 2] if ok else 0:.1f} s")
+    print(
+        f"\n{burst_size} websockets opened at once on one Daphne: {len(ok)} connected with their status frame; "
+        f"last in {max(ok, default=0):.1f} s, median {sorted(ok)[len(ok) // 2] if ok else 0:.1f} s"
+    )
     assert len(ok) == burst_size

@@ -10,6 +10,7 @@
    latency of each POST /api/prompt (validate, store, dispatch, announce) on PostgreSQL.
 3. Cancel: cancel → /interrupt reaching ComfyUI.
 """
+
 import json
 import statistics
 import threading
@@ -25,7 +26,6 @@ from tests.conftest import WORKFLOWS, wait_until
 from tests.test_e2e import finished, post_prompt, receive_until
 
 SIMPLE = json.loads((WORKFLOWS / "simple.json").read_text())
-
 
 
 def hello(n: int) -> dict:
@@ -44,8 +44,10 @@ def straight(double_url: str, ws, n: int) -> float:
 
 
 def row(label, values):
-    return (f"| {label} | {len(values)} | {statistics.median(values):.0f} | {percentile(values, 99):.0f} | "
-            f"{max(values):.0f} |")
+    return (
+        f"| {label} | {len(values)} | {statistics.median(values):.0f} | {percentile(values, 99):.0f} | "
+        f"{max(values):.0f} |"
+    )
 
 
 @pytest.mark.e2e
@@ -80,7 +82,10 @@ def test_spine_latency(live_app, participants, double, runs, burst):
             double.steps, double.step_time = 1000, 0.01
             for n in range(5):
                 prompt_id = post_prompt(alice, live_app, "001", hello(1000 + n))
-                receive_until(ws, lambda m: m["type"] == "progress" and m["data"].get("prompt_id") == prompt_id)
+                receive_until(
+                    ws,
+                    lambda m, prompt_id=prompt_id: m["type"] == "progress" and m["data"].get("prompt_id") == prompt_id,
+                )
                 double._interrupt_event.clear()
                 asked = time.perf_counter()
                 alice.post(f"{live_app.url}/user/001/api/interrupt", json={"prompt_id": prompt_id}, timeout=10)
@@ -94,7 +99,7 @@ def test_spine_latency(live_app, participants, double, runs, burst):
         for r in range(rounds):
             gate = threading.Barrier(class_size)
 
-            def trivial(n):  # the floor: Django and Daphne answering a request that does nothing
+            def trivial(n, gate=gate):  # the floor: Django and Daphne answering a request that does nothing
                 session = sessions[n - 1]
                 gate.wait()
                 started = time.perf_counter()
@@ -107,13 +112,15 @@ def test_spine_latency(live_app, participants, double, runs, burst):
             for thread in threads:
                 thread.join()
 
-            def press_run(n):
+            def press_run(n, gate=gate, r=r):
                 session = sessions[n - 1]
                 gate.wait()
                 started = time.perf_counter()
-                answer = session.post(f"{live_app.url}/user/{n:03d}/api/prompt",
-                                      json={"prompt": hello(20_000 + r * 1000 + n), "client_id": str(uuid.uuid4())},
-                                      timeout=30)
+                answer = session.post(
+                    f"{live_app.url}/user/{n:03d}/api/prompt",
+                    json={"prompt": hello(20_000 + r * 1000 + n), "client_id": str(uuid.uuid4())},
+                    timeout=30,
+                )
                 submit_ms.append((time.perf_counter() - started) * 1000)
                 assert answer.status_code == 200, answer.text
 
@@ -122,10 +129,13 @@ def test_spine_latency(live_app, participants, double, runs, burst):
                 thread.start()
             for thread in threads:
                 thread.join()
-            wait_until(lambda: not Job.objects.filter(state__in=("queued", "dispatched", "running")).exists(),
-                       timeout=120, message="the class's runs to finish")
+            wait_until(
+                lambda: not Job.objects.filter(state__in=("queued", "dispatched", "running")).exists(),
+                timeout=120,
+                message="the class's runs to finish",
+            )
 
-    overhead = [p - d for p, d in zip(platform_ms, direct_ms)]
+    overhead = [p - d for p, d in zip(platform_ms, direct_ms, strict=True)]
     print(f"\n\nThe hello prompt, {runs} runs each way, alternating (ComfyUI double, zero step time)\n")
     print("| measure | runs | p50 ms | p99 ms | max ms |")
     print("| --- | ---: | ---: | ---: | ---: |")

@@ -3,6 +3,7 @@
 Shapes follow a real ComfyUI 0.3.64 so the official frontend cannot tell the difference;
 nothing here ever reads another workspace's jobs or files.
 """
+
 import functools
 import mimetypes
 
@@ -10,9 +11,6 @@ from django.db import transaction
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
-
-from workshop import jsonbody
-from workshop.streaming import FileStream
 
 from accounts.access import is_same_origin, workspace_for
 from accounts.models import UnsafePath
@@ -28,10 +26,11 @@ from jobs.models import (
     SubmitError,
     Worker,
 )
+from workshop import jsonbody
+from workshop.streaming import FileStream
 
 from . import own_models, wire
 from .validation import input_files, valid_outputs, validate_prompt
-
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -53,8 +52,9 @@ def workspace_api(methods):
         @functools.wraps(view)
         def wrapper(request, slug, *args, **kwargs):
             if request.method not in SAFE_METHODS and not is_same_origin(request):
-                return JsonResponse({"error": "Refused: this request did not come from the workshop's own pages."},
-                                    status=403)
+                return JsonResponse(
+                    {"error": "Refused: this request did not come from the workshop's own pages."}, status=403
+                )
             if not request.user.is_authenticated:
                 return JsonResponse({"error": "Log in to use this workspace."}, status=401)
             if any("\x00" in key or "\x00" in value for key, value in request.GET.items()):
@@ -116,8 +116,9 @@ def prompt(request, workspace):
     model_files = (Catalog.current_data().get("model_files") or {}) if mine else {}
     object_info = own_models.with_own_models(Catalog.current_object_info(), model_files, mine)
     targets = data.get("partial_execution_targets")
-    error, node_errors = validate_prompt(api_prompt, object_info, targets, file_exists=workspace.has_file,
-                                         version=Catalog.current_version())
+    error, node_errors = validate_prompt(
+        api_prompt, object_info, targets, file_exists=workspace.has_file, version=Catalog.current_version()
+    )
     if error is not None:
         return JsonResponse({"error": error, "node_errors": node_errors}, status=400)
 
@@ -128,14 +129,16 @@ def prompt(request, workspace):
     missing = next((item for item in inputs if not workspace.has_file(item)), None)
     if missing is not None:
         return comfy_error(
-            400, "workshop_missing_input",
+            400,
+            "workshop_missing_input",
             f"Input file {missing['filename']!r} is not in your workspace. Upload it first.",
         )
 
     carried = [m.as_payload() for m in own_models.models_used(api_prompt, mine)]
     if carried and not Worker.objects.filter(enabled=True, carries_models=True).exists():
         return comfy_error(
-            400, "workshop_no_model_gpu",
+            400,
+            "workshop_no_model_gpu",
             "Your own models can't be used in this workshop: none of its GPUs can load them. "
             "Use the workshop's models instead, or ask the instructor.",
         )
@@ -244,7 +247,7 @@ def history(request, workspace, prompt_id=None):
         offset = max(ordered.count() - max_items, 0) if max_items is not None else 0
     if max_items is not None and max_items <= 0:
         return JsonResponse({})
-    jobs = ordered[offset: offset + max_items] if max_items is not None else ordered[offset:]
+    jobs = ordered[offset : offset + max_items] if max_items is not None else ordered[offset:]
     return JsonResponse({str(j.pk): j.as_history_entry() for j in jobs})
 
 
@@ -357,8 +360,13 @@ def workshop_queue(request, workspace):
 # --- the Jobs API (frontend 1.53 reads the queue and the history only through it) ------------
 
 JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
-STATES_OF = {"pending": [JobState.QUEUED], "in_progress": list(ACTIVE_STATES), "completed": [JobState.COMPLETED],
-             "failed": [JobState.FAILED], "cancelled": [JobState.CANCELLED]}
+STATES_OF = {
+    "pending": [JobState.QUEUED],
+    "in_progress": list(ACTIVE_STATES),
+    "completed": [JobState.COMPLETED],
+    "failed": [JobState.FAILED],
+    "cancelled": [JobState.CANCELLED],
+}
 
 
 def _jobs_of(workspace):
@@ -366,10 +374,12 @@ def _jobs_of(workspace):
     from django.db.models import Q
     from django.db.models.fields.json import KT
 
-    return (Job.objects.filter(workspace=workspace)
-            .exclude(Q(state__in=FINAL_STATES) & Q(hidden_from_history=True))
-            .annotate(workflow_id=KT("extra_data__extra_pnginfo__workflow__id"))
-            .defer("prompt", "extra_data", "files", "end_messages", "progress", "node_errors"))
+    return (
+        Job.objects.filter(workspace=workspace)
+        .exclude(Q(state__in=FINAL_STATES) & Q(hidden_from_history=True))
+        .annotate(workflow_id=KT("extra_data__extra_pnginfo__workflow__id"))
+        .defer("prompt", "extra_data", "files", "end_messages", "progress", "node_errors")
+    )
 
 
 @workspace_api(["GET"])
@@ -379,8 +389,10 @@ def jobs(request, workspace):
     statuses = [s.strip().lower() for s in query.get("status", "").split(",") if s.strip()] or list(JOB_STATUSES)
     invalid = [s for s in statuses if s not in JOB_STATUSES]
     if invalid:
-        return JsonResponse({"error": f"Invalid status value(s): {', '.join(invalid)}. "
-                                      f"Valid values: {', '.join(JOB_STATUSES)}"}, status=400)
+        return JsonResponse(
+            {"error": f"Invalid status value(s): {', '.join(invalid)}. Valid values: {', '.join(JOB_STATUSES)}"},
+            status=400,
+        )
     sort_by = query.get("sort_by", "created_at").lower()
     sort_order = query.get("sort_order", "desc").lower()
     if sort_by not in ("created_at", "execution_duration"):
@@ -407,17 +419,20 @@ def jobs(request, workspace):
     total = rows.count()
     if sort_by == "created_at":
         ordered = rows.order_by(("-" if sort_order == "desc" else "") + "created_at", "id")
-        page = list(ordered[offset: offset + limit] if limit else ordered[offset:])
+        page = list(ordered[offset : offset + limit] if limit else ordered[offset:])
     else:
+
         def duration(job):
             return (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else 0
 
         every = sorted(rows, key=duration, reverse=sort_order == "desc")
-        page = every[offset: offset + limit] if limit else every[offset:]
-    return JsonResponse({
-        "jobs": [wire.job_entry(job, job.workflow_id) for job in page],
-        "pagination": {"offset": offset, "limit": limit, "total": total, "has_more": offset + len(page) < total},
-    })
+        page = every[offset : offset + limit] if limit else every[offset:]
+    return JsonResponse(
+        {
+            "jobs": [wire.job_entry(job, job.workflow_id) for job in page],
+            "pagination": {"offset": offset, "limit": limit, "total": total, "has_more": offset + len(page) < total},
+        }
+    )
 
 
 def _own_job(workspace, job_id):
@@ -447,16 +462,27 @@ def job_assets(request, workspace, job_id):
     items = list(wire.output_items(job.outputs))
     base = f"/user/{workspace.slug}/api"
     assets = []
-    for node_id, media_type, index, item in items[offset: offset + limit]:
+    for node_id, media_type, index, item in items[offset : offset + limit]:
         try:
-            path = workspace.file_path(item.get("type", "output"), str(item.get("filename", "")),
-                                       str(item.get("subfolder", "")))
+            path = workspace.file_path(
+                item.get("type", "output"), str(item.get("filename", "")), str(item.get("subfolder", ""))
+            )
             size = path.stat().st_size if path.is_file() else None
         except (UnsafePath, OSError):
             size = None
         assets.append(wire.job_asset(job, node_id, media_type, index, item, base, size))
-    return JsonResponse({"job_id": str(job.pk), "assets": assets, "pagination": {
-        "offset": offset, "limit": limit, "total": len(items), "has_more": offset + len(assets) < len(items)}})
+    return JsonResponse(
+        {
+            "job_id": str(job.pk),
+            "assets": assets,
+            "pagination": {
+                "offset": offset,
+                "limit": limit,
+                "total": len(items),
+                "has_more": offset + len(assets) < len(items),
+            },
+        }
+    )
 
 
 @workspace_api(["POST"])

@@ -3,6 +3,7 @@
 A browser gets exactly what a private ComfyUI would send it (status, execution_*, executing,
 progress, executed …) for its workspace's jobs, plus `workshop.queue` with queue positions.
 """
+
 import asyncio
 import json
 import logging
@@ -90,8 +91,13 @@ class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
 
         from jobs.models import FINAL_STATES, Job
 
-        recent = Job.objects.filter(workspace=self.workspace, client_id=self.sid, state__in=FINAL_STATES,
-                                    end_delivered=False, finished_at__gte=timezone.now() - timedelta(minutes=10))
+        recent = Job.objects.filter(
+            workspace=self.workspace,
+            client_id=self.sid,
+            state__in=FINAL_STATES,
+            end_delivered=False,
+            finished_at__gte=timezone.now() - timedelta(minutes=10),
+        )
         return list(recent.exclude(end_messages=[]).order_by("finished_at").values_list("id", "end_messages"))
 
     def _end_delivered(self, job_id):

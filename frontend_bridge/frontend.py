@@ -4,6 +4,7 @@ Everything the frontend asks for resolves under `/user/<slug>/`; the progress fa
 which it names by an absolute path, too (KEEP_UNDER_PREFIX). `/assets/...` at the root is still
 served, for a page loaded before that.
 """
+
 import mimetypes
 from functools import lru_cache
 from pathlib import Path

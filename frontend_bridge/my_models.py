@@ -1,5 +1,6 @@
 """My models: a participant's own LoRAs (and the other folders the operator allows), uploaded in
 8 MB parts from the page or fetched by the app from a URL the participant pastes."""
+
 import asyncio
 import json
 import logging
@@ -26,25 +27,45 @@ log = logging.getLogger("workshop.models")
 
 
 def _row(model: WorkspaceModel) -> dict:
-    return {"id": model.pk, "folder": model.folder, "name": model.name, "comfy_name": model.comfy_name,
-            "size": model.size, "sha256": model.sha256, "source_url": model.source_url}
+    return {
+        "id": model.pk,
+        "folder": model.folder,
+        "name": model.name,
+        "comfy_name": model.comfy_name,
+        "size": model.size,
+        "sha256": model.sha256,
+        "source_url": model.source_url,
+    }
 
 
 @login_required
 def models_page(request, slug):
     workspace = workspace_for(request.user, slug)
     rows = list(WorkspaceModel.objects.filter(workspace=workspace))
-    return render(request, "my_models.html", {
-        "workspace": workspace, "models": rows, "used": sum(m.size for m in rows),
-        "quota": settings.MODEL_QUOTA_BYTES, "max_bytes": settings.MAX_MODEL_BYTES,
-        "folders": settings.MODEL_FOLDERS, "part_bytes": MODEL_PART_BYTES,
-    })
+    return render(
+        request,
+        "my_models.html",
+        {
+            "workspace": workspace,
+            "models": rows,
+            "used": sum(m.size for m in rows),
+            "quota": settings.MODEL_QUOTA_BYTES,
+            "max_bytes": settings.MAX_MODEL_BYTES,
+            "folders": settings.MODEL_FOLDERS,
+            "part_bytes": MODEL_PART_BYTES,
+        },
+    )
 
 
 @workspace_api(["GET"])
 def models_list(request, workspace):
-    return JsonResponse({"models": [_row(m) for m in WorkspaceModel.objects.filter(workspace=workspace)],
-                         "used": WorkspaceModel.used_bytes(workspace), "quota": settings.MODEL_QUOTA_BYTES})
+    return JsonResponse(
+        {
+            "models": [_row(m) for m in WorkspaceModel.objects.filter(workspace=workspace)],
+            "used": WorkspaceModel.used_bytes(workspace),
+            "quota": settings.MODEL_QUOTA_BYTES,
+        }
+    )
 
 
 @workspace_api(["PUT", "POST"])
@@ -59,8 +80,15 @@ def model_upload(request, workspace):
     if len(data) > MODEL_PART_BYTES:
         return JsonResponse({"error": f"Send the file in parts of at most {MODEL_PART_BYTES // 2**20} MB."}, status=413)
     try:
-        result = store_part(workspace, request.GET.get("folder", "loras"), request.GET.get("name", ""),
-                            offset, data, final=request.GET.get("final", "1") != "0", declared=declared)
+        result = store_part(
+            workspace,
+            request.GET.get("folder", "loras"),
+            request.GET.get("name", ""),
+            offset,
+            data,
+            final=request.GET.get("final", "1") != "0",
+            declared=declared,
+        )
     except ModelRefused as exc:
         return JsonResponse({"error": str(exc)}, status=exc.status)
     if isinstance(result, int):
@@ -112,8 +140,9 @@ def model_fetch(request, workspace):
     url, folder = str(data.get("url") or "").strip(), str(data.get("folder") or "loras")
     slot = _fetch_slot(workspace)
     if slot is None:
-        return JsonResponse({"error": f"You have {settings.MAX_UNFINISHED_MODELS} downloads running: wait for one "
-                                      "to end."}, status=429)
+        return JsonResponse(
+            {"error": f"You have {settings.MAX_UNFINISHED_MODELS} downloads running: wait for one to end."}, status=429
+        )
 
     async def lines():
         loop = asyncio.get_running_loop()
@@ -129,8 +158,15 @@ def model_fetch(request, workspace):
                 total = fetch.announced_size(response)
                 put("total", total)
                 name = str(data.get("name") or _name_of(response, final_url))
-                model = store_download(workspace, folder, name, fetch.chunks(response),
-                                       source_url=url[:2000], size_hint=total, on_progress=lambda n: put("received", n))
+                model = store_download(
+                    workspace,
+                    folder,
+                    name,
+                    fetch.chunks(response),
+                    source_url=url[:2000],
+                    size_hint=total,
+                    on_progress=lambda n: put("received", n),
+                )
                 put("model", _row(model))
             except ModelRefused as exc:
                 put("error", str(exc))

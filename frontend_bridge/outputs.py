@@ -1,4 +1,5 @@
 """My outputs: every picture and video of a workspace, newest first; downloads and one zip."""
+
 import zipfile
 from pathlib import Path
 
@@ -23,13 +24,15 @@ def output_files(workspace) -> list[dict]:
         stat = path.stat()
         subfolder = str(path.parent.relative_to(root)) if path.parent != root else ""
         suffix = path.suffix.lower()
-        files.append({
-            "filename": path.name,
-            "subfolder": subfolder,
-            "size": stat.st_size,
-            "modified": stat.st_mtime,
-            "kind": "video" if suffix in VIDEO else "image" if suffix in IMAGE else "file",
-        })
+        files.append(
+            {
+                "filename": path.name,
+                "subfolder": subfolder,
+                "size": stat.st_size,
+                "modified": stat.st_mtime,
+                "kind": "video" if suffix in VIDEO else "image" if suffix in IMAGE else "file",
+            }
+        )
     return sorted(files, key=lambda f: f["modified"], reverse=True)
 
 
@@ -37,9 +40,15 @@ def output_files(workspace) -> list[dict]:
 def outputs_page(request, slug):
     workspace = workspace_for(request.user, slug)
     files = output_files(workspace)
-    return render(request, "outputs.html", {
-        "workspace": workspace, "files": files, "total": sum(f["size"] for f in files),
-    })
+    return render(
+        request,
+        "outputs.html",
+        {
+            "workspace": workspace,
+            "files": files,
+            "total": sum(f["size"] for f in files),
+        },
+    )
 
 
 class _Pipe:
@@ -72,7 +81,10 @@ def _zip_stream(root: Path, files: list[dict]):
     with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for item in files:
             arcname = f"{item['subfolder']}/{item['filename']}" if item["subfolder"] else item["filename"]
-            with open(root / item["subfolder"] / item["filename"], "rb") as source, archive.open(arcname, "w", force_zip64=True) as target:
+            with (
+                open(root / item["subfolder"] / item["filename"], "rb") as source,
+                archive.open(arcname, "w", force_zip64=True) as target,
+            ):
                 while chunk := source.read(1024 * 1024):
                     target.write(chunk)
                     yield pipe.take()

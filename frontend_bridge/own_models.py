@@ -5,6 +5,7 @@ The loaders that list a model folder are the known ones (LoraLoader and friends)
 whose options are exactly that folder's files on the GPU host (a custom loader); the names are
 added there as `ws-<slug>/<name>`, the folder each GPU worker places them in.
 """
+
 import copy
 
 from accounts.models import WorkspaceModel
@@ -23,7 +24,12 @@ def _options(spec):
     if isinstance(spec, list) and spec:
         if isinstance(spec[0], list):
             return spec[0]
-        if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict) and isinstance(spec[1].get("options"), list):
+        if (
+            spec[0] == "COMBO"
+            and len(spec) > 1
+            and isinstance(spec[1], dict)
+            and isinstance(spec[1].get("options"), list)
+        ):
             return spec[1]["options"]
     return None
 

@@ -3,6 +3,7 @@ against, and where their answers differ (the bridge answers as the GPU host's re
 
 Pure data and functions: workshop_doctor, the rehearsal and validation read them here.
 """
+
 import re
 
 # 0.8.0, the first with LTX-2, to the current line, whose frontend the app serves.
@@ -15,7 +16,7 @@ SUPPORTED_TEXT = "0.8.0 to 0.38.x"
 TRIED = {
     "0.8.0": "a real server: runs, the UI in Chromium, worker kill, fairness, 17 validation answers",
     "0.28.0": "a real server: runs, the UI in Chromium, a 5.6 MB catalog, worker and ComfyUI kills, fairness, "
-              "17 validation answers",
+    "17 validation answers",
 }
 
 # Where a release answers differently from the one before it: (first release, what changed).
@@ -28,15 +29,26 @@ LOAD3D_NONE_SINCE = (0, 28, 0)
 DEPENDENCY_CYCLE_SINCE = (0, 28, 0)
 REPR_NOT_IN_LIST_SINCE = (0, 28, 0)
 DIFFERENCES = [
-    (MISSING_NODE_TYPE_SINCE, "an unknown node class is refused as missing_node_type, with node_id, class_type "
-                              "and node_title, so that the UI can name the missing pack (before: invalid_prompt)"),
-    (BLUEPRINTS_SINCE, "global subgraphs (blueprints) ship with ComfyUI: 89 on 0.28.0 (4.2 MB), none on 0.8.0; "
-                       "the worker publishes them one by one"),
-    (LOAD3D_NONE_SINCE, "Load3D and Load3DAdvanced offer ComfyUI's own placeholder \"none\" in model_file"),
-    (DEPENDENCY_CYCLE_SINCE, "a loop of links is refused as dependency_cycle on every node of the loop (before: "
-                             "Python's recursion limit)"),
-    (REPR_NOT_IN_LIST_SINCE, "a value not in a COMBO's list is shown as Python writes it (3, not '3'), as a "
-                             "list may now take several values"),
+    (
+        MISSING_NODE_TYPE_SINCE,
+        "an unknown node class is refused as missing_node_type, with node_id, class_type "
+        "and node_title, so that the UI can name the missing pack (before: invalid_prompt)",
+    ),
+    (
+        BLUEPRINTS_SINCE,
+        "global subgraphs (blueprints) ship with ComfyUI: 89 on 0.28.0 (4.2 MB), none on 0.8.0; "
+        "the worker publishes them one by one",
+    ),
+    (LOAD3D_NONE_SINCE, 'Load3D and Load3DAdvanced offer ComfyUI\'s own placeholder "none" in model_file'),
+    (
+        DEPENDENCY_CYCLE_SINCE,
+        "a loop of links is refused as dependency_cycle on every node of the loop (before: Python's recursion limit)",
+    ),
+    (
+        REPR_NOT_IN_LIST_SINCE,
+        "a value not in a COMBO's list is shown as Python writes it (3, not '3'), as a "
+        "list may now take several values",
+    ),
 ]
 
 
@@ -68,9 +80,10 @@ def describe(version: str) -> str:
     if version in TRIED:
         return f"ComfyUI {version}: tried with the platform ({TRIED[version]})"
     near = nearest_tried(version)
-    changes = [what for since, what in DIFFERENCES
-               if min(version_tuple(near), version_tuple(version)) < since <= max(version_tuple(near),
-                                                                               version_tuple(version))]
+    changes = [
+        what
+        for since, what in DIFFERENCES
+        if min(version_tuple(near), version_tuple(version)) < since <= max(version_tuple(near), version_tuple(version))
+    ]
     said = "; ".join(changes) if changes else "no difference known to the platform"
-    return (f"ComfyUI {version}: supported, not tried itself; nearest tried {near}. "
-            f"Differences from {near}: {said}")
+    return f"ComfyUI {version}: supported, not tried itself; nearest tried {near}. Differences from {near}: {said}"

@@ -8,6 +8,7 @@ and certificate stay the host's), so a second DNS answer cannot send it elsewher
 Every redirect hop is checked the same way. Every refusal and every failure before the file
 says the same neutral sentence, so that the fetch tells nothing about what is inside.
 """
+
 import http.client
 import ipaddress
 import socket
@@ -24,8 +25,7 @@ from urllib3.util import parse_url
 from accounts.modelfiles import ModelRefused
 
 REDIRECTS = 5
-NEUTRAL = ("The workshop could not fetch that address. Paste the public http:// or https:// address "
-           "of the file itself.")
+NEUTRAL = "The workshop could not fetch that address. Paste the public http:// or https:// address of the file itself."
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 
 
@@ -87,16 +87,21 @@ def target_of(url: str) -> Target:
 def _connection(target: Target):
     """A connection to the checked address; TLS names and verifies the host itself."""
     if target.scheme == "https":
-        return urllib3.connection.HTTPSConnection(target.address, target.port, timeout=60,
-                                                  server_hostname=target.host, assert_hostname=target.host,
-                                                  cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+        return urllib3.connection.HTTPSConnection(
+            target.address,
+            target.port,
+            timeout=60,
+            server_hostname=target.host,
+            assert_hostname=target.host,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=certifi.where(),
+        )
     return urllib3.connection.HTTPConnection(target.address, target.port, timeout=60)
 
 
 def too_long(seconds: float) -> FetchRefused:
     limit = f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
-    return FetchRefused(f"The download took too long (the limit is {limit}); download the file and upload it "
-                        "instead.")
+    return FetchRefused(f"The download took too long (the limit is {limit}); download the file and upload it instead.")
 
 
 class Fetch:
@@ -146,8 +151,12 @@ class Fetch:
             try:
                 if self.expired:
                     raise OSError("deadline")
-                self.connection.request("GET", target.request_uri, preload_content=False,
-                                        headers={"Host": host_header, "User-Agent": "workshop-model-fetch"})
+                self.connection.request(
+                    "GET",
+                    target.request_uri,
+                    preload_content=False,
+                    headers={"Host": host_header, "User-Agent": "workshop-model-fetch"},
+                )
                 self.sock = self.connection.sock
                 if self.expired:  # the timer fired while connecting, before there was a socket to shut
                     raise OSError("deadline")

@@ -10,6 +10,7 @@ The files are served from a gzip-compressed copy made once per frontend version 
 folder, or FRONTEND_FILES_DIR where an image made it at build): a first load is 16 MB as it
 comes and about 4 MB compressed, which a venue's Wi-Fi feels more than anything else.
 """
+
 import os
 import re
 import shutil
@@ -26,7 +27,8 @@ from .frontend import FRONTEND_ROOT, IMMUTABLE, SHORT, frontend_version
 # /user/<slug>/<public part> and the favicon frames at /assets/… (what frontend.asset and
 # frontend.root_asset serve through Django when this is not in front).
 PUBLIC = re.compile(
-    r"^/user/[A-Za-z0-9_-]{1,16}/((?:assets|scripts|fonts|cursor|extensions/core)/.+|materialdesignicons\.min\.css)$")
+    r"^/user/[A-Za-z0-9_-]{1,16}/((?:assets|scripts|fonts|cursor|extensions/core)/.+|materialdesignicons\.min\.css)$"
+)
 
 
 # ServeStatic's ASGI responder reads files 8 KiB at a time, each read a hop to a thread: a
@@ -69,8 +71,12 @@ def build(target) -> None:
     """Copy the frontend's files (maps left out) into `target` and compress them beside."""
     shutil.copytree(FRONTEND_ROOT, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.map"))
     compressor = Compressor(use_brotli=False, use_zstd=False, quiet=True)
-    files = [Path(folder) / name for folder, _, names in os.walk(target) for name in names
-             if compressor.should_compress(name)]
+    files = [
+        Path(folder) / name
+        for folder, _, names in os.walk(target)
+        for name in names
+        if compressor.should_compress(name)
+    ]
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         list(pool.map(compressor.compress, files))
 
@@ -91,8 +97,14 @@ class FrontendFiles:
 
     def __init__(self, application):
         self.application = application
-        self.files = ServeStaticASGI(None, root=str(files_root()), prefix="/", max_age=None,
-                                     add_headers_function=_headers, allow_all_origins=False)
+        self.files = ServeStaticASGI(
+            None,
+            root=str(files_root()),
+            prefix="/",
+            max_age=None,
+            add_headers_function=_headers,
+            allow_all_origins=False,
+        )
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):

@@ -69,6 +69,8 @@ urlpatterns += [
     re_path(rf"^user/{SLUG}/outputs\.zip$", outputs.outputs_zip),
     re_path(rf"^user/{SLUG}$", frontend.without_slash),
     re_path(rf"^user/{SLUG}/$", frontend.page),
-    re_path(rf"^user/{SLUG}/(?P<path>(assets|scripts|extensions|fonts|cursor|templates|docs)/.+|[^/]+\.(css|json|js|ico|png|svg))$",
-            frontend.asset),
+    re_path(
+        rf"^user/{SLUG}/(?P<path>(assets|scripts|extensions|fonts|cursor|templates|docs)/.+|[^/]+\.(css|json|js|ico|png|svg))$",
+        frontend.asset,
+    ),
 ]

@@ -63,8 +63,11 @@ WILDCARD_TYPES = ("*", "COMFY_MATCHTYPE_V3")
 DYNAMIC_COMBO, AUTOGROW, DYNAMIC_SLOT = "COMFY_DYNAMICCOMBO_V3", "COMFY_AUTOGROW_V3", "COMFY_DYNAMICSLOT_V3"
 # What a loader's own check says of a file that is not there, by its upload flag (ComfyUI's
 # LoadImage, LoadVideo and LoadAudio VALIDATE_INPUTS).
-MISSING_FILE = {"image_upload": "Invalid image file: {}", "video_upload": "Invalid video file: {}",
-                "audio_upload": "Invalid audio file: {}"}
+MISSING_FILE = {
+    "image_upload": "Invalid image file: {}",
+    "video_upload": "Invalid video file: {}",
+    "audio_upload": "Invalid audio file: {}",
+}
 FOLDER_TYPES = ("output", "input", "temp")  # the order ComfyUI tests the " [type]" annotations in
 LIST_INFO_LIMIT = 20  # longer option lists are summarised, as ComfyUI does
 
@@ -139,8 +142,10 @@ def _expand(out, live, sections, prefix):
             if kind == DYNAMIC_COMBO:
                 if full not in live:
                     continue
-                chosen = next((o for o in options.get("options") or [] if isinstance(o, dict)
-                               and o.get("key") == live[full]), None)
+                chosen = next(
+                    (o for o in options.get("options") or [] if isinstance(o, dict) and o.get("key") == live[full]),
+                    None,
+                )
                 if chosen is not None:
                     _expand(out, live, chosen.get("inputs") or {}, path)
                     out[section][full] = spec
@@ -193,7 +198,8 @@ def _combo_choices(input_type, options):
 
 def is_upload(options) -> bool:
     return isinstance(options, dict) and any(
-        value for key, value in options.items()
+        value
+        for key, value in options.items()
         if isinstance(key, str) and (key in ("upload", "3d") or key.endswith(UPLOAD_SUFFIX))
     )
 
@@ -239,8 +245,11 @@ def names_a_file(value: str, class_type, input_name, input_type, options: dict) 
 
 def upload_classes(object_info) -> set[str]:
     """Classes with an input flagged as an upload anywhere in their inputs."""
-    return {name for name, info in (object_info or {}).items()
-            if isinstance(info, dict) and next(upload_specs(info.get("input")), None) is not None}
+    return {
+        name
+        for name, info in (object_info or {}).items()
+        if isinstance(info, dict) and next(upload_specs(info.get("input")), None) is not None
+    }
 
 
 def types_compatible(received_type, input_type) -> bool:
@@ -319,12 +328,19 @@ class _Validator:
 
     def _cycle(self, node_id):
         """ComfyUI 0.28's answer to a loop of links: the same error on every node of the loop."""
-        path = self.visiting[self.visiting.index(node_id):] + [node_id]
+        path = self.visiting[self.visiting.index(node_id) :] + [node_id]
         nodes = list(dict.fromkeys(path))
         details = " -> ".join(f"{n} ({self.prompt[n]['class_type']})" for n in path)
         for n in nodes:
-            self.validated[n] = (False, [_error("dependency_cycle", "Dependency cycle detected", details,
-                                                {"node_id": n, "cycle_nodes": nodes})], n)
+            self.validated[n] = (
+                False,
+                [
+                    _error(
+                        "dependency_cycle", "Dependency cycle detected", details, {"node_id": n, "cycle_nodes": nodes}
+                    )
+                ],
+                n,
+            )
 
     def _check(self, node_id):
         node = self.prompt[node_id]
@@ -342,8 +358,14 @@ class _Validator:
                 if name not in inputs:
                     if section == "required":
                         # ComfyUI 0.8 names a V3 node's missing input by its last part only.
-                        errors.append(_error("required_input_missing", "Required input is missing",
-                                             name.split(".")[-1], {"input_name": name}))
+                        errors.append(
+                            _error(
+                                "required_input_missing",
+                                "Required input is missing",
+                                name.split(".")[-1],
+                                {"input_name": name},
+                            )
+                        )
                     continue
                 value = inputs[name]
                 config = [input_type, options]
@@ -372,15 +394,26 @@ class _Validator:
             return
         flag = next((k for k in MISSING_FILE if options.get(k)), None)
         message = (MISSING_FILE[flag] if flag else "Invalid file: {}").format(value)
-        errors.append(_error("custom_validation_failed", "Custom validation failed for node", f"{name} - {message}",
-                             {"input_name": name}))
+        errors.append(
+            _error(
+                "custom_validation_failed",
+                "Custom validation failed for node",
+                f"{name} - {message}",
+                {"input_name": name},
+            )
+        )
 
     def _link(self, name, value, input_type, config, errors) -> bool:
         """Check one linked input; False when it or the node it links to is invalid."""
         if len(value) != 2:
-            errors.append(_error("bad_linked_input",
-                                 "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                                 f"{name}", {"input_name": name, "input_config": config, "received_value": value}))
+            errors.append(
+                _error(
+                    "bad_linked_input",
+                    "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                    f"{name}",
+                    {"input_name": name, "input_config": config, "received_value": value},
+                )
+            )
             return True  # the error is this node's own; the linked node is not looked at
         source_id, slot = value
         # A missing node or slot raises out of this node's validation, as in ComfyUI.
@@ -389,18 +422,37 @@ class _Validator:
         received_type = return_types[slot]
         if not types_compatible(received_type, input_type):
             details = f"{name}, received_type({received_type}) mismatch input_type({input_type})"
-            errors.append(_error("return_type_mismatch", "Return type mismatch between linked nodes", details,
-                                 {"input_name": name, "input_config": config, "received_type": received_type,
-                                  "linked_node": value}))
+            errors.append(
+                _error(
+                    "return_type_mismatch",
+                    "Return type mismatch between linked nodes",
+                    details,
+                    {"input_name": name, "input_config": config, "received_type": received_type, "linked_node": value},
+                )
+            )
             return True
         try:
             return self.node(source_id)[0] is not False
         except Exception as exc:  # noqa: BLE001 - ComfyUI reports any exception of the inner node
-            self.validated[source_id] = (False, [_error(
-                "exception_during_inner_validation", "Exception when validating inner node", str(exc),
-                {"input_name": name, "input_config": config, "exception_message": str(exc),
-                 "exception_type": _type_name(exc), "traceback": [], "linked_node": value},
-            )], source_id)
+            self.validated[source_id] = (
+                False,
+                [
+                    _error(
+                        "exception_during_inner_validation",
+                        "Exception when validating inner node",
+                        str(exc),
+                        {
+                            "input_name": name,
+                            "input_config": config,
+                            "exception_message": str(exc),
+                            "exception_type": _type_name(exc),
+                            "traceback": [],
+                            "linked_node": value,
+                        },
+                    )
+                ],
+                source_id,
+            )
             return False
 
     def _widget(self, name, value, input_type, options, config, errors):
@@ -417,10 +469,19 @@ class _Validator:
             if input_type == "BOOLEAN":
                 value = bool(value)
         except Exception as exc:  # noqa: BLE001 - ComfyUI reports any conversion failure
-            errors.append(_error("invalid_input_type", f"Failed to convert an input value to a {input_type} value",
-                                 f"{name}, {value}, {exc}",
-                                 {"input_name": name, "input_config": config, "received_value": value,
-                                  "exception_message": str(exc)}))
+            errors.append(
+                _error(
+                    "invalid_input_type",
+                    f"Failed to convert an input value to a {input_type} value",
+                    f"{name}, {value}, {exc}",
+                    {
+                        "input_name": name,
+                        "input_config": config,
+                        "received_value": value,
+                        "exception_message": str(exc),
+                    },
+                )
+            )
             return
         if is_upload(options):
             # ComfyUI's loaders check their file themselves (VALIDATE_INPUTS), and the catalog's
@@ -442,8 +503,14 @@ class _Validator:
             else:
                 list_info, shown_config = str(choices), config
             shown = repr(value) if self.repr_values else f"'{value}'"
-            errors.append(_error("value_not_in_list", "Value not in list", f"{name}: {shown} not in {list_info}",
-                                 {"input_name": name, "input_config": shown_config, "received_value": value}))
+            errors.append(
+                _error(
+                    "value_not_in_list",
+                    "Value not in list",
+                    f"{name}: {shown} not in {list_info}",
+                    {"input_name": name, "input_config": shown_config, "received_value": value},
+                )
+            )
 
 
 def _type_name(exc) -> str:
@@ -461,9 +528,13 @@ def _class_error(prompt, object_info, version):
                 return _invalid_prompt("Cannot execute because a node is missing the class_type property.", node_id)
             meta = node.get("_meta") if isinstance(node, dict) else None
             title = meta.get("title") if isinstance(meta, dict) else None
-            return _error("missing_node_type", f"Node '{title or f'ID #{node_id}'}' has no class_type. The workflow "
-                          "may be corrupted or a custom node is missing.", f"Node ID '#{node_id}'",
-                          {"node_id": node_id, "class_type": None, "node_title": title})
+            return _error(
+                "missing_node_type",
+                f"Node '{title or f'ID #{node_id}'}' has no class_type. The workflow "
+                "may be corrupted or a custom node is missing.",
+                f"Node ID '#{node_id}'",
+                {"node_id": node_id, "class_type": None, "node_title": title},
+            )
         class_type = node["class_type"]
         if object_info is not None:
             known = _class_info(object_info, class_type) is not None
@@ -475,8 +546,12 @@ def _class_error(prompt, object_info, version):
             return _invalid_prompt(f"Cannot execute because node {class_type} does not exist.", node_id)
         meta = node.get("_meta")
         title = meta.get("title", class_type) if isinstance(meta, dict) else class_type
-        return _error("missing_node_type", f"Node '{title}' not found. The custom node may not be installed.",
-                      f"Node ID '#{node_id}'", {"node_id": node_id, "class_type": class_type, "node_title": title})
+        return _error(
+            "missing_node_type",
+            f"Node '{title}' not found. The custom node may not be installed.",
+            f"Node ID '#{node_id}'",
+            {"node_id": node_id, "class_type": class_type, "node_title": title},
+        )
     return None
 
 
@@ -489,24 +564,32 @@ def _shape_error(prompt, check_links):
         if "inputs" not in node and not check_links:
             continue
         if not isinstance(inputs, dict):
-            return _invalid_prompt(f"Cannot execute because the inputs of node {class_type} are not an object.",
-                                   node_id)
+            return _invalid_prompt(
+                f"Cannot execute because the inputs of node {class_type} are not an object.", node_id
+            )
         if not check_links:
             continue
         for name, value in inputs.items():
             if not isinstance(value, list):
                 continue
             if len(value) != 2 or not isinstance(value[1], int) or isinstance(value[1], bool) or value[1] < 0:
-                return _invalid_prompt(f"Cannot execute because input {name} of node {class_type} is a bad link: "
-                                       "it must be a length-2 list of [node_id, slot_index].", node_id)
+                return _invalid_prompt(
+                    f"Cannot execute because input {name} of node {class_type} is a bad link: "
+                    "it must be a length-2 list of [node_id, slot_index].",
+                    node_id,
+                )
             if not isinstance(value[0], str) or value[0] not in prompt:
-                return _invalid_prompt(f"Cannot execute because input {name} of node {class_type} links to node "
-                                       f"#{value[0]}, which is not in the prompt.", node_id)
+                return _invalid_prompt(
+                    f"Cannot execute because input {name} of node {class_type} links to node "
+                    f"#{value[0]}, which is not in the prompt.",
+                    node_id,
+                )
     return None
 
 
-def validate_prompt(prompt, object_info, partial_execution_targets=None, *, require_all_outputs=False,
-                    file_exists=None, version="0.8.0"):
+def validate_prompt(
+    prompt, object_info, partial_execution_targets=None, *, require_all_outputs=False, file_exists=None, version="0.8.0"
+):
     """Validate ``prompt`` (API format: node id -> {"class_type", "inputs"}) against ``object_info``.
 
     Returns ``(error, node_errors)``: ``error`` is None when the prompt may be queued, else
@@ -543,8 +626,14 @@ def validate_prompt(prompt, object_info, partial_execution_targets=None, *, requ
             valid, reasons, _ = validator.node(output)
         except Exception as exc:  # noqa: BLE001 - ComfyUI reports any exception of the output node
             valid = False
-            reasons = [_error("exception_during_validation", "Exception when validating node", str(exc),
-                              {"exception_type": _type_name(exc), "traceback": []})]
+            reasons = [
+                _error(
+                    "exception_during_validation",
+                    "Exception when validating node",
+                    str(exc),
+                    {"exception_type": _type_name(exc), "traceback": []},
+                )
+            ]
             validator.validated[output] = (False, reasons, output)
         if valid is True:
             good.append(output)
@@ -552,9 +641,14 @@ def validate_prompt(prompt, object_info, partial_execution_targets=None, *, requ
         failed.append((output, reasons))
         for node_id, (node_valid, node_reasons, _) in validator.validated.items():
             if node_valid is not True and node_reasons:
-                entry = node_errors.setdefault(node_id, {
-                    "errors": node_reasons, "dependent_outputs": [], "class_type": prompt[node_id]["class_type"],
-                })
+                entry = node_errors.setdefault(
+                    node_id,
+                    {
+                        "errors": node_reasons,
+                        "dependent_outputs": [],
+                        "class_type": prompt[node_id]["class_type"],
+                    },
+                )
                 entry["dependent_outputs"].append(output)
 
     node_errors = copy.deepcopy(node_errors)  # detach from the catalog's option dicts

@@ -6,13 +6,20 @@ ones the platform must say itself: the queue's `status`, the workshop's own `wor
 (`/api/jobs`, upstream's `comfy_execution/jobs.py`), which newer frontends read the queue and
 the history from.
 """
+
 import mimetypes
 import time
 from urllib.parse import urlencode
 
 # Job states as the Jobs API names them (frontend 1.53's queue and Media Assets panels).
-JOB_STATUS = {"queued": "pending", "dispatched": "in_progress", "running": "in_progress",
-              "completed": "completed", "failed": "failed", "cancelled": "cancelled"}
+JOB_STATUS = {
+    "queued": "pending",
+    "dispatched": "in_progress",
+    "running": "in_progress",
+    "completed": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
 PREVIEWABLE_MEDIA = ("images", "video", "audio")
 THREE_D = (".obj", ".fbx", ".gltf", ".glb")
 
@@ -68,19 +75,36 @@ def job_update(job: dict) -> list[dict]:
         # ComfyUI refused the prompt on the GPU host (a rule the bridge does not know): the
         # first node it names is outlined, and the message lists every node error.
         node_id, node = next(iter((job.get("node_errors") or {}).items()), (None, {}))
-        messages.append({
-            "type": "execution_error",
-            "data": {
-                "prompt_id": prompt_id, "node_id": node_id, "node_type": node.get("class_type"), "executed": [],
-                "exception_message": job.get("error") or reason, "exception_type": "WorkshopError",
-                "traceback": [], "current_inputs": {}, "current_outputs": {}, "timestamp": stamp,
-            },
-        })
+        messages.append(
+            {
+                "type": "execution_error",
+                "data": {
+                    "prompt_id": prompt_id,
+                    "node_id": node_id,
+                    "node_type": node.get("class_type"),
+                    "executed": [],
+                    "exception_message": job.get("error") or reason,
+                    "exception_type": "WorkshopError",
+                    "traceback": [],
+                    "current_inputs": {},
+                    "current_outputs": {},
+                    "timestamp": stamp,
+                },
+            }
+        )
     elif state == "cancelled":
-        messages.append({
-            "type": "execution_interrupted",
-            "data": {"prompt_id": prompt_id, "node_id": None, "node_type": None, "executed": [], "timestamp": stamp},
-        })
+        messages.append(
+            {
+                "type": "execution_interrupted",
+                "data": {
+                    "prompt_id": prompt_id,
+                    "node_id": None,
+                    "node_type": None,
+                    "executed": [],
+                    "timestamp": stamp,
+                },
+            }
+        )
     # The UI stops showing the run's node as busy; ComfyUI ends every prompt with this.
     messages.append(executing(None, prompt_id))
     text = job.get("said") or {
@@ -144,9 +168,17 @@ def _execution_error(job) -> dict | None:
     for kind, data in job.messages or []:
         if kind == "execution_error" and isinstance(data, dict) and isinstance(data.get("node_id"), str):
             return data
-    return {"prompt_id": str(job.id), "node_id": "", "node_type": "", "executed": [],
-            "exception_message": job.error or "The run failed.", "exception_type": "WorkshopError",
-            "traceback": [], "current_inputs": {}, "current_outputs": {}}
+    return {
+        "prompt_id": str(job.id),
+        "node_id": "",
+        "node_type": "",
+        "executed": [],
+        "exception_message": job.error or "The run failed.",
+        "exception_type": "WorkshopError",
+        "traceback": [],
+        "current_inputs": {},
+        "current_outputs": {},
+    }
 
 
 def _cancelled_by_instructor(job) -> bool:
@@ -167,8 +199,9 @@ def job_entry(job, workflow_id=None, full=False) -> dict:
         "priority": job.number,
         "create_time": _ms(job.created_at),
         "execution_start_time": _ms(job.started_at),
-        "execution_end_time": _ms(job.finished_at) if job.state in ("completed", "failed", "cancelled")
-        and not _cancelled_by_instructor(job) else None,
+        "execution_end_time": _ms(job.finished_at)
+        if job.state in ("completed", "failed", "cancelled") and not _cancelled_by_instructor(job)
+        else None,
         "execution_error": _execution_error(job),
         "outputs_count": count,
         "previewable_outputs_count": previewable,
@@ -178,11 +211,15 @@ def job_entry(job, workflow_id=None, full=False) -> dict:
     entry = {k: v for k, v in entry.items() if v is not None}
     if full:
         entry["outputs"] = job.outputs or {}
-        entry["execution_status"] = {
-            "status_str": "success" if job.state == "completed" else "error",
-            "completed": job.state == "completed",
-            "messages": job.messages or [],
-        } if job.state in ("completed", "failed", "cancelled") else {}
+        entry["execution_status"] = (
+            {
+                "status_str": "success" if job.state == "completed" else "error",
+                "completed": job.state == "completed",
+                "messages": job.messages or [],
+            }
+            if job.state in ("completed", "failed", "cancelled")
+            else {}
+        )
         entry["workflow"] = {"prompt": job.prompt, "extra_data": job.extra_data or {}}
         entry["update_time"] = _ms(job.finished_at or job.started_at or job.created_at)
     return entry

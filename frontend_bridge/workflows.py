@@ -6,6 +6,7 @@ Sources, later ones winning: the model-free "hello" workflow shipped here, the o
 templates named in WORKSHOP_TEMPLATES (from the comfyui-workflow-templates package), and the
 operator's own files in <WORKSHOP_DATA_DIR>/workflows/.
 """
+
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -125,8 +126,11 @@ def saved_workflows(workspace) -> list[str]:
     root = workspace.root / "userdata" / "workflows"
     if not root.is_dir():
         return []
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.json")
-                  if p.is_file() and not p.is_symlink() and not p.name.startswith("."))
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*.json")
+        if p.is_file() and not p.is_symlink() and not p.name.startswith(".")
+    )
 
 
 def read_saved(workspace, name: str) -> bytes:

@@ -1,6 +1,7 @@
 """The rest of ComfyUI's HTTP API, per workspace: userdata, settings, uploads, and the catalog
 routes answered from what the GPU workers published (never ComfyUI's global views, which would
 show one participant everybody's files and prompts)."""
+
 import json
 import mimetypes
 import os
@@ -42,9 +43,18 @@ def system_stats(request, workspace):
     stats = json.loads(json.dumps(_catalog_data().get("system_stats") or {}))
     if not stats:
         # No GPU worker has ever connected: the UI must still load (the queue badge says why).
-        stats = {"system": {"os": "posix", "ram_total": 0, "ram_free": 0, "comfyui_version": SUPPORTED_COMFYUI,
-                            "python_version": "", "pytorch_version": "", "embedded_python": False},
-                 "devices": []}
+        stats = {
+            "system": {
+                "os": "posix",
+                "ram_total": 0,
+                "ram_free": 0,
+                "comfyui_version": SUPPORTED_COMFYUI,
+                "python_version": "",
+                "pytorch_version": "",
+                "embedded_python": False,
+            },
+            "devices": [],
+        }
     system = stats.setdefault("system", {})
     system["required_frontend_version"] = frontend_version()
     system["argv"] = ["main.py"]
@@ -84,7 +94,8 @@ def global_subgraph(request, workspace, subgraph_id):
         return JsonResponse(entry if isinstance(entry, dict) and "data" in entry else None, safe=False)
     etag = f'"{found.sha256}"'
     response = get_conditional_response(request, etag=etag) or HttpResponse(
-        bytes(found.content), content_type="application/json")
+        bytes(found.content), content_type="application/json"
+    )
     response["ETag"] = etag
     response["Cache-Control"] = "private, max-age=600"
     return response
@@ -112,9 +123,7 @@ def _files_in(workspace, folder: str = "input") -> list[str]:
     root = workspace.root / folder
     if not root.is_dir():
         return []
-    return sorted(
-        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
-    )
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 def _folders_in(workspace, folder: str = "input") -> list[str]:
@@ -134,6 +143,7 @@ INPUT_FOLDER_LOADERS = {
 
 def _files_for(options: dict, files: list[str]) -> list[str]:
     """The workspace files an upload input offers, by kind, as ComfyUI's loaders filter theirs."""
+
     def media(name):
         return (mimetypes.guess_type(name)[0] or "").split("/")[0]
 
@@ -181,10 +191,21 @@ def _with_workspace_files(object_info: dict, workspace, uploads: set[str]) -> di
         for spec in upload_specs(info.get("input")):
             folder = spec[1].get("image_folder") if spec[1].get("image_folder") in ("input", "output") else "input"
             # ComfyUI's placeholders are per class and input (validation.PLACEHOLDERS): which input is this?
-            input_name = next((key for section in (info.get("input") or {}).values() if isinstance(section, dict)
-                               for key, value in section.items() if value is spec), None)
-            _set_options(spec, _files_for(spec[1], listing("files", folder)),
-                         lambda options, n=input_name: placeholders(name, n, options))
+            input_name = next(
+                (
+                    key
+                    for section in (info.get("input") or {}).values()
+                    if isinstance(section, dict)
+                    for key, value in section.items()
+                    if value is spec
+                ),
+                None,
+            )
+            _set_options(
+                spec,
+                _files_for(spec[1], listing("files", folder)),
+                lambda options, n=input_name, name=name: placeholders(name, n, options),
+            )
         for section in (info.get("input") or {}).values():
             for input_name, kind in INPUT_FOLDER_LOADERS.get(name, {}).items():
                 spec = section.get(input_name) if isinstance(section, dict) else None
@@ -464,7 +485,9 @@ def userdata_v2(request, workspace):
             items.append({"name": path.name, "path": rel, "type": "directory"})
         elif not path.name.startswith("."):
             stat = path.stat()
-            items.append({"name": path.name, "path": rel, "type": "file", "size": stat.st_size, "modified": stat.st_mtime})
+            items.append(
+                {"name": path.name, "path": rel, "type": "file", "size": stat.st_size, "modified": stat.st_mtime}
+            )
     return JsonResponse(items, safe=False)
 
 
@@ -551,8 +574,9 @@ def _store_upload(request, workspace, mask=False):
     overwrite = (request.POST.get("overwrite") or "").lower() in ("true", "1")
     used = workspace.used_bytes()
     if used + image.size > workspace.quota_bytes:
-        return JsonResponse({"error": f"Your workspace is full ({used // 2**20} MB used). Delete some files first."},
-                            status=413)
+        return JsonResponse(
+            {"error": f"Your workspace is full ({used // 2**20} MB used). Delete some files first."}, status=413
+        )
     try:
         path = workspace.file_path(folder_type, name, subfolder)
     except UnsafePath as exc:
@@ -597,8 +621,11 @@ def _apply_mask(request, workspace, image, path):
         original_ref = jsonbody.loads(request.POST.get("original_ref") or "{}")
     except jsonbody.BadJSON as exc:
         return JsonResponse({"error": f"original_ref: {exc}"}, status=400)
-    fields = {key: original_ref.get(key) for key in ("type", "filename", "subfolder")} if isinstance(
-        original_ref, dict) else {}
+    fields = (
+        {key: original_ref.get(key) for key in ("type", "filename", "subfolder")}
+        if isinstance(original_ref, dict)
+        else {}
+    )
     if not fields or not all(isinstance(v, str) or v is None for v in fields.values()):
         return JsonResponse({"error": "original_ref must name the image: {filename, subfolder, type}"}, status=400)
     try:
@@ -617,10 +644,13 @@ def _apply_mask(request, workspace, image, path):
         return JsonResponse({"error": f"Could not apply the mask: {exc}"}, status=400)
     except (ValueError, OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError):
         # Never the exception's text: it holds the file's path on the server.
-        return JsonResponse({"error": "Could not apply the mask: the image or the mask is not a picture "
-                                      "this workshop can read."}, status=400)
-    return JsonResponse({"name": path.name, "subfolder": request.POST.get("subfolder", ""),
-                         "type": request.POST.get("type") or "input"})
+        return JsonResponse(
+            {"error": "Could not apply the mask: the image or the mask is not a picture this workshop can read."},
+            status=400,
+        )
+    return JsonResponse(
+        {"name": path.name, "subfolder": request.POST.get("subfolder", ""), "type": request.POST.get("type") or "input"}
+    )
 
 
 def _too_many_pixels(fileobj) -> str:

@@ -8,6 +8,7 @@ The token comes from GPUWORKER_TOKEN or --token-file, never from the command lin
 Every option can also come from the environment (GPUWORKER_REDIS, GPUWORKER_APP, …) or from
 a TOML config file (--config), which is where the provider is chosen.
 """
+
 import argparse
 import hashlib
 import json
@@ -46,19 +47,31 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--redis", default=env("GPUWORKER_REDIS"), help="Redis URL of the app host (RQ)")
     parser.add_argument("--app", default=env("GPUWORKER_APP"), help="Base URL of the workshop app")
     # Never on the command line, where `ps` shows it to every user of the GPU host.
-    parser.add_argument("--token-file", default=env("GPUWORKER_TOKEN_FILE"),
-                        help="File holding this worker's token (manage.py worker_token); or set GPUWORKER_TOKEN")
+    parser.add_argument(
+        "--token-file",
+        default=env("GPUWORKER_TOKEN_FILE"),
+        help="File holding this worker's token (manage.py worker_token); or set GPUWORKER_TOKEN",
+    )
     parser.add_argument("--comfyui", default=env("GPUWORKER_COMFYUI"), help="ComfyUI base URL")
     parser.add_argument("--queue", default=env("GPUWORKER_QUEUE", "gpu"))
     parser.add_argument("--name", default=env("GPUWORKER_NAME"), help="Worker name (default: host-port)")
     parser.add_argument("--provider", default=env("GPUWORKER_PROVIDER", "comfyui"), choices=list(providers.PROVIDERS))
     parser.add_argument("--concurrency", type=int, default=None, help="Jobs in flight at once (default 1)")
     parser.add_argument("--header", action="append", default=[], help="'Name: value' sent to ComfyUI (serverless auth)")
-    parser.add_argument("--app-retry", type=float, default=float(env("GPUWORKER_APP_RETRY", "300")),
-                        help="Seconds to keep retrying the app while it restarts")
-    parser.add_argument("--comfyui-wait", type=float, default=300.0, help="Seconds to wait for ComfyUI to answer at start")
-    parser.add_argument("--model-cache", default=env("GPUWORKER_MODEL_CACHE_DIR"),
-                        help="Folder of participants' own models that this host's ComfyUI reads ([models] cache_dir)")
+    parser.add_argument(
+        "--app-retry",
+        type=float,
+        default=float(env("GPUWORKER_APP_RETRY", "300")),
+        help="Seconds to keep retrying the app while it restarts",
+    )
+    parser.add_argument(
+        "--comfyui-wait", type=float, default=300.0, help="Seconds to wait for ComfyUI to answer at start"
+    )
+    parser.add_argument(
+        "--model-cache",
+        default=env("GPUWORKER_MODEL_CACHE_DIR"),
+        help="Folder of participants' own models that this host's ComfyUI reads ([models] cache_dir)",
+    )
     parser.add_argument("--burst", action="store_true", help="Exit when the queue is empty")
     args = parser.parse_args(argv)
     config = providers.ProviderConfig()
@@ -101,8 +114,14 @@ def parse(argv=None) -> argparse.Namespace:
             # file's path must not reach the log.
             looks_like_token = os.path.basename(args.token_file).startswith("wt_")
             where = "the path given" if looks_like_token else repr(args.token_file)
-            hint = (" --token-file takes the path of a file that holds the token, not the token itself;"
-                    " or put the token in GPUWORKER_TOKEN.") if looks_like_token else ""
+            hint = (
+                (
+                    " --token-file takes the path of a file that holds the token, not the token itself;"
+                    " or put the token in GPUWORKER_TOKEN."
+                )
+                if looks_like_token
+                else ""
+            )
             parser.error(f"cannot read --token-file ({where}): {exc.strerror or exc.__class__.__name__}.{hint}")
     needed = ("redis", "app") if args.provider == "runpod" else ("redis", "app", "comfyui")
     missing = [name for name in needed if not getattr(args, name)]
@@ -137,7 +156,7 @@ def wait_for_comfyui(comfy: ComfyClient, seconds: float) -> dict:
             raise
         except Exception as exc:
             if time.monotonic() > deadline:
-                raise SystemExit(f"ComfyUI at {comfy.base} did not answer within {seconds:.0f} s: {exc}")
+                raise SystemExit(f"ComfyUI at {comfy.base} did not answer within {seconds:.0f} s: {exc}") from None
             print(f"gpuworker: waiting for ComfyUI at {comfy.base} ({exc.__class__.__name__})", flush=True)
             time.sleep(2)
 
@@ -149,9 +168,14 @@ def catalog_of(comfy: ComfyClient, stats: dict) -> dict:
         "comfyui_version": system.get("comfyui_version", ""),
         "system_stats": {**stats, "system": system},
     }
-    for key, path in (("embeddings", "/embeddings"), ("models", "/models"), ("extensions", "/extensions"),
-                      ("workflow_templates", "/workflow_templates"), ("node_replacements", "/node_replacements"),
-                      ("global_subgraphs", "/global_subgraphs")):
+    for key, path in (
+        ("embeddings", "/embeddings"),
+        ("models", "/models"),
+        ("extensions", "/extensions"),
+        ("workflow_templates", "/workflow_templates"),
+        ("node_replacements", "/node_replacements"),
+        ("global_subgraphs", "/global_subgraphs"),
+    ):
         try:
             catalog[key] = comfy.get_json(path)
         except Exception as exc:  # Older or trimmed ComfyUIs may lack a route: publish the rest.
@@ -169,9 +193,11 @@ def catalog_of(comfy: ComfyClient, stats: dict) -> dict:
     catalog["model_files"] = without_participant_models(model_files)
     subgraphs = catalog.get("global_subgraphs")
     if isinstance(subgraphs, dict):  # the index only; each blueprint's data goes as a file of its own
-        catalog["global_subgraphs"] = {key: {k: v for k, v in entry.items() if k != "data"}
-                                       for key, entry in list(subgraphs.items())[:MAX_SUBGRAPHS]
-                                       if isinstance(entry, dict) and SUBGRAPH_ID.match(key)}
+        catalog["global_subgraphs"] = {
+            key: {k: v for k, v in entry.items() if k != "data"}
+            for key, entry in list(subgraphs.items())[:MAX_SUBGRAPHS]
+            if isinstance(entry, dict) and SUBGRAPH_ID.match(key)
+        }
     return catalog
 
 
@@ -246,8 +272,14 @@ def publish_catalog(app: AppClient, comfy: ComfyClient, catalog: dict) -> None:
     subgraphs = subgraph_files(comfy, catalog.get("global_subgraphs"))
     files.update(subgraphs)
     if isinstance(catalog.get("global_subgraphs"), dict):  # one that could not be fetched is not offered
-        catalog = {**catalog, "global_subgraphs": {key: entry for key, entry in catalog["global_subgraphs"].items()
-                                                   if f"/global_subgraphs/{key}" in subgraphs}}
+        catalog = {
+            **catalog,
+            "global_subgraphs": {
+                key: entry
+                for key, entry in catalog["global_subgraphs"].items()
+                if f"/global_subgraphs/{key}" in subgraphs
+            },
+        }
     held = app.published_files()
     sent = 0
     for path, content in files.items():
@@ -355,9 +387,18 @@ class KeepWarm:
             log.warning("keep-warm request failed: %s", exc)
 
 
-def heartbeat_loop(app: AppClient, gpu: Gpu, every: float, published: str, stop: threading.Event,
-                   lease_redis=None, lease_seconds: float = 10.0, problem_probe: float = 15.0, cache=None,
-                   warm: "KeepWarm | None" = None) -> None:
+def heartbeat_loop(
+    app: AppClient,
+    gpu: Gpu,
+    every: float,
+    published: str,
+    stop: threading.Event,
+    lease_redis=None,
+    lease_seconds: float = 10.0,
+    problem_probe: float = 15.0,
+    cache=None,
+    warm: "KeepWarm | None" = None,
+) -> None:
     """Every `every` seconds: is the GPU answering, and which runs is this process doing? The
     answer renews the runs' leases, or says to stop one (cancelled, or no longer ours). The
     leases are also renewed in Redis, so a restarting app does not take the runs away."""
@@ -397,9 +438,15 @@ def heartbeat_loop(app: AppClient, gpu: Gpu, every: float, published: str, stop:
             if warm is not None:
                 extra["warm_seconds"] = warm.kept
                 warm.kept = 0.0
-            answer = app.heartbeat(status, first.job_id if first else None, first.run_no if first else None,
-                                   runs=[{"job_id": r.job_id, "run": r.run_no} for r in runs],
-                                   problem=problem or "", vram_free=vram_free(stats), **extra)
+            answer = app.heartbeat(
+                status,
+                first.job_id if first else None,
+                first.run_no if first else None,
+                runs=[{"job_id": r.job_id, "run": r.run_no} for r in runs],
+                problem=problem or "",
+                vram_free=vram_free(stats),
+                **extra,
+            )
             if warm is not None:
                 # Slots busy with runs are warm anyway: only the idle ones need keeping.
                 warm.kept += warm.tick(max(0, int(answer.get("warm") or 0) - len(runs)))
@@ -464,8 +511,9 @@ def work(args, queue_name: str, stop: threading.Event, worker_class=GpuWorker) -
         wait_for_redis(connection, stop)
         queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
         # RQ needs a unique name per live process; a restart must not collide with the old entry.
-        worker = worker_class([queue], connection=connection, serializer=JSONSerializer,
-                              name=f"{args.name}.{uuid.uuid4().hex[:6]}")
+        worker = worker_class(
+            [queue], connection=connection, serializer=JSONSerializer, name=f"{args.name}.{uuid.uuid4().hex[:6]}"
+        )
         started = time.monotonic()
         try:
             worker.work(burst=args.burst, logging_level="INFO", with_scheduler=False)
@@ -488,8 +536,14 @@ def refused_at_start(app: AppClient, gpu: Gpu, args, exc: ComfyAuthError, every:
     """The GPU refused our credentials at start: the console shows this worker unhealthy, with
     why, and no job is sent to it; it tries again every `problem_probe` seconds until it gets in."""
     print(f"gpuworker {args.name}: {exc}", file=sys.stderr, flush=True)
-    app.register(name=args.name, provider=args.provider, comfyui_url=args.comfyui, capacity=args.provider_config.concurrency,
-                 status="comfyui_unreachable", problem=str(exc))
+    app.register(
+        name=args.name,
+        provider=args.provider,
+        comfyui_url=args.comfyui,
+        capacity=args.provider_config.concurrency,
+        status="comfyui_unreachable",
+        problem=str(exc),
+    )
     last_probe = time.monotonic()
     while True:
         time.sleep(every)
@@ -510,7 +564,9 @@ def runpod_catalog(config) -> dict:
         with open(config.object_info, encoding="utf-8") as fh:
             object_info = json.load(fh)
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"gpuworker: cannot read the RunPod endpoint's object_info from {config.object_info}: {exc}")
+        raise SystemExit(
+            f"gpuworker: cannot read the RunPod endpoint's object_info from {config.object_info}: {exc}"
+        ) from None
     return {"object_info": object_info, "comfyui_version": "", "system_stats": {"system": {}, "devices": []}}
 
 
@@ -557,15 +613,19 @@ def main(argv=None) -> int:
                 stats = gpu.probe()
             elif config.serverless:
                 # Started once at boot, for the catalog; it may scale to zero again afterwards.
-                comfy.wait_warm(timeouts.cold_start, lambda s: print(
-                    f"gpuworker: waiting for the serverless GPU at {comfy.base} to start… {s:.0f} s", flush=True))
+                comfy.wait_warm(
+                    timeouts.cold_start,
+                    lambda s: print(
+                        f"gpuworker: waiting for the serverless GPU at {comfy.base} to start… {s:.0f} s", flush=True
+                    ),
+                )
                 stats = comfy.system_stats()
             else:
                 stats = wait_for_comfyui(comfy, args.comfyui_wait)
         except ComfyAuthError as exc:
             stats = refused_at_start(app, gpu, args, exc, every)
         except ColdStartTimeout as exc:
-            raise SystemExit(f"gpuworker: {exc}")
+            raise SystemExit(f"gpuworker: {exc}") from None
         version = (stats.get("system") or {}).get("comfyui_version", "")
         if comfy is not None:
             clear_orphans(comfy)
@@ -573,19 +633,35 @@ def main(argv=None) -> int:
         catalog = gpu.catalog(stats)
         gpu.publish(app, catalog)
         info = {"price_per_hour": config.price_per_hour} if config.price_per_hour is not None else {}
-        registered = app.register(name=args.name, provider=args.provider, comfyui_url=args.comfyui, version=version,
-                                  capacity=config.concurrency, vram_free=vram_free(stats), carries_models=cache is not None,
-                                  serverless=config.serverless,
-                                  **gpu_info(stats), **info)
+        registered = app.register(
+            name=args.name,
+            provider=args.provider,
+            comfyui_url=args.comfyui,
+            version=version,
+            capacity=config.concurrency,
+            vram_free=vram_free(stats),
+            carries_models=cache is not None,
+            serverless=config.serverless,
+            **gpu_info(stats),
+            **info,
+        )
     except TokenRevoked:
-        print("gpuworker: the app does not know this worker's token. Create one with "
-              "`manage.py worker_token NAME` and pass it in GPUWORKER_TOKEN or --token-file.", file=sys.stderr, flush=True)
+        print(
+            "gpuworker: the app does not know this worker's token. Create one with "
+            "`manage.py worker_token NAME` and pass it in GPUWORKER_TOKEN or --token-file.",
+            file=sys.stderr,
+            flush=True,
+        )
         return 3
     except AppError as exc:
         # Final (4xx): retrying the same catalog would be refused again. The app's own words,
         # which never carry the token.
-        print(f"gpuworker: the app refused this worker at start ({exc.status}): {exc.reason}. "
-              "See docs/operator.md, \"A worker that never comes online\".", file=sys.stderr, flush=True)
+        print(
+            f"gpuworker: the app refused this worker at start ({exc.status}): {exc.reason}. "
+            'See docs/operator.md, "A worker that never comes online".',
+            file=sys.stderr,
+            flush=True,
+        )
         return 4
     queue_name = registered.get("queue") or args.queue
     every = float(registered.get("heartbeat_seconds") or HEARTBEAT_SECONDS)
@@ -594,22 +670,40 @@ def main(argv=None) -> int:
     # Its own client: requests sessions are not shared between threads; short retries, so a
     # beat that fails is simply the next one's job.
     beat_app = AppClient(args.app, args.token, retry_seconds=min(every, 5.0), timeout=max(every, 2.0))
-    beat_gpu = Gpu(ComfyClient(args.comfyui, headers, timeout=3.0, connect_timeout=3.0) if comfy else None,
-                   serverless=config.serverless, runpod=gpu.runpod, catalog=gpu.fixed_catalog)
+    beat_gpu = Gpu(
+        ComfyClient(args.comfyui, headers, timeout=3.0, connect_timeout=3.0) if comfy else None,
+        serverless=config.serverless,
+        runpod=gpu.runpod,
+        catalog=gpu.fixed_catalog,
+    )
     lease_redis = redis.Redis.from_url(args.redis, socket_timeout=2, socket_connect_timeout=2)
     beats = threading.Thread(
         target=heartbeat_loop,
-        args=(beat_app, beat_gpu, every, catalog_fingerprint(catalog), stop, lease_redis,
-              float(registered.get("lease_seconds") or 10), timeouts.problem_probe, cache,
-              KeepWarm(args.comfyui, headers, timeouts.keep_warm) if config.serverless else None),
+        args=(
+            beat_app,
+            beat_gpu,
+            every,
+            catalog_fingerprint(catalog),
+            stop,
+            lease_redis,
+            float(registered.get("lease_seconds") or 10),
+            timeouts.problem_probe,
+            cache,
+            KeepWarm(args.comfyui, headers, timeouts.keep_warm) if config.serverless else None,
+        ),
         daemon=True,
     )
     beats.start()
     where = config.endpoint if args.provider == "runpod" else args.comfyui
-    print(f"gpuworker {args.name}: {args.provider} {version or '?'} at {where}, queue '{queue_name}', "
-          f"{config.concurrency} at a time, app {args.app}, heartbeat every {every:g} s", flush=True)
-    slots = [threading.Thread(target=work, args=(args, queue_name, stop, ThreadGpuWorker), daemon=True,
-                              name=f"slot-{n}") for n in range(2, config.concurrency + 1)]
+    print(
+        f"gpuworker {args.name}: {args.provider} {version or '?'} at {where}, queue '{queue_name}', "
+        f"{config.concurrency} at a time, app {args.app}, heartbeat every {every:g} s",
+        flush=True,
+    )
+    slots = [
+        threading.Thread(target=work, args=(args, queue_name, stop, ThreadGpuWorker), daemon=True, name=f"slot-{n}")
+        for n in range(2, config.concurrency + 1)
+    ]
     for slot in slots:
         slot.start()
     try:

@@ -1,9 +1,10 @@
 """Calls to the app's worker API (docs/worker-protocol.md), retried while the app restarts."""
+
 import gzip
 import json
 import logging
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import requests
 
@@ -85,16 +86,25 @@ class AppClient:
 
     def publish_catalog(self, catalog: dict) -> dict:
         # gzip: a current ComfyUI's object_info is 1.4 MB of JSON and compresses tenfold.
-        return self._call("POST", "catalog", data=gzip.compress(json.dumps(catalog).encode(), 6),
-                          headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}).json()
+        return self._call(
+            "POST",
+            "catalog",
+            data=gzip.compress(json.dumps(catalog).encode(), 6),
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        ).json()
 
     def published_files(self) -> dict[str, str]:
         """{path: sha256} of the catalog files the app holds for this worker."""
         return self._call("GET", "catalog/files").json()
 
     def publish_file(self, path: str, content: bytes) -> dict:
-        return self._call("PUT", "catalog/files", params={"path": path}, data=gzip.compress(content, 6),
-                          headers={"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}).json()
+        return self._call(
+            "PUT",
+            "catalog/files",
+            params={"path": path},
+            data=gzip.compress(content, 6),
+            headers={"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"},
+        ).json()
 
     def started(self, job_id: str, run: int) -> bool:
         """True when the run may go ahead; False when the app says it must not."""
@@ -132,8 +142,13 @@ class AppClient:
         return self._put_part(job_id, params, offset, bytes(part), final=True)
 
     def _put_part(self, job_id: str, params: dict, offset: int, data: bytes, final: bool) -> dict:
-        return self._call("PUT", f"jobs/{job_id}/outputs", params={**params, "offset": offset, "final": int(final)},
-                          data=data, headers={"Content-Type": "application/octet-stream"}).json()
+        return self._call(
+            "PUT",
+            f"jobs/{job_id}/outputs",
+            params={**params, "offset": offset, "final": int(final)},
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        ).json()
 
     def finish(self, job_id: str, result: dict) -> dict:
         return self.post(f"jobs/{job_id}/finish", result)

@@ -1,11 +1,12 @@
 """A client of one ComfyUI server: HTTP calls and the /ws message stream of one prompt."""
+
 import contextlib
 import json
 import logging
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from http.cookies import SimpleCookie
-from typing import Callable, Iterator
 
 import requests
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -31,8 +32,10 @@ class ComfyAuthError(requests.RequestException):
     provider file's headers are wrong or were rotated. The host's fault, never the job's."""
 
     def __init__(self, status: int, url: str):
-        super().__init__(f"ComfyUI refused this worker's credentials (HTTP {status} from {url}): "
-                         "check the headers in the worker's provider file")
+        super().__init__(
+            f"ComfyUI refused this worker's credentials (HTTP {status} from {url}): "
+            "check the headers in the worker's provider file"
+        )
         self.status = status
 
 
@@ -53,7 +56,9 @@ class ComfyClient:
     auth). Cookies a load balancer sets go along too: a replica set behind one URL keeps this
     client on one replica (sticky cookie), so a run's POST, socket and /history agree."""
 
-    def __init__(self, base_url: str, headers: dict | None = None, timeout: float = 30.0, connect_timeout: float = 10.0):
+    def __init__(
+        self, base_url: str, headers: dict | None = None, timeout: float = 30.0, connect_timeout: float = 10.0
+    ):
         self.base = base_url.rstrip("/")
         self.headers = dict(headers or {})
         self.timeout = (connect_timeout, timeout)
@@ -70,7 +75,9 @@ class ComfyClient:
                 response = self.session.get(self.base + "/system_stats", timeout=(probe_timeout, probe_timeout))
                 if response.status_code not in STARTING:
                     response.raise_for_status()
-                    return round(time.monotonic() - started, 3) if time.monotonic() - started > probe_timeout / 2 else 0.0
+                    return (
+                        round(time.monotonic() - started, 3) if time.monotonic() - started > probe_timeout / 2 else 0.0
+                    )
             except (requests.ConnectionError, requests.Timeout):
                 pass  # a front that holds the request, or a container whose port is not open yet
             waited = time.monotonic() - started
@@ -147,7 +154,11 @@ class ComfyClient:
 
     def download(self, item: dict, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
         """Stream one file from /view: a video of gigabytes never sits in memory whole."""
-        params = {"filename": item["filename"], "subfolder": item.get("subfolder", ""), "type": item.get("type", "output")}
+        params = {
+            "filename": item["filename"],
+            "subfolder": item.get("subfolder", ""),
+            "type": item.get("type", "output"),
+        }
         with self.session.get(self.base + "/view", params=params, stream=True, timeout=self.timeout) as response:
             response.raise_for_status()
             yield from response.iter_content(chunk_size)
@@ -216,5 +227,12 @@ class PromptSocket:
             self._stack = self.ws = None
 
 
-__all__ = ["ColdStartTimeout", "ComfyAuthError", "ComfyClient", "ComfyValidationError", "PromptSocket",
-           "ConnectionClosed", "ENDS"]
+__all__ = [
+    "ColdStartTimeout",
+    "ComfyAuthError",
+    "ComfyClient",
+    "ComfyValidationError",
+    "PromptSocket",
+    "ConnectionClosed",
+    "ENDS",
+]

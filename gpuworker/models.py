@@ -7,6 +7,7 @@ holds at most `cap_bytes`; the least recently used blobs leave first, with their
 a participant deletes leaves too (the app lists deletions in the heartbeat's answer). Several
 workers on one host may share the folder: changes are made under a file lock.
 """
+
 import contextlib
 import fcntl
 import hashlib
@@ -14,8 +15,8 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 log = logging.getLogger("gpuworker.models")
 FOLDER = re.compile(r"^[a-z0-9_]{1,50}$")
@@ -30,8 +31,11 @@ def without_participant_models(value):
     if isinstance(value, dict):
         return {k: without_participant_models(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [without_participant_models(v) for v in value
-                if not (isinstance(v, str) and v.startswith("ws-") and "/" in v)]
+        return [
+            without_participant_models(v)
+            for v in value
+            if not (isinstance(v, str) and v.startswith("ws-") and "/" in v)
+        ]
     return value
 
 

@@ -23,6 +23,7 @@ One TOML file per worker (docs/providers.md has the whole format):
 `${NAME}` in any string is taken from the environment, so the file itself holds no secret. The
 flat keys of earlier files (`comfyui = "URL"` and a `[headers]` table) still work.
 """
+
 import os
 import re
 import tomllib
@@ -96,22 +97,27 @@ def literal_secrets(raw: dict, source: str) -> list[str]:
     """Secrets written into the file instead of named as ${NAME}: the file then is the secret,
     copied into backups, images and repositories."""
     found = []
-    tables = {"[runpod] api_key": (raw.get("runpod") or {}).get("api_key") if isinstance(raw.get("runpod"), dict) else None,
-              "token": raw.get("token")}
+    tables = {
+        "[runpod] api_key": (raw.get("runpod") or {}).get("api_key") if isinstance(raw.get("runpod"), dict) else None,
+        "token": raw.get("token"),
+    }
     comfyui = raw.get("comfyui") if isinstance(raw.get("comfyui"), dict) else {}
     for name, value in {**(comfyui.get("headers") or {}), **(raw.get("headers") or {})}.items():
         if any(word in str(name).lower() for word in SECRET_HEADER):
             tables[f"header {name}"] = value
     for where, value in tables.items():
         if isinstance(value, str) and value and "${" not in value:
-            found.append(f"{source}: {where} is written in the file; put it in the environment and write "
-                         f"\"${{NAME}}\" there instead (docs/providers.md)")
+            found.append(
+                f"{source}: {where} is written in the file; put it in the environment and write "
+                f'"${{NAME}}" there instead (docs/providers.md)'
+            )
     return found
 
 
 def expand(value, where: str):
     """`${NAME}` from the environment; a name that is not set is an error, not an empty secret."""
     if isinstance(value, str):
+
         def variable(match):
             name = match.group(1)
             if name not in os.environ:
@@ -200,6 +206,7 @@ def load(path: str) -> ProviderConfig:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     config = parse_config(text, path)
     if os.stat(path).st_mode & 0o077:
-        config.warnings.append(f"{path} is readable by other users of this host; a provider file holds or names "
-                               f"secrets: chmod 600 {path}")
+        config.warnings.append(
+            f"{path} is readable by other users of this host; a provider file holds or names secrets: chmod 600 {path}"
+        )
     return config

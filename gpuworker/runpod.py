@@ -12,6 +12,7 @@ RunPod follows the job itself, so no replica can lose it; there is no ComfyUI so
 participant sees "Starting a GPU…" while the job waits for a worker, then the run's own
 progress where the handler streams ComfyUI's messages, then the outputs.
 """
+
 import base64
 import logging
 import os
@@ -44,8 +45,9 @@ class RunpodClient:
         return cls(os.environ["GPUWORKER_RUNPOD_ENDPOINT"], os.environ["GPUWORKER_RUNPOD_API_KEY"], timeouts)
 
     def _call(self, method: str, path: str, **kwargs) -> dict:
-        response = self.session.request(method, self.base + path,
-                                        timeout=(self.timeouts.connect, self.timeouts.request), **kwargs)
+        response = self.session.request(
+            method, self.base + path, timeout=(self.timeouts.connect, self.timeouts.request), **kwargs
+        )
         response.raise_for_status()
         return response.json()
 
@@ -101,17 +103,27 @@ class RunpodRun(tasks.RunStops):
             return "fenced"
         except ComfyAuthError as exc:
             tasks.PROBLEM["text"] = str(exc).replace("ComfyUI refused", "RunPod refused")
-            return self._finish("lost", reason="the GPU provider refused the worker's credentials", crash=False,
-                                comfyui_unreachable=True, problem=tasks.PROBLEM["text"])
+            return self._finish(
+                "lost",
+                reason="the GPU provider refused the worker's credentials",
+                crash=False,
+                comfyui_unreachable=True,
+                problem=tasks.PROBLEM["text"],
+            )
         except (requests.ConnectionError, requests.Timeout) as exc:
             self._cancel_remote()
-            return self._finish("lost", reason=f"RunPod did not answer ({exc.__class__.__name__})",
-                                crash=self.started_at is not None, comfyui_unreachable=True)
+            return self._finish(
+                "lost",
+                reason=f"RunPod did not answer ({exc.__class__.__name__})",
+                crash=self.started_at is not None,
+                comfyui_unreachable=True,
+            )
         except Exception as exc:
             log.exception("job %s failed", self.job_id)
             self._cancel_remote()
-            return self._finish("error", error={"exception_message": f"GPU worker error: {exc}",
-                                                "exception_type": type(exc).__name__})
+            return self._finish(
+                "error", error={"exception_message": f"GPU worker error: {exc}", "exception_type": type(exc).__name__}
+            )
 
     def _run(self) -> str:
         images = []
@@ -120,8 +132,10 @@ class RunpodRun(tasks.RunStops):
                 name = "/".join(p for p in (item.get("subfolder", ""), item["filename"]) if p)
                 images.append({"name": name, "image": base64.b64encode(response.content).decode()})
         timeout = float(self.payload.get("timeout") or 1800)
-        body = {"input": {"workflow": self.payload["prompt"], "images": images},
-                "policy": {"executionTimeout": int(timeout * 1000)}}
+        body = {
+            "input": {"workflow": self.payload["prompt"], "images": images},
+            "policy": {"executionTimeout": int(timeout * 1000)},
+        }
         self.remote_id = self.client.run(body)
         log.info("job %s run %s: RunPod job %s", self.job_id, self.run_no, self.remote_id)
         submitted = time.monotonic()
@@ -143,21 +157,33 @@ class RunpodRun(tasks.RunStops):
                 if waited > self.timeouts.cold_start:
                     self._cancel_remote()
                     raise requests.Timeout(f"no RunPod worker took the job within {self.timeouts.cold_start:.0f} s")
-                self._events([{"type": "workshop.gpu_starting", "data": {"prompt_id": self.job_id, "seconds": round(waited)}}])
+                self._events(
+                    [{"type": "workshop.gpu_starting", "data": {"prompt_id": self.job_id, "seconds": round(waited)}}]
+                )
             elif status == "IN_PROGRESS":
                 if self.started_at is None:
                     self.started_at = time.monotonic()
-                    self.cold_start_seconds = round(float(state.get("delayTime") or 0) / 1000, 3) or \
-                        round(self.started_at - submitted, 3)
-                    self._events([{"type": "execution_start",
-                                   "data": {"prompt_id": self.job_id, "timestamp": int(time.time() * 1000)}}])
+                    self.cold_start_seconds = round(float(state.get("delayTime") or 0) / 1000, 3) or round(
+                        self.started_at - submitted, 3
+                    )
+                    self._events(
+                        [
+                            {
+                                "type": "execution_start",
+                                "data": {"prompt_id": self.job_id, "timestamp": int(time.time() * 1000)},
+                            }
+                        ]
+                    )
                 self._relay_stream()
             elif status in ENDED:
                 return self._ended(state)
             if time.monotonic() > deadline:
                 self._cancel_remote()
-                return self._finish("error", error={"exception_message": f"Timed out after {timeout:.0f} s"},
-                                    end=self._ending("execution_error", {"exception_message": "Timed out"}))
+                return self._finish(
+                    "error",
+                    error={"exception_message": f"Timed out after {timeout:.0f} s"},
+                    end=self._ending("execution_error", {"exception_message": "Timed out"}),
+                )
             time.sleep(self.timeouts.poll)
 
     def _relay_stream(self) -> None:
@@ -167,9 +193,13 @@ class RunpodRun(tasks.RunStops):
         except requests.HTTPError:
             return  # a handler that streams nothing
         relay = []
-        for item in items[self.streamed:]:
+        for item in items[self.streamed :]:
             message = item.get("output") if isinstance(item, dict) else None
-            if isinstance(message, dict) and isinstance(message.get("type"), str) and isinstance(message.get("data"), dict):
+            if (
+                isinstance(message, dict)
+                and isinstance(message.get("type"), str)
+                and isinstance(message.get("data"), dict)
+            ):
                 if message["type"] in ("progress", "executing", "progress_state"):
                     relay.append({**message, "data": {**message["data"], "prompt_id": self.job_id}})
         self.streamed = len(items)
@@ -190,8 +220,16 @@ class RunpodRun(tasks.RunStops):
                 for item in (output.get(kind) or []) if isinstance(output, dict) else []:
                     stored.setdefault(kind, []).append(self._deliver(item))
             outputs = {node: stored} if stored else {}
-            executed = [{"type": "executed", "data": {"node": node, "display_node": node, "output": stored,
-                                                       "prompt_id": self.job_id}}] if stored else []
+            executed = (
+                [
+                    {
+                        "type": "executed",
+                        "data": {"node": node, "display_node": node, "output": stored, "prompt_id": self.job_id},
+                    }
+                ]
+                if stored
+                else []
+            )
             if executed:
                 self._events(executed)
             return self._finish("success", outputs=outputs, end=self._ending("execution_success", {}))
@@ -221,8 +259,9 @@ class RunpodRun(tasks.RunStops):
         if item.get("type") == "s3_url":
             response = self.client.fetch(str(item.get("data")))
             with response:
-                stored = self.app.upload_output(self.job_id, self.run_no, target,
-                                                lambda: response.iter_content(1024 * 1024))
+                stored = self.app.upload_output(
+                    self.job_id, self.run_no, target, lambda: response.iter_content(1024 * 1024)
+                )
         else:
             data = str(item.get("data") or "")
             data = data.split(",", 1)[1] if data.startswith("data:") else data
@@ -244,21 +283,36 @@ class RunpodRun(tasks.RunStops):
 
     def _ending(self, kind: str, data: dict) -> list[dict]:
         stamp = int(time.time() * 1000)
-        return [{"type": kind, "data": {**data, "prompt_id": self.job_id, "timestamp": stamp}},
-                {"type": "executing", "data": {"node": None, "display_node": None, "prompt_id": self.job_id}}]
+        return [
+            {"type": kind, "data": {**data, "prompt_id": self.job_id, "timestamp": stamp}},
+            {"type": "executing", "data": {"node": None, "display_node": None, "prompt_id": self.job_id}},
+        ]
 
     def _finish(self, status: str, error: dict | None = None, outputs: dict | None = None, end=None, **extra) -> str:
         gpu_seconds = round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0
         messages = [[m["type"], m["data"]] for m in (end or []) if m["type"] != "executing"]
         result = {
-            "run": self.run_no, "status": status, "outputs": outputs or {}, "messages": messages,
-            "end": end if status in ("success", "error", "interrupted") else [], "error": error,
-            "gpu_seconds": gpu_seconds, "load_seconds": 0.0, "cold_start_seconds": self.cold_start_seconds, **extra,
+            "run": self.run_no,
+            "status": status,
+            "outputs": outputs or {},
+            "messages": messages,
+            "end": end if status in ("success", "error", "interrupted") else [],
+            "error": error,
+            "gpu_seconds": gpu_seconds,
+            "load_seconds": 0.0,
+            "cold_start_seconds": self.cold_start_seconds,
+            **extra,
         }
         try:
             answer = self.app.finish(self.job_id, result)
         except RunFenced:
             return "fenced"
-        log.info("job %s run %s: %s on RunPod (%.2f s) -> %s", self.job_id, self.run_no, status, gpu_seconds,
-                 answer.get("state"))
+        log.info(
+            "job %s run %s: %s on RunPod (%.2f s) -> %s",
+            self.job_id,
+            self.run_no,
+            status,
+            gpu_seconds,
+            answer.get("state"),
+        )
         return status

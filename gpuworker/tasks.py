@@ -6,6 +6,7 @@ run is no longer the job's current one (409 with `stop`), the worker stops it on
 only with ComfyUI's own end (success, error, interrupted) or with a host fault (`lost`: ComfyUI
 unreachable or restarted), which puts it back in the queue.
 """
+
 import base64
 import json
 import logging
@@ -56,8 +57,10 @@ def revoked() -> None:
     """The app refused our token: nothing this process does can count any more, so it stops."""
     if not REVOKED.is_set():
         REVOKED.set()
-        log.error("the app refused this worker's token (it was rotated or revoked): stopping. "
-                  "Start the worker again with the new token from `manage.py worker_token`.")
+        log.error(
+            "the app refused this worker's token (it was rotated or revoked): stopping. "
+            "Start the worker again with the new token from `manage.py worker_token`."
+        )
         SHUTDOWN.set()
         import signal
 
@@ -111,8 +114,12 @@ def run_job(payload: dict, settings: Settings | None = None) -> str:
 
         run = RunpodRun(payload, app, RunpodClient.from_env(settings.timeouts), connection, settings.timeouts)
     else:
-        comfy = ComfyClient(settings.comfyui, settings.headers, timeout=settings.timeouts.request,
-                            connect_timeout=settings.timeouts.connect)
+        comfy = ComfyClient(
+            settings.comfyui,
+            settings.headers,
+            timeout=settings.timeouts.request,
+            connect_timeout=settings.timeouts.connect,
+        )
         run = JobRun(payload, app, comfy, connection, settings.timeouts, serverless=settings.serverless)
         if settings.model_cache:
             from .models import ModelCache
@@ -154,8 +161,15 @@ class RunStops:
 
 
 class JobRun(RunStops):
-    def __init__(self, payload: dict, app: AppClient, comfy: ComfyClient, connection, timeouts: Timeouts | None = None,
-                 serverless: bool = False):
+    def __init__(
+        self,
+        payload: dict,
+        app: AppClient,
+        comfy: ComfyClient,
+        connection,
+        timeouts: Timeouts | None = None,
+        serverless: bool = False,
+    ):
         self.payload = payload
         self.timeouts = timeouts or Timeouts()
         self.serverless = serverless
@@ -197,8 +211,9 @@ class JobRun(RunStops):
         except ColdStartTimeout as exc:
             return self._host_fault(exc)
         except RunFenced as exc:
-            log.warning("job %s run %s: the app took the run away (%s); stopping it on ComfyUI",
-                        self.job_id, self.run_no, exc)
+            log.warning(
+                "job %s run %s: the app took the run away (%s); stopping it on ComfyUI", self.job_id, self.run_no, exc
+            )
             self._abandon()
             return "fenced"
         except HOST_ERRORS as exc:
@@ -206,7 +221,9 @@ class JobRun(RunStops):
         except Exception as exc:
             log.exception("job %s failed", self.job_id)
             self._abandon()
-            self._finish("error", error={"exception_message": f"GPU worker error: {exc}", "exception_type": type(exc).__name__})
+            self._finish(
+                "error", error={"exception_message": f"GPU worker error: {exc}", "exception_type": type(exc).__name__}
+            )
             return "error"
 
     def _run(self) -> str:
@@ -217,12 +234,16 @@ class JobRun(RunStops):
         self._place_models()
         for item in self.payload.get("inputs", []):
             with self.app.download_input(self.job_id, self.run_no, item) as response:
-                self.comfy.upload_image(item["filename"], item.get("subfolder", ""), response.raw, item.get("type", "input"))
+                self.comfy.upload_image(
+                    item["filename"], item.get("subfolder", ""), response.raw, item.get("type", "input")
+                )
         socket = self.comfy.websocket()
         try:
             try:
                 self.prompt_id = self.comfy.submit(
-                    self.payload["prompt"], self.payload.get("extra_data") or {}, socket.client_id,
+                    self.payload["prompt"],
+                    self.payload.get("extra_data") or {},
+                    socket.client_id,
                     **(self.payload.get("submit_fields") or {}),
                 )
             except ComfyValidationError as exc:
@@ -259,8 +280,12 @@ class JobRun(RunStops):
             if time.monotonic() > deadline + self.timeouts.give_up_after_interrupt:
                 # ComfyUI ignored the interrupt (a node that never checks): free this slot anyway.
                 self._abandon()
-                return self._finish("error", error={"exception_message": f"Timed out after {timeout:.0f} s; "
-                                                    "ComfyUI did not stop when interrupted"})
+                return self._finish(
+                    "error",
+                    error={
+                        "exception_message": f"Timed out after {timeout:.0f} s; ComfyUI did not stop when interrupted"
+                    },
+                )
             if ending_since and time.monotonic() - ending_since > END_WAIT:
                 return self._end()
             try:
@@ -290,8 +315,10 @@ class JobRun(RunStops):
         data = {**data, "prompt_id": self.job_id}
         if kind == "progress_state" and isinstance(data.get("nodes"), dict):
             # Newer frontends key per-job progress on each node's own prompt_id as well.
-            data["nodes"] = {k: ({**v, "prompt_id": self.job_id} if isinstance(v, dict) and "prompt_id" in v else v)
-                             for k, v in data["nodes"].items()}
+            data["nodes"] = {
+                k: ({**v, "prompt_id": self.job_id} if isinstance(v, dict) and "prompt_id" in v else v)
+                for k, v in data["nodes"].items()
+            }
         relayed = {**message, "data": data}
         if kind == "execution_start":
             self.started_at = time.monotonic()
@@ -367,7 +394,9 @@ class JobRun(RunStops):
             for kind, data in status.get("messages", []):
                 if kind in ENDS:
                     self.end.append({"type": kind, "data": {**data, "prompt_id": self.job_id}})
-            self.end.append({"type": "executing", "data": {"node": None, "display_node": None, "prompt_id": self.job_id}})
+            self.end.append(
+                {"type": "executing", "data": {"node": None, "display_node": None, "prompt_id": self.job_id}}
+            )
             return self._end()
         if not known:
             raise ConnectionError("ComfyUI restarted during the run and lost the prompt")
@@ -382,6 +411,7 @@ class JobRun(RunStops):
         if wanted and self.model_cache is None:
             raise ModelRejected("this GPU worker has no cache for participants' own models")
         for item in wanted:
+
             def fetch(item=item):
                 with self.app.download_model(self.job_id, self.run_no, str(item["sha256"])) as response:
                     yield from response.iter_content(1024 * 1024)
@@ -392,8 +422,9 @@ class JobRun(RunStops):
     def _starting(self, seconds: float) -> None:
         """A serverless GPU is starting: the participant sees it counting, not a frozen queue."""
         self.pending = [e for e in self.pending if e["type"] != "workshop.gpu_starting"]
-        self.pending.append({"type": "workshop.gpu_starting",
-                             "data": {"prompt_id": self.job_id, "seconds": round(seconds)}})
+        self.pending.append(
+            {"type": "workshop.gpu_starting", "data": {"prompt_id": self.job_id, "seconds": round(seconds)}}
+        )
         self._flush()
 
     def _refused(self, exc: ComfyAuthError) -> str:
@@ -402,8 +433,13 @@ class JobRun(RunStops):
         PROBLEM["text"] = str(exc)
         log.error("job %s run %s: %s; the job goes back to the queue", self.job_id, self.run_no, exc)
         try:
-            self._finish("lost", reason="the GPU provider refused the worker's credentials", crash=False,
-                         comfyui_unreachable=True, problem=str(exc))
+            self._finish(
+                "lost",
+                reason="the GPU provider refused the worker's credentials",
+                crash=False,
+                comfyui_unreachable=True,
+                problem=str(exc),
+            )
         except RunFenced:
             pass
         return "lost"
@@ -416,10 +452,12 @@ class JobRun(RunStops):
         try:
             # A prompt ComfyUI had started may itself have brought ComfyUI down (a video model
             # out of memory): that counts towards the job's attempts; one never started does not.
-            said = str(exc) if isinstance(exc, ColdStartTimeout) else (
-                "the GPU host's ComfyUI stopped answering" if down else "the GPU host's ComfyUI failed")
-            self._finish("lost", reason=said,
-                         crash=self.started_at is not None, comfyui_unreachable=down)
+            said = (
+                str(exc)
+                if isinstance(exc, ColdStartTimeout)
+                else ("the GPU host's ComfyUI stopped answering" if down else "the GPU host's ComfyUI failed")
+            )
+            self._finish("lost", reason=said, crash=self.started_at is not None, comfyui_unreachable=down)
         except RunFenced:
             pass
         return "lost"
@@ -483,7 +521,10 @@ class JobRun(RunStops):
         """Stop this run's prompt on ComfyUI, wherever it is (running or still in its queue)."""
         if not self.prompt_id:
             return
-        for call in (lambda: self.comfy.delete_from_queue(self.prompt_id), lambda: self.comfy.interrupt(self.prompt_id)):
+        for call in (
+            lambda: self.comfy.delete_from_queue(self.prompt_id),
+            lambda: self.comfy.interrupt(self.prompt_id),
+        ):
             try:
                 call()
             except HOST_ERRORS as exc:
@@ -506,8 +547,14 @@ class JobRun(RunStops):
             **extra,
         }
         answer = self.app.finish(self.job_id, result)
-        log.info("job %s run %s: %s (%.2f s on the GPU) -> %s", self.job_id, self.run_no, status, gpu_seconds,
-                 answer.get("state"))
+        log.info(
+            "job %s run %s: %s (%.2f s on the GPU) -> %s",
+            self.job_id,
+            self.run_no,
+            status,
+            gpu_seconds,
+            answer.get("state"),
+        )
         return status
 
 
@@ -522,4 +569,8 @@ def _validation_error(body: dict) -> dict:
     for node_id, node in (body.get("node_errors") or {}).items():
         for err in node.get("errors", []):
             lines.append(f"#{node_id} {node.get('class_type', '')}: {err.get('message')} ({err.get('details')})")
-    return {"exception_message": "\n".join(lines), "exception_type": "ValidationError", "node_errors": body.get("node_errors") or {}}
+    return {
+        "exception_message": "\n".join(lines),
+        "exception_type": "ValidationError",
+        "node_errors": body.get("node_errors") or {},
+    }

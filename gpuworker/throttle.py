@@ -1,4 +1,5 @@
 """Which progress messages are worth relaying: a sampler can emit dozens per second."""
+
 import time
 
 

@@ -20,8 +20,20 @@ def _log(request, objects, message):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("short_id", "workspace", "state", "priority_word", "number", "created", "started", "finished",
-                    "worker", "gpu_time", "attempts", "interruptions")
+    list_display = (
+        "short_id",
+        "workspace",
+        "state",
+        "priority_word",
+        "number",
+        "created",
+        "started",
+        "finished",
+        "worker",
+        "gpu_time",
+        "attempts",
+        "interruptions",
+    )
     list_filter = ("state", "worker")
     search_fields = ("id", "workspace__slug", "workspace__owner__username")
     readonly_fields = [f.name for f in Job._meta.fields if f.name not in ("priority",)]
@@ -89,13 +101,37 @@ class JobAdmin(admin.ModelAdmin):
 
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
-    list_display = ("name", "enabled", "health", "provider", "comfyui_version", "heartbeat", "current_job",
-                    "jobs_done", "gpu", "price_per_hour", "extension_code")
+    list_display = (
+        "name",
+        "enabled",
+        "health",
+        "provider",
+        "comfyui_version",
+        "heartbeat",
+        "current_job",
+        "jobs_done",
+        "gpu",
+        "price_per_hour",
+        "extension_code",
+    )
     list_editable = ("enabled", "price_per_hour")
     # What the worker reports of itself is shown, not edited.
-    readonly_fields = ("token_hash", "last_heartbeat", "current_job", "comfyui_version", "status", "problem",
-                       "vram_free", "vram_total", "gpu_name", "extension_code", "serverless", "carries_models",
-                       "loaded_models", "warm_seconds")
+    readonly_fields = (
+        "token_hash",
+        "last_heartbeat",
+        "current_job",
+        "comfyui_version",
+        "status",
+        "problem",
+        "vram_free",
+        "vram_total",
+        "gpu_name",
+        "extension_code",
+        "serverless",
+        "carries_models",
+        "loaded_models",
+        "warm_seconds",
+    )
     actions = ["trust_extensions", "revoke"]
 
     @admin.display(description="heartbeat", ordering="last_heartbeat")
@@ -110,7 +146,10 @@ class WorkerAdmin(admin.ModelAdmin):
 
     @admin.display(description="GPU")
     def gpu(self, worker):
-        return " · ".join(x for x in (worker.gpu_name, human_bytes(worker.vram_total) if worker.vram_total else "") if x) or "—"
+        return (
+            " · ".join(x for x in (worker.gpu_name, human_bytes(worker.vram_total) if worker.vram_total else "") if x)
+            or "—"
+        )
 
     @admin.action(description="Revoke: the token stops working, its jobs go back to the queue")
     def revoke(self, request, queryset):
@@ -120,7 +159,9 @@ class WorkerAdmin(admin.ModelAdmin):
                 Worker.objects.filter(pk=worker.pk).update(enabled=False)
                 _log(request, [worker], "Revoked its token and disabled it")
             lifecycle.changed()
-        self.message_user(request, f"Revoked {queryset.count()} worker(s); `manage.py worker_token NAME` makes a new token.")
+        self.message_user(
+            request, f"Revoked {queryset.count()} worker(s); `manage.py worker_token NAME` makes a new token."
+        )
 
     @admin.display(description="custom-node frontend code")
     def extension_code(self, worker):
@@ -143,19 +184,32 @@ class WorkerAdmin(admin.ModelAdmin):
             for worker in workers:
                 files = worker.trust_extensions()
                 LogEntry.objects.log_actions(
-                    request.user.pk, [worker], CHANGE,
+                    request.user.pk,
+                    [worker],
+                    CHANGE,
                     change_message=f"Trusted {len(files)} custom-node frontend file(s): "
-                                   + ", ".join(f"{p} sha256:{h[:12]}" for p, h in sorted(files.items())))
-            self.message_user(request, f"Trusted the frontend code of {len(workers)} worker(s); browsers load it "
-                                       "from their next page load.")
+                    + ", ".join(f"{p} sha256:{h[:12]}" for p, h in sorted(files.items())),
+                )
+            self.message_user(
+                request,
+                f"Trusted the frontend code of {len(workers)} worker(s); browsers load it from their next page load.",
+            )
             return None
-        rows = [(worker, sorted(worker.published_extensions().items()), worker.untrusted_extensions())
-                for worker in workers]
-        return TemplateResponse(request, "admin/jobs/worker/trust_extensions.html", {
-            **self.admin_site.each_context(request), "title": "Trust custom-node frontend code?",
-            "rows": rows, "queryset": queryset, "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-            "opts": self.model._meta,
-        })
+        rows = [
+            (worker, sorted(worker.published_extensions().items()), worker.untrusted_extensions()) for worker in workers
+        ]
+        return TemplateResponse(
+            request,
+            "admin/jobs/worker/trust_extensions.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Trust custom-node frontend code?",
+                "rows": rows,
+                "queryset": queryset,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            },
+        )
 
     def save_model(self, request, obj, form, change):
         with transaction.atomic():
@@ -170,10 +224,22 @@ class WorkerAdmin(admin.ModelAdmin):
 class QueueSettingsForm(forms.ModelForm):
     class Meta:
         model = QueueSettings
-        fields = "__all__"
+        fields = [
+            "policy",
+            "paused",
+            "max_waiting_per_user",
+            "max_prompt_bytes",
+            "job_timeout",
+            "max_attempts",
+            "warm_gpus",
+            "warm_from",
+            "warm_until",
+        ]
         # Admin's integer box is 5 characters wide: 2000000 showed as 200000.
-        widgets = {"max_prompt_bytes": forms.NumberInput(attrs={"style": "width: 12em"}),
-                   "job_timeout": forms.NumberInput(attrs={"style": "width: 8em"})}
+        widgets = {
+            "max_prompt_bytes": forms.NumberInput(attrs={"style": "width: 12em"}),
+            "job_timeout": forms.NumberInput(attrs={"style": "width: 8em"}),
+        }
 
 
 @admin.register(QueueSettings)

@@ -1,5 +1,6 @@
 """The instructor's console, inside the Django admin (staff only): thin views over the models'
 levers. Every action is logged as a LogEntry and tells the participant it concerns why."""
+
 import csv
 from datetime import timedelta
 
@@ -35,8 +36,9 @@ def _answer(request, message: str, status: int = 200, **extra):
         return JsonResponse({"ok": status < 400, "message": message, **extra}, status=status)
     messages.add_message(request, messages.SUCCESS if status < 400 else messages.ERROR, message)
     target = request.POST.get("next") or ""
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                           require_https=request.is_secure()):
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         target = reverse("console:queue")  # never another site (an open redirect)
     return redirect(target)
 
@@ -64,8 +66,9 @@ def _context(request, section: str, **extra) -> dict:
 @staff_member_required
 @require_GET
 def queue_page(request):
-    return render(request, "admin/console/queue.html", _context(
-        request, "queue", policies=QueueSettings.POLICY_LABELS.items()))
+    return render(
+        request, "admin/console/queue.html", _context(request, "queue", policies=QueueSettings.POLICY_LABELS.items())
+    )
 
 
 @staff_member_required
@@ -117,10 +120,17 @@ def workspace_action(request, slug, action):
             budget = _optional_int(data.get("gpu_budget_minutes"))
         except ValueError:
             return _answer(request, "Limits are whole numbers, or empty for the queue's default.", status=400)
-        workspace.set_limits(max_waiting_jobs=waiting, gpu_budget_seconds=None if budget is None else budget * 60,
-                             jumps_queue=str(data.get("jumps_queue", "")).lower() in ("1", "on", "true", "yes"))
-        log(request, workspace, f"Limits of {name}: waiting {waiting or 'default'}, GPU budget "
-                                f"{'none' if budget is None else f'{budget} min'}, first in queue {workspace.jumps_queue}")
+        workspace.set_limits(
+            max_waiting_jobs=waiting,
+            gpu_budget_seconds=None if budget is None else budget * 60,
+            jumps_queue=str(data.get("jumps_queue", "")).lower() in ("1", "on", "true", "yes"),
+        )
+        log(
+            request,
+            workspace,
+            f"Limits of {name}: waiting {waiting or 'default'}, GPU budget "
+            f"{'none' if budget is None else f'{budget} min'}, first in queue {workspace.jumps_queue}",
+        )
         return _answer(request, f"Saved the limits of {name}.")
     if action == "reset-password":
         password = workspace.owner_reset_password()
@@ -139,9 +149,19 @@ def _link_page(request, workspace, name, password=""):
     """A one-time login link for the participant (accounts.loginlinks), with its QR code; and
     their new password after a reset."""
     link = loginlinks.issue(workspace.owner, request.build_absolute_uri("/"))
-    return render(request, "admin/console/password.html", _context(
-        request, "participants", name=name, password=password, workspace=workspace, link=link,
-        qr=mark_safe(credentials.qr_svg(link))))  # noqa: S308 - segno's SVG of our own address
+    return render(
+        request,
+        "admin/console/password.html",
+        _context(
+            request,
+            "participants",
+            name=name,
+            password=password,
+            workspace=workspace,
+            link=link,
+            qr=mark_safe(credentials.qr_svg(link)),
+        ),
+    )  # noqa: S308 - segno's SVG of our own address
 
 
 def _today_at(value):
@@ -198,9 +218,13 @@ def queue_action(request, action):
         settings_row.set_warm(count, start, end)
         changed = True
         when = (f" from {timezone.localtime(start):%H:%M}" if start else "") + (
-            f" until {timezone.localtime(end):%H:%M}" if end else "")
-        message = f"Keeping {count} serverless GPU{'s' if count != 1 else ''} warm{when}." if count else \
-            "No serverless GPU is kept warm: they scale to zero when idle."
+            f" until {timezone.localtime(end):%H:%M}" if end else ""
+        )
+        message = (
+            f"Keeping {count} serverless GPU{'s' if count != 1 else ''} warm{when}."
+            if count
+            else "No serverless GPU is kept warm: they scale to zero when idle."
+        )
     else:
         raise BadRequest("Unknown action")
     if changed:
@@ -239,11 +263,18 @@ def workflows_page(request):
             messages.success(request, f"{pushed['name']} is in {pushed['count']} workspace(s) under workshop/.")
             from django.contrib.admin.models import ADDITION
 
-            LogEntry.objects.log_actions(request.user.pk, [request.user], ADDITION,
-                                         change_message=f"Pushed workflow {pushed['name']} to every workspace")
+            LogEntry.objects.log_actions(
+                request.user.pk,
+                [request.user],
+                ADDITION,
+                change_message=f"Pushed workflow {pushed['name']} to every workspace",
+            )
         return redirect(reverse("console:workflows"))
-    return render(request, "admin/console/workflows.html", _context(
-        request, "workflows", own=own, has_workspace=mine is not None, pushed=workflows.pushed_workflows()))
+    return render(
+        request,
+        "admin/console/workflows.html",
+        _context(request, "workflows", own=own, has_workspace=mine is not None, pushed=workflows.pushed_workflows()),
+    )
 
 
 @staff_member_required
@@ -256,14 +287,25 @@ def costs_page(request):
         writer = csv.writer(response)
         writer.writerow(["workspace", "username", "jobs", "gpu_seconds", f"cost_{total['currency']}"])
         for row in table:
-            writer.writerow([row["slug"], row["username"], row["jobs"], f"{row['gpu_seconds']:.1f}", f"{row['cost']:.4f}"])
+            writer.writerow(
+                [row["slug"], row["username"], row["jobs"], f"{row['gpu_seconds']:.1f}", f"{row['cost']:.4f}"]
+            )
         writer.writerow(["total", "", total["jobs"], f"{total['gpu_seconds']:.1f}", f"{total['cost']:.4f}"])
         return response
     for row in table:
         row["gpu_time"] = stats.human_seconds(row["gpu_seconds"])
-    return render(request, "admin/console/costs.html", _context(
-        request, "costs", table=table, total=total, total_time=stats.human_seconds(total["gpu_seconds"]),
-        workers=[reports.worker_row(w) for w in reports.Worker.objects.all()]))
+    return render(
+        request,
+        "admin/console/costs.html",
+        _context(
+            request,
+            "costs",
+            table=table,
+            total=total,
+            total_time=stats.human_seconds(total["gpu_seconds"]),
+            workers=[reports.worker_row(w) for w in reports.Worker.objects.all()],
+        ),
+    )
 
 
 @staff_member_required

@@ -1,5 +1,6 @@
 """`/ws/console`: the instructor's live queue page hears that something changed, then reads the
 state over HTTP (one owner for what the page shows: jobs.reports.console_state)."""
+
 import asyncio
 import json
 import logging

@@ -6,6 +6,7 @@ or unhealthy one never gets a job. `dispatch()` runs in the post-change step (jo
 and from the `dispatcher` management command's loop, whose `reap()` also repairs what Redis or
 a dead worker lost.
 """
+
 import logging
 from datetime import timedelta
 
@@ -26,15 +27,14 @@ def free_slots(workers=None) -> dict[int, int]:
     """Free job slots per online worker (pk -> count)."""
     workers = list(Worker.objects.online()) if workers is None else workers
     busy = dict(
-        Job.objects.filter(state__in=ACTIVE_STATES, worker__in=workers)
-        .values_list("worker")
-        .annotate(n=Count("id"))
+        Job.objects.filter(state__in=ACTIVE_STATES, worker__in=workers).values_list("worker").annotate(n=Count("id"))
     )
     return {w.pk: w.capacity - busy.get(w.pk, 0) for w in workers if w.capacity > busy.get(w.pk, 0)}
 
 
-def choose_worker(workers: list[Worker], free: dict[int, int], avoid_id=None, needs_models=False,
-                  wanted: list[str] = ()) -> Worker | None:
+def choose_worker(
+    workers: list[Worker], free: dict[int, int], avoid_id=None, needs_models=False, wanted: list[str] = ()
+) -> Worker | None:
     """A worker with a free slot, preferring one whose ComfyUI has the job's models loaded
     (MODEL_AFFINITY); after an out-of-memory failure, another one with the most free VRAM if
     there is one. A job that names a participant's own model goes only to a worker whose GPU
@@ -64,8 +64,13 @@ def dispatch() -> Snapshot:
                 break
             job = Job.objects.select_related("workspace").get(pk=waiting.id)
             choice = settings.MODEL_AFFINITY and sum(1 for n in free.values() if n > 0) > 1
-            worker = choose_worker(workers, free, job.memory_retry_from_id, needs_models=bool(job.own_models),
-                                   wanted=job.model_files() if choice else ())
+            worker = choose_worker(
+                workers,
+                free,
+                job.memory_retry_from_id,
+                needs_models=bool(job.own_models),
+                wanted=job.model_files() if choice else (),
+            )
             if worker and job.mark_dispatched(worker):
                 free[worker.pk] -= 1
                 chosen.append(job)

@@ -6,6 +6,7 @@ open socket joins, as one snapshot of the whole queue; each socket picks its own
 and sends it only when it changed. So a queue change costs one Redis send, not one per
 participant, and 200 idle participants get no traffic.
 """
+
 import logging
 
 from asgiref.sync import async_to_sync
@@ -44,21 +45,36 @@ def job_update(job, reason: str, said: str | None = None, moved_only: bool = Fal
     the sentence to show when the reason is the instructor's."""
     _group_send(
         group_name(job.workspace.slug),
-        {"type": "job.update", "job": {"prompt_id": str(job.id), "state": job.state, "reason": reason,
-                                        "said": said or "", "moved_only": moved_only, "error": job.error,
-                                        "node_errors": job.node_errors or {}}},
+        {
+            "type": "job.update",
+            "job": {
+                "prompt_id": str(job.id),
+                "state": job.state,
+                "reason": reason,
+                "said": said or "",
+                "moved_only": moved_only,
+                "error": job.error,
+                "node_errors": job.node_errors or {},
+            },
+        },
     )
 
 
 def announce(announcement: dict) -> None:
     """The instructor's announcement, to every open workspace (and the console)."""
-    _group_send(QUEUE_GROUP, {"type": "workshop.broadcast", "message": {"type": "workshop.announcement",
-                                                                         "data": announcement}})
+    _group_send(
+        QUEUE_GROUP, {"type": "workshop.broadcast", "message": {"type": "workshop.announcement", "data": announcement}}
+    )
 
 
 def workflow_pushed(path: str, name: str, open_now: bool) -> None:
-    _group_send(QUEUE_GROUP, {"type": "workshop.broadcast", "message": {
-        "type": "workshop.workflow", "data": {"path": path, "name": name, "open": open_now}}})
+    _group_send(
+        QUEUE_GROUP,
+        {
+            "type": "workshop.broadcast",
+            "message": {"type": "workshop.workflow", "data": {"path": path, "name": name, "open": open_now}},
+        },
+    )
 
 
 _last_console_push = [0.0]
@@ -100,7 +116,6 @@ def queue_payload(snap) -> dict:
 
 def queue_update(snap) -> None:
     _group_send(QUEUE_GROUP, {"type": "queue.update", "payload": queue_payload(snap)})
-
 
 
 def queue_changed() -> None:

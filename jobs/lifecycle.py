@@ -10,13 +10,13 @@ run after the response, in one thread per process that takes every change made m
 one pass: 20 participants pressing Run at once made 20 dispatches queue on one row lock inside
 their requests, 0.3 s for the last of them; now each request only stores its job.
 """
+
 import asyncio
 import functools
 import logging
 import threading
 
 from asgiref.sync import sync_to_async
-
 from django.db import connections, transaction
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ def changed(*, notice=None, relay=None) -> None:
     """The queue changed in this transaction.
 
     notice: (job, reason[, said[, moved_only]]) for a job that moved without a word from
-    ComfyUI (jobs.events.job_update): it lost its GPU, or the instructor moved it; relay: (slug, [ComfyUI messages]) the worker sent, passed on untouched.
+    ComfyUI (jobs.events.job_update): it lost its GPU, or the instructor moved it; relay: (slug,
+    [ComfyUI messages]) the worker sent, passed on untouched.
     """
     _state.pending = True
     # Each call's messages ride on its own callback (a rollback drops them with it); the first

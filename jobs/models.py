@@ -4,6 +4,7 @@ Every state change of a Job is one conditional UPDATE from the state it is expec
 so a worker's report, a retry, a cancel and the reconciler can race without a job running twice
 or ending in two states. Methods return True when this call made the change.
 """
+
 import hashlib
 import os
 import uuid
@@ -22,8 +23,12 @@ PRIORITY_NORMAL = 0
 PRIORITY_RESUME = 5
 PRIORITY_NEXT = 10
 PRIORITY_NOW = 20
-PRIORITY_WORDS = {PRIORITY_NORMAL: "normal", PRIORITY_RESUME: "resumes first", PRIORITY_NEXT: "next",
-                  PRIORITY_NOW: "now"}
+PRIORITY_WORDS = {
+    PRIORITY_NORMAL: "normal",
+    PRIORITY_RESUME: "resumes first",
+    PRIORITY_NEXT: "next",
+    PRIORITY_NOW: "now",
+}
 
 # What a participant is told when the instructor moved their run (jobs.events.notice).
 SAID_CANCELLED = "The instructor cancelled this run."
@@ -64,7 +69,8 @@ class QueueSettings(models.Model):
         "interrupts and operator actions do not count)",
     )
     warm_gpus = models.PositiveIntegerField(
-        default=0, help_text="Serverless GPUs kept warm (started, and kept from scaling to zero) in the window below")
+        default=0, help_text="Serverless GPUs kept warm (started, and kept from scaling to zero) in the window below"
+    )
     warm_from = models.DateTimeField(null=True, blank=True, help_text="From when (empty: now)")
     warm_until = models.DateTimeField(null=True, blank=True, help_text="Until when (empty: until changed)")
     updated_at = models.DateTimeField(auto_now=True)
@@ -197,27 +203,37 @@ class Worker(models.Model):
     comfyui_url = models.CharField(max_length=300, blank=True)
     comfyui_version = models.CharField(max_length=50, blank=True)
     status = models.CharField(max_length=20, default="offline")
-    problem = models.CharField(max_length=500, blank=True,
-                               help_text="Why it takes no jobs, in the worker's words (its credentials were refused …)")
+    problem = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Why it takes no jobs, in the worker's words (its credentials were refused …)",
+    )
     capacity = models.PositiveIntegerField(default=1, help_text="Jobs in flight at once (the provider's concurrency)")
     serverless = models.BooleanField(default=False, help_text="A serverless GPU: it scales to zero, and starts cold")
     warm_seconds = models.FloatField(
-        default=0.0, help_text="GPU seconds it kept warm for the instructor's warm-up, idle (billed per warm minute)")
+        default=0.0, help_text="GPU seconds it kept warm for the instructor's warm-up, idle (billed per warm minute)"
+    )
     loaded_models = models.JSONField(
-        default=list, blank=True, help_text="The model files of the last prompt it ran: what its ComfyUI holds loaded")
+        default=list, blank=True, help_text="The model files of the last prompt it ran: what its ComfyUI holds loaded"
+    )
     carries_models = models.BooleanField(
-        default=False, help_text="Its GPU host has a cache for participants' own models (they go only there)")
+        default=False, help_text="Its GPU host has a cache for participants' own models (they go only there)"
+    )
     vram_free = models.BigIntegerField(null=True, blank=True, help_text="Bytes, as ComfyUI last reported")
     vram_total = models.BigIntegerField(null=True, blank=True, help_text="Bytes, as ComfyUI reported")
     gpu_name = models.CharField(max_length=200, blank=True, help_text="As ComfyUI reported it")
     price_per_hour = models.FloatField(
-        default=0.0, help_text="What an hour of this GPU costs (0: the provider's price from GPU_PRICE_PER_HOUR)")
+        default=0.0, help_text="What an hour of this GPU costs (0: the provider's price from GPU_PRICE_PER_HOUR)"
+    )
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     current_job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     trusted_extensions = models.JSONField(
-        default=dict, blank=True, editable=False,
-        help_text="The custom-node frontend files (path: sha256) the operator or instructor trusted")
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text="The custom-node frontend files (path: sha256) the operator or instructor trusted",
+    )
 
     objects = WorkerQuerySet.as_manager()
 
@@ -272,7 +288,9 @@ class Worker(models.Model):
         """A new token; the old one stops working at once. The worker's jobs go back to the
         queue without costing an attempt (the operator did this, not the job)."""
         token = _new_token()
-        Worker.objects.filter(pk=self.pk).update(token_hash=hash_token(token), status=WORKER_OFFLINE, last_heartbeat=None)
+        Worker.objects.filter(pk=self.pk).update(
+            token_hash=hash_token(token), status=WORKER_OFFLINE, last_heartbeat=None
+        )
         self.give_back_jobs("its GPU worker's token was replaced")
         return token
 
@@ -331,6 +349,9 @@ class Catalog(models.Model):
     trusted = models.BooleanField(default=True, help_text="All of its custom-node frontend code is trusted")
     updated_at = models.DateTimeField(auto_now=True)
 
+    def __str__(self):
+        return f"catalog of {self.worker_id} (ComfyUI {self.comfyui_version or '?'})"
+
     @classmethod
     def _current_key(cls):
         """(pk, updated_at, worker) of the catalog served: the newest trusted one, preferring
@@ -386,8 +407,13 @@ class Catalog(models.Model):
             return None
         if cls._parsed.get("key") != key:
             info, version = cls.objects.values_list("object_info", "comfyui_version").get(pk=key[0])
-            cls._parsed = {"key": key, "version": version, "object_info": {
-                name: node for name, node in info.items() if not (isinstance(node, dict) and node.get("api_node"))}}
+            cls._parsed = {
+                "key": key,
+                "version": version,
+                "object_info": {
+                    name: node for name, node in info.items() if not (isinstance(node, dict) and node.get("api_node"))
+                },
+            }
         return cls._parsed["object_info"]
 
     @classmethod
@@ -452,8 +478,9 @@ class Job(models.Model):
     extra_data = models.JSONField(default=dict, blank=True, help_text="extra_pnginfo.workflow: the UI graph")
     client_id = models.CharField(max_length=100, blank=True, help_text="The browser tab that submitted it")
     inputs = models.JSONField(default=list, blank=True, help_text="Workspace input files it reads")
-    own_models = models.JSONField(default=list, blank=True,
-                                  help_text="The participant's own models it names ({folder, name, sha256, size})")
+    own_models = models.JSONField(
+        default=list, blank=True, help_text="The participant's own models it names ({folder, name, sha256, size})"
+    )
     outputs_to_execute = models.JSONField(default=list, blank=True)
     workflow_name = models.CharField(max_length=200, blank=True)
     priority = models.IntegerField(default=PRIORITY_NORMAL)
@@ -467,13 +494,20 @@ class Job(models.Model):
     attempts = models.PositiveIntegerField(default=0, help_text="Runs lost to a crashed worker or ComfyUI")
     interruptions = models.PositiveIntegerField(default=0, help_text="Runs the instructor interrupted for a demo")
     memory_retry_from = models.ForeignKey(
-        Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        Worker,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
         help_text="Ran out of GPU memory there once; retried elsewhere if possible",
     )
     cancel_requested = models.CharField(max_length=20, blank=True, help_text="'cancel' or 'interrupt' while running")
-    cancelled_by = models.CharField(max_length=20, blank=True, help_text="'instructor' when the instructor cancelled it")
+    cancelled_by = models.CharField(
+        max_length=20, blank=True, help_text="'instructor' when the instructor cancelled it"
+    )
     from_cache = models.BooleanField(
-        default=False, help_text="ComfyUI ran nothing (every node cached): not counted in ETAs")
+        default=False, help_text="ComfyUI ran nothing (every node cached): not counted in ETAs"
+    )
     progress = models.JSONField(default=dict, blank=True)
     outputs = models.JSONField(default=dict, blank=True, help_text="ComfyUI history outputs, workspace paths")
     files = models.JSONField(default=dict, blank=True, help_text="GPU-host file -> stored workspace file")
@@ -481,11 +515,16 @@ class Job(models.Model):
     error = models.TextField(blank=True)
     node_errors = models.JSONField(default=dict, blank=True)
     gpu_seconds = models.FloatField(null=True, blank=True, help_text="Seconds ComfyUI worked on it")
-    load_seconds = models.FloatField(null=True, blank=True, help_text="Of which loading models (not billed to fair share)")
+    load_seconds = models.FloatField(
+        null=True, blank=True, help_text="Of which loading models (not billed to fair share)"
+    )
     cold_start_seconds = models.FloatField(
-        null=True, blank=True, help_text="Seconds its serverless GPU took to start before the run (not a failure)")
+        null=True, blank=True, help_text="Seconds its serverless GPU took to start before the run (not a failure)"
+    )
     submit_fields = models.JSONField(
-        default=dict, blank=True, help_text="Other fields of ComfyUI's POST /prompt it honours (partial_execution_targets)"
+        default=dict,
+        blank=True,
+        help_text="Other fields of ComfyUI's POST /prompt it honours (partial_execution_targets)",
     )
     hidden_from_history = models.BooleanField(default=False, help_text="Cleared from the participant's history panel")
     end_messages = models.JSONField(default=list, blank=True, help_text="ComfyUI's end messages, as relayed")
@@ -503,8 +542,20 @@ class Job(models.Model):
         return f"{self.workspace.slug} #{self.number} ({self.state})"
 
     @classmethod
-    def submit(cls, workspace, prompt: dict, *, extra_data=None, client_id="", inputs=(), outputs_to_execute=(),
-               workflow_name="", submit_fields=None, queue_settings=None, own_models=()) -> "Job":
+    def submit(
+        cls,
+        workspace,
+        prompt: dict,
+        *,
+        extra_data=None,
+        client_id="",
+        inputs=(),
+        outputs_to_execute=(),
+        workflow_name="",
+        submit_fields=None,
+        queue_settings=None,
+        own_models=(),
+    ) -> "Job":
         """Queue a validated prompt for a workspace, within the queue's limits."""
         queue_settings = queue_settings or QueueSettings.get()
         limit = workspace.max_waiting_jobs or queue_settings.max_waiting_per_user
@@ -592,7 +643,11 @@ class Job(models.Model):
     def mark_running(self, worker: Worker, run: int) -> bool:
         # A re-sent "started" for the same run is answered as success.
         if self._move(
-            [JobState.DISPATCHED], of_run=run, worker=worker, state=JobState.RUNNING, started_at=timezone.now(),
+            [JobState.DISPATCHED],
+            of_run=run,
+            worker=worker,
+            state=JobState.RUNNING,
+            started_at=timezone.now(),
             lease_expires_at=timezone.now() + timedelta(seconds=settings.LEASE_SECONDS),
         ):
             return True
@@ -633,10 +688,17 @@ class Job(models.Model):
             lease_expires_at=None,
         )
 
-    def mark_failed(self, error: str, messages=None, node_errors=None, gpu_seconds=None, load_seconds=None,
-                    run=None, end=()) -> bool:
-        fields = {"state": JobState.FAILED, "finished_at": timezone.now(), "error": error, "cancel_requested": "",
-                  "lease_expires_at": None, "end_messages": list(end)}
+    def mark_failed(
+        self, error: str, messages=None, node_errors=None, gpu_seconds=None, load_seconds=None, run=None, end=()
+    ) -> bool:
+        fields = {
+            "state": JobState.FAILED,
+            "finished_at": timezone.now(),
+            "error": error,
+            "cancel_requested": "",
+            "lease_expires_at": None,
+            "end_messages": list(end),
+        }
         if messages is not None:
             fields["messages"] = messages
         if node_errors is not None:
@@ -648,8 +710,13 @@ class Job(models.Model):
         return self._move(OPEN_STATES if run is None else ACTIVE_STATES, of_run=run, **fields)
 
     def mark_cancelled(self, messages=None, gpu_seconds=None, run=None, end=()) -> bool:
-        fields = {"state": JobState.CANCELLED, "finished_at": timezone.now(), "cancel_requested": "",
-                  "lease_expires_at": None, "end_messages": list(end)}
+        fields = {
+            "state": JobState.CANCELLED,
+            "finished_at": timezone.now(),
+            "cancel_requested": "",
+            "lease_expires_at": None,
+            "end_messages": list(end),
+        }
         if messages is not None:
             fields["messages"] = messages
         if gpu_seconds is not None:
@@ -748,7 +815,8 @@ class Job(models.Model):
     def run_next(self) -> bool:
         """The instructor's "run next": to the head of the queue (after any "run now")."""
         if Job.objects.filter(pk=self.pk, state=JobState.QUEUED, priority__lt=PRIORITY_NEXT).update(
-                priority=PRIORITY_NEXT):
+            priority=PRIORITY_NEXT
+        ):
             self.refresh_from_db()
             lifecycle.changed(notice=(self, "moved to the front by the instructor", SAID_NEXT, True))
             return True
@@ -770,8 +838,8 @@ class Job(models.Model):
         # all, and the one to give way; it lost to a run that had only just been dispatched.
         # Only runs whose slot the demo can take (an online worker's), and never another demo.
         victims = list(
-            cls.objects.filter(state__in=ACTIVE_STATES, worker__in=Worker.objects.online(),
-                               priority__lt=PRIORITY_NOW).exclude(cancel_requested="cancel")
+            cls.objects.filter(state__in=ACTIVE_STATES, worker__in=Worker.objects.online(), priority__lt=PRIORITY_NOW)
+            .exclude(cancel_requested="cancel")
             .order_by(F("started_at").desc(nulls_first=True), "-dispatched_at")
         )[: max(needed, 0)]
         interrupted = sum(job.interrupt_for_demo() for job in victims)
@@ -780,10 +848,25 @@ class Job(models.Model):
 
     def requeue(self) -> bool:
         """A failed or cancelled job back into the queue, at the front, with fresh attempts."""
-        if self._move(FINAL_STATES[1:], quiet=True, state=JobState.QUEUED, priority=PRIORITY_RESUME,
-                      finished_at=None, started_at=None, dispatched_at=None, worker=None, error="",
-                      node_errors={}, attempts=0, cancelled_by="", cancel_requested="", progress={},
-                      end_messages=[], end_delivered=False, lease_expires_at=None):
+        if self._move(
+            FINAL_STATES[1:],
+            quiet=True,
+            state=JobState.QUEUED,
+            priority=PRIORITY_RESUME,
+            finished_at=None,
+            started_at=None,
+            dispatched_at=None,
+            worker=None,
+            error="",
+            node_errors={},
+            attempts=0,
+            cancelled_by="",
+            cancel_requested="",
+            progress={},
+            end_messages=[],
+            end_delivered=False,
+            lease_expires_at=None,
+        ):
             lifecycle.changed(notice=(self, "put back in the queue by the instructor", SAID_REQUEUED, True))
             return True
         return False
@@ -804,8 +887,9 @@ class Job(models.Model):
 
     # --- files the worker sends back ---------------------------------------------------
 
-    def store_file(self, folder_type: str, subfolder: str, filename: str, chunks, *, offset: int = 0,
-                   final: bool = True) -> dict:
+    def store_file(
+        self, folder_type: str, subfolder: str, filename: str, chunks, *, offset: int = 0, final: bool = True
+    ) -> dict:
         """Store one output file in the workspace, whole or in parts; returns where, as ComfyUI
         names it (or, for a part that is not the last, how many bytes are in so far).
 
@@ -897,7 +981,9 @@ def usage_today() -> dict[str, policies.Usage]:
     )
     # Loading a model is billed to nobody: whoever happens to run first would pay for everyone.
     return {
-        r["workspace__slug"]: policies.Usage(jobs=r["n"], gpu_seconds=max((r["secs"] or 0.0) - (r["loading"] or 0.0), 0.0))
+        r["workspace__slug"]: policies.Usage(
+            jobs=r["n"], gpu_seconds=max((r["secs"] or 0.0) - (r["loading"] or 0.0), 0.0)
+        )
         for r in rows
     }
 

@@ -3,12 +3,13 @@
 No Django here: the dispatcher, the queue positions and the ETAs all call `order()` on the same
 inputs, so what a participant is told is what will happen.
 """
+
 import heapq
 import statistics
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping, Sequence
 
 POLICIES = ("fifo", "round_robin", "fair_share")
 
@@ -16,9 +17,10 @@ POLICIES = ("fifo", "round_robin", "fair_share")
 @dataclass(frozen=True)
 class Waiting:
     """One waiting (queued) job."""
+
     id: str
-    owner: str            # workspace slug, e.g. "001"
-    priority: int         # higher runs earlier; 0 normal; the instructor's "run next" sets more
+    owner: str  # workspace slug, e.g. "001"
+    priority: int  # higher runs earlier; 0 normal; the instructor's "run next" sets more
     created_at: datetime  # submission time: tie-breaker, and the order inside one owner's jobs
     estimate: float = 60.0  # expected GPU seconds (fair_share and ETAs)
 
@@ -26,7 +28,8 @@ class Waiting:
 @dataclass(frozen=True)
 class Usage:
     """What an owner has used so far today."""
-    jobs: int = 0             # jobs started today, running ones included
+
+    jobs: int = 0  # jobs started today, running ones included
     gpu_seconds: float = 0.0
 
 
@@ -114,6 +117,7 @@ def etas(ordered: Sequence[Waiting], slots: int, running_remaining: Sequence[flo
 @dataclass(frozen=True)
 class Sample:
     """One measured run: what ComfyUI spent on a workflow on a worker."""
+
     workflow: str
     worker: str
     gpu_seconds: float
@@ -124,6 +128,7 @@ class Sample:
 class Calibration:
     """How long runs take, from measured runs: model loading and cold starts left out, since a
     warm GPU does neither. Medians, so one stalled or cached run does not move it."""
+
     pairs: Mapping[tuple[str, str], float]
     workflows: Mapping[str, float]
     overall: float
@@ -143,8 +148,11 @@ class Calibration:
 PAIR_RUNS = 3  # runs of a workflow on one worker before that worker's own figure is used
 
 
-def calibrate(samples: Sequence[Sample], cold_starts: Mapping[str, Sequence[float]] = {},  # noqa: B006
-              default: float = 30.0) -> Calibration:
+def calibrate(
+    samples: Sequence[Sample],
+    cold_starts: Mapping[str, Sequence[float]] = {},  # noqa: B006
+    default: float = 30.0,
+) -> Calibration:
     """The Calibration of `samples` (newest first; each key's newest `per_key` are used)."""
     per_key = 20
     pairs: dict[tuple[str, str], list[float]] = defaultdict(list)

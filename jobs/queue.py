@@ -3,6 +3,7 @@
 Dispatch and the position messages use the same `snapshot()`, so what a participant is told is
 what will happen (until someone else's priority changes it).
 """
+
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -27,14 +28,21 @@ def calibration(serverless: list[str] = ()) -> policies.Calibration:  # type: ig
     spent loading models is left out of each run (a warm GPU has them loaded), and so are cold
     starts, kept apart for the `serverless` workers named (read only when there are some: this
     runs at every dispatch)."""
-    recent = (Job.objects.filter(state=JobState.COMPLETED, gpu_seconds__isnull=False, from_cache=False)
-              .order_by("-finished_at")
-              .values_list("workflow_name", "worker__name", "gpu_seconds", "load_seconds")[:RECENT])
-    samples = [policies.Sample(workflow or "", worker or "", secs, load or 0.0) for workflow, worker, secs, load in recent]
+    recent = (
+        Job.objects.filter(state=JobState.COMPLETED, gpu_seconds__isnull=False, from_cache=False)
+        .order_by("-finished_at")
+        .values_list("workflow_name", "worker__name", "gpu_seconds", "load_seconds")[:RECENT]
+    )
+    samples = [
+        policies.Sample(workflow or "", worker or "", secs, load or 0.0) for workflow, worker, secs, load in recent
+    ]
     cold: dict[str, list[float]] = {}
     if serverless:
-        for worker, secs in (Job.objects.filter(cold_start_seconds__gt=0, worker__name__in=list(serverless))
-                             .order_by("-started_at").values_list("worker__name", "cold_start_seconds")[:200]):
+        for worker, secs in (
+            Job.objects.filter(cold_start_seconds__gt=0, worker__name__in=list(serverless))
+            .order_by("-started_at")
+            .values_list("worker__name", "cold_start_seconds")[:200]
+        ):
             cold.setdefault(worker, []).append(secs)
     return policies.calibrate(samples, cold, default=DEFAULT_ESTIMATE)
 
@@ -125,8 +133,15 @@ def _busy_for(online, running, calibrated: policies.Calibration, queue_settings:
         by_worker.setdefault(job.worker_id, []).append(job)
     warm_left = queue_settings.warm_now(now)
     serverless = [w.pk for w in online if w.serverless]
-    last_end = dict(Job.objects.filter(worker__in=serverless, finished_at__isnull=False)
-                    .values_list("worker_id").annotate(end=models.Max("finished_at"))) if serverless else {}
+    last_end = (
+        dict(
+            Job.objects.filter(worker__in=serverless, finished_at__isnull=False)
+            .values_list("worker_id")
+            .annotate(end=models.Max("finished_at"))
+        )
+        if serverless
+        else {}
+    )
     for worker in online:
         jobs = by_worker.pop(worker.pk, [])
         for job in jobs[: worker.capacity]:
@@ -135,7 +150,9 @@ def _busy_for(online, running, calibrated: policies.Calibration, queue_settings:
                 rest = expected - (now - job.started_at) / timedelta(seconds=1)
             else:  # dispatched, ComfyUI not started yet: a serverless GPU may still be starting
                 waited = (now - (job.dispatched_at or now)) / timedelta(seconds=1)
-                rest = expected + max(calibrated.cold_start(worker.name) - waited, 0.0) if worker.serverless else expected
+                rest = (
+                    expected + max(calibrated.cold_start(worker.name) - waited, 0.0) if worker.serverless else expected
+                )
             busy.append(max(rest, 1.0))
         free = worker.capacity - min(len(jobs), worker.capacity)
         if not free:

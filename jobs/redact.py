@@ -4,6 +4,7 @@ ComfyUI's errors carry absolute paths of the GPU host (`[Errno 36] File name too
 '/srv/ComfyUI/output/…'`, tracebacks) and, when a value is not in a list, the whole list: for
 an input folder shared by every participant, everybody's file names.
 """
+
 import re
 
 # An absolute path (POSIX or Windows) that starts a string or follows a quote, bracket, space,
@@ -18,7 +19,7 @@ MAX_DEPTH = 32
 
 def _last_part(match: re.Match) -> str:
     path = match.group(0).rstrip(".,;:)]")
-    tail = match.group(0)[len(path):]
+    tail = match.group(0)[len(path) :]
     name = re.split(r"[\\/]", path.rstrip("\\/"))[-1]
     return (name or "…") + tail
 

@@ -5,6 +5,7 @@ job, `<job id>_<run>`, so a late run can never be mistaken for the current one.
 Redis is disposable: every call here that only helps (withdraw, stop signals) tolerates Redis
 being down; the database stays the truth and the dispatcher's reaper repairs the rest.
 """
+
 import logging
 from functools import lru_cache
 

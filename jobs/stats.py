@@ -3,15 +3,17 @@
 The console's charts, the cost table, `workshop_report` and `/metrics` all read these, on rows
 that `jobs.reports` fetches, so a chart and the report never disagree.
 """
+
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable, Sequence
 
 
 @dataclass(frozen=True)
 class Run:
     """One job's timeline (None where it has not happened)."""
+
     owner: str
     worker: str | None
     created_at: datetime
@@ -40,8 +42,9 @@ def buckets(start: datetime, end: datetime, step: timedelta) -> list[datetime]:
     return out
 
 
-def waiting_over_time(runs: Iterable[Run], times: Sequence[datetime], now: datetime,
-                      step: timedelta | None = None) -> list[int]:
+def waiting_over_time(
+    runs: Iterable[Run], times: Sequence[datetime], now: datetime, step: timedelta | None = None
+) -> list[int]:
     """How many jobs were waiting (created, not yet started, not ended unstarted): the most at
     any moment of each interval [t, t+step), or at each instant t without a step. A class's
     five-job burst that lasts 20 s shows as 5 on a chart of one-minute intervals, not as the
@@ -68,7 +71,9 @@ def waiting_over_time(runs: Iterable[Run], times: Sequence[datetime], now: datet
     return result
 
 
-def busy_share(runs: Iterable[Run], times: Sequence[datetime], step: timedelta, now: datetime) -> dict[str, list[float]]:
+def busy_share(
+    runs: Iterable[Run], times: Sequence[datetime], step: timedelta, now: datetime
+) -> dict[str, list[float]]:
     """Per worker, the share (0..1) of each interval [t, t+step) it spent running a job."""
     per_worker: dict[str, list[tuple[datetime, datetime]]] = {}
     for run in runs:

@@ -6,6 +6,7 @@ event loop, where a query would stall every connection). The database still deci
 the token is current: a rotated or revoked one is refused by the view (401), after its body was
 read within the route's cap (64 MB for a catalog; nginx's auth_request refuses it before).
 """
+
 import base64
 import hmac
 import secrets
@@ -31,8 +32,11 @@ def _signature(body: str) -> str:
 
 def signed_here(token: str) -> bool:
     """A token this deployment minted (whether still current or not)."""
-    if (len(token) != len(PREFIX) + RANDOM_CHARS + SIGNATURE_CHARS or not token.startswith(PREFIX)
-            or not token.isascii()):
+    if (
+        len(token) != len(PREFIX) + RANDOM_CHARS + SIGNATURE_CHARS
+        or not token.startswith(PREFIX)
+        or not token.isascii()
+    ):
         return False
-    body, signature = token[len(PREFIX):-SIGNATURE_CHARS], token[-SIGNATURE_CHARS:]
+    body, signature = token[len(PREFIX) : -SIGNATURE_CHARS], token[-SIGNATURE_CHARS:]
     return hmac.compare_digest(signature, _signature(body))

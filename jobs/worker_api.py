@@ -1,4 +1,5 @@
 """The HTTP API the GPU workers call (docs/worker-protocol.md). Every call is idempotent."""
+
 import base64
 import functools
 import gzip
@@ -173,12 +174,14 @@ def register(request):
             current_job=None,
         )
         lifecycle.changed()
-    return JsonResponse({
-        "worker": worker.name,
-        "queue": worker.queue_name,
-        "lease_seconds": settings.LEASE_SECONDS,
-        "heartbeat_seconds": max(settings.LEASE_SECONDS / 4, 0.5),
-    })
+    return JsonResponse(
+        {
+            "worker": worker.name,
+            "queue": worker.queue_name,
+            "lease_seconds": settings.LEASE_SECONDS,
+            "heartbeat_seconds": max(settings.LEASE_SECONDS / 4, 0.5),
+        }
+    )
 
 
 @worker_call(["POST"])
@@ -254,8 +257,10 @@ def _models_gone(seen: int) -> list[dict]:
     """Participants' models deleted since the last one this worker acknowledged: out of its cache."""
     from accounts.models import ModelDeletion
 
-    return [{"id": d.pk, "folder": d.folder, "name": d.name, "sha256": d.sha256}
-            for d in ModelDeletion.objects.filter(pk__gt=seen).order_by("pk")[:200]]
+    return [
+        {"id": d.pk, "folder": d.folder, "name": d.name, "sha256": d.sha256}
+        for d in ModelDeletion.objects.filter(pk__gt=seen).order_by("pk")[:200]
+    ]
 
 
 def _uuid(value):
@@ -279,8 +284,11 @@ def catalog(request):
         raise BadRequest("files must be a list of paths")
     subgraphs = data.get("global_subgraphs")
     if isinstance(subgraphs, dict) and files is not None:  # the index; each blueprint's data is a catalog file
-        data["global_subgraphs"] = {key: {k: v for k, v in entry.items() if k != "data"}
-                                    for key, entry in subgraphs.items() if isinstance(entry, dict)}
+        data["global_subgraphs"] = {
+            key: {k: v for k, v in entry.items() if k != "data"}
+            for key, entry in subgraphs.items()
+            if isinstance(entry, dict)
+        }
     # A worker from before catalog files (no `files`) still sends each blueprint's data inline:
     # it stays there, and the bridge serves it from there.
     # Also cut by the worker; here too, as a worker's catalog reaches every workspace.
@@ -316,7 +324,9 @@ def catalog_bytes(request) -> bytes:
     return raw
 
 
-CATALOG_FILE = re.compile(r"^/(workflow_templates/[^/]+/.+|extensions/[^/]+/.+|global_subgraphs/[A-Za-z0-9_.-]{1,128})$")
+CATALOG_FILE = re.compile(
+    r"^/(workflow_templates/[^/]+/.+|extensions/[^/]+/.+|global_subgraphs/[A-Za-z0-9_.-]{1,128})$"
+)
 
 
 @worker_call(["PUT", "POST", "GET"])
@@ -330,10 +340,15 @@ def catalog_file(request):
         return JsonResponse(dict(request.worker.extension_files.values_list("path", "sha256")))
     path = request.GET.get("path", "")
     parts = path.split("/")
-    if (not CATALOG_FILE.match(path) or path.startswith("/extensions/core/")
-            or any(p in ("", ".", "..") for p in parts[1:])):
-        raise BadRequest("path must be /extensions/<pack>/<file> (outside core), "
-                         "/workflow_templates/<module>/<file> or /global_subgraphs/<id>")
+    if (
+        not CATALOG_FILE.match(path)
+        or path.startswith("/extensions/core/")
+        or any(p in ("", ".", "..") for p in parts[1:])
+    ):
+        raise BadRequest(
+            "path must be /extensions/<pack>/<file> (outside core), "
+            "/workflow_templates/<module>/<file> or /global_subgraphs/<id>"
+        )
     content = catalog_bytes(request)
     content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     if path.endswith((".js", ".mjs")):
@@ -346,8 +361,11 @@ def catalog_file(request):
             raise BadRequest(f"a global subgraph must be ComfyUI's JSON answer: {exc}") from None
         if not isinstance(entry, dict):
             raise BadRequest("a global subgraph must be a JSON object")
-    ExtensionFile.objects.update_or_create(worker=request.worker, path=path, defaults={
-        "content": content, "content_type": content_type, "sha256": hashlib.sha256(content).hexdigest()})
+    ExtensionFile.objects.update_or_create(
+        worker=request.worker,
+        path=path,
+        defaults={"content": content, "content_type": content_type, "sha256": hashlib.sha256(content).hexdigest()},
+    )
     request.worker.refresh_trust()
     return JsonResponse({"ok": True})
 
@@ -430,10 +448,19 @@ def job_events(request, job_id):
         if kind == "progress":
             progress = redact(event_data)
         elif kind == "workshop.gpu_starting" and isinstance(event_data, dict):
-            progress = {"node": None, "value": 0, "max": 0, "starting_seconds": _seconds(event_data.get("seconds")) or 0}
+            progress = {
+                "node": None,
+                "value": 0,
+                "max": 0,
+                "starting_seconds": _seconds(event_data.get("seconds")) or 0,
+            }
         elif kind == "executing" and isinstance(event_data, dict) and event_data.get("node") is not None:
-            progress = {"node": str(event_data["node"])[:50], "value": 0, "max": 0,
-                        "prompt_id": event_data.get("prompt_id")}
+            progress = {
+                "node": str(event_data["node"])[:50],
+                "value": 0,
+                "max": 0,
+                "prompt_id": event_data.get("prompt_id"),
+            }
         if kind == "_preview":
             try:
                 relay.append({"binary": base64.b64decode(event_data["frame"], validate=True)})
@@ -527,21 +554,32 @@ def job_finish(request, job_id):
                     "The GPU ran out of memory twice running this workflow. Try a smaller image or video size, "
                     f"fewer frames or a smaller batch.\n\n{text}"
                 )
-            job.mark_failed(text, messages=messages, node_errors=err.get("node_errors") or None,
-                            gpu_seconds=gpu_seconds, load_seconds=load_seconds, run=run, end=end)
+            job.mark_failed(
+                text,
+                messages=messages,
+                node_errors=err.get("node_errors") or None,
+                gpu_seconds=gpu_seconds,
+                load_seconds=load_seconds,
+                run=run,
+                end=end,
+            )
             lifecycle.changed(relay=relay)
         elif status == "interrupted" and job.cancel_requested != "cancel":
             job.lose_run(run, "The instructor paused your job for a demo", crash=False)
         elif status == "interrupted":
             job.mark_cancelled(messages=messages, gpu_seconds=gpu_seconds, run=run, end=end)
-            told = (job, "cancelled by the instructor", SAID_CANCELLED, True) if job.cancelled_by == "instructor" else None
+            told = (
+                (job, "cancelled by the instructor", SAID_CANCELLED, True) if job.cancelled_by == "instructor" else None
+            )
             lifecycle.changed(relay=relay, notice=told)
         else:
             reason = redact(str(data.get("reason") or "the GPU host failed"))[:500]
             job.lose_run(run, reason, crash=status == "lost" and bool(data.get("crash")))
             if data.get("comfyui_unreachable"):
                 problem = redact(str(data.get("problem") or ""))[:500]
-                Worker.objects.filter(pk=worker.pk).update(status=WORKER_COMFYUI_DOWN, problem=problem, loaded_models=[])
+                Worker.objects.filter(pk=worker.pk).update(
+                    status=WORKER_COMFYUI_DOWN, problem=problem, loaded_models=[]
+                )
         job.record_cold_start(_seconds(data.get("cold_start_seconds")))
         Worker.objects.filter(pk=worker.pk, current_job=job).update(current_job=None)
         Worker.objects.filter(pk=worker.pk, status=WORKER_BUSY).update(status=WORKER_IDLE)

@@ -5,6 +5,7 @@ backoff, and says so. SIGTERM or SIGINT stops them all, last started first, and 
 
     python scripts/supervise.py --log-dir var/log --ready URL NAME='command args' ...
 """
+
 import argparse
 import os
 import shlex
@@ -29,8 +30,9 @@ class Child:
         self.restart_at: float | None = None
 
     def start(self):
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True, bufsize=0)
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, bufsize=0
+        )
         self.started = time.monotonic()
         threading.Thread(target=self._copy, args=(self.proc,), daemon=True).start()
 

@@ -5,6 +5,7 @@ each console error of each of its pages. When the test ends, any that is not in
 FRONTEND_OWN_ERRORS (or allowed by the test itself, with its reason) fails it: a page that
 throws is a broken page, whatever the test looked at.
 """
+
 import os
 import re
 from pathlib import Path
@@ -40,14 +41,21 @@ class StrictBrowser:
     def new_context(self, **kwargs):
         context = self._browser.new_context(**kwargs)
         context.on("weberror", lambda e: self.errors.append(f"pageerror on {e.page.url if e.page else '?'}: {e.error}"))
-        context.on("console", lambda m: m.type == "error" and self.errors.append(
-            f"console error on {m.page.url if m.page else '?'}: {m.text}"))
+        context.on(
+            "console",
+            lambda m: (
+                m.type == "error" and self.errors.append(f"console error on {m.page.url if m.page else '?'}: {m.text}")
+            ),
+        )
         return context
 
     def unexpected(self) -> list[str]:
-        return [e for e in self.errors
-                if not any(own in e for own in FRONTEND_OWN_ERRORS)
-                and not any(re.search(pattern, e) for pattern in self._allowed)]
+        return [
+            e
+            for e in self.errors
+            if not any(own in e for own in FRONTEND_OWN_ERRORS)
+            and not any(re.search(pattern, e) for pattern in self._allowed)
+        ]
 
     def __getattr__(self, name):
         return getattr(self._browser, name)

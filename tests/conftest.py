@@ -1,5 +1,6 @@
 """Shared fixtures: the real PostgreSQL test database, Redis DB 13, and for end-to-end tests a
 Daphne server, GPU worker processes and the ComfyUI protocol double."""
+
 import os
 import signal
 import socket
@@ -54,8 +55,13 @@ def test_database_dropped_at_the_end(django_db_setup, django_db_blocker):
     db = connection.settings_dict
     connections.close_all()
     # From the maintenance database: the test one's own connection may be gone or pooled.
-    with psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"] or "postgres",
-                         dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+        user=db["USER"] or "postgres",
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [db["NAME"]])
 
 
@@ -140,10 +146,13 @@ class LiveApp:
         """A wrong password through the real login form (a guesser at the same address)."""
         session = requests.Session()
         session.get(f"{self.url}/accounts/login/", timeout=10).raise_for_status()
-        answer = session.post(f"{self.url}/accounts/login/", timeout=10, allow_redirects=False,
-                              data={"username": username, "password": password,
-                                    "csrfmiddlewaretoken": session.cookies["csrftoken"]},
-                              headers={"Referer": f"{self.url}/accounts/login/"})
+        answer = session.post(
+            f"{self.url}/accounts/login/",
+            timeout=10,
+            allow_redirects=False,
+            data={"username": username, "password": password, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+            headers={"Referer": f"{self.url}/accounts/login/"},
+        )
         assert answer.status_code == 200, "a wrong password does not log in"
 
     def ws(self, session, slug, client_id="test-client"):
@@ -194,8 +203,18 @@ def live_app(transactional_db, settings, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "daphne.log"
-    cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_connect_timeout", "30",
-           "workshop.asgi:application"]  # as scripts/run and the app image start it
+    cmd = [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--websocket_connect_timeout",
+        "30",
+        "workshop.asgi:application",
+    ]  # as scripts/run and the app image start it
     with process(cmd, child_env(settings), log) as proc:
 
         def up():

@@ -6,6 +6,7 @@ any signal and started again on the same port.
 Participants are simulated like browsers: logged in over HTTP, each with a websocket that
 reconnects on its own (as the ComfyUI frontend does) and records every message it gets.
 """
+
 import json
 import os
 import shutil
@@ -43,8 +44,9 @@ class Proc:
 
     def start(self):
         out = open(self.log, "ab")
-        self.popen = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            self.cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         out.close()
         return self
 
@@ -95,9 +97,11 @@ class Browser:
         while not self.stop.is_set():
             cookie = "; ".join(f"{k}={v}" for k, v in self.session.cookies.items())
             try:
-                with connect(f"{self.platform.ws_url}/user/{self.slug}/ws?clientId=tab-{self.slug}",
-                             additional_headers={"Cookie": cookie, "Origin": self.platform.url},
-                             open_timeout=5) as ws:
+                with connect(
+                    f"{self.platform.ws_url}/user/{self.slug}/ws?clientId=tab-{self.slug}",
+                    additional_headers={"Cookie": cookie, "Origin": self.platform.url},
+                    open_timeout=5,
+                ) as ws:
                     self.connects += 1
                     while not self.stop.is_set():
                         try:
@@ -114,8 +118,11 @@ class Browser:
         deadline = time.monotonic() + 60
         while True:  # the app may be restarting: the browser's Run button is pressed again
             try:
-                answer = self.session.post(f"{self.platform.url}/user/{self.slug}/api/prompt",
-                                           json={"prompt": prompt, "client_id": f"tab-{self.slug}"}, timeout=10)
+                answer = self.session.post(
+                    f"{self.platform.url}/user/{self.slug}/api/prompt",
+                    json={"prompt": prompt, "client_id": f"tab-{self.slug}"},
+                    timeout=10,
+                )
                 if answer.status_code < 500:
                     break
             except requests.ConnectionError:
@@ -128,7 +135,11 @@ class Browser:
 
     def count(self, kind: str, prompt_id: str) -> int:
         with self.lock:
-            return sum(1 for m in self.messages if m.get("type") == kind and (m.get("data") or {}).get("prompt_id") == prompt_id)
+            return sum(
+                1
+                for m in self.messages
+                if m.get("type") == kind and (m.get("data") or {}).get("prompt_id") == prompt_id
+            )
 
     def close(self):
         self.stop.set()
@@ -161,29 +172,63 @@ class Platform:
         self.settings.CHANNEL_LAYERS = layers  # this process's announcements reach the same Redis
         self.env = child_env(self.settings, LEASE_SECONDS=str(self.lease_seconds))
         py = sys.executable
-        self.procs["redis"] = Proc("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                                             "--save", "", "--appendonly", "no"], self.env, self.tmp / "redis.log")
-        self.procs["daphne"] = Proc("daphne", [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.app_port),
-                                               "workshop.asgi:application"], self.env, self.tmp / "daphne.log")
-        self.procs["dispatcher"] = Proc("dispatcher", [py, "manage.py", "dispatcher", "--interval", "0.5"], self.env,
-                                        self.tmp / "dispatcher.log")
+        self.procs["redis"] = Proc(
+            "redis",
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            self.env,
+            self.tmp / "redis.log",
+        )
+        self.procs["daphne"] = Proc(
+            "daphne",
+            [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.app_port), "workshop.asgi:application"],
+            self.env,
+            self.tmp / "daphne.log",
+        )
+        self.procs["dispatcher"] = Proc(
+            "dispatcher", [py, "manage.py", "dispatcher", "--interval", "0.5"], self.env, self.tmp / "dispatcher.log"
+        )
         for n in range(1, self.workers + 1):
             port = free_port()
             (self.tmp / f"comfy-{n}").mkdir(exist_ok=True)
             self.procs[f"comfyui-{n}"] = Proc(
                 f"comfyui-{n}",
-                [py, "-m", "tests.comfyui_double", "--port", str(port), "--step-time", str(self.step_time),
-                 "--steps", str(self.steps), "--no-cache", "--output-dir", str(self.tmp / f"comfy-{n}")],
-                self.env, self.tmp / f"comfyui-{n}.log",
+                [
+                    py,
+                    "-m",
+                    "tests.comfyui_double",
+                    "--port",
+                    str(port),
+                    "--step-time",
+                    str(self.step_time),
+                    "--steps",
+                    str(self.steps),
+                    "--no-cache",
+                    "--output-dir",
+                    str(self.tmp / f"comfy-{n}"),
+                ],
+                self.env,
+                self.tmp / f"comfyui-{n}.log",
             )
             self.procs[f"comfyui-{n}"].port = port
 
     # --- processes ---
 
     def worker_cmd(self, n: int) -> list:
-        return [sys.executable, "-m", "gpuworker", "--redis", self.settings.REDIS_URL, "--app", self.url,
-                "--comfyui", f"http://127.0.0.1:{self.procs[f'comfyui-{n}'].port}",
-                "--name", f"gpu-{n}", "--app-retry", "120"]
+        return [
+            sys.executable,
+            "-m",
+            "gpuworker",
+            "--redis",
+            self.settings.REDIS_URL,
+            "--app",
+            self.url,
+            "--comfyui",
+            f"http://127.0.0.1:{self.procs[f'comfyui-{n}'].port}",
+            "--name",
+            f"gpu-{n}",
+            "--app-retry",
+            "120",
+        ]
 
     def worker_env(self, n: int) -> dict:
         return {**self.env, "GPUWORKER_TOKEN": self.tokens[n]}
@@ -201,8 +246,9 @@ class Platform:
         for n in range(1, self.workers + 1):
             self.start_comfy(n)
             _, self.tokens[n] = Worker.create_with_token(f"gpu-{n}")
-            self.procs[f"gpu-{n}"] = Proc(f"gpu-{n}", self.worker_cmd(n), self.worker_env(n),
-                                          self.tmp / f"gpu-{n}.log").start()
+            self.procs[f"gpu-{n}"] = Proc(
+                f"gpu-{n}", self.worker_cmd(n), self.worker_env(n), self.tmp / f"gpu-{n}.log"
+            ).start()
         for n in range(1, self.workers + 1):
             self.wait_worker(n)
         return self
@@ -290,10 +336,13 @@ class Platform:
     def login(self, username: str) -> requests.Session:
         session = requests.Session()
         page = session.get(f"{self.url}/accounts/login/", timeout=10)
-        answer = session.post(f"{self.url}/accounts/login/", allow_redirects=False, timeout=10,
-                              data={"username": username, "password": "pw",
-                                    "csrfmiddlewaretoken": session.cookies["csrftoken"]},
-                              headers={"Referer": f"{self.url}/accounts/login/"})
+        answer = session.post(
+            f"{self.url}/accounts/login/",
+            allow_redirects=False,
+            timeout=10,
+            data={"username": username, "password": "pw", "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+            headers={"Referer": f"{self.url}/accounts/login/"},
+        )
         assert page.ok and answer.status_code == 302, f"login of {username}"
         return session
 

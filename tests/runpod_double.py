@@ -6,6 +6,7 @@ ComfyUI double (real Pillow compute) and returns its files inline as base64 or, 
     with RunpodDouble(cold_start=1.0) as runpod:
         runpod.endpoint   # http://127.0.0.1:PORT/v2/ep-test
 """
+
 import asyncio
 import base64
 import json
@@ -22,8 +23,9 @@ from tests.comfyui_double import ComfyUIDouble
 
 
 class RunpodDouble:
-    def __init__(self, key="rp-test-key", endpoint_id="ep-test", cold_start=0.0, outputs="base64", workers=1,
-                 **double_options):
+    def __init__(
+        self, key="rp-test-key", endpoint_id="ep-test", cold_start=0.0, outputs="base64", workers=1, **double_options
+    ):
         self.key, self.endpoint_id, self.cold_start, self.outputs = key, endpoint_id, cold_start, outputs
         self.comfy = ComfyUIDouble(**double_options)
         self.jobs: dict[str, dict] = {}
@@ -93,8 +95,15 @@ class RunpodDouble:
             return web.json_response({"error": "Unauthorized"}, status=401)
         body = await request.json()
         job_id = f"{uuid.uuid4()}-u1"
-        job = {"id": job_id, "status": "IN_QUEUE", "input": body.get("input") or {}, "policy": body.get("policy") or {},
-               "stream": [], "submitted": time.monotonic(), "cancel": threading.Event()}
+        job = {
+            "id": job_id,
+            "status": "IN_QUEUE",
+            "input": body.get("input") or {},
+            "policy": body.get("policy") or {},
+            "stream": [],
+            "submitted": time.monotonic(),
+            "cancel": threading.Event(),
+        }
         self.jobs[job_id] = job
         self.counters["runs"] += 1
         threading.Thread(target=self._handler, args=(job,), daemon=True).start()
@@ -141,9 +150,17 @@ class RunpodDouble:
         running = sum(1 for j in self.jobs.values() if j["status"] == "IN_PROGRESS")
         queued = sum(1 for j in self.jobs.values() if j["status"] == "IN_QUEUE")
         warm = time.monotonic() < self.warm_until
-        return web.json_response({"jobs": {"inQueue": queued, "inProgress": running},
-                                  "workers": {"idle": int(warm and not running), "running": running,
-                                              "initializing": 0, "ready": int(warm)}})
+        return web.json_response(
+            {
+                "jobs": {"inQueue": queued, "inProgress": running},
+                "workers": {
+                    "idle": int(warm and not running),
+                    "running": running,
+                    "initializing": 0,
+                    "ready": int(warm),
+                },
+            }
+        )
 
     async def _bucket(self, request):
         self.counters["bucket_gets"] += 1
@@ -164,8 +181,9 @@ class RunpodDouble:
                     return
             job["delayTime"] = int((time.monotonic() - job["submitted"]) * 1000)
             job["status"] = "IN_PROGRESS"
-            self.in_progress_peak = max(self.in_progress_peak,
-                                        sum(1 for j in self.jobs.values() if j["status"] == "IN_PROGRESS"))
+            self.in_progress_peak = max(
+                self.in_progress_peak, sum(1 for j in self.jobs.values() if j["status"] == "IN_PROGRESS")
+            )
             started = time.monotonic()
             try:
                 self._execute(job, started)
@@ -178,14 +196,22 @@ class RunpodDouble:
         comfy = self.comfy.url
         for image in job["input"].get("images") or []:
             data = image["image"].split(",", 1)[1] if image["image"].startswith("data:") else image["image"]
-            requests.post(comfy + "/upload/image", files={"image": (image["name"], base64.b64decode(data))},
-                          data={"overwrite": "true"}, timeout=30).raise_for_status()
+            requests.post(
+                comfy + "/upload/image",
+                files={"image": (image["name"], base64.b64decode(data))},
+                data={"overwrite": "true"},
+                timeout=30,
+            ).raise_for_status()
         client_id = uuid.uuid4().hex
         with connect(comfy.replace("http", "ws", 1) + f"/ws?clientId={client_id}") as ws:
-            answer = requests.post(comfy + "/prompt", json={"prompt": job["input"].get("workflow"), "client_id": client_id},
-                                   timeout=30)
+            answer = requests.post(
+                comfy + "/prompt", json={"prompt": job["input"].get("workflow"), "client_id": client_id}, timeout=30
+            )
             if answer.status_code == 400:
-                job.update(status="FAILED", error=f"Workflow validation failed: {answer.json().get('error', {}).get('message')}")
+                job.update(
+                    status="FAILED",
+                    error=f"Workflow validation failed: {answer.json().get('error', {}).get('message')}",
+                )
                 return
             prompt_id = answer.json()["prompt_id"]
             limit = (job["policy"].get("executionTimeout") or 600_000) / 1000
@@ -224,8 +250,13 @@ class RunpodDouble:
                 if self.outputs == "url":
                     key = f"{uuid.uuid4().hex}-{item['filename']}"
                     self.bucket[key] = data
-                    images.append({"filename": name, "type": "s3_url",
-                                   "data": f"{self.base}/bucket/{key}?token={self.bucket_token}"})
+                    images.append(
+                        {
+                            "filename": name,
+                            "type": "s3_url",
+                            "data": f"{self.base}/bucket/{key}?token={self.bucket_token}",
+                        }
+                    )
                 else:
                     images.append({"filename": name, "type": "base64", "data": base64.b64encode(data).decode()})
         job.update(status="COMPLETED", output={"images": images})

@@ -12,6 +12,7 @@
     with ServerlessComfyUI(cold_start=1.5) as front:
         front.url   # http://127.0.0.1:PORT/comfy
 """
+
 import asyncio
 import threading
 import time
@@ -22,13 +23,24 @@ from aiohttp import web
 
 from tests.comfyui_double import ComfyUIDouble
 
-HOP_HEADERS = {"host", "authorization", "cookie", "content-length", "transfer-encoding", "connection", "upgrade",
-               "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"}
+HOP_HEADERS = {
+    "host",
+    "authorization",
+    "cookie",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+}
 
 
 class ServerlessComfyUI:
-    def __init__(self, replicas=2, prefix="/comfy", key="sk-serverless-test", cold_start=0.0, idle_timeout=None,
-                 **double_options):
+    def __init__(
+        self, replicas=2, prefix="/comfy", key="sk-serverless-test", cold_start=0.0, idle_timeout=None, **double_options
+    ):
         self.prefix, self.key, self.cold_start = prefix.rstrip("/"), key, cold_start
         # A container that gets no request for idle_timeout seconds stops (scales to zero).
         self.idle_timeout, self.last_request = idle_timeout, time.monotonic()
@@ -123,18 +135,22 @@ class ServerlessComfyUI:
         if n is None:
             return web.json_response({"error": "no replica"}, status=502)
         self.counters[f"replica-{n}"] += 1
-        target = self.replicas[n].url + path[len(self.prefix):]
+        target = self.replicas[n].url + path[len(self.prefix) :]
         if request.query_string:
             target += "?" + request.query_string
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._socket(request, target, n)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         async with aiohttp.ClientSession() as session:
-            async with session.request(request.method, target, headers=headers, data=await request.read(),
-                                       allow_redirects=False) as answer:
+            async with session.request(
+                request.method, target, headers=headers, data=await request.read(), allow_redirects=False
+            ) as answer:
                 body = await answer.read()
-                kept = {k: v for k, v in answer.headers.items()
-                        if k.lower() not in HOP_HEADERS and k.lower() != "content-encoding"}
+                kept = {
+                    k: v
+                    for k, v in answer.headers.items()
+                    if k.lower() not in HOP_HEADERS and k.lower() != "content-encoding"
+                }
         response = web.Response(status=answer.status, body=body, headers=kept)
         response.set_cookie("replica", str(n))
         return response

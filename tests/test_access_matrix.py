@@ -2,6 +2,7 @@
 participant, an anonymous caller, staff, the GPU worker that holds the run and one that does not.
 Generated from the URL configuration, so a route added later is tried too. Nothing of the
 owner's leaks to anybody else, and nothing of the owner's changes unless the owner does it."""
+
 import hashlib
 import json
 import re
@@ -16,8 +17,19 @@ from jobs.models import Job, JobState, Worker
 METHODS = ("get", "post", "put", "patch", "delete")
 SECRET = "SECRET-OF-USER001"
 # Routes anybody may call: the frontend's public code, the login page, the health check.
-PUBLIC = {"asset", "root_asset", "without_slash", "health", "home", "LoginView", "PasswordChangeView",
-          "PasswordChangeDoneView", "LogoutView", "serve", "login"}
+PUBLIC = {
+    "asset",
+    "root_asset",
+    "without_slash",
+    "health",
+    "home",
+    "LoginView",
+    "PasswordChangeView",
+    "PasswordChangeDoneView",
+    "LogoutView",
+    "serve",
+    "login",
+}
 
 
 def _routes():
@@ -34,12 +46,31 @@ def _routes():
 
 def _values(job_id: str) -> dict:
     return {
-        "slug": "001", "job_id": job_id, "prompt_id": job_id, "file": "workflows/secret.json",
-        "dest": "workflows/moved.json", "node_class": "LoadImage", "folder": "checkpoints", "subgraph_id": "sg",
-        "setting_id": "Workshop.Secret", "module": "pack", "name": "example.json", "folder_type": "input",
-        "path": "extensions/pack/x.js", "object_id": "1", "app_label": "jobs", "queue_index": "0", "key": "w",
-        "result_id": "r", "token": "t", "scheduler_index": "0", "connection_index": "0", "scheduler_name": "s",
-        "cron_job_name": "c", "content_type_id": "1", "model_name": "job",
+        "slug": "001",
+        "job_id": job_id,
+        "prompt_id": job_id,
+        "file": "workflows/secret.json",
+        "dest": "workflows/moved.json",
+        "node_class": "LoadImage",
+        "folder": "checkpoints",
+        "subgraph_id": "sg",
+        "setting_id": "Workshop.Secret",
+        "module": "pack",
+        "name": "example.json",
+        "folder_type": "input",
+        "path": "extensions/pack/x.js",
+        "object_id": "1",
+        "app_label": "jobs",
+        "queue_index": "0",
+        "key": "w",
+        "result_id": "r",
+        "token": "t",
+        "scheduler_index": "0",
+        "connection_index": "0",
+        "scheduler_name": "s",
+        "cron_job_name": "c",
+        "content_type_id": "1",
+        "model_name": "job",
     }
 
 
@@ -71,8 +102,8 @@ def _sample(regex: str, values: dict) -> str:
             i += 2
         elif char == "(":
             end = group_end(regex, i)
-            body = regex[i + 1:end]
-            optional = regex[end + 1: end + 2] == "?"
+            body = regex[i + 1 : end]
+            optional = regex[end + 1 : end + 2] == "?"
             named = re.match(r"\?P<(\w+)>", body)
             if named:
                 out.append(values.get(named.group(1), "x"))
@@ -91,8 +122,11 @@ def _sample(regex: str, values: dict) -> str:
 
 
 def _snapshot(workspace) -> dict:
-    files = {str(p.relative_to(workspace.root)): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in workspace.root.rglob("*") if p.is_file()}
+    files = {
+        str(p.relative_to(workspace.root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in workspace.root.rglob("*")
+        if p.is_file()
+    }
     jobs = sorted(Job.objects.filter(workspace=workspace).values_list("id", "state", "hidden_from_history", "priority"))
     return {"files": files, "jobs": [tuple(map(str, row)) for row in jobs]}
 
@@ -109,13 +143,21 @@ def world(participants, settings):
     other, other_token = Worker.create_with_token("gpu-other")
     for worker in (holder, other):
         worker.beat(status="idle")
-    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "secret-of-user001.png", "note": SECRET}},
-              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": SECRET}}}
-    running = Job.submit(owner, prompt, inputs=[{"filename": "secret-of-user001.png", "subfolder": "", "type": "input"}])
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "secret-of-user001.png", "note": SECRET}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": SECRET}},
+    }
+    running = Job.submit(
+        owner, prompt, inputs=[{"filename": "secret-of-user001.png", "subfolder": "", "type": "input"}]
+    )
     assert running.mark_dispatched(holder) and running.mark_running(holder, running.run)
     waiting = Job.submit(owner, prompt)
-    return {"owner": owner, "running": running, "waiting": waiting,
-            "tokens": {"holder": holder_token, "other": other_token}}
+    return {
+        "owner": owner,
+        "running": running,
+        "waiting": waiting,
+        "tokens": {"holder": holder_token, "other": other_token},
+    }
 
 
 def _callers(world):
@@ -125,9 +167,14 @@ def _callers(world):
         return client, {}
 
     worker = {name: (Client(), {"HTTP_AUTHORIZATION": f"Bearer {token}"}) for name, token in world["tokens"].items()}
-    return {"other participant": session("user002"), "anonymous": (Client(), {}), "worker without the run":
-            worker["other"], "worker holding the run": worker["holder"], "owner": session("user001"),
-            "staff": session("instructor")}
+    return {
+        "other participant": session("user002"),
+        "anonymous": (Client(), {}),
+        "worker without the run": worker["other"],
+        "worker holding the run": worker["holder"],
+        "owner": session("user001"),
+        "staff": session("instructor"),
+    }
 
 
 def _requests(world):
@@ -156,8 +203,9 @@ def _call(client, method, path, headers):
     if method == "get":
         return client.get(path, HTTP_SEC_FETCH_SITE="same-origin", **headers)
     body = json.dumps({"run": 1, "status": "error", "clear": True, "delete": [], "job_ids": ["x"]})
-    return getattr(client, method)(path, data=body, content_type="application/json", HTTP_SEC_FETCH_SITE="same-origin",
-                                   **headers)
+    return getattr(client, method)(
+        path, data=body, content_type="application/json", HTTP_SEC_FETCH_SITE="same-origin", **headers
+    )
 
 
 def _body(response) -> str:
@@ -188,8 +236,11 @@ def test_every_route_and_method_leaks_and_changes_nothing_for_anyone_but_the_own
                 if SECRET in text or "secret-of-user001" in text or running in text:
                     leaks.append((who, method, path))
                 protected = _name(func) not in PUBLIC
-                if protected and response.status_code < 300 and path.startswith(
-                        ("/user/", "/api/worker/jobs", "/admin/", "/metrics")):
+                if (
+                    protected
+                    and response.status_code < 300
+                    and path.startswith(("/user/", "/api/worker/jobs", "/admin/", "/metrics"))
+                ):
                     open_doors.append((who, method, path, response.status_code))
                 if _snapshot(owner) != before:
                     changes.append((who, method, path))

@@ -1,20 +1,24 @@
 """Model-aware dispatch: among free workers, the one whose ComfyUI has the job's model loaded."""
+
 import pytest
 from django.utils import timezone
 
 from jobs import dispatcher
 from jobs.models import WORKER_IDLE, Job, JobState, QueueSettings, Worker
 
-CKPT = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "ltx-2-19b-dev.safetensors"}},
-        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+CKPT = {
+    "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "ltx-2-19b-dev.safetensors"}},
+    "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+}
 
 
 @pytest.fixture
 def two_workers(db):
     QueueSettings.objects.update_or_create(pk=1, defaults={"paused": True})  # submit without dispatching yet
     first = Worker.create_with_token("gpu-a", status=WORKER_IDLE, last_heartbeat=timezone.now())[0]
-    second = Worker.create_with_token("gpu-b", status=WORKER_IDLE, last_heartbeat=timezone.now(),
-                                      loaded_models=["ltx-2-19b-dev.safetensors"])[0]
+    second = Worker.create_with_token(
+        "gpu-b", status=WORKER_IDLE, last_heartbeat=timezone.now(), loaded_models=["ltx-2-19b-dev.safetensors"]
+    )[0]
     return first, second
 
 
@@ -41,8 +45,10 @@ def test_without_affinity_or_a_match_the_first_free_worker_as_before(two_workers
 
 def test_a_finished_run_records_what_its_worker_holds(two_workers, participants):
     first = two_workers[0]
-    job = dispatch_one(participants, {**CKPT, "1": {"class_type": "CheckpointLoaderSimple",
-                                                     "inputs": {"ckpt_name": "sdxl.safetensors"}}})
+    job = dispatch_one(
+        participants,
+        {**CKPT, "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}}},
+    )
     assert job.worker == first and job.mark_running(first, job.run)
     first.ran(job)
     assert Worker.objects.get(pk=first.pk).loaded_models == ["sdxl.safetensors"]

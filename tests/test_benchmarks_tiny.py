@@ -1,4 +1,5 @@
 """The benchmarks' tiny settings, run with the suite only to keep them working (no figures)."""
+
 import pytest
 
 from bench.test_200_workspaces import test_many_workspaces_on_one_daphne  # noqa: F401

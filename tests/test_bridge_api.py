@@ -1,4 +1,5 @@
 """The per-workspace ComfyUI API: shapes as ComfyUI returns them, and isolation."""
+
 import json
 
 import pytest
@@ -36,7 +37,12 @@ def test_prompt_without_prompt_is_comfyuis_no_prompt_error(alice):
     answer = post_json(alice, "/user/001/api/prompt", {"client_id": "x"})
     assert answer.status_code == 400
     assert answer.json() == {
-        "error": {"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided", "extra_info": {}},
+        "error": {
+            "type": "no_prompt",
+            "message": "No prompt provided",
+            "details": "No prompt provided",
+            "extra_info": {},
+        },
         "node_errors": {},
     }
     assert not Job.objects.exists()

@@ -1,4 +1,5 @@
 """The real ComfyUI frontend in headless Chromium, served per workspace by one Django process."""
+
 import json
 from pathlib import Path
 
@@ -22,11 +23,19 @@ class Watch:
     def __init__(self, page, base, prefix):
         self.failed, self.errors, self.outside, self.escaped, self.urls = [], [], [], [], []
         page.on("request", lambda r: self.urls.append(r.url))
-        page.on("request", lambda r: r.url.startswith(base) and not r.url.startswith(
-            (f"{base}{prefix}", f"{base}/accounts/login/")
-        ) and self.escaped.append(r.url))
+        page.on(
+            "request",
+            lambda r: (
+                r.url.startswith(base)
+                and not r.url.startswith((f"{base}{prefix}", f"{base}/accounts/login/"))
+                and self.escaped.append(r.url)
+            ),
+        )
         page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.status} {r.request.method} {r.url}"))
-        page.on("requestfailed", lambda r: self.failed.append(f"FAILED {r.method} {r.url} {r.failure} {r.headers} {r.post_data}"))
+        page.on(
+            "requestfailed",
+            lambda r: self.failed.append(f"FAILED {r.method} {r.url} {r.failure} {r.headers} {r.post_data}"),
+        )
         page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
         page.on("request", lambda r: not r.url.startswith((base, "data:", "blob:")) and self.outside.append(r.url))
@@ -37,8 +46,8 @@ class Watch:
 
 
 START = "video_ltx2_t2v"  # settings.WORKSHOP_START_WORKFLOW
-STARTED = """async () => window.app.extensionManager.workflow.activeWorkflow?.filename === %r
-  && !(await (await fetch('api/settings/Workshop.StartWorkflow')).json())""" % START
+STARTED = f"""async () => window.app.extensionManager.workflow.activeWorkflow?.filename === {START!r}
+  && !(await (await fetch('api/settings/Workshop.StartWorkflow')).json())"""
 
 
 def open_workspace(browser, live_app, username, slug, wait_start=True):
@@ -53,8 +62,10 @@ def open_workspace(browser, live_app, username, slug, wait_start=True):
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_app.url}/user/{slug}/")
     # Only the canvas is touched: the frontend reports reading app.graph before it exists as an error.
-    page.wait_for_function("() => window.app && window.app.canvas && window.app.canvas.graph && document.querySelector('canvas')",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => window.app && window.app.canvas && window.app.canvas.graph && document.querySelector('canvas')",
+        timeout=60_000,
+    )
     if wait_start:
         page.wait_for_function(STARTED, timeout=30_000, polling=200)
     return page, watch
@@ -102,7 +113,9 @@ def test_participant_runs_a_workshop_workflow_in_the_real_ui(browser, live_app, 
         page.screenshot(path=str(ARTIFACTS / "02-hello-workflow.png"))
         badge_text = run_and_watch(page, double)
         # ComfyUI's own progress: the node being executed gets the progress bar on the canvas.
-        page.wait_for_function("() => window.app.canvas.node_in_progress || document.title.match(/\\d+%/)", timeout=20_000)
+        page.wait_for_function(
+            "() => window.app.canvas.node_in_progress || document.title.match(/\\d+%/)", timeout=20_000
+        )
         page.screenshot(path=str(ARTIFACTS / "03-running-with-badge.png"))
         job = Job.objects.get(workspace=participants[0])
         page.wait_for_function(
@@ -124,8 +137,9 @@ def test_participant_runs_a_workshop_workflow_in_the_real_ui(browser, live_app, 
     assert watch.outside == [], f"calls to outside hosts: {watch.outside}"
     assert watch.escaped == [], f"requests that left the workspace prefix: {watch.escaped}"
     frames = [u for u in watch.urls if "favicon_progress_16x16" in u]
-    assert frames and all(u.startswith(f"{live_app.url}/user/001/assets/images/") for u in frames), \
+    assert frames and all(u.startswith(f"{live_app.url}/user/001/assets/images/") for u in frames), (
         "the progress favicon's frames come from under the workspace too"
+    )
 
 
 def test_two_participants_at_once_never_see_each_others_work(browser, live_app, participants, double):
@@ -156,8 +170,10 @@ def test_two_participants_at_once_never_see_each_others_work(browser, live_app, 
         bobs_job = Job.objects.get(workspace=participants[1])
         # The picture shows once ComfyUI says "executed"; the run ends a moment later, when the
         # worker has sent its files and its end.
-        wait_until(lambda: Job.objects.filter(pk=bobs_job.pk, state=JobState.COMPLETED).exists(),
-                   message="user002's run to end")
+        wait_until(
+            lambda: Job.objects.filter(pk=bobs_job.pk, state=JobState.COMPLETED).exists(),
+            message="user002's run to end",
+        )
         bob_queue = bob.evaluate("async () => (await fetch('api/queue')).json()")
         bob_history = bob.evaluate("async () => (await fetch('api/history?max_items=64')).json()")
         bob_image = bob.evaluate("() => window.app.graph._nodes.find(n => n.type === 'SaveImage').imgs[0].src")
@@ -179,9 +195,14 @@ V080_CATALOG = Path(__file__).resolve().parents[2] / "shared" / "comfyui" / "v0.
 if not V080_CATALOG.exists():  # the copy kept with the tests
     V080_CATALOG = Path(__file__).resolve().parent / "recorded" / "v0.8.0" / "object_info.json.gz"
 # The model files the workshop's LTX-2 templates name (frontend_bridge.workflows.required_models).
-LTX2_MODELS = ["ltx-2-19b-dev-fp8.safetensors", "ltx-2-19b-distilled.safetensors",
-               "gemma_3_12B_it_fp4_mixed.safetensors", "ltx-2-19b-distilled-lora-384.safetensors",
-               "ltx-2-19b-lora-camera-control-dolly-left.safetensors", "ltx-2-spatial-upscaler-x2-1.0.safetensors"]
+LTX2_MODELS = [
+    "ltx-2-19b-dev-fp8.safetensors",
+    "ltx-2-19b-distilled.safetensors",
+    "gemma_3_12B_it_fp4_mixed.safetensors",
+    "ltx-2-19b-distilled-lora-384.safetensors",
+    "ltx-2-19b-lora-camera-control-dolly-left.safetensors",
+    "ltx-2-spatial-upscaler-x2-1.0.safetensors",
+]
 
 # EmptyImage -> ResizeImageMaskNode (DynamicCombo "scale dimensions" 32x32) and a second
 # EmptyImage -> BatchImagesNode (Autogrow images.image0/1) -> SaveImage, wired in the canvas.
@@ -218,13 +239,16 @@ def test_participant_runs_the_ltx2_template_and_v3_nodes_on_the_current_frontend
     if not V080_CATALOG.exists():
         pytest.skip("the recorded ComfyUI 0.8.0 catalog is not on this machine")
     ARTIFACTS.mkdir(exist_ok=True)
-    with (ComfyUIDouble(object_info=V080_CATALOG, version="0.8.0", model_files=LTX2_MODELS, stand_ins=True) as double,
-          live_app.gpu_worker(double.url)):
+    with (
+        ComfyUIDouble(object_info=V080_CATALOG, version="0.8.0", model_files=LTX2_MODELS, stand_ins=True) as double,
+        live_app.gpu_worker(double.url),
+    ):
         page, watch = open_workspace(browser, live_app, "user001", "001")
         # The first load opens the instructor's start workflow (LTX-2 text to video).
         page.wait_for_function("() => window.app.graph._nodes.some(n => n.type === 'SaveVideo')", timeout=20_000)
-        load_workshop_workflow(page, "video_ltx2_t2v",
-                               "() => window.app.graph._nodes.some(n => n.type === 'SaveVideo')")
+        load_workshop_workflow(
+            page, "video_ltx2_t2v", "() => window.app.graph._nodes.some(n => n.type === 'SaveVideo')"
+        )
         page.screenshot(path=str(ARTIFACTS / "06-ltx2-template.png"))
         subgraph = page.evaluate("""() => {
           const n = window.app.graph._nodes.find(n => n.subgraph);
@@ -279,16 +303,23 @@ def wait_for_job(workspace, count, timeout=30.0):
         if len(jobs) >= count and jobs[count - 1].state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
             return jobs[count - 1]
         time.sleep(0.2)
-    raise AssertionError(f"job {count} of {workspace} did not end: {[j.state for j in Job.objects.filter(workspace=workspace)]}")
+    raise AssertionError(
+        f"job {count} of {workspace} did not end: {[j.state for j in Job.objects.filter(workspace=workspace)]}"
+    )
 
 
 def test_a_participants_html_or_svg_runs_nothing_when_the_instructor_opens_it(browser, live_app, participants):
     """Stored XSS: files a participant uploaded are downloads or sandboxed media, never pages of
     the site's origin, and every page of the site (workspace UI, admin) runs under a CSP."""
-    evil = "<html><body><script>window.opener && (window.opener.__pwned = 1); document.title='pwned'</script></body></html>"
+    evil = (
+        "<html><body><script>window.opener && (window.opener.__pwned = 1); document.title='pwned'</script>"
+        "</body></html>"
+    )
     root = participants[0].root / "input"
     (root / "evil.html").write_text(evil)
-    (root / "evil.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>document.title="pwned"</script></svg>')
+    (root / "evil.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg"><script>document.title="pwned"</script></svg>'
+    )
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{live_app.url}/admin/login/?next=/admin/")
@@ -296,17 +327,24 @@ def test_a_participants_html_or_svg_runs_nothing_when_the_instructor_opens_it(br
     page.fill("#id_password", "pw")
     page.click("input[type=submit]")
     page.wait_for_url(f"{live_app.url}/admin/")
-    assert "default-src 'self'" in page.evaluate("() => fetch('/admin/').then(r => r.headers.get('content-security-policy'))")
+    assert "default-src 'self'" in page.evaluate(
+        "() => fetch('/admin/').then(r => r.headers.get('content-security-policy'))"
+    )
     for name in ("evil.html", "evil.svg"):
         url = f"{live_app.url}/user/001/api/view?filename={name}&type=input"
         with page.expect_download() as download:
-            page.evaluate("url => { const a = document.createElement('a'); a.href = url; document.body.append(a); a.click(); }", url)
+            page.evaluate(
+                "url => { const a = document.createElement('a'); a.href = url; document.body.append(a); a.click(); }",
+                url,
+            )
         assert download.value.suggested_filename == name
         # Even opened as a page of its own it is an opaque download, so nothing ran.
         assert page.title() != "pwned" and page.evaluate("() => window.__pwned") is None
-    headers = page.evaluate("""url => fetch(url).then(r => ({type: r.headers.get('content-type'),
+    headers = page.evaluate(
+        """url => fetch(url).then(r => ({type: r.headers.get('content-type'),
         disposition: r.headers.get('content-disposition'), csp: r.headers.get('content-security-policy')}))""",
-                            f"{live_app.url}/user/001/api/view?filename=evil.svg&type=input")
+        f"{live_app.url}/user/001/api/view?filename=evil.svg&type=input",
+    )
     assert headers["type"] == "application/octet-stream" and headers["disposition"].startswith("attachment")
     assert "sandbox" in headers["csp"]
     context.close()
@@ -325,10 +363,14 @@ def test_a_cold_start_counts_on_the_badge_then_the_run_shows(browser, live_app, 
             queue_button(page).click()
             shown = page.wait_for_function(
                 "() => { const t = document.getElementById('workshop-queue-badge')?.textContent || '';"
-                " return /^Starting a GPU… \\d+ s$/.test(t) && t; }", timeout=20_000).json_value()
+                " return /^Starting a GPU… \\d+ s$/.test(t) && t; }",
+                timeout=20_000,
+            ).json_value()
             page.wait_for_function(
                 f"() => /^Starting a GPU… \\d+ s$/.test(document.getElementById('workshop-queue-badge').textContent)"
-                f" && document.getElementById('workshop-queue-badge').textContent !== {shown!r}", timeout=5_000)
+                f" && document.getElementById('workshop-queue-badge').textContent !== {shown!r}",
+                timeout=5_000,
+            )
             page.screenshot(path=str(ARTIFACTS / "09-starting-a-gpu.png"))
             page.wait_for_function(
                 "() => { const n = window.app.graph._nodes.find(n => n.type === 'SaveImage');"
@@ -379,13 +421,22 @@ def test_my_outputs_my_models_and_the_admin_pages_load_without_a_page_error(brow
         outputs.wait_for_load_state("load")
         image = job.outputs["3"]["images"][0]["filename"]
         outputs.wait_for_function(
-            f"() => [...document.images].some(i => i.alt === {image!r} && i.complete && i.naturalWidth > 0)")
+            f"() => [...document.images].some(i => i.alt === {image!r} && i.complete && i.naturalWidth > 0)"
+        )
         assert outputs.locator("h1").text_content().startswith("My outputs (1 files")
         outputs.goto(f"{live_app.url}/user/001/my-models/")
         assert outputs.locator("h1").text_content().startswith("My models")
         # A LoRA picked in the file input goes up in parts (its size reserved first) and is listed.
-        outputs.set_input_files("#file", files=[{"name": "mine.safetensors", "mimeType": "application/octet-stream",
-                                                 "buffer": safetensors(3 * 1024 * 1024)}])
+        outputs.set_input_files(
+            "#file",
+            files=[
+                {
+                    "name": "mine.safetensors",
+                    "mimeType": "application/octet-stream",
+                    "buffer": safetensors(3 * 1024 * 1024),
+                }
+            ],
+        )
         outputs.wait_for_function("() => document.getElementById('models').textContent.includes('ws-001/mine')")
         assert tab_errors == [], tab_errors
         # The badge's words for a time: "starting soon" only when it is.
@@ -400,11 +451,29 @@ def test_my_outputs_my_models_and_the_admin_pages_load_without_a_page_error(brow
         staff.fill("#id_password", "pw")
         staff.click("input[type=submit]")
         staff.wait_for_url(f"{live_app.url}/admin/")
-        for path in ("/admin/", "/admin/jobs/job/", f"/admin/jobs/job/{job.pk}/change/", "/admin/jobs/worker/",
-                     "/admin/jobs/queuesettings/", "/admin/accounts/workspace/", "/admin/console/participants/",
-                     "/admin/console/costs/", "/admin/console/workflows/", "/admin/console/charts/"):
+        for path in (
+            "/admin/",
+            "/admin/jobs/job/",
+            f"/admin/jobs/job/{job.pk}/change/",
+            "/admin/jobs/worker/",
+            "/admin/jobs/queuesettings/",
+            "/admin/accounts/workspace/",
+            "/admin/console/participants/",
+            "/admin/console/costs/",
+            "/admin/console/workflows/",
+            "/admin/console/charts/",
+        ):
             answer = staff.goto(f"{live_app.url}{path}")
             assert answer.status == 200, path
-    assert words == ["starting soon", "starting soon", "about 10 s", "about 40 s", "about 45 s", "about 1 min",
-                     "about 1 min", "about 2 min", "about 10 min"]
+    assert words == [
+        "starting soon",
+        "starting soon",
+        "about 10 s",
+        "about 40 s",
+        "about 45 s",
+        "about 1 min",
+        "about 1 min",
+        "about 2 min",
+        "about 10 min",
+    ]
     assert failed == [] and errors == [], (failed, errors)

@@ -1,6 +1,7 @@
 """A GPU host on ComfyUI 0.28.0 (the double with its recorded catalog and 89 blueprints) in the
 real frontend: its worker comes online with default settings, the blueprints reach the node
 library, and one placed from there runs through the queue."""
+
 import pytest
 
 from jobs.models import Catalog, ExtensionFile, JobState
@@ -12,15 +13,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 browser = browsing.browser
 ARTIFACTS = browsing.ARTIFACTS
 BLUEPRINT = "Text to Video (LTX 2.0)"
-PLACED = """() => window.app.graph._nodes.filter(n => n.subgraph && n.title === %r).length""" % BLUEPRINT
+PLACED = f"() => window.app.graph._nodes.filter(n => n.subgraph && n.title === {BLUEPRINT!r}).length"
 
 
 def test_a_0280_host_comes_online_and_a_blueprint_from_the_node_library_runs(browser, live_app, participants):
     from tests.comfyui_double import ComfyUIDouble
 
     ARTIFACTS.mkdir(exist_ok=True)
-    with (ComfyUIDouble(version="0.28.0", model_files=LTX2_MODELS, stand_ins=True) as double,
-          live_app.gpu_worker(double.url)):  # waits for it to come online, default settings
+    with (
+        ComfyUIDouble(version="0.28.0", model_files=LTX2_MODELS, stand_ins=True) as double,
+        live_app.gpu_worker(double.url),
+    ):  # waits for it to come online, default settings
         catalog = Catalog.objects.get(worker__name="gpu-1")
         published = ExtensionFile.objects.filter(worker=catalog.worker, path__startswith="/global_subgraphs/")
         page, watch = open_workspace(browser, live_app, "user001", "001")
@@ -30,8 +33,9 @@ def test_a_0280_host_comes_online_and_a_blueprint_from_the_node_library_runs(bro
         page.get_by_text("Comfy Blueprints", exact=True).wait_for(timeout=15_000)
         page.get_by_placeholder("Search...").first.fill(BLUEPRINT)
         # Dragged from the library onto an empty spot of the canvas.
-        page.get_by_text(BLUEPRINT, exact=True).first.drag_to(page.locator("#graph-canvas"),
-                                                               target_position={"x": 700, "y": 150})
+        page.get_by_text(BLUEPRINT, exact=True).first.drag_to(
+            page.locator("#graph-canvas"), target_position={"x": 700, "y": 150}
+        )
         page.wait_for_function(f"() => ({PLACED})() === 2", timeout=15_000)
         page.screenshot(path=str(ARTIFACTS / "09-blueprint-placed.png"))
         page.get_by_test_id("node-library-tab-button").click()
@@ -57,7 +61,8 @@ def test_a_0280_host_comes_online_and_a_blueprint_from_the_node_library_runs(bro
 
 
 def test_a_workflow_in_app_mode_shows_its_inputs_runs_through_the_queue_and_shows_its_output(
-        browser, live_app, participants):
+    browser, live_app, participants
+):
     """Frontend 1.53.6's App Mode (extra.linearMode, extra.linearData) in a workspace: the
     instructor's hello workflow made an app with two inputs and its SaveImage as output."""
     import json
@@ -66,24 +71,37 @@ def test_a_workflow_in_app_mode_shows_its_inputs_runs_through_the_queue_and_show
     from tests.comfyui_double import ComfyUIDouble
 
     ARTIFACTS.mkdir(exist_ok=True)
-    workflow = json.loads((Path(__file__).resolve().parents[1] / "frontend_bridge" / "workflows" / "hello.json")
-                          .read_text())
-    workflow.setdefault("extra", {}).update(linearMode=True, linearData={"inputs": [[1, "color"], [1, "width"]],
-                                                                         "outputs": [3]})
-    with (ComfyUIDouble(version="0.28.0", model_files=LTX2_MODELS, stand_ins=True) as double,
-          live_app.gpu_worker(double.url)):
+    workflow = json.loads(
+        (Path(__file__).resolve().parents[1] / "frontend_bridge" / "workflows" / "hello.json").read_text()
+    )
+    workflow.setdefault("extra", {}).update(
+        linearMode=True, linearData={"inputs": [[1, "color"], [1, "width"]], "outputs": [3]}
+    )
+    with (
+        ComfyUIDouble(version="0.28.0", model_files=LTX2_MODELS, stand_ins=True) as double,
+        live_app.gpu_worker(double.url),
+    ):
         # Saved in the participant's workflows and named as the one their first visit opens,
         # as an instructor hands out an app.
         alice = live_app.login("user001")
         headers = {"Origin": live_app.url, "X-CSRFToken": alice.cookies["csrftoken"]}
-        saved = alice.post(f"{live_app.url}/user/001/api/userdata/workflows%2Fhello-app.json", json=workflow,
-                           headers=headers, timeout=10)
-        named = alice.post(f"{live_app.url}/user/001/api/settings/Workshop.StartWorkflow", json="hello-app.json",
-                           headers=headers, timeout=10)
+        saved = alice.post(
+            f"{live_app.url}/user/001/api/userdata/workflows%2Fhello-app.json",
+            json=workflow,
+            headers=headers,
+            timeout=10,
+        )
+        named = alice.post(
+            f"{live_app.url}/user/001/api/settings/Workshop.StartWorkflow",
+            json="hello-app.json",
+            headers=headers,
+            timeout=10,
+        )
         assert saved.status_code == 200 and named.status_code == 200, (saved.text, named.text)
         page, watch = open_workspace(browser, live_app, "user001", "001", wait_start=False)
-        page.wait_for_function("() => window.app.extensionManager.workflow.activeWorkflow?.filename === 'hello-app'",
-                               timeout=30_000)
+        page.wait_for_function(
+            "() => window.app.extensionManager.workflow.activeWorkflow?.filename === 'hello-app'", timeout=30_000
+        )
         page.get_by_text("Welcome to Apps").wait_for(timeout=15_000)
         page.get_by_role("button", name="Skip").click()
         width = page.get_by_text("width", exact=True).locator("xpath=../..").locator("input").first

@@ -3,6 +3,7 @@ once while runs go through one GPU worker (the ComfyUI double). What people look
 the console's Running and Waiting tables and its levers, every badge's position and time, and
 every fresh participant's first visit opening the start workflow. Any page error fails it
 (tests.browsing)."""
+
 import json
 from datetime import timedelta
 
@@ -28,26 +29,39 @@ def measured_runs(workspace, seconds, count=3):
     """Earlier runs of the workshop's hello workflow, as the calibration reads them."""
     ended = timezone.now() - timedelta(hours=1)
     for _ in range(count):
-        Job.objects.create(workspace=workspace, prompt={}, workflow_name="hello", state=JobState.COMPLETED,
-                           gpu_seconds=seconds, created_at=ended, started_at=ended, finished_at=ended,
-                           hidden_from_history=True)
+        Job.objects.create(
+            workspace=workspace,
+            prompt={},
+            workflow_name="hello",
+            state=JobState.COMPLETED,
+            gpu_seconds=seconds,
+            created_at=ended,
+            started_at=ended,
+            finished_at=ended,
+            hidden_from_history=True,
+        )
 
 
 def badge(page):
-    return page.evaluate("() => { const b = document.getElementById('workshop-queue-badge');"
-                         " return b && !b.hidden ? b.textContent : ''; }")
+    return page.evaluate(
+        "() => { const b = document.getElementById('workshop-queue-badge');"
+        " return b && !b.hidden ? b.textContent : ''; }"
+    )
 
 
 def badge_matches(page, pattern, timeout=20_000):
     page.wait_for_function(
-        f"() => new RegExp({json.dumps(pattern)}).test(document.getElementById('workshop-queue-badge')?.textContent || '')",
-        timeout=timeout)
+        f"() => new RegExp({json.dumps(pattern)})"
+        ".test(document.getElementById('workshop-queue-badge')?.textContent || '')",
+        timeout=timeout,
+    )
     return badge(page)
 
 
 def waiting_names(console):
-    return console.evaluate("() => [...document.querySelectorAll('#waiting tbody tr td:nth-child(3)')]"
-                            ".map(td => td.textContent)")
+    return console.evaluate(
+        "() => [...document.querySelectorAll('#waiting tbody tr td:nth-child(3)')].map(td => td.textContent)"
+    )
 
 
 def minutes_of(text):
@@ -75,10 +89,12 @@ def test_a_class_in_session(browser, live_app, double):
             name = workspace.owner.username
             page, watch = open_workspace(browser, live_app, name, workspace.slug, wait_start=False)
             page.wait_for_function(
-                "() => window.app.extensionManager.workflow.activeWorkflow?.filename", timeout=20_000)
+                "() => window.app.extensionManager.workflow.activeWorkflow?.filename", timeout=20_000
+            )
             # The start workflow is opened once the frontend's own first graph is in.
             page.wait_for_function(
-                f"() => window.app.extensionManager.workflow.activeWorkflow?.filename === {START!r}", timeout=20_000)
+                f"() => window.app.extensionManager.workflow.activeWorkflow?.filename === {START!r}", timeout=20_000
+            )
             first_workflows.append(page.evaluate("() => window.app.extensionManager.workflow.activeWorkflow.filename"))
             pages.append((page, watch))
 
@@ -89,22 +105,26 @@ def test_a_class_in_session(browser, live_app, double):
         badge_matches(alice, "^Running on gpu-1")
 
         # Every waiting participant sees their position and a time, later places a longer one.
-        waits = [badge_matches(page, rf"^Position {n} of 4 · about \d+ min") for n, (page, _) in
-                 enumerate(pages[1:], start=1)]
+        waits = [
+            badge_matches(page, rf"^Position {n} of 4 · about \d+ min")
+            for n, (page, _) in enumerate(pages[1:], start=1)
+        ]
         assert [minutes_of(w) for w in waits] == sorted(minutes_of(w) for w in waits)
         assert minutes_of(waits[-1]) > minutes_of(waits[0])
 
         # The console's Running table: the job, its node, ComfyUI's progress, a ticking time.
         running = console.locator("#running tbody tr", has_text="user001 (001)")
         running.wait_for(timeout=10_000)
-        console.wait_for_function("() => document.querySelector('#running tbody tr progress')?.value > 0",
-                                  timeout=20_000)
+        console.wait_for_function(
+            "() => document.querySelector('#running tbody tr progress')?.value > 0", timeout=20_000
+        )
         cells = running.locator("td")
         assert cells.nth(2).text_content() == "gpu-1"
         assert cells.nth(3).text_content().startswith("#"), "the node being executed"
         elapsed = cells.nth(5).text_content()
         console.wait_for_function(
-            f"() => document.querySelector('#running tbody tr .elapsed').textContent !== {elapsed!r}", timeout=5_000)
+            f"() => document.querySelector('#running tbody tr .elapsed').textContent !== {elapsed!r}", timeout=5_000
+        )
         assert console.get_by_text("Nothing is running.").count() == 0
         assert waiting_names(console) == [f"user00{n} (00{n})" for n in range(2, 6)]
         shot(console, "class-console-running.png")
@@ -112,8 +132,10 @@ def test_a_class_in_session(browser, live_app, double):
 
         # Run next: user005 goes to the front, in the console and on both badges.
         console.locator("#waiting tbody tr", has_text="user005 (005)").get_by_role("button", name="Run next").click()
-        console.wait_for_function("() => document.querySelector('#waiting tbody tr td:nth-child(3)')?.textContent"
-                                  " === 'user005 (005)'", timeout=5_000)
+        console.wait_for_function(
+            "() => document.querySelector('#waiting tbody tr td:nth-child(3)')?.textContent === 'user005 (005)'",
+            timeout=5_000,
+        )
         badge_matches(pages[4][0], r"^Position 1 of 4 · ")
         moved = badge_matches(pages[1][0], r"^Position 2 of 4 · about \d+ min")
         assert minutes_of(moved) > minutes_of(waits[0]), "user002's wait grew by one run"
@@ -123,8 +145,11 @@ def test_a_class_in_session(browser, live_app, double):
         console.locator("#waiting tbody tr", has_text="user004 (004)").get_by_role("button", name="Run now").click()
         console.locator("#running tbody tr", has_text="user004 (004)").wait_for(timeout=20_000)
         badge_matches(pages[3][0], "^Running on gpu-1")
-        console.wait_for_function("() => document.querySelector('#waiting tbody tr:nth-child(2) td:nth-child(3)')"
-                                  "?.textContent === 'user001 (001)'", timeout=20_000)
+        console.wait_for_function(
+            "() => document.querySelector('#waiting tbody tr:nth-child(2) td:nth-child(3)')"
+            "?.textContent === 'user001 (001)'",
+            timeout=20_000,
+        )
         assert waiting_names(console) == ["user005 (005)", "user001 (001)", "user002 (002)", "user003 (003)"]
         badge_matches(alice, r"^Position 2 of 4 · about \d+ min")
 
@@ -132,8 +157,9 @@ def test_a_class_in_session(browser, live_app, double):
         # instructor's notice, not ComfyUI's "Job failed".
         dave = pages[3][0]
         dave_job = Job.objects.get(workspace=workspaces[3])
-        console.wait_for_function("() => document.querySelector('#running tbody tr progress')?.value > 0",
-                                  timeout=20_000)
+        console.wait_for_function(
+            "() => document.querySelector('#running tbody tr progress')?.value > 0", timeout=20_000
+        )
         console.locator("#running tbody tr", has_text="user004 (004)").get_by_role("button", name="Cancel").click()
         dave.get_by_text("The instructor cancelled this run").first.wait_for(timeout=20_000)
         assert double._interrupt_event.wait(10), "ComfyUI was told to stop"

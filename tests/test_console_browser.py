@@ -2,6 +2,7 @@
 
 With DOCS_SCREENSHOTS=1 the screenshots go to docs/images/ (docs/instructor.md shows them);
 otherwise to the test artifacts."""
+
 import json
 import os
 from pathlib import Path
@@ -16,9 +17,13 @@ browser = browsing.browser  # headless Chromium that fails the test on any page 
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-SHOTS = (Path(__file__).resolve().parent.parent / "docs" / "images") if os.environ.get("DOCS_SCREENSHOTS") else ARTIFACTS
-SIMPLE = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
-          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "t"}}}
+SHOTS = (
+    (Path(__file__).resolve().parent.parent / "docs" / "images") if os.environ.get("DOCS_SCREENSHOTS") else ARTIFACTS
+)
+SIMPLE = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "t"}},
+}
 
 
 def submit(workspace):
@@ -64,7 +69,9 @@ def open_console(browser, live_app, path="/admin/console/", cut_socket=False):
 def badge_says(page, pattern, timeout=20_000):
     page.wait_for_function(
         f"() => {json.dumps(pattern)} && new RegExp({json.dumps(pattern)}).test("
-        "document.getElementById('workshop-queue-badge')?.textContent || '')", timeout=timeout)
+        "document.getElementById('workshop-queue-badge')?.textContent || '')",
+        timeout=timeout,
+    )
 
 
 def test_a_submitted_job_appears_live_and_run_next_moves_it_to_position_one(browser, live_app, participants, catalog):
@@ -89,7 +96,8 @@ def test_a_submitted_job_appears_live_and_run_next_moves_it_to_position_one(brow
     row.get_by_role("button", name="Run next").click()
     console.wait_for_function(
         "() => document.querySelector('#waiting tbody tr td:nth-child(3)')?.textContent === 'user001 (001)'",
-        timeout=5_000)
+        timeout=5_000,
+    )
     badge_says(alice, "Position 1 of 2")
     shot(alice, "participant-moved-to-front.png")
     job = Job.objects.get(workspace=participants[0])
@@ -107,8 +115,9 @@ def test_a_submitted_job_appears_live_and_run_next_moves_it_to_position_one(brow
 
 def test_the_console_falls_back_to_polling_when_its_socket_is_cut(browser, live_app, participants):
     console, _ = open_console(browser, live_app, cut_socket=True)
-    console.wait_for_function("() => /refreshing every 3 s/.test(document.getElementById('live').textContent)",
-                              timeout=10_000)
+    console.wait_for_function(
+        "() => /refreshing every 3 s/.test(document.getElementById('live').textContent)", timeout=10_000
+    )
     submit(participants[0])
     console.locator("#waiting tbody tr", has_text="user001 (001)").wait_for(timeout=10_000)
 
@@ -131,8 +140,10 @@ def test_a_pushed_workflow_appears_in_the_sidebar_of_an_open_workspace(browser, 
     alice, watch = open_workspace(browser, live_app, "user001", "001")
     console, _ = open_console(browser, live_app, "/admin/console/workflows/")
     graph = json.loads((Path(__file__).parent.parent / "frontend_bridge" / "workflows" / "hello.json").read_text())
-    console.set_input_files("input[name=file]", files=[{
-        "name": "exercise-2.json", "mimeType": "application/json", "buffer": json.dumps(graph).encode()}])
+    console.set_input_files(
+        "input[name=file]",
+        files=[{"name": "exercise-2.json", "mimeType": "application/json", "buffer": json.dumps(graph).encode()}],
+    )
     console.check("input[name=open_now]")
     shot(console, "console-push-workflow.png")
     console.get_by_role("button", name="Push to everyone").click()
@@ -163,8 +174,13 @@ def test_participants_grid_and_charts_render_for_the_docs(browser, live_app, par
             job = submit(workspace)
             start = now - timezone.timedelta(minutes=50 - 15 * k - 4 * n)
             Job.objects.filter(pk=job.pk).update(
-                state=JobState.COMPLETED, worker=gpu, created_at=start - timezone.timedelta(seconds=40 * (n + 1)),
-                started_at=start, finished_at=start + timezone.timedelta(seconds=90), gpu_seconds=90)
+                state=JobState.COMPLETED,
+                worker=gpu,
+                created_at=start - timezone.timedelta(seconds=40 * (n + 1)),
+                started_at=start,
+                finished_at=start + timezone.timedelta(seconds=90),
+                gpu_seconds=90,
+            )
     page, errors = open_console(browser, live_app, "/admin/console/participants/")
     page.get_by_text("user003").first.wait_for()
     shot(page, "console-participants.png")
@@ -204,8 +220,9 @@ def test_a_login_link_gets_a_slowed_participant_in_and_the_login_page_counts_dow
     participant = browser.new_context().new_page()
     errors = []
     participant.on("pageerror", lambda e: errors.append(str(e)))
-    participant.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
-                   and errors.append(m.text))
+    participant.on(
+        "console", lambda m: m.type == "error" and "Failed to load resource" not in m.text and errors.append(m.text)
+    )
     for n in range(11):  # the guesser, at the same address
         live_app.login_fails("user002", f"guess{n}")
     participant.goto(f"{live_app.url}/accounts/login/")
@@ -215,8 +232,9 @@ def test_a_login_link_gets_a_slowed_participant_in_and_the_login_page_counts_dow
     said = participant.locator("[data-wait]")
     first = said.text_content()
     assert "try again in" in first and "login link" in first
-    participant.wait_for_function("(first) => document.querySelector('[data-wait]').textContent !== first",
-                                  arg=first)  # it counts down
+    participant.wait_for_function(
+        "(first) => document.querySelector('[data-wait]').textContent !== first", arg=first
+    )  # it counts down
     assert participant.input_value("#id_username") == "user002"
 
     console, console_errors = open_console(browser, live_app, "/admin/console/participants/")

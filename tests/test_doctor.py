@@ -1,4 +1,5 @@
 """`manage.py workshop_doctor` names the model files each workshop workflow needs."""
+
 import io
 
 import pytest
@@ -6,10 +7,12 @@ from django.core.management import call_command
 
 from jobs.models import Catalog, Worker
 
-LTX2 = {"checkpoints": ["ltx-2-19b-dev-fp8.safetensors", "ltx-2-19b-distilled.safetensors"],
-        "text_encoders": ["gemma_3_12B_it_fp4_mixed.safetensors"],
-        "loras": ["ltx-2-19b-distilled-lora-384.safetensors", "ltx-2-19b-lora-camera-control-dolly-left.safetensors"],
-        "latent_upscale_models": ["ltx-2-spatial-upscaler-x2-1.0.safetensors"]}
+LTX2 = {
+    "checkpoints": ["ltx-2-19b-dev-fp8.safetensors", "ltx-2-19b-distilled.safetensors"],
+    "text_encoders": ["gemma_3_12B_it_fp4_mixed.safetensors"],
+    "loras": ["ltx-2-19b-distilled-lora-384.safetensors", "ltx-2-19b-lora-camera-control-dolly-left.safetensors"],
+    "latent_upscale_models": ["ltx-2-spatial-upscaler-x2-1.0.safetensors"],
+}
 
 
 def doctor():
@@ -49,12 +52,18 @@ def test_a_gpu_host_with_every_ltx2_file_passes():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("version, said", [
-    ("0.28.0", "ComfyUI 0.28.0: tried with the platform (a real server"),
-    ("0.8.0", "ComfyUI 0.8.0: tried with the platform (a real server"),
-    ("0.12.3", "ComfyUI 0.12.3: supported, not tried itself; nearest tried 0.8.0. Differences from 0.8.0: "
-               "an unknown node class is refused as missing_node_type"),
-])
+@pytest.mark.parametrize(
+    "version, said",
+    [
+        ("0.28.0", "ComfyUI 0.28.0: tried with the platform (a real server"),
+        ("0.8.0", "ComfyUI 0.8.0: tried with the platform (a real server"),
+        (
+            "0.12.3",
+            "ComfyUI 0.12.3: supported, not tried itself; nearest tried 0.8.0. Differences from 0.8.0: "
+            "an unknown node class is refused as missing_node_type",
+        ),
+    ],
+)
 def test_each_worker_says_which_comfyui_it_runs_and_whether_it_was_tried(version, said):
     publish(version, LTX2)
     code, text = doctor()
@@ -101,8 +110,17 @@ def test_a_worker_that_stopped_beating_is_no_live_worker(settings):
     assert code == 1 and "FAIL no GPU worker is online: start one" in text
 
 
-@pytest.mark.parametrize("text, parsed", [("0.28.0", (0, 28, 0)), ("v0.28.0", (0, 28, 0)), ("0.28.0-rc1", (0, 28, 0)),
-                                          ("0.3.40-12-gabc", (0, 3, 40)), ("0.38", (0, 38, 0)), ("", (0, 0, 0))])
+@pytest.mark.parametrize(
+    "text, parsed",
+    [
+        ("0.28.0", (0, 28, 0)),
+        ("v0.28.0", (0, 28, 0)),
+        ("0.28.0-rc1", (0, 28, 0)),
+        ("0.3.40-12-gabc", (0, 3, 40)),
+        ("0.38", (0, 38, 0)),
+        ("", (0, 0, 0)),
+    ],
+)
 def test_a_release_is_read_from_its_leading_digits(text, parsed):
     from frontend_bridge.releases import supported, version_tuple
 

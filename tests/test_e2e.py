@@ -1,10 +1,12 @@
 """One run, end to end: browser API → Job → dispatcher → RQ → gpuworker → ComfyUI double →
 outputs in the workspace → completed, with the live websocket messages on the way."""
+
 import io
 import json
 import time
 
 import pytest
+import websockets
 from PIL import Image
 
 from jobs.models import Job, JobState, QueueSettings
@@ -42,7 +44,9 @@ def finished(prompt_id):
 
 
 def post_prompt(session, app, slug, prompt, client_id="test-client"):
-    answer = session.post(f"{app.url}/user/{slug}/api/prompt", json={"prompt": prompt, "client_id": client_id}, timeout=10)
+    answer = session.post(
+        f"{app.url}/user/{slug}/api/prompt", json={"prompt": prompt, "client_id": client_id}, timeout=10
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert set(body) == {"prompt_id", "number", "node_errors"}
@@ -66,7 +70,11 @@ def test_one_run_end_to_end(live_app, participants, double):
 
     types = [m["type"] for m in seen]
     positions = [
-        entry for m in seen if m["type"] == "workshop.queue" for entry in m["data"]["waiting"] if entry["prompt_id"] == second
+        entry
+        for m in seen
+        if m["type"] == "workshop.queue"
+        for entry in m["data"]["waiting"]
+        if entry["prompt_id"] == second
     ]
     assert positions and positions[0]["position"] == 1 and positions[0]["of"] >= 1, "the waiting job was told its place"
     assert any(m["type"] == "executing" and m["data"].get("prompt_id") == first for m in seen)
@@ -84,7 +92,11 @@ def test_one_run_end_to_end(live_app, participants, double):
     assert job.state == JobState.COMPLETED and job.worker.name == "gpu-1" and job.gpu_seconds is not None
     history = alice.get(f"{live_app.url}/user/001/api/history/{first}", timeout=10).json()
     images = history[first]["outputs"]["3"]["images"]
-    assert history[first]["status"] == {"status_str": "success", "completed": True, "messages": history[first]["status"]["messages"]}
+    assert history[first]["status"] == {
+        "status_str": "success",
+        "completed": True,
+        "messages": history[first]["status"]["messages"],
+    }
     image = images[0]
     assert image["type"] == "output"
     stored = participants[0].file_path("output", image["filename"], image["subfolder"])
@@ -103,11 +115,14 @@ def test_one_run_end_to_end(live_app, participants, double):
     bob = live_app.login("user002")
     assert bob.get(f"{live_app.url}/user/001/api/history/{first}", timeout=10).status_code == 404
     assert bob.get(f"{live_app.url}/user/002/api/history/{first}", timeout=10).json() == {}
-    assert bob.get(
-        f"{live_app.url}/user/001/api/view", params={"filename": image["filename"], "type": "output"}, timeout=10
-    ).status_code == 404
+    assert (
+        bob.get(
+            f"{live_app.url}/user/001/api/view", params={"filename": image["filename"], "type": "output"}, timeout=10
+        ).status_code
+        == 404
+    )
     assert not participants[1].file_path("output", image["filename"], image["subfolder"]).exists()
-    with pytest.raises(Exception):
+    with pytest.raises(websockets.exceptions.InvalidStatus):
         with live_app.ws(bob, "001") as ws:
             ws.recv(timeout=5)
 
@@ -147,8 +162,12 @@ def test_policies_decide_start_order_through_rq(live_app, participants, double, 
 
         for workspace, seconds in ((participants[0], 300.0), (participants[1], 20.0)):
             Job.objects.create(
-                workspace=workspace, prompt={}, state=JobState.COMPLETED, gpu_seconds=seconds,
-                started_at=timezone.now(), finished_at=timezone.now(),
+                workspace=workspace,
+                prompt={},
+                state=JobState.COMPLETED,
+                gpu_seconds=seconds,
+                started_at=timezone.now(),
+                finished_at=timezone.now(),
             )
     sessions = {slug: live_app.login(f"user{slug}") for slug in ("001", "002", "003")}
     submitted = []
@@ -184,9 +203,11 @@ def test_input_files_travel_from_the_workspace_to_comfyui(live_app, participants
         with live_app.ws(alice, "001") as ws:
             prompt_id = post_prompt(alice, live_app, "001", prompt)
             receive_until(ws, finished(prompt_id))
-        missing = alice.post(f"{live_app.url}/user/001/api/prompt",
-                             json={"prompt": {**prompt, "1": {"class_type": "LoadImage", "inputs": {"image": "nope.png"}}}},
-                             timeout=10)
+        missing = alice.post(
+            f"{live_app.url}/user/001/api/prompt",
+            json={"prompt": {**prompt, "1": {"class_type": "LoadImage", "inputs": {"image": "nope.png"}}}},
+            timeout=10,
+        )
     # Refused on the LoadImage node itself, as ComfyUI's own check words it.
     assert missing.status_code == 400
     assert missing.json()["node_errors"]["1"]["errors"][0]["details"] == "image - Invalid image file: nope.png"
@@ -222,7 +243,7 @@ def test_live_previews_reach_the_participants_browser(live_app, participants, do
     with live_app.gpu_worker(double.url):
         alice, bob = live_app.login("user001"), live_app.login("user002")
         with live_app.ws(alice, "001") as ws, live_app.ws(bob, "002", "bob") as bob_ws:
-            prompt_id = post_prompt(alice, live_app, "001", SIMPLE)
+            post_prompt(alice, live_app, "001", SIMPLE)
             frames = []
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -258,8 +279,10 @@ def test_custom_node_frontend_code_reaches_browsers_only_once_trusted(live_app, 
 
     with live_app.gpu_worker(double.url):
         alice, bob = live_app.login("user001"), live_app.login("user002")
-        worker = wait_until(lambda: Worker.objects.filter(extension_files__path="/extensions/workshop-demo/demo.js")
-                            .first(), message="the worker to publish its extension files")
+        worker = wait_until(
+            lambda: Worker.objects.filter(extension_files__path="/extensions/workshop-demo/demo.js").first(),
+            message="the worker to publish its extension files",
+        )
         before = listed(alice)
         blocked = bob.get(f"{live_app.url}/user/002/extensions/workshop-demo/demo.js", timeout=10)
         templates = bob.get(f"{live_app.url}/user/002/api/workflow_templates", timeout=10).json()

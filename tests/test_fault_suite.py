@@ -7,6 +7,7 @@ In every case every submitted job ends exactly once (completed), none is stuck, 
 because of the fault, none runs twice to completion on a ComfyUI, and each participant's socket
 gets exactly one `execution_success` per job. The recovery seconds are printed.
 """
+
 import signal
 import time
 
@@ -44,8 +45,11 @@ def platform(transactional_db, participants, settings, tmp_path, request):
 
 
 def running_job(timeout=30) -> Job:
-    return wait_until(lambda: Job.objects.filter(state=JobState.RUNNING).select_related("worker").first(),
-                      timeout=timeout, message="a running job")
+    return wait_until(
+        lambda: Job.objects.filter(state=JobState.RUNNING).select_related("worker").first(),
+        timeout=timeout,
+        message="a running job",
+    )
 
 
 # --- the faults: each takes the platform and the job running now -----------------------------
@@ -55,8 +59,11 @@ def kill_worker(plat, job):
     victim = job.worker.name
     plat.procs[victim].kill()  # SIGKILL: no goodbye, no result
     # The job moves to the surviving worker (the killed one is not back yet).
-    moved = wait_until(lambda: (j := Job.objects.select_related("worker").get(pk=job.pk)).run > job.run
-                       and j.worker and j, timeout=LEASE * 4, message="the job to move")
+    moved = wait_until(
+        lambda: (j := Job.objects.select_related("worker").get(pk=job.pk)).run > job.run and j.worker and j,
+        timeout=LEASE * 4,
+        message="the job to move",
+    )
     assert moved.worker.name != victim, "the job went to the surviving worker"
     return lambda: plat.restart(victim)
 
@@ -87,9 +94,9 @@ def restart_daphne(plat, job):
 def daphne_down_past_the_lease(plat, job):
     """A deploy that keeps the app away longer than a lease: the workers carry on (their leases
     live on in Redis) and no run is taken away."""
-    from django.utils import timezone
-
     from datetime import timedelta
+
+    from django.utils import timezone
 
     plat.procs["daphne"].kill()
     run = job.run
@@ -97,8 +104,11 @@ def daphne_down_past_the_lease(plat, job):
     # lease proves the reaper saw it expire and found the run alive in Redis. (Watching for the
     # expired value itself races the reaper, which renews it within one of its passes.)
     before = Job.objects.get(pk=job.pk).lease_expires_at
-    renewed = wait_until(lambda: (j := Job.objects.get(pk=job.pk)).lease_expires_at > before and j,
-                         timeout=plat.lease_seconds * 3, message="the reaper to renew the run's lease from Redis")
+    renewed = wait_until(
+        lambda: (j := Job.objects.get(pk=job.pk)).lease_expires_at > before and j,
+        timeout=plat.lease_seconds * 3,
+        message="the reaper to renew the run's lease from Redis",
+    )
     assert renewed.run == run and renewed.state == JobState.RUNNING, "the run was not taken away"
     renewed_at = renewed.lease_expires_at - timedelta(seconds=plat.lease_seconds)
     assert renewed_at >= before - timedelta(seconds=0.5), "renewed only once the old lease had run out"
@@ -119,8 +129,11 @@ def freeze_worker(plat, job):
     print(f"froze {job.worker.name} at {time.strftime('%H:%M:%S')}")
     run = job.run
     # Past its lease: the job goes back to the queue and runs elsewhere …
-    wait_until(lambda: (j := Job.objects.get(pk=job.pk)).run > run or j.state == JobState.QUEUED, timeout=LEASE * 4,
-               message="the frozen run to be reaped")
+    wait_until(
+        lambda: (j := Job.objects.get(pk=job.pk)).run > run or j.state == JobState.QUEUED,
+        timeout=LEASE * 4,
+        message="the frozen run to be reaped",
+    )
 
     # … then the frozen worker wakes up, its run still going on ComfyUI, and its late reports
     # arrive: refused, and the run is stopped on ComfyUI.
@@ -137,8 +150,9 @@ def stop_worker(plat, job):
     assert plat.procs[victim].popen.returncode == 0, plat.procs[victim].tail()
     back = Job.objects.get(pk=job.pk)
     # A run that ends on ComfyUI while the worker shuts down is reported, not thrown away.
-    assert back.run > job.run or back.state in (JobState.QUEUED, JobState.COMPLETED), \
+    assert back.run > job.run or back.state in (JobState.QUEUED, JobState.COMPLETED), (
         "the job was given back (or had finished) before the worker exited"
+    )
     assert back.attempts == job.attempts, "a shutdown costs no attempt"
     return lambda: plat.restart(victim)
 
@@ -149,11 +163,18 @@ def disable_worker(plat, job):
     instructor = Client()
     instructor.login(username="instructor", password="pw")
     worker = job.worker
-    answer = instructor.post(f"/admin/jobs/worker/{worker.pk}/change/", {
-        "name": worker.name, "provider": worker.provider, "comfyui_url": worker.comfyui_url,
-        "capacity": worker.capacity, "created_at_0": "2026-01-01", "created_at_1": "00:00:00",
-        "price_per_hour": "0",
-    })  # "enabled" left unticked
+    answer = instructor.post(
+        f"/admin/jobs/worker/{worker.pk}/change/",
+        {
+            "name": worker.name,
+            "provider": worker.provider,
+            "comfyui_url": worker.comfyui_url,
+            "capacity": worker.capacity,
+            "created_at_0": "2026-01-01",
+            "created_at_1": "00:00:00",
+            "price_per_hour": "0",
+        },
+    )  # "enabled" left unticked
     assert answer.status_code == 302, answer.content[:2000]
     assert not Worker.objects.get(pk=worker.pk).enabled
 
@@ -204,42 +225,67 @@ def run_with_faults(plat, fault, times: int, jobs_each: int = 2, label: str = ""
         recoveries = []
         for _ in range(times):
             job = running_job()
-            wait_until(lambda: job.pk in {j.pk for j in Job.objects.filter(state=JobState.RUNNING)}, timeout=10)
+            wait_until(lambda job=job: job.pk in {j.pk for j in Job.objects.filter(state=JobState.RUNNING)}, timeout=10)
             before, hit = job.run, time.monotonic()
             after = fault(plat, job)
             # Recovered: the job hit runs again (a new run started) or ended; the rest keep going.
-            wait_until(lambda: (j := Job.objects.get(pk=job.pk)).state in FINAL_STATES
-                       or (j.run > before and j.state == JobState.RUNNING), timeout=60, message="recovery")
+            wait_until(
+                lambda job=job, before=before: (
+                    (j := Job.objects.get(pk=job.pk)).state in FINAL_STATES
+                    or (j.run > before and j.state == JobState.RUNNING)
+                ),
+                timeout=60,
+                message="recovery",
+            )
             recoveries.append(time.monotonic() - hit)
             if after:
                 after()
-        wait_until(lambda: not Job.objects.filter(pk__in=list(ids)).exclude(state__in=FINAL_STATES).exists(),
-                   timeout=180, message="every job to end")
+        wait_until(
+            lambda: not Job.objects.filter(pk__in=list(ids)).exclude(state__in=FINAL_STATES).exists(),
+            timeout=180,
+            message="every job to end",
+        )
+
         # The browsers' last messages may still be on their way.
         def unheard():
-            return [(b.slug, pid, b.connects, [m.get("type") for m in b.messages
-                                               if (m.get("data") or {}).get("prompt_id") == pid][-6:])
-                    for pid, (b, _) in ids.items() if b.count("execution_success", pid) < 1]
+            return [
+                (
+                    b.slug,
+                    pid,
+                    b.connects,
+                    [m.get("type") for m in b.messages if (m.get("data") or {}).get("prompt_id") == pid][-6:],
+                )
+                for pid, (b, _) in ids.items()
+                if b.count("execution_success", pid) < 1
+            ]
 
         try:
             wait_until(lambda: not unheard(), timeout=15, message="every browser to hear of its jobs' success")
         except AssertionError:
-            raise AssertionError(f"not heard (workspace, job, socket connects, its last messages): {unheard()}") from None
+            raise AssertionError(
+                f"not heard (workspace, job, socket connects, its last messages): {unheard()}"
+            ) from None
         time.sleep(0.5)  # a duplicate would arrive right behind the first one
         jobs = {str(j.pk): j for j in Job.objects.filter(pk__in=list(ids))}
         failed = {pid: (j.state, j.error) for pid, j in jobs.items() if j.state != JobState.COMPLETED}
         assert not failed, f"jobs that did not complete: {failed}"
         most = 2 if fault in KILLS_DAPHNE else 1
-        twice = {pid: b.count("execution_success", pid) for pid, (b, _) in ids.items()
-                 if not 1 <= b.count("execution_success", pid) <= most}
+        twice = {
+            pid: b.count("execution_success", pid)
+            for pid, (b, _) in ids.items()
+            if not 1 <= b.count("execution_success", pid) <= most
+        }
         assert not twice, f"execution_success not once (at most {most} times): {twice}"
         if fault not in KILLS_THE_WORKER:
             # The worker lived through the fault, so it stopped every run taken from it on ComfyUI.
             # (A worker killed with -9 cannot; the one started in its place clears its ComfyUI.)
             ran = plat.completions_on_comfyui()
             assert all(ran.get(c, 0) <= 1 for _, c in ids.values()), f"a job ran twice to completion: {ran}"
-        print(f"\n{label or fault.__name__}: {len(ids)} jobs completed once each; recovery "
-              + ", ".join(f"{r:.1f} s" for r in recoveries) + f" (lease {LEASE} s)")
+        print(
+            f"\n{label or fault.__name__}: {len(ids)} jobs completed once each; recovery "
+            + ", ".join(f"{r:.1f} s" for r in recoveries)
+            + f" (lease {LEASE} s)"
+        )
         RECOVERY.setdefault(label, []).extend(recoveries)
         return recoveries
     except BaseException:
@@ -257,8 +303,11 @@ def test_every_job_ends_exactly_once_through_a_fault(platform, request):
     run_with_faults(platform, FAULTS[name], times=1, jobs_each=1 if slow else 2, label=name)
 
 
-@pytest.mark.parametrize("platform", ["kill -9 gpuworker", "ComfyUI killed, restarted", "Redis restarted empty",
-                                      "Daphne killed, restarted"], indirect=True)
+@pytest.mark.parametrize(
+    "platform",
+    ["kill -9 gpuworker", "ComfyUI killed, restarted", "Redis restarted empty", "Daphne killed, restarted"],
+    indirect=True,
+)
 def test_the_same_fault_three_times_in_a_row(platform, request):
     name = request.node.callspec.params["platform"]
     run_with_faults(platform, FAULTS[name], times=3, jobs_each=1, label=f"{name} x3")

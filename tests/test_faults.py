@@ -2,6 +2,7 @@
 
 These tests start their own redis-server / Daphne on free ports and never touch the shared ones.
 """
+
 import json
 import shutil
 import socket
@@ -32,7 +33,8 @@ def own_redis(tmp_path, settings):
     def start():
         proc = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(lambda: _ping(port), timeout=10, message="redis-server to start")
         return proc
@@ -237,10 +239,10 @@ def test_the_work_loop_survives_rq_saying_goodbye_to_a_redis_that_is_gone(own_re
     thread = threading.Thread(target=work, args=(args, "gpu.loop", stop, QuitsOnceWithRedisGone), daemon=True)
     thread.start()
     port = int(args.redis.rsplit(":", 1)[1].split("/")[0])
-    wait_until(lambda: len(loops) == 1 and not _ping(port), timeout=20,
-               message="the loop to quit with Redis gone")
+    wait_until(lambda: len(loops) == 1 and not _ping(port), timeout=20, message="the loop to quit with Redis gone")
     state["proc"] = start()  # Redis is back
     thread.join(timeout=60)
     assert not thread.is_alive() and len(loops) == 2, "the loop started again once Redis was back"
-    assert threads[0] is not None and not threads[0].is_alive(), \
+    assert threads[0] is not None and not threads[0].is_alive(), (
         "the first loop's pubsub thread was stopped, not left retrying a Redis"
+    )

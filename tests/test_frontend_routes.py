@@ -2,6 +2,7 @@
 
 Read from the bundle itself, so a frontend upgrade that adds a route fails here first.
 """
+
 import re
 
 import pytest
@@ -21,15 +22,29 @@ NOT_SERVED = {
     "/v2/": "ComfyUI-Manager's API base: the workshop's GPU hosts run no Manager, and its UI is not shown",
     "": "apiURL(''): the API base the frontend strips from its own URLs, not a request",
     # The assets database (features.assets is False): Media Assets then reads the Jobs API.
-    "/assets/${t}/content": CLOUD, "${PC}/${e}": CLOUD, "${PC}/${e}/tags": CLOUD,
-    "${PC}/remote-metadata?url=${t}": CLOUD, "/assets/exports/${e}": CLOUD, "/assets/from-workflow": CLOUD,
-    "/assets/import": CLOUD, "/assets?${s}": CLOUD, "/assets?${t}": CLOUD,
+    "/assets/${t}/content": CLOUD,
+    "${PC}/${e}": CLOUD,
+    "${PC}/${e}/tags": CLOUD,
+    "${PC}/remote-metadata?url=${t}": CLOUD,
+    "/assets/exports/${e}": CLOUD,
+    "/assets/from-workflow": CLOUD,
+    "/assets/import": CLOUD,
+    "/assets?${s}": CLOUD,
+    "/assets?${t}": CLOUD,
     "${rw}/${e}": "cloud tasks (`/tasks/…`), only with the assets database",
     # ComfyHub, user secrets, partner-node policy, workflow publishing, cloud accounts.
-    "/hub/assets/upload-url": CLOUD, "/hub/labels?type=tag": CLOUD, "/hub/profiles": CLOUD,
-    "/hub/profiles/me": CLOUD, "/hub/workflows": CLOUD, "/hub/workflows/${encodeURIComponent(e)}": CLOUD,
-    "/providers": CLOUD, "/secrets": CLOUD, "/secrets/${e}": CLOUD, "/secrets/providers": CLOUD,
-    "/user": "getUserCloudStatus: a comfy.org cloud account", "/workspace/provider-policy": CLOUD,
+    "/hub/assets/upload-url": CLOUD,
+    "/hub/labels?type=tag": CLOUD,
+    "/hub/profiles": CLOUD,
+    "/hub/profiles/me": CLOUD,
+    "/hub/workflows": CLOUD,
+    "/hub/workflows/${encodeURIComponent(e)}": CLOUD,
+    "/providers": CLOUD,
+    "/secrets": CLOUD,
+    "/secrets/${e}": CLOUD,
+    "/secrets/providers": CLOUD,
+    "/user": "getUserCloudStatus: a comfy.org cloud account",
+    "/workspace/provider-policy": CLOUD,
     "/workflows/published/${encodeURIComponent(e)}": CLOUD,
 }
 
@@ -51,8 +66,12 @@ def sample_path(kind: str, route: str) -> str:
     route = re.sub(r"\$\{[^}]*\}", "sample", route)
     if route.endswith("/") and route != "/":
         route += "sample"  # `"/global_subgraphs/" + id`
-    base = {"fetchApi": "/user/001/api", "apiURL": "/user/001/api", "internalURL": "/user/001/internal",
-            "fileURL": "/user/001"}[kind]
+    base = {
+        "fetchApi": "/user/001/api",
+        "apiURL": "/user/001/api",
+        "internalURL": "/user/001/internal",
+        "fileURL": "/user/001",
+    }[kind]
     return base + route
 
 

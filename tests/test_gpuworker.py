@@ -1,7 +1,8 @@
 """gpuworker on its own: it never needs Django, and it speaks ComfyUI's protocol (double)."""
+
 import io
-import os
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -50,9 +51,18 @@ def test_gpuworker_imports_nothing_of_django():
 
 
 def test_gpuworker_cli_explains_missing_options():
-    result = subprocess.run([sys.executable, "-m", "gpuworker"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                            env={"PATH": "/usr/bin:/bin"})
-    assert result.returncode == 2 and "missing --redis, --app, --comfyui, --token-file (or GPUWORKER_TOKEN)" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "gpuworker"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert (
+        result.returncode == 2
+        and "missing --redis, --app, --comfyui, --token-file (or GPUWORKER_TOKEN)" in result.stderr
+    )
 
 
 def test_the_token_is_never_an_argument_and_comes_from_the_environment_or_a_file(tmp_path, monkeypatch):
@@ -97,7 +107,12 @@ def test_submit_follow_and_download_a_real_png(comfy):
     prompt_id = client.submit(SIMPLE, {}, socket.client_id)
     kinds = [m["type"] for m in follow(socket, prompt_id)]
     socket.close()
-    assert kinds.index("execution_start") < kinds.index("executing") < kinds.index("executed") < kinds.index("execution_success")
+    assert (
+        kinds.index("execution_start")
+        < kinds.index("executing")
+        < kinds.index("executed")
+        < kinds.index("execution_success")
+    )
     assert double.prompts[-1]["client_id"] == socket.client_id and "prompt_id" not in double.prompts[-1]
     output = client.history(prompt_id)["outputs"]["3"]["images"][0]
     png = b"".join(client.download(output, chunk_size=64))
@@ -105,7 +120,7 @@ def test_submit_follow_and_download_a_real_png(comfy):
 
 
 def test_other_prompt_fields_reach_comfyui_but_never_a_prompt_id(comfy):
-    """"Queue selected output nodes" sends partial_execution_targets: ComfyUI must get it."""
+    """ "Queue selected output nodes" sends partial_execution_targets: ComfyUI must get it."""
     double, client = comfy
     client.submit(SIMPLE, {}, "c1", partial_execution_targets=["3"], prompt_id="chosen-by-someone")
     body = double.prompts[-1]
@@ -158,8 +173,13 @@ def test_throttle_never_drops_the_progress_state_that_ends_a_node():
     throttle = ProgressThrottle(interval=0.25, clock=lambda: clock[0])
 
     def state(**nodes):
-        return {"type": "progress_state", "data": {"prompt_id": "p", "nodes": {
-            k: {"state": v, "value": 1, "max": 2, "node_id": k} for k, v in nodes.items()}}}
+        return {
+            "type": "progress_state",
+            "data": {
+                "prompt_id": "p",
+                "nodes": {k: {"state": v, "value": 1, "max": 2, "node_id": k} for k, v in nodes.items()},
+            },
+        }
 
     assert throttle.allow(state(a="running", b="pending"))
     assert not throttle.allow(state(a="running", b="pending")), "the same states again within 0.25 s: held back"
@@ -201,16 +221,35 @@ def test_double_follows_the_recorded_message_sequence(comfy):
     theirs_history = next(iter(case["history"].values()))
     assert set(ours_history) == set(theirs_history)
     assert ours_history["status"].keys() == theirs_history["status"].keys()
-    assert [kind for kind, _ in ours_history["status"]["messages"]] == [k for k, _ in theirs_history["status"]["messages"]]
+    assert [kind for kind, _ in ours_history["status"]["messages"]] == [
+        k for k, _ in theirs_history["status"]["messages"]
+    ]
 
 
 def test_a_token_given_in_place_of_its_file_never_reaches_the_log():
     """`--token-file wt_…` (the token where its file's path belongs): the worker says what is
     wrong, and its message, which ends up in logs, does not hold the token."""
     token = "wt_" + "s3cr3t" * 7
-    proc = subprocess.run([sys.executable, "-m", "gpuworker", "--redis", "redis://x", "--app", "http://a",
-                           "--comfyui", "http://c", "--token-file", token], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "GPUWORKER_TOKEN": ""})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpuworker",
+            "--redis",
+            "redis://x",
+            "--app",
+            "http://a",
+            "--comfyui",
+            "http://c",
+            "--token-file",
+            token,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "GPUWORKER_TOKEN": ""},
+    )
     assert proc.returncode == 2
     assert token not in proc.stdout + proc.stderr
     assert "takes the path of a file that holds the token, not the token itself" in proc.stderr

@@ -1,4 +1,5 @@
 """Job states, the dispatcher and the worker API, against the real PostgreSQL and Redis."""
+
 import json
 from datetime import timedelta
 
@@ -83,7 +84,7 @@ def test_cancel_of_a_running_job_signals_its_worker(participants, online_worker,
 def test_lost_job_goes_back_to_the_front_then_fails_after_max_attempts(participants, online_worker):
     QueueSettings.objects.update_or_create(pk=1, defaults={"max_attempts": 2})
     job = queue_job(participants[0])
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         start(job, online_worker)
         job.lose_run(job.run, "GPU worker stopped answering", crash=True)
     assert job.attempts == 1 and job.run == 2
@@ -113,7 +114,12 @@ def test_dispatch_fills_free_slots_only_and_puts_json_payload_on_rq(participants
     rq_job = queue.fetch_job(rq.rq_id(first.pk, 1))
     assert rq_job.func_name == "gpuworker.tasks.run_job"
     payload = rq_job.args[0]
-    assert payload["prompt"] == SIMPLE and payload["workspace"] == "001" and payload["attempt"] == 1 and payload["run"] == 1
+    assert (
+        payload["prompt"] == SIMPLE
+        and payload["workspace"] == "001"
+        and payload["attempt"] == 1
+        and payload["run"] == 1
+    )
     assert "token" not in json.dumps(payload)
     assert isinstance(rq_job.serializer(), JSONSerializer) or rq_job.serializer is JSONSerializer
 
@@ -171,8 +177,9 @@ def django_capture_on_commit():
 
 
 def test_worker_api_refuses_unknown_tokens(client, db):
-    answer = client.post("/api/worker/heartbeat", data="{}", content_type="application/json",
-                         HTTP_AUTHORIZATION="Bearer nope")
+    answer = client.post(
+        "/api/worker/heartbeat", data="{}", content_type="application/json", HTTP_AUTHORIZATION="Bearer nope"
+    )
     assert answer.status_code == 401
 
 
@@ -180,8 +187,12 @@ def test_started_on_a_cancelled_job_tells_the_worker_not_to_run(client, particip
     job = queue_job(participants[0])
     job.mark_dispatched(online_worker)
     job.cancel()
-    answer = client.post(f"/api/worker/jobs/{job.pk}/started", data=json.dumps({"run": job.run}),
-                         content_type="application/json", **auth(online_worker))
+    answer = client.post(
+        f"/api/worker/jobs/{job.pk}/started",
+        data=json.dumps({"run": job.run}),
+        content_type="application/json",
+        **auth(online_worker),
+    )
     assert answer.status_code == 409 and answer.json()["state"] == "cancelled" and answer.json()["stop"]
 
 
@@ -209,8 +220,12 @@ def test_an_output_in_parts_appears_whole_only_with_its_last_part(client, partic
     url = f"/api/worker/jobs/{job.pk}/outputs?filename=clip.mp4&subfolder=&type=output&run=1"
 
     def put(offset, data, final):
-        return client.put(f"{url}&offset={offset}&final={int(final)}", data=data,
-                          content_type="application/octet-stream", **auth(online_worker))
+        return client.put(
+            f"{url}&offset={offset}&final={int(final)}",
+            data=data,
+            content_type="application/octet-stream",
+            **auth(online_worker),
+        )
 
     assert put(0, b"aaaa", False).json() == {"received": 4}
     assert put(0, b"AAAA", False).json() == {"received": 4}, "a part sent again replaces itself"
@@ -232,8 +247,12 @@ def test_an_output_in_parts_appears_whole_only_with_its_last_part(client, partic
 
 def test_output_upload_cannot_escape_the_workspace(client, participants, online_worker):
     job = start(queue_job(participants[0]), online_worker)
-    answer = client.put(f"/api/worker/jobs/{job.pk}/outputs?filename=x.png&subfolder=../../002/output&type=output&run=1",
-                        data=b"x", content_type="image/png", **auth(online_worker))
+    answer = client.put(
+        f"/api/worker/jobs/{job.pk}/outputs?filename=x.png&subfolder=../../002/output&type=output&run=1",
+        data=b"x",
+        content_type="image/png",
+        **auth(online_worker),
+    )
     assert answer.status_code == 400
     assert not participants[1].file_path("output", "x.png").exists()
 
@@ -242,11 +261,19 @@ def test_finish_twice_is_answered_but_changes_nothing(client, participants, onli
     job = start(queue_job(participants[0]), online_worker)
     body = {"run": 1, "status": "success", "outputs": {"2": {"images": []}}, "messages": [], "gpu_seconds": 2.5}
     for _ in range(2):
-        answer = client.post(f"/api/worker/jobs/{job.pk}/finish", data=json.dumps(body),
-                             content_type="application/json", **auth(online_worker))
+        answer = client.post(
+            f"/api/worker/jobs/{job.pk}/finish",
+            data=json.dumps(body),
+            content_type="application/json",
+            **auth(online_worker),
+        )
         assert answer.status_code == 200 and answer.json()["state"] == "completed"
-    late = client.post(f"/api/worker/jobs/{job.pk}/finish", data=json.dumps({"run": 1, "status": "error", "error": {}}),
-                       content_type="application/json", **auth(online_worker))
+    late = client.post(
+        f"/api/worker/jobs/{job.pk}/finish",
+        data=json.dumps({"run": 1, "status": "error", "error": {}}),
+        content_type="application/json",
+        **auth(online_worker),
+    )
     assert late.json()["state"] == "completed"
 
 
@@ -261,7 +288,10 @@ def test_inputs_are_served_only_when_the_job_reads_them(client, participants, on
     start(job, online_worker)
     ok = client.get(base, {"filename": "cat.png", "type": "input", "run": 1}, **auth(online_worker))
     assert ok.status_code == 200 and b"".join(ok.streaming_content) == b"cat"
-    assert client.get(base, {"filename": "secret.png", "type": "input", "run": 1}, **auth(online_worker)).status_code == 404
+    assert (
+        client.get(base, {"filename": "secret.png", "type": "input", "run": 1}, **auth(online_worker)).status_code
+        == 404
+    )
 
 
 # --- workshop_setup ------------------------------------------------------------------------
@@ -291,10 +321,18 @@ def test_a_worker_cannot_end_or_fill_another_workers_job(client, participants, o
     intruder, intruder_token = Worker.create_with_token("intruder")
     job = start(queue_job(participants[0]), online_worker)
     headers = {"HTTP_AUTHORIZATION": f"Bearer {intruder_token}"}
-    finish = client.post(f"/api/worker/jobs/{job.pk}/finish", data=json.dumps({"run": 1, "status": "success"}),
-                         content_type="application/json", **headers)
-    upload = client.put(f"/api/worker/jobs/{job.pk}/outputs?filename=x.png&type=output&run=1", data=b"x",
-                        content_type="image/png", **headers)
+    finish = client.post(
+        f"/api/worker/jobs/{job.pk}/finish",
+        data=json.dumps({"run": 1, "status": "success"}),
+        content_type="application/json",
+        **headers,
+    )
+    upload = client.put(
+        f"/api/worker/jobs/{job.pk}/outputs?filename=x.png&type=output&run=1",
+        data=b"x",
+        content_type="image/png",
+        **headers,
+    )
     assert finish.status_code == upload.status_code == 409
     assert Job.objects.get(pk=job.pk).state == JobState.RUNNING
     assert not participants[0].file_path("output", "x.png").exists()
@@ -339,9 +377,14 @@ def test_a_cold_serverless_gpu_adds_its_start_to_the_eta_and_a_warm_one_does_not
     QueueSettings.objects.update(paused=True)  # jobs wait: only the estimate is looked at
     for seconds in (30.0, 50.0, 40.0):  # three earlier cold starts on this worker
         done = queue_job(participants[1], workflow_name="hello")
-        Job.objects.filter(pk=done.pk).update(state=JobState.COMPLETED, worker=worker, gpu_seconds=20.0,
-                                              cold_start_seconds=seconds, started_at=timezone.now() - timedelta(hours=1),
-                                              finished_at=timezone.now() - timedelta(hours=1))
+        Job.objects.filter(pk=done.pk).update(
+            state=JobState.COMPLETED,
+            worker=worker,
+            gpu_seconds=20.0,
+            cold_start_seconds=seconds,
+            started_at=timezone.now() - timedelta(hours=1),
+            finished_at=timezone.now() - timedelta(hours=1),
+        )
     first, second = queue_job(participants[0], workflow_name="hello"), queue_job(participants[2], workflow_name="hello")
     cold = snapshot()
     assert cold.etas[str(first.pk)] == 40.0, "the median cold start comes first"
@@ -369,7 +412,11 @@ def test_a_beats_warm_seconds_are_stored_with_the_beat_itself(client, online_wor
         return real_share(worker)
 
     monkeypatch.setattr(worker_api, "warm_share", share_after_the_commit)
-    answer = client.post("/api/worker/heartbeat", data=json.dumps({"status": "idle", "warm_seconds": 2.5}),
-                         content_type="application/json", **auth(online_worker))
+    answer = client.post(
+        "/api/worker/heartbeat",
+        data=json.dumps({"status": "idle", "warm_seconds": 2.5}),
+        content_type="application/json",
+        **auth(online_worker),
+    )
     assert answer.status_code == 200
     assert seen["warm_seconds"] == 12.5

@@ -1,6 +1,7 @@
 """One lifecycle for a job: fenced runs, leases, crashes apart from interrupts, final cancels,
 the instructor's levers, out-of-memory retries, fair GPU accounting. Real PostgreSQL and Redis;
 each test is one of the defects seen when the GPU host misbehaved."""
+
 import json
 from datetime import timedelta
 
@@ -170,14 +171,18 @@ def test_run_now_interrupts_only_when_no_gpu_is_free(client, participants, gpu):
     instructor.login(username="instructor", password="pw")
     running = started(Job.submit(participants[0], SIMPLE), gpu)
     make_worker("gpu-2")  # an idle GPU
-    demo = Job.submit(participants[2], {**SIMPLE, "1": {**SIMPLE["1"], "inputs": {**SIMPLE["1"]["inputs"], "color": 9}}})
+    demo = Job.submit(
+        participants[2], {**SIMPLE, "1": {**SIMPLE["1"], "inputs": {**SIMPLE["1"]["inputs"], "color": 9}}}
+    )
     with TestCase.captureOnCommitCallbacks(execute=True):
         instructor.post("/admin/jobs/job/", {"action": "run_now", "_selected_action": [str(demo.pk)]})
     running.refresh_from_db()
     assert running.cancel_requested == "", "a GPU was free: nobody is interrupted"
 
     Worker.objects.filter(name="gpu-2").update(enabled=False)
-    demo2 = Job.submit(participants[1], {**SIMPLE, "1": {**SIMPLE["1"], "inputs": {**SIMPLE["1"]["inputs"], "color": 8}}})
+    demo2 = Job.submit(
+        participants[1], {**SIMPLE, "1": {**SIMPLE["1"], "inputs": {**SIMPLE["1"]["inputs"], "color": 8}}}
+    )
     with TestCase.captureOnCommitCallbacks(execute=True):
         instructor.post("/admin/jobs/job/", {"action": "run_now", "_selected_action": [str(demo2.pk)]})
     assert Job.objects.filter(state=JobState.RUNNING, cancel_requested="interrupt").count() == 1
@@ -188,7 +193,9 @@ def test_run_next_goes_ahead_of_jobs_that_came_back(participants, gpu):
 
     back = started(Job.submit(participants[0], SIMPLE), gpu)
     back.lose_run(back.run, "GPU worker stopped answering", crash=True)
-    normal = Job.submit(participants[1], {**SIMPLE, "1": {**SIMPLE["1"], "inputs": {**SIMPLE["1"]["inputs"], "color": 5}}})
+    normal = Job.submit(
+        participants[1], {**SIMPLE, "1": {**SIMPLE["1"], "inputs": {**SIMPLE["1"]["inputs"], "color": 5}}}
+    )
     nxt = Job.submit(participants[2], {**SIMPLE, "1": {**SIMPLE["1"], "inputs": {**SIMPLE["1"]["inputs"], "color": 6}}})
     Job.objects.filter(pk=nxt.pk).update(priority=PRIORITY_NEXT)
     assert [w.id for w in snapshot().ordered] == [str(nxt.pk), str(back.pk), str(normal.pk)]
@@ -196,10 +203,18 @@ def test_run_next_goes_ahead_of_jobs_that_came_back(participants, gpu):
 
 def test_comfyui_unreachable_puts_the_job_back_and_stops_the_worker_taking_jobs(client, participants, gpu):
     job = started(Job.submit(participants[0], SIMPLE), gpu)
-    answer = call(client, gpu, f"jobs/{job.pk}/finish", {
-        "run": job.run, "status": "lost", "reason": "the GPU host's ComfyUI stopped answering", "crash": False,
-        "comfyui_unreachable": True,
-    })
+    answer = call(
+        client,
+        gpu,
+        f"jobs/{job.pk}/finish",
+        {
+            "run": job.run,
+            "status": "lost",
+            "reason": "the GPU host's ComfyUI stopped answering",
+            "crash": False,
+            "comfyui_unreachable": True,
+        },
+    )
     assert answer.json()["state"] == "queued"
     job.refresh_from_db()
     worker = Worker.objects.get(pk=gpu.pk)
@@ -216,7 +231,10 @@ def test_out_of_memory_gets_one_more_try_on_the_gpu_with_most_free_memory(client
     job = started(Job.submit(participants[0], SIMPLE), small)
     big = make_worker("gpu-big", vram_free=70 << 30)
     mid = make_worker("gpu-mid", vram_free=20 << 30)
-    oom = {"exception_type": "torch.OutOfMemoryError", "exception_message": "Allocation on device 0 would exceed allowed memory"}
+    oom = {
+        "exception_type": "torch.OutOfMemoryError",
+        "exception_message": "Allocation on device 0 would exceed allowed memory",
+    }
     answer = call(client, small, f"jobs/{job.pk}/finish", {"run": job.run, "status": "error", "error": oom})
     assert answer.json()["state"] == "queued"
     dispatch()
@@ -232,8 +250,11 @@ def test_out_of_memory_gets_one_more_try_on_the_gpu_with_most_free_memory(client
 
 def test_partial_execution_targets_travel_with_the_job(client, participants, gpu):
     client.login(username="user001", password="pw")
-    answer = client.post("/user/001/api/prompt", data=json.dumps({"prompt": SIMPLE, "partial_execution_targets": ["2"]}),
-                         content_type="application/json")
+    answer = client.post(
+        "/user/001/api/prompt",
+        data=json.dumps({"prompt": SIMPLE, "partial_execution_targets": ["2"]}),
+        content_type="application/json",
+    )
     assert answer.status_code == 200, answer.content
     job = Job.objects.get(pk=answer.json()["prompt_id"])
     assert job.submit_fields == {"partial_execution_targets": ["2"]}
@@ -294,7 +315,9 @@ def test_run_now_takes_the_gpu_from_a_run_dispatched_a_moment_ago(client, partic
         just_sent = Job.submit(participants[0], SIMPLE)
     just_sent.refresh_from_db()
     assert just_sent.state == JobState.DISPATCHED and just_sent.worker_id == gpu.pk
-    demo = Job.submit(participants[2], {**SIMPLE, "1": {**SIMPLE["1"], "inputs": {**SIMPLE["1"]["inputs"], "color": 7}}})
+    demo = Job.submit(
+        participants[2], {**SIMPLE, "1": {**SIMPLE["1"], "inputs": {**SIMPLE["1"]["inputs"], "color": 7}}}
+    )
     with TestCase.captureOnCommitCallbacks(execute=True):
         answer = instructor.post(f"/admin/console/jobs/{demo.pk}/now", HTTP_ACCEPT="application/json")
     assert "1 running job(s) paused" in answer.json()["message"]

@@ -1,5 +1,6 @@
 """/metrics (Prometheus text, read by prometheus_client's own parser) and the admin's defects
 an instructor met: the add-job page, raw numbers, times to the minute, a clipped field."""
+
 import json
 
 import pytest

@@ -1,4 +1,5 @@
 """The GPU host's cache of participants' models (gpuworker.models), on its own."""
+
 import hashlib
 import os
 
@@ -45,8 +46,9 @@ def test_forget_keeps_a_blob_another_workspace_still_uses(tmp_path):
     assert cache.used() == 0
 
 
-@pytest.mark.parametrize("name", ["../../etc/x.safetensors", "shared/base.safetensors", "ws-001/../x.safetensors",
-                                  "ws-001/x.ckpt"])
+@pytest.mark.parametrize(
+    "name", ["../../etc/x.safetensors", "shared/base.safetensors", "ws-001/../x.safetensors", "ws-001/x.ckpt"]
+)
 def test_only_participant_model_names_and_checked_bytes(tmp_path, name):
     cache = ModelCache(tmp_path, cap_bytes=1000)
     with pytest.raises(ModelRejected):
@@ -72,5 +74,6 @@ def test_a_hosts_catalog_leaves_out_the_participants_models_it_caches():
     assert options == ["base.safetensors"]
     with ComfyUIDouble(model_files=["base.safetensors"]) as double:
         comfy = ComfyClient(double.url)
-        assert catalog_fingerprint(catalog_of(comfy, comfy.system_stats())) == catalog_fingerprint(catalog), \
+        assert catalog_fingerprint(catalog_of(comfy, comfy.system_stats())) == catalog_fingerprint(catalog), (
             "placing a participant's model is no catalog change"
+        )

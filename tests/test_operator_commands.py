@@ -1,6 +1,7 @@
 """The operator's commands: status, doctor with Redis gone, users and their credential sheet,
 export, purge and the report. Real PostgreSQL and Redis; a Redis that is stopped is the test's
 own redis-server."""
+
 import csv
 import io
 import json
@@ -17,8 +18,10 @@ from accounts.models import Workspace
 from jobs.models import Job, Worker
 from tests.conftest import free_port, wait_until
 
-SIMPLE = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
-          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "t"}}}
+SIMPLE = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "t"}},
+}
 
 
 def run(*args, stdin: str | None = None):
@@ -55,8 +58,11 @@ def own_redis(settings):
     import redis
 
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                             "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
 
     def up():
@@ -162,14 +168,23 @@ def test_the_credential_sheet_is_whole_after_every_command_in_any_order(db, tmp_
     assert run("workshop_setup", "--users", "20", "--sheet", str(tmp_path))[0] == 0
     first, _ = sheet_of(tmp_path)
     assert len(first) == 21 and first[0]["username"] == "instructor"
-    steps = [("add", "--count", "2"), ("reset-password", "user003"), ("remove", "user022", "--yes"),
-             ("add", "guest"), ("reset-password", "user021", "guest"), ("remove", "user005", "--yes"), ("sheet",)]
+    steps = [
+        ("add", "--count", "2"),
+        ("reset-password", "user003"),
+        ("remove", "user022", "--yes"),
+        ("add", "guest"),
+        ("reset-password", "user021", "guest"),
+        ("remove", "user005", "--yes"),
+        ("sheet",),
+    ]
     for step in steps:
         code, text = run("workshop_users", *step, "--sheet", str(tmp_path))
         assert code == 0, (step, text)
         rows, html = sheet_of(tmp_path)
         names = [r["username"] for r in rows]
-        expected = ["instructor"] + sorted(get_user_model().objects.filter(is_staff=False).values_list("username", flat=True))
+        expected = ["instructor"] + sorted(
+            get_user_model().objects.filter(is_staff=False).values_list("username", flat=True)
+        )
         assert names == expected, (step, names)
         assert html.count('class="card"') == len(rows), step
         for row in rows:
@@ -218,12 +233,19 @@ def test_purge_asks_then_removes_every_participants_jobs_and_files(participants)
 def test_report_has_waits_cost_and_errors_by_cause_with_charts(participants, online_worker, tmp_path):
     now = timezone.now()
     Worker.objects.filter(pk=online_worker.pk).update(price_per_hour=3.6)
-    for n, (state, error) in enumerate([("completed", ""), ("completed", ""), ("failed", "CUDA out of memory 1"),
-                                         ("failed", "CUDA out of memory 2")]):
+    for n, (state, error) in enumerate(
+        [("completed", ""), ("completed", ""), ("failed", "CUDA out of memory 1"), ("failed", "CUDA out of memory 2")]
+    ):
         job = Job.submit(participants[n % 2], SIMPLE)
         Job.objects.filter(pk=job.pk).update(
-            state=state, error=error, worker=online_worker, created_at=now - timezone.timedelta(minutes=30),
-            started_at=now - timezone.timedelta(minutes=30 - 10 * (n % 2)), finished_at=now, gpu_seconds=100)
+            state=state,
+            error=error,
+            worker=online_worker,
+            created_at=now - timezone.timedelta(minutes=30),
+            started_at=now - timezone.timedelta(minutes=30 - 10 * (n % 2)),
+            finished_at=now,
+            gpu_seconds=100,
+        )
     code, _ = run("workshop_report", "--out", str(tmp_path))
     report = (tmp_path / "report.md").read_text()
     assert code == 0

@@ -1,5 +1,6 @@
 """Participants' own models: upload (in parts, or by URL), listing, isolation, a job carrying its
 LoRA to the GPU (a real gpuworker, a ComfyUI double that loads it), quota, refusals, delete."""
+
 import ipaddress
 import json
 import socket
@@ -25,8 +26,12 @@ PART = 8 * 1024 * 1024
 
 def safetensors(n_bytes: int = 4096, seed: int = 1) -> bytes:
     """A real safetensors file: one float32 tensor of n_bytes (patterned, so files differ)."""
-    header = json.dumps({"__metadata__": {"format": "pt"},
-                         "lora_up.weight": {"dtype": "F32", "shape": [n_bytes // 4], "data_offsets": [0, n_bytes]}})
+    header = json.dumps(
+        {
+            "__metadata__": {"format": "pt"},
+            "lora_up.weight": {"dtype": "F32", "shape": [n_bytes // 4], "data_offsets": [0, n_bytes]},
+        }
+    )
     header += " " * (-len(header) % 8)
     return struct.pack("<Q", len(header)) + header.encode() + bytes((seed + i) % 251 for i in range(n_bytes))
 
@@ -35,9 +40,13 @@ def upload(session, base, slug, name, data, folder="loras"):
     answer = None
     for offset in range(0, max(len(data), 1), PART):
         final = int(offset + PART >= len(data))
-        answer = session.put(f"{base}/user/{slug}/my-models/upload", params={
-            "folder": folder, "name": name, "offset": offset, "final": final},
-            data=data[offset:offset + PART], headers={"Origin": base}, timeout=30)
+        answer = session.put(
+            f"{base}/user/{slug}/my-models/upload",
+            params={"folder": folder, "name": name, "offset": offset, "final": final},
+            data=data[offset : offset + PART],
+            headers={"Origin": base},
+            timeout=30,
+        )
         if answer.status_code >= 400:
             return answer
     return answer
@@ -46,8 +55,16 @@ def upload(session, base, slug, name, data, folder="loras"):
 def lora_prompt(name: str) -> dict:
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "base.safetensors"}},
-        "2": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_name": name,
-                                                     "strength_model": 1.0, "strength_clip": 1.0}},
+        "2": {
+            "class_type": "LoraLoader",
+            "inputs": {
+                "model": ["1", 0],
+                "clip": ["1", 1],
+                "lora_name": name,
+                "strength_model": 1.0,
+                "strength_clip": 1.0,
+            },
+        },
         "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}},
     }
 
@@ -61,8 +78,9 @@ def lora_options(session, base, slug) -> list[str]:
 def test_a_lora_uploaded_listed_carried_to_the_gpu_and_deleted(live_app, participants, tmp_path):
     cache = tmp_path / "gpu-models"  # ComfyUI's extra_model_paths names this folder
     lora = safetensors(PART + 4096)  # two parts
-    with ComfyUIDouble(step_time=0.01, steps=1, stand_ins=True, model_files=["base.safetensors"],
-                       models_dir=cache) as double:
+    with ComfyUIDouble(
+        step_time=0.01, steps=1, stand_ins=True, model_files=["base.safetensors"], models_dir=cache
+    ) as double:
         config = f'[comfyui]\nurl = "{double.url}"\n\n[models]\ncache_dir = "{cache}"\ncache_bytes = 100000000\n'
         with live_app.gpu_worker(name="gpu-1", config=config):
             assert Worker.objects.get(name="gpu-1").carries_models
@@ -74,7 +92,10 @@ def test_a_lora_uploaded_listed_carried_to_the_gpu_and_deleted(live_app, partici
             listed = alice.get(f"{live_app.url}/user/001/my-models/list", timeout=10).json()
             assert [m["name"] for m in listed["models"]] == ["my_style.safetensors"] and listed["used"] == len(lora)
             assert "ws-001/my_style.safetensors" in lora_options(alice, live_app.url, "001")
-            assert "ws-001/my_style.safetensors" in alice.get(f"{live_app.url}/user/001/api/models/loras", timeout=10).json()
+            assert (
+                "ws-001/my_style.safetensors"
+                in alice.get(f"{live_app.url}/user/001/api/models/loras", timeout=10).json()
+            )
             page = alice.get(f"{live_app.url}/user/001/my-models/", timeout=10)
             assert page.status_code == 200 and "ws-001/my_style.safetensors" in page.text
 
@@ -82,32 +103,46 @@ def test_a_lora_uploaded_listed_carried_to_the_gpu_and_deleted(live_app, partici
             assert not any(o.startswith("ws-") for o in lora_options(bob, live_app.url, "002"))
             assert bob.get(f"{live_app.url}/user/002/api/models/loras", timeout=10).json() == []
             assert bob.get(f"{live_app.url}/user/001/my-models/list", timeout=10).status_code == 404
-            refused = bob.post(f"{live_app.url}/user/002/api/prompt",
-                               json={"prompt": lora_prompt("ws-001/my_style.safetensors"), "client_id": "b"}, timeout=10)
+            refused = bob.post(
+                f"{live_app.url}/user/002/api/prompt",
+                json={"prompt": lora_prompt("ws-001/my_style.safetensors"), "client_id": "b"},
+                timeout=10,
+            )
             assert refused.status_code == 400 and "lora_name" in json.dumps(refused.json()["node_errors"])
             assert not Job.objects.filter(workspace=participants[1]).exists()
 
             # Alice's job carries it to the GPU, where ComfyUI loads it.
             with live_app.ws(alice, "001") as ws:
-                sent = alice.post(f"{live_app.url}/user/001/api/prompt",
-                                  json={"prompt": lora_prompt("ws-001/my_style.safetensors"), "client_id": "test-client"},
-                                  timeout=10)
+                sent = alice.post(
+                    f"{live_app.url}/user/001/api/prompt",
+                    json={"prompt": lora_prompt("ws-001/my_style.safetensors"), "client_id": "test-client"},
+                    timeout=10,
+                )
                 assert sent.status_code == 200, sent.text
                 receive_until(ws, finished(sent.json()["prompt_id"]))
             assert double.lora_loads == [("ws-001/my_style.safetensors", lora)], "loaded, byte for byte"
-            assert Worker.objects.get(name="gpu-1").loaded_models == ["base.safetensors", "ws-001/my_style.safetensors"], \
-                "what its ComfyUI now holds, for the next job's choice of worker"
+            assert Worker.objects.get(name="gpu-1").loaded_models == [
+                "base.safetensors",
+                "ws-001/my_style.safetensors",
+            ], "what its ComfyUI now holds, for the next job's choice of worker"
             link = cache / "loras" / "ws-001" / "my_style.safetensors"
             assert link.is_symlink() and link.read_bytes() == lora
             assert list((cache / ".blobs").iterdir()) == [link.resolve()]
 
             # Deleted: gone from the workspace, its loaders, and the GPU's cache.
             model = WorkspaceModel.objects.get()
-            assert alice.post(f"{live_app.url}/user/001/my-models/{model.pk}/delete", headers={"Origin": live_app.url},
-                              timeout=10).status_code == 200
+            assert (
+                alice.post(
+                    f"{live_app.url}/user/001/my-models/{model.pk}/delete", headers={"Origin": live_app.url}, timeout=10
+                ).status_code
+                == 200
+            )
             assert "ws-001/my_style.safetensors" not in lora_options(alice, live_app.url, "001")
-            wait_until(lambda: not link.exists() and not list((cache / ".blobs").iterdir()), timeout=15,
-                       message="the model to leave the GPU's cache")
+            wait_until(
+                lambda: not link.exists() and not list((cache / ".blobs").iterdir()),
+                timeout=15,
+                message="the model to leave the GPU's cache",
+            )
             assert double.lora_files() == []
 
 
@@ -119,8 +154,11 @@ def small_limits(settings):
 
 
 def put(client, name, data, offset=0, final=1, folder="loras", size=0):
-    return client.put(f"/user/001/my-models/upload?folder={folder}&name={name}&offset={offset}&final={final}"
-                      f"&size={size}", data=data, content_type="application/octet-stream")
+    return client.put(
+        f"/user/001/my-models/upload?folder={folder}&name={name}&offset={offset}&final={final}&size={size}",
+        data=data,
+        content_type="application/octet-stream",
+    )
 
 
 @pytest.fixture
@@ -134,17 +172,20 @@ def no_part_files(workspace) -> bool:
     return not folder.exists() or not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("name, data, status, says", [
-    ("evil.ckpt", b"\x80\x02}q\x00.", 400, "pickled model files"),
-    ("evil.pt", b"PK\x03\x04rest", 400, "pickled model files"),
-    ("renamed.safetensors", b"\x80\x04\x95" + b"\x00" * 64, 400, "pickled model"),
-    ("zipped.safetensors", b"PK\x03\x04" + b"\x00" * 64, 400, "pickled model"),
-    ("junk.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!", 400, "header is not JSON"),
-    ("short.safetensors", b"\x01\x02", 400, "too short"),
-    ("lies.safetensors", b"\xff" * 8 + b"{}", 400, "header does not fit"),
-    ("../escape.safetensors", None, 400, "use letters, digits"),
-    ("model.gguf", b"GGUF", 400, "only .safetensors"),
-])
+@pytest.mark.parametrize(
+    "name, data, status, says",
+    [
+        ("evil.ckpt", b"\x80\x02}q\x00.", 400, "pickled model files"),
+        ("evil.pt", b"PK\x03\x04rest", 400, "pickled model files"),
+        ("renamed.safetensors", b"\x80\x04\x95" + b"\x00" * 64, 400, "pickled model"),
+        ("zipped.safetensors", b"PK\x03\x04" + b"\x00" * 64, 400, "pickled model"),
+        ("junk.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!", 400, "header is not JSON"),
+        ("short.safetensors", b"\x01\x02", 400, "too short"),
+        ("lies.safetensors", b"\xff" * 8 + b"{}", 400, "header does not fit"),
+        ("../escape.safetensors", None, 400, "use letters, digits"),
+        ("model.gguf", b"GGUF", 400, "only .safetensors"),
+    ],
+)
 def test_a_refused_file_says_why_and_leaves_nothing(alice, participants, small_limits, name, data, status, says):
     answer = put(alice, name, data if data is not None else safetensors())
     assert answer.status_code == status and says in answer.json()["error"]
@@ -213,10 +254,10 @@ class _Files(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data[:len(data) // 2])
+            self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
             self.release.wait(60)
-            self.wfile.write(data[len(data) // 2:])
+            self.wfile.write(data[len(data) // 2 :])
             return
         data = self.files.get(self.path)
         if data is None:
@@ -251,16 +292,22 @@ def file_server():
 
 
 @pytest.mark.e2e
-def test_a_pasted_url_is_fetched_with_progress_and_private_addresses_are_refused(fetch_allowed, file_server,
-                                                                                 live_app, participants):
+def test_a_pasted_url_is_fetched_with_progress_and_private_addresses_are_refused(
+    fetch_allowed, file_server, live_app, participants
+):
     lora = safetensors(3 * 1024 * 1024)
     _Files.files = {"/loras/detail.safetensors": lora, "/evil.ckpt": b"\x80\x02."}
     base = f"http://localhost:{file_server}"
     alice = live_app.login("user001")
 
     def fetch(url):
-        answer = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url}, headers={"Origin": live_app.url},
-                            stream=True, timeout=30)
+        answer = alice.post(
+            f"{live_app.url}/user/001/my-models/fetch",
+            json={"url": url},
+            headers={"Origin": live_app.url},
+            stream=True,
+            timeout=30,
+        )
         assert answer.status_code == 200
         return [json.loads(line) for line in answer.iter_lines() if line]
 
@@ -269,9 +316,12 @@ def test_a_pasted_url_is_fetched_with_progress_and_private_addresses_are_refused
     assert any("received" in line and line["total"] == len(lora) for line in lines[:-1]), "progress on the way"
     assert (participants[0].root / "models" / "loras" / "detail.safetensors").read_bytes() == lora
     assert "pickled" in fetch(f"{base}/evil.ckpt")[-1]["error"]
-    for url in (f"http://127.0.0.1:{file_server}/loras/detail.safetensors",
-                "http://169.254.169.254/latest/meta-data/x.safetensors", "http://[::1]:6379/x.safetensors",
-                "file:///etc/passwd"):
+    for url in (
+        f"http://127.0.0.1:{file_server}/loras/detail.safetensors",
+        "http://169.254.169.254/latest/meta-data/x.safetensors",
+        "http://[::1]:6379/x.safetensors",
+        "file:///etc/passwd",
+    ):
         said = fetch(url)[-1]["error"]
         assert said == NEUTRAL, (url, said)
     assert WorkspaceModel.objects.count() == 1
@@ -279,29 +329,42 @@ def test_a_pasted_url_is_fetched_with_progress_and_private_addresses_are_refused
 
 @pytest.mark.e2e
 def test_the_fetch_connects_only_where_it_checked_and_says_nothing_of_what_is_inside(
-        fetch_allowed, file_server, live_app, participants):
+    fetch_allowed, file_server, live_app, participants
+):
     """The red team's SSRF: a backslash or userinfo that makes the HTTP client connect to
     127.0.0.1 while a check reads another host, the same in a redirect, and error texts that
     told an open port from a closed one. Only `localhost` is allowed here (the test's server);
     127.0.0.1 by its number is not."""
     port = file_server
     _Files.files = {"/loras/ok.safetensors": safetensors(4096)}
-    _Files.redirects = {"/hop": f"http://127.0.0.1:{port}/loras/ok.safetensors",
-                        "/hop-backslash": f"http://localhost:{port}\\@8.8.8.8/loras/ok.safetensors",
-                        "/hop-bad-ipv6": "http://[::1/x.safetensors"}
+    _Files.redirects = {
+        "/hop": f"http://127.0.0.1:{port}/loras/ok.safetensors",
+        "/hop-backslash": f"http://localhost:{port}\\@8.8.8.8/loras/ok.safetensors",
+        "/hop-bad-ipv6": "http://[::1/x.safetensors",
+    }
     alice = live_app.login("user001")
 
     def error_of(url):
-        answer = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
-                            headers={"Origin": live_app.url}, stream=True, timeout=30)
+        answer = alice.post(
+            f"{live_app.url}/user/001/my-models/fetch",
+            json={"url": url},
+            headers={"Origin": live_app.url},
+            stream=True,
+            timeout=30,
+        )
         return [json.loads(line) for line in answer.iter_lines() if line][-1].get("error")
 
-    attacks = [f"http://127.0.0.1:{port}\\@8.8.8.8/loras/ok.safetensors",
-               f"http://localhost:{port}\\@8.8.8.8/loras/ok.safetensors",
-               f"http://x@127.0.0.1:{port}/loras/ok.safetensors",
-               f"http://8.8.8.8@127.0.0.1:{port}/loras/ok.safetensors",
-               f"http://127.0.0.1:{port}/loras/ok.safetensors", "http://0.0.0.0:6379/x.safetensors",
-               "http://[::ffff:127.0.0.1]:6379/x", "http://2130706433/x", "http://no-such-host.invalid/x"]
+    attacks = [
+        f"http://127.0.0.1:{port}\\@8.8.8.8/loras/ok.safetensors",
+        f"http://localhost:{port}\\@8.8.8.8/loras/ok.safetensors",
+        f"http://x@127.0.0.1:{port}/loras/ok.safetensors",
+        f"http://8.8.8.8@127.0.0.1:{port}/loras/ok.safetensors",
+        f"http://127.0.0.1:{port}/loras/ok.safetensors",
+        "http://0.0.0.0:6379/x.safetensors",
+        "http://[::ffff:127.0.0.1]:6379/x",
+        "http://2130706433/x",
+        "http://no-such-host.invalid/x",
+    ]
     said = {url: error_of(url) for url in attacks}
     seen_direct = list(_Files.seen)
     via_redirect = [error_of(f"http://localhost:{port}/hop"), error_of(f"http://localhost:{port}/hop-backslash")]
@@ -310,6 +373,7 @@ def test_the_fetch_connects_only_where_it_checked_and_says_nothing_of_what_is_in
     closed = error_of("http://localhost:1/x.safetensors")
     missing = error_of(f"http://localhost:{port}/nothing.safetensors")
     with socket.create_server(("127.0.0.1", 0)) as other:
+
         def banner():
             conn, _ = other.accept()
             conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
@@ -330,11 +394,26 @@ def test_the_fetch_connects_only_where_it_checked_and_says_nothing_of_what_is_in
     assert not WorkspaceModel.objects.exists()
 
 
-@pytest.mark.parametrize("address, taken", [
-    ("8.8.8.8", True), ("2001:4860:4860::8888", True), ("127.0.0.1", False), ("10.1.2.3", False),
-    ("169.254.169.254", False), ("::1", False), ("::ffff:127.0.0.1", False), ("::127.0.0.1", False),
-    ("::ffff:0:7f00:1", False), ("64:ff9b::7f00:1", False), ("64:ff9b:1::a00:1", False), ("2002:7f00:1::1", False),
-    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False), ("ff02::1", False), ("224.0.0.1", False)])
+@pytest.mark.parametrize(
+    "address, taken",
+    [
+        ("8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("169.254.169.254", False),
+        ("::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::127.0.0.1", False),
+        ("::ffff:0:7f00:1", False),
+        ("64:ff9b::7f00:1", False),
+        ("64:ff9b:1::a00:1", False),
+        ("2002:7f00:1::1", False),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),
+        ("ff02::1", False),
+        ("224.0.0.1", False),
+    ],
+)
 def test_a_fetch_connects_only_to_public_addresses_that_hide_no_other(address, taken):
     """The red team: IPv6 forms that carry 127.0.0.1 inside (NAT64, IPv4-compatible,
     IPv4-translated) were called global by Python, and were connected to."""
@@ -347,8 +426,9 @@ def short_fetches(monkeypatch):
 
 
 @pytest.mark.e2e
-def test_a_fetch_shows_its_progress_while_it_runs_and_a_trickle_is_cut_off(fetch_allowed, short_fetches, file_server,
-                                                                           live_app, participants):
+def test_a_fetch_shows_its_progress_while_it_runs_and_a_trickle_is_cut_off(
+    fetch_allowed, short_fetches, file_server, live_app, participants
+):
     """Half the file, then the server waits for the test: the participant must already see
     progress (under ASGI a sync stream was collected whole). A server that never finishes is
     cut off at MODEL_FETCH_SECONDS (3 here) with a sentence, and nothing is kept."""
@@ -356,20 +436,34 @@ def test_a_fetch_shows_its_progress_while_it_runs_and_a_trickle_is_cut_off(fetch
     _Files.slow = {"/slow.safetensors": lora, "/never.safetensors": lora}
     base = f"http://localhost:{file_server}"
     alice = live_app.login("user001")
-    answer = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": f"{base}/slow.safetensors"},
-                        headers={"Origin": live_app.url}, stream=True, timeout=30)
+    answer = alice.post(
+        f"{live_app.url}/user/001/my-models/fetch",
+        json={"url": f"{base}/slow.safetensors"},
+        headers={"Origin": live_app.url},
+        stream=True,
+        timeout=30,
+    )
     lines = answer.iter_lines(chunk_size=1)  # each line as it comes, not 512 bytes at a time
     assert json.loads(next(line for line in lines if line)) == {"received": 0, "total": None}, "begun, at once"
     first = json.loads(next(line for line in lines if line))
     _Files.release.set()
     rest = [json.loads(line) for line in lines if line]
     _Files.release = threading.Event()  # the next one never gets its second half
-    never = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": f"{base}/never.safetensors"},
-                       headers={"Origin": live_app.url}, stream=True, timeout=30)
+    never = alice.post(
+        f"{live_app.url}/user/001/my-models/fetch",
+        json={"url": f"{base}/never.safetensors"},
+        headers={"Origin": live_app.url},
+        stream=True,
+        timeout=30,
+    )
     cut = [json.loads(line) for line in never.iter_lines() if line][-1]
-    headers = alice.post(f"{live_app.url}/user/001/my-models/fetch",
-                         json={"url": f"{base}/slow-headers.safetensors"},
-                         headers={"Origin": live_app.url}, stream=True, timeout=30)
+    headers = alice.post(
+        f"{live_app.url}/user/001/my-models/fetch",
+        json={"url": f"{base}/slow-headers.safetensors"},
+        headers={"Origin": live_app.url},
+        stream=True,
+        timeout=30,
+    )
     cut_headers = [json.loads(line) for line in headers.iter_lines() if line][-1]
     assert 0 < first["received"] < len(lora) and first["total"] == len(lora), first
     assert rest[-1]["model"]["name"] == "slow.safetensors"
@@ -387,8 +481,12 @@ def test_the_my_models_page_is_in_the_workshop_menu():
 
 def test_a_prompt_with_own_models_is_refused_when_no_gpu_can_load_them(alice, participants, small_limits):
     assert put(alice, "mine.safetensors", safetensors()).status_code == 201
-    answer = alice.post("/user/001/api/prompt", data=json.dumps({"prompt": lora_prompt("ws-001/mine.safetensors")}),
-                        content_type="application/json", HTTP_ORIGIN="http://testserver")
+    answer = alice.post(
+        "/user/001/api/prompt",
+        data=json.dumps({"prompt": lora_prompt("ws-001/mine.safetensors")}),
+        content_type="application/json",
+        HTTP_ORIGIN="http://testserver",
+    )
     assert answer.status_code == 400 and "none of its GPUs can load them" in json.dumps(answer.json())
     assert not Job.objects.exists()
 
@@ -411,10 +509,13 @@ def test_uploads_finishing_at_once_never_pass_the_quota(tight_quota, live_app, p
     def upload_one(n):
         session = sessions[n]
         start.wait()
-        return session.put(f"{live_app.url}/user/001/my-models/upload",
-                           params={"folder": "loras", "name": f"race{n}.safetensors", "offset": 0, "final": 1},
-                           data=safetensors(25 * 1024, seed=n), timeout=30,
-                           headers={"Origin": live_app.url, "X-CSRFToken": session.cookies["csrftoken"]})
+        return session.put(
+            f"{live_app.url}/user/001/my-models/upload",
+            params={"folder": "loras", "name": f"race{n}.safetensors", "offset": 0, "final": 1},
+            data=safetensors(25 * 1024, seed=n),
+            timeout=30,
+            headers={"Origin": live_app.url, "X-CSRFToken": session.cookies["csrftoken"]},
+        )
 
     with ThreadPoolExecutor(5) as pool:
         answers = list(pool.map(upload_one, range(5)))
@@ -437,10 +538,19 @@ def test_uploads_starting_at_once_reserve_the_room_once(tight_quota, live_app, p
 
     def send(n, offset, data, final):
         session = sessions[n]
-        return session.put(f"{live_app.url}/user/001/my-models/upload",
-                           params={"folder": "loras", "name": f"start{n}.safetensors", "offset": offset,
-                                   "size": len(files[n]), "final": final}, data=data, timeout=30,
-                           headers={"Origin": live_app.url, "X-CSRFToken": session.cookies["csrftoken"]})
+        return session.put(
+            f"{live_app.url}/user/001/my-models/upload",
+            params={
+                "folder": "loras",
+                "name": f"start{n}.safetensors",
+                "offset": offset,
+                "size": len(files[n]),
+                "final": final,
+            },
+            data=data,
+            timeout=30,
+            headers={"Origin": live_app.url, "X-CSRFToken": session.cookies["csrftoken"]},
+        )
 
     def first_part(n):
         start.wait()
@@ -461,17 +571,18 @@ def test_unfinished_uploads_count_are_capped_and_expire(alice, participants, sma
 
     settings.MAX_UNFINISHED_MODELS = 2
     data = safetensors(60 * 1024)
-    assert put(alice, "a.safetensors", data[:20 * 1024], final=0).status_code == 200
-    assert put(alice, "b.safetensors", data[:50 * 1024], final=0).status_code == 200
+    assert put(alice, "a.safetensors", data[: 20 * 1024], final=0).status_code == 200
+    assert put(alice, "b.safetensors", data[: 50 * 1024], final=0).status_code == 200
     third = put(alice, "c.safetensors", data[:1024], final=0)
     assert third.status_code == 429 and "uploads in progress" in third.json()["error"]
     # Unfinished parts count towards the quota (100 KB here): b holds 50 KB, so a may not reach 60.
-    big = put(alice, "a.safetensors", data[20 * 1024:], offset=20 * 1024)
+    big = put(alice, "a.safetensors", data[20 * 1024 :], offset=20 * 1024)
     assert big.status_code == 413 and "does not fit" in big.json()["error"]
     # Left alone past MODEL_PART_MAX_AGE, the other one goes, its part file with it.
     part = participants[0].root / "models" / "loras" / ".b.safetensors.part"
     ModelUpload.objects.filter(name="b.safetensors").update(
-        updated_at=timezone.now() - datetime.timedelta(seconds=7200))
+        updated_at=timezone.now() - datetime.timedelta(seconds=7200)
+    )
     assert expire_unfinished(3600) == 1 and not part.exists() and not ModelUpload.objects.exists()
     assert put(alice, "c.safetensors", data[:1024], final=0).status_code == 200, "room for another again"
 
@@ -482,7 +593,9 @@ def test_an_upload_reserves_its_whole_size_when_it_starts(alice, participants, s
     first, second = safetensors(60 * 1024, seed=1), safetensors(60 * 1024, seed=2)
     assert put(alice, "first.safetensors", first[:1024], final=0, size=len(first)).status_code == 200
     refused = put(alice, "second.safetensors", second[:1024], final=0, size=len(second))
-    assert refused.status_code == 413 and "does not fit" in refused.json()["error"] and "39.9 KB is left" in refused.text
+    assert (
+        refused.status_code == 413 and "does not fit" in refused.json()["error"] and "39.9 KB is left" in refused.text
+    )
     assert not (participants[0].root / "models" / "loras" / ".second.safetensors.part").exists()
     done = put(alice, "first.safetensors", first[1024:], offset=1024, size=len(first))
     assert done.status_code == 201 and not ModelUpload.objects.exists(), "the reservation became the model"
@@ -495,21 +608,33 @@ def one_fetch_at_a_time(monkeypatch):
 
 
 @pytest.mark.e2e
-def test_a_participant_cannot_pile_up_fetches_that_never_end(fetch_allowed, one_fetch_at_a_time, file_server,
-                                                             live_app, participants):
+def test_a_participant_cannot_pile_up_fetches_that_never_end(
+    fetch_allowed, one_fetch_at_a_time, file_server, live_app, participants
+):
     """The red team held 40 fetches open on a server that sends its headers a byte at a time:
     40 threads and sockets. A participant has MAX_UNFINISHED_MODELS running at once (1 here)."""
     url = f"http://localhost:{file_server}/slow-headers.safetensors"
     alice = live_app.login("user001")
-    held = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
-                      headers={"Origin": live_app.url}, stream=True, timeout=30)
+    held = alice.post(
+        f"{live_app.url}/user/001/my-models/fetch",
+        json={"url": url},
+        headers={"Origin": live_app.url},
+        stream=True,
+        timeout=30,
+    )
     wait_until(lambda: "/slow-headers.safetensors" in _Files.seen, message="the first fetch to reach the server")
-    second = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
-                        headers={"Origin": live_app.url}, timeout=30)
+    second = alice.post(
+        f"{live_app.url}/user/001/my-models/fetch", json={"url": url}, headers={"Origin": live_app.url}, timeout=30
+    )
     _Files.release.set()  # the server gives up: the first fetch ends, and its slot is free again
     ended = [json.loads(line) for line in held.iter_lines() if line][-1]
-    third = alice.post(f"{live_app.url}/user/001/my-models/fetch", json={"url": url},
-                       headers={"Origin": live_app.url}, stream=True, timeout=30)
+    third = alice.post(
+        f"{live_app.url}/user/001/my-models/fetch",
+        json={"url": url},
+        headers={"Origin": live_app.url},
+        stream=True,
+        timeout=30,
+    )
     third_lines = [json.loads(line) for line in third.iter_lines() if line]
     assert second.status_code == 429 and "downloads running" in second.json()["error"]
     assert "error" in ended and third.status_code == 200 and "error" in third_lines[-1]

@@ -1,4 +1,5 @@
 """Queue policies as pure functions: the order each one promises participants."""
+
 import random
 from datetime import datetime, timedelta
 
@@ -10,8 +11,13 @@ T0 = datetime(2026, 11, 22, 10, 0, 0)
 
 
 def job(owner, minute, priority=0, estimate=60.0, name=None):
-    return Waiting(id=name or f"{owner}-{minute}", owner=owner, priority=priority,
-                   created_at=T0 + timedelta(minutes=minute), estimate=estimate)
+    return Waiting(
+        id=name or f"{owner}-{minute}",
+        owner=owner,
+        priority=priority,
+        created_at=T0 + timedelta(minutes=minute),
+        estimate=estimate,
+    )
 
 
 def owners(jobs):
@@ -110,8 +116,16 @@ def test_etas_unknown_without_workers():
 def test_random_queues_keep_every_job_priority_and_own_order(policy):
     rng = random.Random(7)
     for _ in range(50):
-        jobs = [job(rng.choice("abcdef"), rng.randint(0, 100), priority=rng.choice([0, 0, 0, 5, 10]),
-                    estimate=rng.uniform(1, 300), name=f"j{n}") for n in range(rng.randint(0, 40))]
+        jobs = [
+            job(
+                rng.choice("abcdef"),
+                rng.randint(0, 100),
+                priority=rng.choice([0, 0, 0, 5, 10]),
+                estimate=rng.uniform(1, 300),
+                name=f"j{n}",
+            )
+            for n in range(rng.randint(0, 40))
+        ]
         usage = {o: Usage(jobs=rng.randint(0, 9), gpu_seconds=rng.uniform(0, 900)) for o in "abcdef"}
         ordered = order(policy, jobs, usage)
         assert sorted(j.id for j in ordered) == sorted(j.id for j in jobs), "a permutation: no job lost or doubled"
@@ -145,8 +159,16 @@ def reference_order(policy, waiting, usage):
 def test_random_queues_match_the_literal_simulation(policy):
     rng = random.Random(11)
     for _ in range(100):
-        jobs = [job(rng.choice("abcdefg"), rng.randint(0, 30), priority=rng.choice([0, 0, 0, 0, 5]),
-                    estimate=float(rng.choice([10, 60, 300])), name=f"j{n:02d}") for n in range(rng.randint(0, 30))]
+        jobs = [
+            job(
+                rng.choice("abcdefg"),
+                rng.randint(0, 30),
+                priority=rng.choice([0, 0, 0, 0, 5]),
+                estimate=float(rng.choice([10, 60, 300])),
+                name=f"j{n:02d}",
+            )
+            for n in range(rng.randint(0, 30))
+        ]
         usage = {o: Usage(jobs=rng.randint(0, 4), gpu_seconds=float(rng.choice([0, 30, 300]))) for o in "abcde"}
         assert [j.id for j in order(policy, jobs, usage)] == [j.id for j in reference_order(policy, jobs, usage)]
 
@@ -159,16 +181,18 @@ def test_two_hundred_participants_with_ten_jobs_each_take_turns(policy):
     ordered = order(policy, jobs, {})
     assert len(ordered) == 2000
     for turn in range(10):
-        assert len({j.owner for j in ordered[turn * 200:(turn + 1) * 200]}) == 200
+        assert len({j.owner for j in ordered[turn * 200 : (turn + 1) * 200]}) == 200
 
 
 def test_prompt_models_are_the_model_files_its_loaders_name():
     from jobs.policies import prompt_models
 
-    prompt = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "ltx-2.safetensors"}},
-              "2": {"class_type": "LoraLoader", "inputs": {"lora_name": "ws-001/style.safetensors", "model": ["1", 0]}},
-              "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat.safetensors is not a model here?"}},
-              "4": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x.PTH"}}}
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "ltx-2.safetensors"}},
+        "2": {"class_type": "LoraLoader", "inputs": {"lora_name": "ws-001/style.safetensors", "model": ["1", 0]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat.safetensors is not a model here?"}},
+        "4": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x.PTH"}},
+    }
     assert prompt_models(prompt) == ["4x.PTH", "ltx-2.safetensors", "ws-001/style.safetensors"]
     assert prompt_models(None) == [] and prompt_models({"x": "junk"}) == []
 
@@ -186,9 +210,12 @@ def test_affinity_only_orders_the_free_workers_most_overlap_first():
 def test_calibration_leaves_out_model_loads_and_keeps_each_gpus_own_speed():
     from jobs.policies import Sample, calibrate
 
-    samples = ([Sample("video", "h100", 100.0, load_seconds=40.0)]  # the first run loaded the model
-               + [Sample("video", "h100", 60.0)] * 3 + [Sample("video", "l4", 180.0)] * 2
-               + [Sample("image", "h100", 5.0)] * 3)
+    samples = (
+        [Sample("video", "h100", 100.0, load_seconds=40.0)]  # the first run loaded the model
+        + [Sample("video", "h100", 60.0)] * 3
+        + [Sample("video", "l4", 180.0)] * 2
+        + [Sample("image", "h100", 5.0)] * 3
+    )
     calibrated = calibrate(samples, {"modal": [30.0, 50.0, 40.0]})
     assert calibrated.run_seconds("video", "h100") == 60.0, "the load is not part of the run"
     assert calibrated.run_seconds("video", "l4") == 60.0, "two runs on the L4 are not yet its own figure"
@@ -206,9 +233,16 @@ def test_the_waiting_chart_shows_a_burst_shorter_than_its_interval():
     from jobs.stats import Run, waiting_over_time
 
     minute = timedelta(minutes=1)
-    burst = [Run(owner=f"{n:03d}", worker="gpu", created_at=T0 + timedelta(seconds=10 + n),
-                 started_at=T0 + timedelta(seconds=30 + n), finished_at=T0 + timedelta(seconds=40 + n))
-             for n in range(5)]
+    burst = [
+        Run(
+            owner=f"{n:03d}",
+            worker="gpu",
+            created_at=T0 + timedelta(seconds=10 + n),
+            started_at=T0 + timedelta(seconds=30 + n),
+            finished_at=T0 + timedelta(seconds=40 + n),
+        )
+        for n in range(5)
+    ]
     times = [T0, T0 + minute, T0 + 2 * minute]
     assert waiting_over_time(burst, times, T0 + 3 * minute, minute) == [5, 0, 0]
     assert waiting_over_time(burst, times, T0 + 3 * minute) == [0, 0, 0], "sampled at instants it is missed"

@@ -1,4 +1,5 @@
 """The provider file: what an operator writes, and the clear error for what they get wrong."""
+
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_a_full_comfyui_file_with_its_secret_from_the_environment(monkeypatch):
     monkeypatch.setenv("MODAL_KEY", "mk-1")
-    config = parse_config('''
+    config = parse_config("""
 provider = "comfyui"
 concurrency = 3
 price_per_hour = 3.95
@@ -23,7 +24,7 @@ headers = { Authorization = "Bearer ${MODAL_KEY}" }
 
 [timeouts]
 cold_start = 120
-''')
+""")
     assert (config.provider, config.concurrency, config.price_per_hour) == ("comfyui", 3, 3.95)
     assert config.url == "https://me--comfy.modal.run/comfy" and config.serverless
     assert config.headers == {"Authorization": "Bearer mk-1"}
@@ -36,15 +37,21 @@ def test_the_earlier_flat_form_still_reads():
     assert config.url == "http://gpu:8188" and config.headers == {"X-Key": "k"} and not config.serverless
 
 
-@pytest.mark.parametrize("text, says", [
-    ('provider = "modal"', "provider must be one of comfyui, runpod"),
-    ("concurrency = 0", "concurrency must be a whole number from 1 to 64"),
-    ("[timeouts]\ncold = 5", "[timeouts]: unknown cold"),
-    ("[timeouts]\ncold_start = -1", "cold_start must be a number of seconds above 0"),
-    ('[comfyui]\nheaders = { A = "${NOT_SET_ANYWHERE}" }', "${NOT_SET_ANYWHERE} is not set in the environment"),
-    ('provider = "runpod"\n[runpod]\nendpoint = "https://api.runpod.ai/v2/x"', "[runpod] needs api_key, object_info"),
-    ("provider = ", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ('provider = "modal"', "provider must be one of comfyui, runpod"),
+        ("concurrency = 0", "concurrency must be a whole number from 1 to 64"),
+        ("[timeouts]\ncold = 5", "[timeouts]: unknown cold"),
+        ("[timeouts]\ncold_start = -1", "cold_start must be a number of seconds above 0"),
+        ('[comfyui]\nheaders = { A = "${NOT_SET_ANYWHERE}" }', "${NOT_SET_ANYWHERE} is not set in the environment"),
+        (
+            'provider = "runpod"\n[runpod]\nendpoint = "https://api.runpod.ai/v2/x"',
+            "[runpod] needs api_key, object_info",
+        ),
+        ("provider = ", "not valid TOML"),
+    ],
+)
 def test_a_wrong_file_says_what_is_wrong(text, says):
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "worker.toml")
@@ -73,9 +80,11 @@ def test_the_worker_refuses_an_unknown_key_and_names_the_file(tmp_path, monkeypa
 def test_a_literal_secret_and_an_open_file_are_warned_of_at_start(tmp_path, monkeypatch, capsys):
     """The worker still starts (the operator may be trying things), but says so on stderr."""
     path = tmp_path / "runpod.toml"
-    path.write_text('provider = "runpod"\n[runpod]\nendpoint = "https://api.runpod.ai/v2/x"\n'
-                    'api_key = "rpa_literal_key"\nobject_info = "/nope.json"\n'
-                    '[comfyui.headers]\nAuthorization = "Bearer sk-literal"\nX-Trace = "yes"\n')
+    path.write_text(
+        'provider = "runpod"\n[runpod]\nendpoint = "https://api.runpod.ai/v2/x"\n'
+        'api_key = "rpa_literal_key"\nobject_info = "/nope.json"\n'
+        '[comfyui.headers]\nAuthorization = "Bearer sk-literal"\nX-Trace = "yes"\n'
+    )
     path.chmod(0o644)
     from gpuworker import providers
 
@@ -88,8 +97,11 @@ def test_a_literal_secret_and_an_open_file_are_warned_of_at_start(tmp_path, monk
 
     path.chmod(0o600)
     monkeypatch.setenv("RUNPOD_KEY", "rpa_from_env")
-    path.write_text(path.read_text().replace('"rpa_literal_key"', '"${RUNPOD_KEY}"')
-                    .replace('"Bearer sk-literal"', '"Bearer ${RUNPOD_KEY}"'))
+    path.write_text(
+        path.read_text()
+        .replace('"rpa_literal_key"', '"${RUNPOD_KEY}"')
+        .replace('"Bearer sk-literal"', '"Bearer ${RUNPOD_KEY}"')
+    )
     assert providers.load(str(path)).warnings == []
 
     path.chmod(0o644)

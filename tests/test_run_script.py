@@ -1,4 +1,5 @@
 """The README's run command: the platform comes up on embedded defaults and stops cleanly."""
+
 import csv
 import os
 import shutil
@@ -35,8 +36,11 @@ CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium")
 def test_scripts_run_serves_user001_and_leaves_nothing_behind(tmp_path, settings):
     port = free_port()
     marker = f"WORKSHOP_RUN_TEST={uuid.uuid4().hex}"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "COMFYUI_URL", "WORKSHOP_URL", "WORKSHOP_START_WORKFLOW")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "COMFYUI_URL", "WORKSHOP_URL", "WORKSHOP_START_WORKFLOW")
+    }
     env.update(
         PORT=str(port),
         REDIS_URL=settings.REDIS_URL,
@@ -46,10 +50,12 @@ def test_scripts_run_serves_user001_and_leaves_nothing_behind(tmp_path, settings
     )
     env[marker.split("=")[0]] = marker.split("=")[1]
     log = (tmp_path / "run.log").open("wb")
-    script = subprocess.Popen(["bash", "scripts/run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    script = subprocess.Popen(
+        ["bash", "scripts/run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
+
         def up():
             assert script.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
             try:
@@ -82,20 +88,49 @@ def test_scripts_run_serves_user001_and_leaves_nothing_behind(tmp_path, settings
         report = tmp_path / "rehearsal.md"
         browser = [] if CHROMIUM else ["--no-browser"]
         rehearsal = subprocess.run(
-            [".venv/bin/python", "manage.py", "workshop_rehearsal", "--url", base, "--participants", "2",
-             "--workflow", "hello", "--report", str(report), *browser],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            [
+                ".venv/bin/python",
+                "manage.py",
+                "workshop_rehearsal",
+                "--url",
+                base,
+                "--participants",
+                "2",
+                "--workflow",
+                "hello",
+                "--report",
+                str(report),
+                *browser,
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert rehearsal.returncode == 0, rehearsal.stdout + rehearsal.stderr
         assert "[7/7] removing the test accounts" in rehearsal.stdout and "READY" in rehearsal.stdout
         assert report.read_text().startswith("# Workshop rehearsal: READY")
-        listing = subprocess.run([".venv/bin/python", "manage.py", "workshop_users", "list", "--json"],
-                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        listing = subprocess.run(
+            [".venv/bin/python", "manage.py", "workshop_users", "list", "--json"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert "rehearsal-" not in listing.stdout and '"user001"' in listing.stdout, "no test account is left"
         assert "opens hello" in rehearsal.stdout, "the simulated GPU's start workflow is the model-free hello"
 
         # An operator's command beside it, in another shell, writes the sheet at the same address.
-        added = subprocess.run([".venv/bin/python", "manage.py", "workshop_users", "add", "--count", "1"],
-                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        added = subprocess.run(
+            [".venv/bin/python", "manage.py", "workshop_users", "add", "--count", "1"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert added.returncode == 0, added.stderr
         again = list(csv.DictReader((tmp_path / "var" / "credentials.csv").open()))
         assert len(again) == len(rows) + 1 and all(r["url"].startswith(f"{base}/") for r in again)
@@ -103,14 +138,25 @@ def test_scripts_run_serves_user001_and_leaves_nothing_behind(tmp_path, settings
         assert oct((tmp_path / "var" / "secret_key").stat().st_mode & 0o777) == "0o600"
 
         # A crashed GPU worker is started again, and the supervisor says so.
-        workers = [pid for pid in processes_with(marker) if b"-m\x00gpuworker\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        workers = [
+            pid for pid in processes_with(marker) if b"-m\x00gpuworker\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
         assert workers, "a gpuworker process runs"
         os.kill(workers[0], signal.SIGKILL)
-        wait_until(lambda: "gpuworker exited with code -9; restarting it" in (tmp_path / "run.log").read_text(),
-                   timeout=20, message="the supervisor to notice the crash")
-        wait_until(lambda: [p for p in processes_with(marker) if p != workers[0]
-                            and b"-m\x00gpuworker\x00" in Path(f"/proc/{p}/cmdline").read_bytes()],
-                   timeout=30, message="a new gpuworker process")
+        wait_until(
+            lambda: "gpuworker exited with code -9; restarting it" in (tmp_path / "run.log").read_text(),
+            timeout=20,
+            message="the supervisor to notice the crash",
+        )
+        wait_until(
+            lambda: [
+                p
+                for p in processes_with(marker)
+                if p != workers[0] and b"-m\x00gpuworker\x00" in Path(f"/proc/{p}/cmdline").read_bytes()
+            ],
+            timeout=30,
+            message="a new gpuworker process",
+        )
     finally:
         script.send_signal(signal.SIGTERM)
         script.wait(timeout=60)

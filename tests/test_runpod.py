@@ -1,5 +1,6 @@
 """RunPod serverless through the same queue: a real gpuworker process with `provider = "runpod"`
 against a double of RunPod's endpoint API, whose handler runs each job on a ComfyUI double."""
+
 import json
 
 import pytest
@@ -26,9 +27,11 @@ def provider_file(runpod, tmp_path, concurrency=1, **timeouts) -> str:
     catalog = tmp_path / "object_info.json"
     catalog.write_text(json.dumps(requests.get(runpod.comfy.url + "/object_info", timeout=10).json()))
     table = "\n".join(f"{k} = {v}" for k, v in {"poll": 0.2, "problem_probe": 1, **timeouts}.items())
-    return (f'provider = "runpod"\nconcurrency = {concurrency}\nprice_per_hour = 2.5\n\n'
-            f'[runpod]\nendpoint = "{runpod.endpoint}"\napi_key = "${{RUNPOD_API_KEY}}"\nobject_info = "{catalog}"\n\n'
-            f"[timeouts]\n{table}\n")
+    return (
+        f'provider = "runpod"\nconcurrency = {concurrency}\nprice_per_hour = 2.5\n\n'
+        f'[runpod]\nendpoint = "{runpod.endpoint}"\napi_key = "${{RUNPOD_API_KEY}}"\nobject_info = "{catalog}"\n\n'
+        f"[timeouts]\n{table}\n"
+    )
 
 
 def output_file(workspace, job):
@@ -39,8 +42,9 @@ def output_file(workspace, job):
 @pytest.mark.parametrize("outputs", ["base64", "url"])
 def test_a_run_on_runpod_with_a_cold_start_and_its_outputs(live_app, participants, tmp_path, outputs):
     with RunpodDouble(cold_start=1.5, outputs=outputs, step_time=0.05, steps=3, output_dir=tmp_path / "gpu") as runpod:
-        with live_app.gpu_worker(name="runpod-1", config=provider_file(runpod, tmp_path),
-                                 env={"RUNPOD_API_KEY": runpod.key}):
+        with live_app.gpu_worker(
+            name="runpod-1", config=provider_file(runpod, tmp_path), env={"RUNPOD_API_KEY": runpod.key}
+        ):
             worker = Worker.objects.get(name="runpod-1")
             assert worker.provider == "runpod" and worker.price_per_hour == 2.5
             alice = live_app.login("user001")
@@ -54,7 +58,7 @@ def test_a_run_on_runpod_with_a_cold_start_and_its_outputs(live_app, participant
     job = Job.objects.get(pk=prompt_id)
     assert job.state == JobState.COMPLETED and job.cold_start_seconds >= 1.0
     assert executed["data"]["output"] == next(iter(job.outputs.values()))
-    made, = [p for p in runpod.comfy.output_dir.rglob("*.png")]
+    (made,) = [p for p in runpod.comfy.output_dir.rglob("*.png")]
     assert output_file(participants[0], job).read_bytes() == made.read_bytes(), "the file, byte for byte"
     if outputs == "url":
         assert runpod.counters["bucket_gets"] == 1 and runpod.bucket_auth == [None], "the API key stays with RunPod"
@@ -64,22 +68,26 @@ def test_a_run_on_runpod_with_a_cold_start_and_its_outputs(live_app, participant
 
 def test_cancel_on_runpod_cancels_the_remote_job(live_app, participants, tmp_path):
     with RunpodDouble(step_time=0.2, steps=50) as runpod:
-        with live_app.gpu_worker(name="runpod-2", config=provider_file(runpod, tmp_path),
-                                 env={"RUNPOD_API_KEY": runpod.key}):
+        with live_app.gpu_worker(
+            name="runpod-2", config=provider_file(runpod, tmp_path), env={"RUNPOD_API_KEY": runpod.key}
+        ):
             alice = live_app.login("user001")
             with live_app.ws(alice, "001") as ws:
                 prompt_id = post_prompt(alice, live_app, "001", prompt(2))
                 receive_until(ws, lambda m: m["type"] == "progress" and m["data"].get("prompt_id") == prompt_id)
                 alice.post(f"{live_app.url}/user/001/api/interrupt", json={"prompt_id": prompt_id}, timeout=10)
-                receive_until(ws, lambda m: m["type"] == "execution_interrupted" and m["data"]["prompt_id"] == prompt_id)
+                receive_until(
+                    ws, lambda m: m["type"] == "execution_interrupted" and m["data"]["prompt_id"] == prompt_id
+                )
     assert Job.objects.get(pk=prompt_id).state == JobState.CANCELLED
     assert runpod.counters["cancels"] >= 1 and runpod.comfy.interrupts, "stopped on the GPU too"
 
 
 def test_a_refused_runpod_key_fails_no_job(live_app, participants, tmp_path):
     with RunpodDouble(step_time=0.02, steps=2) as runpod:
-        with live_app.gpu_worker(name="runpod-3", config=provider_file(runpod, tmp_path),
-                                 env={"RUNPOD_API_KEY": "rp-wrong"}, online=False):
+        with live_app.gpu_worker(
+            name="runpod-3", config=provider_file(runpod, tmp_path), env={"RUNPOD_API_KEY": "rp-wrong"}, online=False
+        ):
             wait_until(lambda: Worker.objects.get(name="runpod-3").problem, message="the worker to say why")
             problem = Worker.objects.get(name="runpod-3").problem
             assert "HTTP 401" in problem and "rp-wrong" not in problem
@@ -87,29 +95,35 @@ def test_a_refused_runpod_key_fails_no_job(live_app, participants, tmp_path):
             prompt_id = post_prompt(alice, live_app, "001", prompt(3))
             assert Job.objects.get(pk=prompt_id).state == JobState.QUEUED
             runpod.key = "rp-wrong"
-            wait_until(lambda: Job.objects.get(pk=prompt_id).state == JobState.COMPLETED, timeout=30,
-                       message="the job to run once the key works")
+            wait_until(
+                lambda: Job.objects.get(pk=prompt_id).state == JobState.COMPLETED,
+                timeout=30,
+                message="the job to run once the key works",
+            )
     assert runpod.counters["runs"] == 1
 
 
 def test_a_run_past_the_job_timeout_ends_as_timed_out(live_app, participants, tmp_path):
     QueueSettings.objects.update_or_create(pk=1, defaults={"job_timeout": 1})
     with RunpodDouble(step_time=0.2, steps=50) as runpod:
-        with live_app.gpu_worker(name="runpod-4", config=provider_file(runpod, tmp_path),
-                                 env={"RUNPOD_API_KEY": runpod.key}):
+        with live_app.gpu_worker(
+            name="runpod-4", config=provider_file(runpod, tmp_path), env={"RUNPOD_API_KEY": runpod.key}
+        ):
             alice = live_app.login("user001")
             with live_app.ws(alice, "001") as ws:
                 prompt_id = post_prompt(alice, live_app, "001", prompt(4))
-                seen = receive_until(ws, lambda m: m["type"] == "execution_error" and m["data"]["prompt_id"] == prompt_id,
-                                     timeout=30)
+                seen = receive_until(
+                    ws, lambda m: m["type"] == "execution_error" and m["data"]["prompt_id"] == prompt_id, timeout=30
+                )
     assert "Timed out after 1 s" in seen[-1]["data"]["exception_message"]
     assert Job.objects.get(pk=prompt_id).state == JobState.FAILED
 
 
 def test_the_providers_concurrency_is_honoured(live_app, participants, tmp_path):
     with RunpodDouble(workers=3, step_time=0.1, steps=10) as runpod:
-        with live_app.gpu_worker(name="runpod-5", config=provider_file(runpod, tmp_path, concurrency=2),
-                                 env={"RUNPOD_API_KEY": runpod.key}):
+        with live_app.gpu_worker(
+            name="runpod-5", config=provider_file(runpod, tmp_path, concurrency=2), env={"RUNPOD_API_KEY": runpod.key}
+        ):
             assert Worker.objects.get(name="runpod-5").capacity == 2
             sessions = {slug: live_app.login(f"user{slug}") for slug in ("001", "002", "003")}
             ids = [post_prompt(s, live_app, slug, prompt(10 + n)) for n, (slug, s) in enumerate(sessions.items())]

@@ -1,5 +1,6 @@
 """The trust boundaries, one test per attack that was tried against the running platform:
 content from workspaces, worker tokens, catalog leaks, error texts, CSRF, bad input, accounts."""
+
 import io
 import json
 import re
@@ -54,7 +55,9 @@ def test_uploaded_html_svg_or_script_is_served_as_an_opaque_download(alice, part
 def test_userdata_files_are_served_the_same_way(alice):
     alice.post("/user/001/api/userdata/evil.html", data=b"<script>alert(1)</script>", content_type="text/html")
     answer = alice.get("/user/001/api/userdata/evil.html")
-    assert answer["Content-Type"] == "application/octet-stream" and answer["Content-Disposition"].startswith("attachment")
+    assert answer["Content-Type"] == "application/octet-stream" and answer["Content-Disposition"].startswith(
+        "attachment"
+    )
     # What the frontend itself loads from userdata keeps its type: its stylesheet and JSON.
     alice.post("/user/001/api/userdata/user.css", data=b"body{}", content_type="text/css")
     assert alice.get("/user/001/api/userdata/user.css")["Content-Type"] == "text/css"
@@ -110,7 +113,9 @@ def test_a_worker_reads_and_ends_only_the_run_it_has_started(client, participant
     finish = f"/api/worker/jobs/{job.pk}/finish"
     for worker in (gpu, other):
         assert client.get(inputs, **worker.headers).status_code == 409
-        failed = post_json(client, finish, {"run": job.run, "status": "error", "error": {"message": "x"}}, **worker.headers)
+        failed = post_json(
+            client, finish, {"run": job.run, "status": "error", "error": {"message": "x"}}, **worker.headers
+        )
         assert failed.status_code == 409
     assert Job.objects.get(pk=job.pk).state == JobState.DISPATCHED
     assert job.mark_running(gpu, job.run)
@@ -123,9 +128,13 @@ def test_a_worker_reads_and_ends_only_the_run_it_has_started(client, participant
 
 def _publish(client, worker, files, listed=None):
     for path, body in files.items():
-        client.put(f"/api/worker/catalog/files?path={path}", data=body, content_type="text/javascript", **worker.headers)
-    catalog = {"object_info": {"Marker": {"input": {}, "output": [], "name": worker.name}},
-               "extensions": listed if listed is not None else list(files)}
+        client.put(
+            f"/api/worker/catalog/files?path={path}", data=body, content_type="text/javascript", **worker.headers
+        )
+    catalog = {
+        "object_info": {"Marker": {"input": {}, "output": [], "name": worker.name}},
+        "extensions": listed if listed is not None else list(files),
+    }
     assert post_json(client, "/api/worker/catalog", catalog, **worker.headers).status_code == 200
 
 
@@ -170,7 +179,11 @@ def test_the_instructor_trusts_code_after_seeing_its_files_and_hashes(client, pa
     client.login(username="instructor", password="pw")
     shown = client.post("/admin/jobs/worker/", {"action": "trust_extensions", "_selected_action": [gpu.pk]})
     digest = hashlib.sha256(b"x()").hexdigest()
-    assert shown.status_code == 200 and digest in shown.content.decode() and "/extensions/pack/x.js" in shown.content.decode()
+    assert (
+        shown.status_code == 200
+        and digest in shown.content.decode()
+        and "/extensions/pack/x.js" in shown.content.decode()
+    )
     assert not gpu.refresh_trust(), "showing the files trusts nothing"
     client.post("/admin/jobs/worker/", {"action": "trust_extensions", "_selected_action": [gpu.pk], "confirm": "yes"})
     gpu.refresh_from_db()
@@ -190,8 +203,13 @@ def test_no_input_of_the_catalog_names_another_participants_file(alice, particip
     leak = ["user002_secret.png", "user002_secret.mp4", "user002_secret.latent", "user002_folder", "user002_notes"]
     object_info = {
         "LoadImage": {"input": {"required": {"image": [list(leak), {"image_upload": True}]}}},
-        "LoadImageOutput": {"input": {"required": {"image": ["COMBO", {"image_upload": True, "image_folder": "output",
-                                                                       "options": list(leak)}]}}},
+        "LoadImageOutput": {
+            "input": {
+                "required": {
+                    "image": ["COMBO", {"image_upload": True, "image_folder": "output", "options": list(leak)}]
+                }
+            }
+        },
         "LoadVideo": {"input": {"required": {"file": ["COMBO", {"video_upload": True, "options": list(leak)}]}}},
         "LoadAudio": {"input": {"required": {"audio": ["COMBO", {"audio_upload": True, "options": list(leak)}]}}},
         "Load3D": {"input": {"required": {"model_file": ["COMBO", {"file_upload": True, "options": list(leak)}]}}},
@@ -234,15 +252,30 @@ def test_errors_a_participant_sees_name_no_gpu_host_path_and_no_other_files(alic
         "exception_type": "OSError",
         "exception_message": f"[Errno 36] File name too long: '{secret_dir}/output/{'a' * 300}_00001_.png'",
         "traceback": [f'  File "{secret_dir}/execution.py", line 496, in execute\n'],
-        "node_errors": {"5": {"class_type": "LoadImage", "errors": [{
-            "type": "value_not_in_list", "message": "Value not in list",
-            "details": "image: 'mine.png' not in ['user002_holiday.png', 'user003_face.png']",
-            "extra_info": {"input_name": "image", "input_config": [["user002_holiday.png"], {"image_upload": True}]},
-        }]}},
+        "node_errors": {
+            "5": {
+                "class_type": "LoadImage",
+                "errors": [
+                    {
+                        "type": "value_not_in_list",
+                        "message": "Value not in list",
+                        "details": "image: 'mine.png' not in ['user002_holiday.png', 'user003_face.png']",
+                        "extra_info": {
+                            "input_name": "image",
+                            "input_config": [["user002_holiday.png"], {"image_upload": True}],
+                        },
+                    }
+                ],
+            }
+        },
     }
     end = [{"type": "execution_error", "data": {"prompt_id": str(job.pk), "node_id": "5", **error}}]
-    answer = post_json(client, f"/api/worker/jobs/{job.pk}/finish",
-                       {"run": job.run, "status": "error", "error": error, "end": end}, **gpu.headers)
+    answer = post_json(
+        client,
+        f"/api/worker/jobs/{job.pk}/finish",
+        {"run": job.run, "status": "error", "error": error, "end": end},
+        **gpu.headers,
+    )
     assert answer.status_code == 200
     seen = json.dumps([alice.get("/user/001/api/history").json(), alice.get(f"/user/001/api/jobs/{job.pk}").json()])
     assert "File name too long" in seen, seen
@@ -257,10 +290,16 @@ def test_errors_a_participant_sees_name_no_gpu_host_path_and_no_other_files(alic
 
 def test_a_cross_site_post_is_refused_and_changes_nothing(alice):
     before = alice.get("/user/001/api/settings").json()
-    for headers in ({"HTTP_SEC_FETCH_SITE": "cross-site"}, {"HTTP_SEC_FETCH_SITE": "same-site"},
-                    {"HTTP_ORIGIN": "https://evil.example"}, {"HTTP_ORIGIN": "null"}):
+    for headers in (
+        {"HTTP_SEC_FETCH_SITE": "cross-site"},
+        {"HTTP_SEC_FETCH_SITE": "same-site"},
+        {"HTTP_ORIGIN": "https://evil.example"},
+        {"HTTP_ORIGIN": "null"},
+    ):
         # A cross-site HTML form can send text/plain with the session cookie.
-        answer = alice.post("/user/001/api/settings", data='{"Comfy.Hacked": true}', content_type="text/plain", **headers)
+        answer = alice.post(
+            "/user/001/api/settings", data='{"Comfy.Hacked": true}', content_type="text/plain", **headers
+        )
         assert answer.status_code == 403 and "did not come from" in answer.json()["error"]
         queued = post_json(alice, "/user/001/api/prompt", {"prompt": SIMPLE}, **headers)
         assert queued.status_code == 403
@@ -285,7 +324,9 @@ def _png(width, height):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def _files_of(root):
@@ -294,8 +335,9 @@ def _files_of(root):
 
 BAD_BODIES = {
     "nested 100,000 deep": "[" * 100_000 + "]" * 100_000,
-    "value nested 990 deep": json.dumps({"prompt": {"1": {"class_type": "EmptyImage", "inputs": {
-        "width": json.loads("[" * 990 + "]" * 990)}}}}),
+    "value nested 990 deep": json.dumps(
+        {"prompt": {"1": {"class_type": "EmptyImage", "inputs": {"width": json.loads("[" * 990 + "]" * 990)}}}}
+    ),
     "NaN": '{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {"width": NaN}}}}',
     "Infinity": '{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {"width": Infinity}}}}',
     "extra_pnginfo a list": json.dumps({"prompt": SIMPLE, "extra_data": {"extra_pnginfo": [1]}}),
@@ -306,8 +348,12 @@ BAD_BODIES = {
 
 @pytest.mark.parametrize("case", sorted(BAD_BODIES))
 def test_bad_prompt_bodies_get_a_clear_400_and_queue_nothing(alice, participants, case):
-    answer = alice.post("/user/001/api/prompt", data=BAD_BODIES[case], content_type="application/json",
-                        HTTP_SEC_FETCH_SITE="same-origin")
+    answer = alice.post(
+        "/user/001/api/prompt",
+        data=BAD_BODIES[case],
+        content_type="application/json",
+        HTTP_SEC_FETCH_SITE="same-origin",
+    )
     if case.startswith("extra_pnginfo"):
         assert answer.status_code == 200  # a harmless oddity: queued, with no workflow name
         return
@@ -338,8 +384,10 @@ def test_names_too_long_for_any_file_system_are_a_400(alice, participants):
     assert answer.status_code == 400 and "too long" in answer.json()["error"]
     assert alice.post(f"/user/001/api/userdata/{long}", data=b"{}", content_type="application/json").status_code == 400
     assert alice.get(f"/user/001/api/userdata/{long}").status_code == 400
-    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": long}},
-              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "t"}}}
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": long}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "t"}},
+    }
     assert post_json(alice, "/user/001/api/prompt", {"prompt": prompt}).status_code == 400
     assert not Job.objects.exists()
 
@@ -347,7 +395,14 @@ def test_names_too_long_for_any_file_system_are_a_400(alice, participants):
 def test_mask_with_an_odd_original_ref_is_a_400(alice, participants):
     from io import BytesIO
 
-    for ref in ('"x"', '{"filename": ["x"]}', "[1]", "{", '{"filename": "missing.png"}', '{"a":' * 100 + "1" + "}" * 100):
+    for ref in (
+        '"x"',
+        '{"filename": ["x"]}',
+        "[1]",
+        "{",
+        '{"filename": "missing.png"}',
+        '{"a":' * 100 + "1" + "}" * 100,
+    ):
         mask = BytesIO(_png(8, 8))
         mask.name = "mask.png"
         answer = alice.post("/user/001/api/upload/mask", {"image": mask, "original_ref": ref})
@@ -386,7 +441,13 @@ def test_userdata_onto_a_folder_or_through_a_file_is_a_4xx_and_leaves_nothing(al
 
 
 def test_history_with_negative_or_odd_paging_is_answered(alice):
-    for query in ("max_items=-1", "max_items=-1&offset=3", "offset=-5", "max_items=x", "max_items=99999999999999999999"):
+    for query in (
+        "max_items=-1",
+        "max_items=-1&offset=3",
+        "offset=-5",
+        "max_items=x",
+        "max_items=99999999999999999999",
+    ):
         answer = alice.get(f"/user/001/api/history?{query}")
         assert answer.status_code in (200, 400), query
 
@@ -438,26 +499,38 @@ def test_oversized_or_unauthenticated_bodies_are_refused_before_they_are_read(li
 
     job_path = "/api/worker/jobs/00000000-0000-0000-0000-000000000000/outputs?run=1&filename=x.mp4"
     # No token: refused with the headers, though 200 MB are announced.
-    answer, _ = _send_headers(live_app.url, [f"PUT {job_path} HTTP/1.1", "Host: 127.0.0.1",
-                                             "Content-Length: 209715200"])
+    answer, _ = _send_headers(
+        live_app.url, [f"PUT {job_path} HTTP/1.1", "Host: 127.0.0.1", "Content-Length: 209715200"]
+    )
     assert answer.startswith(b"HTTP/1.1 401")
     # A well-formed token this server never accepted: only a small body.
     fake = "Bearer wt_" + "x" * 43
-    answer, _ = _send_headers(live_app.url, [f"PUT {job_path} HTTP/1.1", "Host: 127.0.0.1",
-                                             f"Authorization: {fake}", "Content-Length: 209715200"])
+    answer, _ = _send_headers(
+        live_app.url,
+        [f"PUT {job_path} HTTP/1.1", "Host: 127.0.0.1", f"Authorization: {fake}", "Content-Length: 209715200"],
+    )
     assert answer.startswith(b"HTTP/1.1 413")
     # A participant's 150 MB upload: 413 from Content-Length, not after the body.
     alice = live_app.login("user001")
     cookie = "; ".join(f"{k}={v}" for k, v in alice.cookies.items())
-    answer, _ = _send_headers(live_app.url, ["POST /user/001/api/upload/image HTTP/1.1", "Host: 127.0.0.1",
-                                             f"Cookie: {cookie}", "Content-Type: multipart/form-data; boundary=b",
-                                             f"Content-Length: {150 * 2**20}"])
+    answer, _ = _send_headers(
+        live_app.url,
+        [
+            "POST /user/001/api/upload/image HTTP/1.1",
+            "Host: 127.0.0.1",
+            f"Cookie: {cookie}",
+            "Content-Type: multipart/form-data; boundary=b",
+            f"Content-Length: {150 * 2**20}",
+        ],
+    )
     assert answer.startswith(b"HTTP/1.1 413") and b"Files up to" in answer
     # Without a Content-Length (chunked), it ends once the body passes the limit.
     chunk = b"x" * 2**20
-    answer, sent = _send_headers(live_app.url, ["POST /user/001/api/settings HTTP/1.1", "Host: 127.0.0.1",
-                                                f"Cookie: {cookie}", "Transfer-Encoding: chunked"],
-                                 chunks=[chunk] * 64)
+    answer, sent = _send_headers(
+        live_app.url,
+        ["POST /user/001/api/settings HTTP/1.1", "Host: 127.0.0.1", f"Cookie: {cookie}", "Transfer-Encoding: chunked"],
+        chunks=[chunk] * 64,
+    )
     assert answer.startswith(b"HTTP/1.1 413")
     assert sent < 64 * 2**20
     # Nothing of that reached a workspace, and a real worker still gets in.
@@ -476,14 +549,12 @@ def requests_post(url, token):
 # --- websockets at scale -------------------------------------------------------------------------
 
 
-def test_500_sockets_on_one_daphne_all_hear_a_queue_change_and_leave_their_groups(live_app, participants,
-                                                                                   clean_redis):
+def test_500_sockets_on_one_daphne_all_hear_a_queue_change_and_leave_their_groups(live_app, participants, clean_redis):
     """At 200 sockets the channel layer's Redis pool ran out (MaxConnectionsError) and dead
     channels stayed in the queue group."""
     import asyncio
 
     from websockets.asyncio.client import connect
-
 
     alice = live_app.login("user001")
     cookie = "; ".join(f"{k}={v}" for k, v in alice.cookies.items())
@@ -495,8 +566,11 @@ def test_500_sockets_on_one_daphne_all_hear_a_queue_change_and_leave_their_group
 
         async def open_one(n):
             async with gate:
-                ws = await connect(f"{url}?clientId=s{n}", additional_headers={"Cookie": cookie, "Origin": live_app.url},
-                                   open_timeout=60)
+                ws = await connect(
+                    f"{url}?clientId=s{n}",
+                    additional_headers={"Cookie": cookie, "Origin": live_app.url},
+                    open_timeout=60,
+                )
                 first = json.loads(await asyncio.wait_for(ws.recv(), 60))
                 assert first["type"] == "status"
                 return ws
@@ -511,8 +585,7 @@ def test_500_sockets_on_one_daphne_all_hear_a_queue_change_and_leave_their_group
                     return True
 
         listening = [asyncio.ensure_future(hears_the_change(ws)) for ws in sockets]
-        await asyncio.to_thread(
-            alice.post, f"{live_app.url}/user/001/api/prompt", json={"prompt": SIMPLE}, timeout=30)
+        await asyncio.to_thread(alice.post, f"{live_app.url}/user/001/api/prompt", json={"prompt": SIMPLE}, timeout=30)
         heard = await asyncio.gather(*listening)
         await asyncio.gather(*(ws.close() for ws in sockets))
         return heard
@@ -553,6 +626,7 @@ def test_200_guesses_from_the_class_address_slow_nobody_else_and_get_nowhere(cli
     import time
 
     from django.contrib.auth.signals import user_login_failed
+
     for n in range(200):
         _login(client, f"nobody{n}", "x")
     for name in ("user001", "user002", "instructor"):
@@ -579,8 +653,11 @@ def test_the_owner_of_a_guessed_account_waits_seconds_not_a_quarter_hour(partici
         _login(guesser, "instructor", f"guess{n}")
     owner = Client()  # the instructor, on a browser this app has never seen
     assert THROTTLED in _login(owner, "instructor", "pw").content.decode()
-    wait_until(lambda: _login(owner, "instructor", "pw").status_code == 302, timeout=30,
-               message="the instructor to get in once the turn comes")
+    wait_until(
+        lambda: _login(owner, "instructor", "pw").status_code == 302,
+        timeout=30,
+        message="the instructor to get in once the turn comes",
+    )
 
 
 def test_a_guessed_accounts_owner_still_gets_in_from_their_own_browser(client, participants, settings):
@@ -617,10 +694,13 @@ def test_a_burst_of_guesses_sent_at_once_is_checked_at_most_eleven_times(live_ap
     def guess(n):
         if n < 20:
             start.wait()
-        answer = guesser.post(f"{live_app.url}/accounts/login/", timeout=60, allow_redirects=False,
-                              data={"username": "user002", "password": f"guess{n}",
-                                    "csrfmiddlewaretoken": guesser.cookies["csrftoken"]},
-                              headers={"Referer": f"{live_app.url}/accounts/login/"})
+        answer = guesser.post(
+            f"{live_app.url}/accounts/login/",
+            timeout=60,
+            allow_redirects=False,
+            data={"username": "user002", "password": f"guess{n}", "csrfmiddlewaretoken": guesser.cookies["csrftoken"]},
+            headers={"Referer": f"{live_app.url}/accounts/login/"},
+        )
         return THROTTLED not in answer.text
 
     with ThreadPoolExecutor(20) as pool:
@@ -669,13 +749,13 @@ def test_a_login_link_ends_with_a_newer_link_or_a_new_password(participants):
     """The trial: links survived a password change, and any number could be live at once."""
     user = get_user_model().objects.get(username="user001")
     first, second = loginlinks.issue(user), loginlinks.issue(user)
-    first_path, second_path = (link[link.index("/accounts/"):] for link in (first, second))
+    first_path, second_path = (link[link.index("/accounts/") :] for link in (first, second))
     assert Client().post(first_path).status_code == 410, "a newer link ends the older one"
     user.set_password("violet-lantern-42")
     user.save()
     assert Client().post(second_path).status_code == 410, "a new password ends it"
     third = loginlinks.issue(user)
-    assert Client().post(third[third.index("/accounts/"):])["Location"] == "/user/001/"
+    assert Client().post(third[third.index("/accounts/") :])["Location"] == "/user/001/"
 
 
 def test_the_owners_login_at_the_shared_address_gives_a_guesser_no_fresh_tries(client, participants, settings):
@@ -718,13 +798,18 @@ def test_the_admin_login_is_throttled_too(client, participants, settings):
 def test_a_participant_changes_their_password_under_the_validators(alice, client):
     page = alice.get("/accounts/password/")
     assert page.status_code == 200 and "Change your password" in page.content.decode()
-    weak = alice.post("/accounts/password/", {"old_password": "pw", "new_password1": "12345678901",
-                                              "new_password2": "12345678901"})
+    weak = alice.post(
+        "/accounts/password/", {"old_password": "pw", "new_password1": "12345678901", "new_password2": "12345678901"}
+    )
     assert weak.status_code == 200 and "entirely numeric" in weak.content.decode()
-    short = alice.post("/accounts/password/", {"old_password": "pw", "new_password1": "aB3$x", "new_password2": "aB3$x"})
+    short = alice.post(
+        "/accounts/password/", {"old_password": "pw", "new_password1": "aB3$x", "new_password2": "aB3$x"}
+    )
     assert "too short" in short.content.decode()
-    done = alice.post("/accounts/password/", {"old_password": "pw", "new_password1": "violet-lantern-42",
-                                              "new_password2": "violet-lantern-42"})
+    done = alice.post(
+        "/accounts/password/",
+        {"old_password": "pw", "new_password1": "violet-lantern-42", "new_password2": "violet-lantern-42"},
+    )
     assert done.status_code == 302 and done["Location"] == "/accounts/password/done/"
     assert "Password changed" in alice.get("/accounts/password/done/").content.decode()
     assert alice.get("/user/001/api/settings").status_code == 200, "still logged in"
@@ -742,13 +827,17 @@ def test_a_refused_request_is_one_log_line_not_a_traceback(alice, caplog):
 
     from jobs.models import Catalog
 
-    Catalog.objects.create(worker=_worker("gpu-1"), object_info={
-        "EmptyImage": {"input": {"required": {}}, "output": ["IMAGE"], "output_node": False}})
+    Catalog.objects.create(
+        worker=_worker("gpu-1"),
+        object_info={"EmptyImage": {"input": {"required": {}}, "output": ["IMAGE"], "output_node": False}},
+    )
 
-    bad = [("/user/001/api/prompt", '{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {"width": NaN}}}}'),
-           ("/user/001/api/prompt", "[" * 5000 + "]" * 5000),
-           ("/user/001/api/settings", '{"a":' * 500 + "1" + "}" * 500),
-           ("/user/001/api/prompt", json.dumps({"prompt": {"1": {"class_type": "Nope", "inputs": {"x": "y" * 2300}}}}))]
+    bad = [
+        ("/user/001/api/prompt", '{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {"width": NaN}}}}'),
+        ("/user/001/api/prompt", "[" * 5000 + "]" * 5000),
+        ("/user/001/api/settings", '{"a":' * 500 + "1" + "}" * 500),
+        ("/user/001/api/prompt", json.dumps({"prompt": {"1": {"class_type": "Nope", "inputs": {"x": "y" * 2300}}}})),
+    ]
     for path, body in bad:
         caplog.clear()
         with caplog.at_level(logging.INFO):
@@ -785,10 +874,18 @@ def test_a_refused_request_is_one_log_line_without_a_traceback(live_app, partici
     alice = live_app.login("user001")
     headers = {"Origin": live_app.url, "X-CSRFToken": alice.cookies["csrftoken"]}
     many = "&".join(f"f{n}=x" for n in range(1500))  # over DATA_UPLOAD_MAX_NUMBER_FIELDS
-    too_many = alice.post(f"{live_app.url}/accounts/login/", data=many, timeout=10,
-                          headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})
-    broken = alice.post(f"{live_app.url}/user/001/api/upload/image", data=b"--b\r\nnot a part", timeout=10,
-                        headers={**headers, "Content-Type": "multipart/form-data; boundary=b"})
+    too_many = alice.post(
+        f"{live_app.url}/accounts/login/",
+        data=many,
+        timeout=10,
+        headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    broken = alice.post(
+        f"{live_app.url}/user/001/api/upload/image",
+        data=b"--b\r\nnot a part",
+        timeout=10,
+        headers={**headers, "Content-Type": "multipart/form-data; boundary=b"},
+    )
     log = (live_app.tmp_path / "daphne.log").read_text()
     assert too_many.status_code == 400 and broken.status_code == 400
     assert "TooManyFieldsSent" in log

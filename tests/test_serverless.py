@@ -1,6 +1,7 @@
 """Serverless ComfyUI through the same queue: a ComfyUI HTTP API behind a provider's front (path
 prefix, auth header, cold start, two replicas behind a load balancer), reached by a real
 gpuworker process configured by its provider file."""
+
 import json
 
 import pytest
@@ -19,9 +20,11 @@ SIMPLE = json.loads((WORKFLOWS / "simple.json").read_text())
 def provider_file(front, **timeouts) -> str:
     """The operator's file: the key comes from the environment, never the file."""
     table = "\n".join(f"{k} = {v}" for k, v in {"cold_start": 30, "problem_probe": 1, **timeouts}.items())
-    return (f'provider = "comfyui"\n\n[comfyui]\nurl = "{front.url}"\nserverless = true\n'
-            'headers = { Authorization = "Bearer ${FRONT_KEY}" }\n\n'
-            f"[timeouts]\n{table}\n")
+    return (
+        f'provider = "comfyui"\n\n[comfyui]\nurl = "{front.url}"\nserverless = true\n'
+        'headers = { Authorization = "Bearer ${FRONT_KEY}" }\n\n'
+        f"[timeouts]\n{table}\n"
+    )
 
 
 def prompt(n: int) -> dict:
@@ -37,7 +40,11 @@ def routed(front) -> int:
 def beats_pass(name: str, count: int = 2) -> None:
     for _ in range(count):
         before = Worker.objects.get(name=name).last_heartbeat
-        wait_until(lambda: Worker.objects.get(name=name).last_heartbeat > before, timeout=10, message="a heartbeat")
+        wait_until(
+            lambda before=before: Worker.objects.get(name=name).last_heartbeat > before,
+            timeout=10,
+            message="a heartbeat",
+        )
 
 
 def test_a_cold_start_is_shown_counting_then_the_run_and_its_outputs(live_app, participants):
@@ -52,8 +59,10 @@ def test_a_cold_start_is_shown_counting_then_the_run_and_its_outputs(live_app, p
             alice = live_app.login("user001")
             with live_app.ws(alice, "001") as ws:
                 prompt_id = post_prompt(alice, live_app, "001", prompt(7))
-                running = wait_until(lambda: [r for r in console_state()["running"]
-                                              if r["node"].startswith("Starting a GPU")], message="the console to say so")
+                running = wait_until(
+                    lambda: [r for r in console_state()["running"] if r["node"].startswith("Starting a GPU")],
+                    message="the console to say so",
+                )
                 assert running[0]["id"] == prompt_id
                 seen = receive_until(ws, finished(prompt_id))
 
@@ -92,8 +101,13 @@ def test_a_replica_that_goes_away_mid_run_puts_the_job_back_not_failed(live_app,
             alice = live_app.login("user001")
             with live_app.ws(alice, "001") as ws:
                 prompt_id = post_prompt(alice, live_app, "001", prompt(1))
-                victim = wait_until(lambda: next((n + 1 for n, r in enumerate(front.replicas) if r.running_prompt_id),
-                                                 None), message="the run on a replica") - 1
+                victim = (
+                    wait_until(
+                        lambda: next((n + 1 for n, r in enumerate(front.replicas) if r.running_prompt_id), None),
+                        message="the run on a replica",
+                    )
+                    - 1
+                )
                 front.replicas[1 - victim].step_time = 0.01
                 front.kill_replica(victim)
                 seen = receive_until(ws, finished(prompt_id), timeout=60)
@@ -106,8 +120,9 @@ def test_a_replica_that_goes_away_mid_run_puts_the_job_back_not_failed(live_app,
 
 def test_refused_credentials_mark_the_worker_unhealthy_and_fail_no_job(live_app, participants):
     with ServerlessComfyUI(step_time=0.02, steps=2) as front:
-        with live_app.gpu_worker(name="modal-2", config=provider_file(front), env={"FRONT_KEY": "sk-wrong"},
-                                 online=False) as proc:
+        with live_app.gpu_worker(
+            name="modal-2", config=provider_file(front), env={"FRONT_KEY": "sk-wrong"}, online=False
+        ) as proc:
             wait_until(lambda: Worker.objects.get(name="modal-2").problem, message="the worker to say why")
             worker = Worker.objects.get(name="modal-2")
             assert not worker.is_online and worker.health == "ComfyUI unreachable"
@@ -121,8 +136,11 @@ def test_refused_credentials_mark_the_worker_unhealthy_and_fail_no_job(live_app,
             assert proc.poll() is None
 
             front.key = "sk-wrong"  # the operator fixes the provider's side: the worker gets in
-            wait_until(lambda: Job.objects.get(pk=prompt_id).state == JobState.COMPLETED, timeout=30,
-                       message="the job to run once the key works")
+            wait_until(
+                lambda: Job.objects.get(pk=prompt_id).state == JobState.COMPLETED,
+                timeout=30,
+                message="the job to run once the key works",
+            )
             assert Worker.objects.get(name="modal-2").problem == ""
 
 
@@ -146,8 +164,9 @@ def test_a_key_rotated_mid_workshop_puts_the_job_back_and_says_why(live_app, par
 
 def test_a_gpu_that_does_not_start_in_time_is_not_the_jobs_fault(live_app, participants):
     with ServerlessComfyUI(cold_start=0.5, step_time=0.02, steps=2) as front:
-        with live_app.gpu_worker(name="modal-4", config=provider_file(front, cold_start=2),
-                                 env={"FRONT_KEY": front.key}):
+        with live_app.gpu_worker(
+            name="modal-4", config=provider_file(front, cold_start=2), env={"FRONT_KEY": front.key}
+        ):
             front.cold_start = 4.0
             front.scale_to_zero()
             alice = live_app.login("user001")
@@ -169,7 +188,9 @@ def test_cancel_stops_the_run_on_the_serverless_replica(live_app, participants):
                 wait_until(lambda: any(r.running_prompt_id for r in front.replicas), message="the run to start")
                 answer = alice.post(f"{live_app.url}/user/001/api/interrupt", json={"prompt_id": prompt_id}, timeout=10)
                 assert answer.status_code == 200
-                receive_until(ws, lambda m: m["type"] == "execution_interrupted" and m["data"]["prompt_id"] == prompt_id)
+                receive_until(
+                    ws, lambda m: m["type"] == "execution_interrupted" and m["data"]["prompt_id"] == prompt_id
+                )
     assert Job.objects.get(pk=prompt_id).state == JobState.CANCELLED
     assert any(r.interrupts for r in front.replicas), "the replica was told to stop"
 
@@ -179,12 +200,17 @@ def test_the_instructor_keeps_a_gpu_warm_and_sees_what_it_costs(live_app, partic
 
     # The front idles out after 4 s; the worker's requests come at its heartbeats (2.5 s here).
     with ServerlessComfyUI(cold_start=1.5, idle_timeout=4.0, step_time=0.02, steps=2) as front:
-        config = provider_file(front, keep_warm=0.5).replace('provider = "comfyui"\n', 'provider = "comfyui"\nprice_per_hour = 3.6\n')
+        config = provider_file(front, keep_warm=0.5).replace(
+            'provider = "comfyui"\n', 'provider = "comfyui"\nprice_per_hour = 3.6\n'
+        )
         with live_app.gpu_worker(name="modal-6", config=config, env={"FRONT_KEY": front.key}):
             assert Worker.objects.get(name="modal-6").serverless
             QueueSettings.get().set_warm(1)  # "Warm up now" (the console's action: tests/test_console.py)
-            wait_until(lambda: Worker.objects.get(name="modal-6").warm_seconds > 9, timeout=20,
-                       message="kept warm past the idle timeout")
+            wait_until(
+                lambda: Worker.objects.get(name="modal-6").warm_seconds > 9,
+                timeout=20,
+                message="kept warm past the idle timeout",
+            )
             starts = front.counters["cold_starts"]
             alice = live_app.login("user001")
             with live_app.ws(alice, "001") as ws:

@@ -1,4 +1,5 @@
 """The frontend's public files by their own path (ServeStatic in front of Django), through Daphne."""
+
 import gzip
 
 import requests
@@ -12,8 +13,9 @@ def test_frontend_files_come_with_the_right_headers_and_nothing_else_comes_that_
     assert hashed.status_code == 200 and hashed.headers["Content-Type"].startswith("text/javascript")
     assert hashed.headers["Cache-Control"] == "public, max-age=31536000, immutable"
     assert hashed.headers["X-Content-Type-Options"] == "nosniff"
-    again = requests.get(f"{live_app.url}/user/002/assets/{bundle}", headers={"If-None-Match": hashed.headers["ETag"]},
-                         timeout=10)
+    again = requests.get(
+        f"{live_app.url}/user/002/assets/{bundle}", headers={"If-None-Match": hashed.headers["ETag"]}, timeout=10
+    )
     assert again.status_code == 304, "a second load revalidates without the body"
     icons = requests.get(f"{live_app.url}/user/001/materialdesignicons.min.css", timeout=10)
     assert icons.status_code == 200 and icons.headers["Cache-Control"] == "public, max-age=3600"

@@ -1,4 +1,5 @@
 """Workspace files streamed through Daphne (workshop.streaming, workshop.daphne_limits)."""
+
 import os
 import socket
 from urllib.parse import urlsplit
@@ -11,12 +12,14 @@ def read_and_hang_up(base: str, url: str, session) -> bytes:
     where = urlsplit(base)
     cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
     with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
-        sock.sendall(f"GET {url[len(base):]} HTTP/1.1\r\nHost: {where.netloc}\r\nCookie: {cookie}\r\n\r\n".encode())
+        sock.sendall(f"GET {url[len(base) :]} HTTP/1.1\r\nHost: {where.netloc}\r\nCookie: {cookie}\r\n\r\n".encode())
         received = b""
         while b"\r\n\r\n" not in received:
             received += sock.recv(65536)
         head, body = received.split(b"\r\n\r\n", 1)
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        length = int(
+            next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        )
         while len(body) < length:
             body += sock.recv(1024 * 1024)
     return body

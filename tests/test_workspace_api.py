@@ -1,4 +1,5 @@
 """The rest of ComfyUI's API per workspace: shapes as ComfyUI returns them, isolation kept."""
+
 import io
 import json
 
@@ -19,13 +20,19 @@ def catalog(db):
     worker, _ = Worker.create_with_token("gpu-1")
     worker.beat("idle")
     object_info = {
-        "LoadImage": {"input": {"required": {"image": [["gpu-host-secret.png"], {"image_upload": True}]}},
-                      "output": ["IMAGE", "MASK"], "output_node": False},
+        "LoadImage": {
+            "input": {"required": {"image": [["gpu-host-secret.png"], {"image_upload": True}]}},
+            "output": ["IMAGE", "MASK"],
+            "output_node": False,
+        },
         "SaveImage": {"input": {"required": {"images": ["IMAGE"]}}, "output": [], "output_node": True},
     }
-    data = {"system_stats": {"system": {"comfyui_version": "0.3.64"}, "devices": [{"name": "H100"}]},
-            "embeddings": ["easynegative"], "models": ["checkpoints", "loras"],
-            "model_files": {"checkpoints": ["sd15.safetensors"]}}
+    data = {
+        "system_stats": {"system": {"comfyui_version": "0.3.64"}, "devices": [{"name": "H100"}]},
+        "embeddings": ["easynegative"],
+        "models": ["checkpoints", "loras"],
+        "model_files": {"checkpoints": ["sd15.safetensors"]},
+    }
     return Catalog.objects.create(worker=worker, object_info=object_info, comfyui_version="0.3.64", data=data)
 
 
@@ -76,8 +83,9 @@ def test_frontend_assets_are_cached_and_favicon_frames_served_at_the_root(alice)
 
 def test_userdata_save_list_read_move_delete(alice):
     base = "/user/001/api/userdata"
-    saved = alice.post(f"{base}/workflows%2Fmine.json?overwrite=true&full_info=true", data=b'{"x":1}',
-                       content_type="application/json")
+    saved = alice.post(
+        f"{base}/workflows%2Fmine.json?overwrite=true&full_info=true", data=b'{"x":1}', content_type="application/json"
+    )
     assert saved.status_code == 200 and saved.json()["path"] == "workflows/mine.json"
     listing = alice.get(base, {"dir": "workflows", "recurse": "true", "split": "false", "full_info": "true"}).json()
     assert {"mine.json", "workshop/hello.json"} <= {item["path"] for item in listing}
@@ -103,20 +111,31 @@ def test_workshop_workflows_are_read_only_originals_with_personal_copies(alice):
     assert [n["type"] for n in original["nodes"]] == ["EmptyImage", "ImageInvert", "SaveImage"]
     assert alice.delete(url).status_code == 403
     original["nodes"][0]["widgets_values"][0] = 64
-    assert alice.post(url + "?overwrite=true", data=json.dumps(original), content_type="application/json").status_code == 200
+    assert (
+        alice.post(url + "?overwrite=true", data=json.dumps(original), content_type="application/json").status_code
+        == 200
+    )
     assert json.loads(body_of(alice.get(url)))["nodes"][0]["widgets_values"][0] == 64
 
 
 def test_official_templates_are_offered_as_workshop_workflows(alice):
     listing = alice.get("/user/001/api/userdata", {"dir": "workflows", "recurse": "true", "full_info": "true"}).json()
     names = {item["path"] for item in listing}
-    assert {"workshop/video_ltx2_t2v.json", "workshop/video_ltx2_i2v.json", "workshop/video_ltx2_t2v_distilled.json",
-            "workshop/video_ltx2_i2v_distilled.json", "workshop/hello.json"} <= names
+    assert {
+        "workshop/video_ltx2_t2v.json",
+        "workshop/video_ltx2_i2v.json",
+        "workshop/video_ltx2_t2v_distilled.json",
+        "workshop/video_ltx2_i2v_distilled.json",
+        "workshop/hello.json",
+    } <= names
 
 
 def test_settings_per_workspace(alice, client, participants):
     assert alice.get("/user/001/api/settings").json()["Comfy.TutorialCompleted"] is True
-    assert alice.post("/user/001/api/settings/Comfy.ColorPalette", data='"light"', content_type="text/plain").status_code == 200
+    assert (
+        alice.post("/user/001/api/settings/Comfy.ColorPalette", data='"light"', content_type="text/plain").status_code
+        == 200
+    )
     assert alice.get("/user/001/api/settings/Comfy.ColorPalette").json() == "light"
     alice.post("/user/001/api/settings", data=json.dumps({"Comfy.LinkRenderMode": 2}), content_type="application/json")
     assert alice.get("/user/001/api/settings").json()["Comfy.LinkRenderMode"] == 2
@@ -168,11 +187,15 @@ def test_upload_mask_puts_the_mask_into_the_image_alpha(alice, participants):
     upload(alice, "photo.png", png_bytes(size=(4, 4)))
     mask = io.BytesIO()
     Image.new("RGBA", (4, 4), (0, 0, 0, 0)).save(mask, "PNG")
-    answer = alice.post("/user/001/api/upload/mask", {
-        "image": _named("clipspace-mask.png", mask.getvalue()),
-        "original_ref": json.dumps({"filename": "photo.png", "subfolder": "", "type": "input"}),
-        "subfolder": "clipspace", "type": "input",
-    })
+    answer = alice.post(
+        "/user/001/api/upload/mask",
+        {
+            "image": _named("clipspace-mask.png", mask.getvalue()),
+            "original_ref": json.dumps({"filename": "photo.png", "subfolder": "", "type": "input"}),
+            "subfolder": "clipspace",
+            "type": "input",
+        },
+    )
     assert answer.status_code == 200
     result = Image.open(participants[0].file_path("input", "clipspace-mask.png", "clipspace"))
     assert result.mode == "RGBA" and result.getpixel((0, 0))[3] == 0
@@ -212,19 +235,31 @@ def test_global_subgraphs_are_published_one_by_one_and_served_with_their_etag(al
 
     gpu = _worker_client(Client())
     worker = Client()
-    blueprint = {"source": "templates", "name": "Text to Video (LTX 2.0)", "info": {"node_pack": "comfyui"},
-                 "data": json.dumps({"nodes": [], "definitions": {"subgraphs": []}})}
-    index = {"a1": {k: v for k, v in blueprint.items() if k != "data"},
-             "b2": {"source": "templates", "name": "Other", "info": {"node_pack": "comfyui"}}}
+    blueprint = {
+        "source": "templates",
+        "name": "Text to Video (LTX 2.0)",
+        "info": {"node_pack": "comfyui"},
+        "data": json.dumps({"nodes": [], "definitions": {"subgraphs": []}}),
+    }
+    index = {
+        "a1": {k: v for k, v in blueprint.items() if k != "data"},
+        "b2": {"source": "templates", "name": "Other", "info": {"node_pack": "comfyui"}},
+    }
     for key in index:
-        put = worker.put(f"/api/worker/catalog/files?path=/global_subgraphs/{key}",
-                         data=json.dumps({**index[key], "data": blueprint["data"]}), content_type="application/json", **gpu)
+        put = worker.put(
+            f"/api/worker/catalog/files?path=/global_subgraphs/{key}",
+            data=json.dumps({**index[key], "data": blueprint["data"]}),
+            content_type="application/json",
+            **gpu,
+        )
         assert put.status_code == 200, put.content
     held = worker.get("/api/worker/catalog/files", **gpu).json()
     assert set(held) == {"/global_subgraphs/a1", "/global_subgraphs/b2"} and all(len(v) == 64 for v in held.values())
     catalog = {"object_info": {}, "comfyui_version": "0.28.0", "global_subgraphs": index, "files": sorted(held)}
-    assert worker.post("/api/worker/catalog", data=json.dumps(catalog), content_type="application/json",
-                       **gpu).status_code == 200
+    assert (
+        worker.post("/api/worker/catalog", data=json.dumps(catalog), content_type="application/json", **gpu).status_code
+        == 200
+    )
 
     assert alice.get("/user/001/api/global_subgraphs").json() == index, "the index, without data"
     one = alice.get("/user/001/api/global_subgraphs/a1")
@@ -245,11 +280,15 @@ def test_a_worker_from_before_catalog_files_still_gets_its_blueprints_served(ali
     """A catalog without `files` (an older gpuworker) carries each blueprint's data inline: it
     is kept, and served from there."""
     gpu = _worker_client(client)
-    entry = {"source": "templates", "name": "Old", "info": {"node_pack": "comfyui"}, "data": "{\"nodes\": []}"}
+    entry = {"source": "templates", "name": "Old", "info": {"node_pack": "comfyui"}, "data": '{"nodes": []}'}
     catalog = {"object_info": {}, "comfyui_version": "0.12.0", "global_subgraphs": {"old1": entry}}
-    assert client.post("/api/worker/catalog", data=json.dumps(catalog), content_type="application/json",
-                       **gpu).status_code == 200
-    assert alice.get("/user/001/api/global_subgraphs").json() == {"old1": {k: v for k, v in entry.items() if k != "data"}}
+    assert (
+        client.post("/api/worker/catalog", data=json.dumps(catalog), content_type="application/json", **gpu).status_code
+        == 200
+    )
+    assert alice.get("/user/001/api/global_subgraphs").json() == {
+        "old1": {k: v for k, v in entry.items() if k != "data"}
+    }
     assert alice.get("/user/001/api/global_subgraphs/old1").json() == entry
 
 
@@ -260,19 +299,23 @@ def test_a_body_that_says_gzip_and_is_not_gets_a_400(client, db):
     damaged = bytearray(gzip.compress(json.dumps({"object_info": {}}).encode() * 50))
     damaged[20:30] = b"\xff" * 10
     for body in (b"plain text", bytes(damaged)):
-        answer = client.post("/api/worker/catalog", data=body, content_type="application/json",
-                             HTTP_CONTENT_ENCODING="gzip", **gpu)
+        answer = client.post(
+            "/api/worker/catalog", data=body, content_type="application/json", HTTP_CONTENT_ENCODING="gzip", **gpu
+        )
         assert answer.status_code == 400 and "gzip" in answer.json()["error"]
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/global_subgraphs/../secret", b"{}"),
-    ("/global_subgraphs/a%2Fb", b"{}"),
-    ("/global_subgraphs/ok", b"not json"),
-    ("/global_subgraphs/ok", b"[1]"),
-    ("/extensions/core/app.js", b"x"),
-    ("/etc/passwd", b"x"),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/global_subgraphs/../secret", b"{}"),
+        ("/global_subgraphs/a%2Fb", b"{}"),
+        ("/global_subgraphs/ok", b"not json"),
+        ("/global_subgraphs/ok", b"[1]"),
+        ("/extensions/core/app.js", b"x"),
+        ("/etc/passwd", b"x"),
+    ],
+)
 def test_a_catalog_file_outside_its_places_or_not_comfyuis_shape_is_refused(client, db, path, body):
     gpu = _worker_client(client)
     answer = client.put(f"/api/worker/catalog/files?path={path}", data=body, content_type="application/json", **gpu)
@@ -287,20 +330,38 @@ def test_system_stats_name_the_frontend_and_templates_the_browser_gets(alice, db
 
     worker, _ = Worker.create_with_token("gpu-1")
     worker.beat("idle")
-    packages = [{"name": "comfyui-frontend-package", "installed": "1.45.21", "required": "1.45.21"},
-                {"name": "comfyui-workflow-templates", "installed": "0.11.9", "required": "0.11.9"},
-                {"name": "comfy-kitchen", "installed": "0.2.21", "required": "0.2.21"}]
-    Catalog.objects.create(worker=worker, object_info={}, comfyui_version="0.28.0", data={"system_stats": {
-        "system": {"comfyui_version": "0.28.0", "required_frontend_version": "1.45.21",
-                   "installed_templates_version": "0.11.9", "required_templates_version": "0.11.9",
-                   "comfy_package_versions": packages}, "devices": []}})
+    packages = [
+        {"name": "comfyui-frontend-package", "installed": "1.45.21", "required": "1.45.21"},
+        {"name": "comfyui-workflow-templates", "installed": "0.11.9", "required": "0.11.9"},
+        {"name": "comfy-kitchen", "installed": "0.2.21", "required": "0.2.21"},
+    ]
+    Catalog.objects.create(
+        worker=worker,
+        object_info={},
+        comfyui_version="0.28.0",
+        data={
+            "system_stats": {
+                "system": {
+                    "comfyui_version": "0.28.0",
+                    "required_frontend_version": "1.45.21",
+                    "installed_templates_version": "0.11.9",
+                    "required_templates_version": "0.11.9",
+                    "comfy_package_versions": packages,
+                },
+                "devices": [],
+            }
+        },
+    )
     system = alice.get("/user/001/api/system_stats").json()["system"]
     frontend, templates = version("comfyui-frontend-package"), version("comfyui-workflow-templates")
     assert system["required_frontend_version"] == frontend
     assert system["installed_templates_version"] == system["required_templates_version"] == templates
     listed = {p["name"]: (p["installed"], p["required"]) for p in system["comfy_package_versions"]}
-    assert listed == {"comfyui-frontend-package": (frontend, frontend),
-                      "comfyui-workflow-templates": (templates, templates), "comfy-kitchen": ("0.2.21", "0.2.21")}
+    assert listed == {
+        "comfyui-frontend-package": (frontend, frontend),
+        "comfyui-workflow-templates": (templates, templates),
+        "comfy-kitchen": ("0.2.21", "0.2.21"),
+    }
 
 
 def test_without_any_gpu_worker_the_ui_still_loads(alice):
@@ -391,7 +452,8 @@ def test_every_upload_input_of_the_080_catalog_lists_only_the_workspaces_own_fil
 
 
 def test_the_0280_catalog_keeps_comfyuis_placeholders_and_adds_no_options_where_it_sends_none(
-        alice, client, db, participants):
+    alice, client, db, participants
+):
     """ComfyUI 0.28.0 (the double's copy of the recording): Load3D offers "none" before its
     files, and that stays and validates; a remote COMBO (LoadImageOutput.image) and a text input
     with an upload widget (Painter.mask) carry no options key, and get none."""
@@ -410,14 +472,17 @@ def test_the_0280_catalog_keeps_comfyuis_placeholders_and_adds_no_options_where_
     for name in ("Load3D", "Load3DAdvanced"):
         options = whole[name]["input"]["required"]["model_file"][1]["options"]
         assert options == ["none", "chair.glb"], (name, options)
-    assert whole["LoadImageOutput"]["input"]["required"]["image"] == \
-        object_info["LoadImageOutput"]["input"]["required"]["image"], "unchanged: no options key"
+    assert (
+        whole["LoadImageOutput"]["input"]["required"]["image"]
+        == object_info["LoadImageOutput"]["input"]["required"]["image"]
+    ), "unchanged: no options key"
     assert "options" not in whole["Painter"]["input"]["required"]["mask"][1]
 
     def post(model_file):
-        prompt = {"1": {"class_type": "Load3D", "inputs": {
-            "model_file": model_file, "image": "", "width": 64, "height": 64}},
-            "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+        prompt = {
+            "1": {"class_type": "Load3D", "inputs": {"model_file": model_file, "image": "", "width": 64, "height": 64}},
+            "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+        }
         return alice.post("/user/001/api/prompt", data=json.dumps({"prompt": prompt}), content_type="application/json")
 
     none = post("none")
@@ -439,14 +504,20 @@ def test_logging_out_by_a_typed_address_shows_a_button_and_a_post_signs_out(clie
 
 def test_comfy_org_api_nodes_are_neither_offered_nor_run(alice, catalog):
     """API nodes need a Comfy.org account and credits: a participant never sees a sign-in for them."""
-    catalog.object_info["OpenAIDalle3"] = {"input": {"required": {"prompt": ["STRING", {}]}}, "output": ["IMAGE"],
-                                           "output_node": False, "api_node": True}
+    catalog.object_info["OpenAIDalle3"] = {
+        "input": {"required": {"prompt": ["STRING", {}]}},
+        "output": ["IMAGE"],
+        "output_node": False,
+        "api_node": True,
+    }
     catalog.save()
     info = alice.get("/user/001/api/object_info").json()
     assert "OpenAIDalle3" not in info and "SaveImage" in info
     assert alice.get("/user/001/api/object_info/OpenAIDalle3").json() == {}
-    prompt = {"1": {"class_type": "OpenAIDalle3", "inputs": {"prompt": "a cat"}},
-              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}
+    prompt = {
+        "1": {"class_type": "OpenAIDalle3", "inputs": {"prompt": "a cat"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}},
+    }
     answer = alice.post("/user/001/api/prompt", {"prompt": prompt}, content_type="application/json")
     assert answer.status_code == 400 and "OpenAIDalle3" in answer.json()["error"]["message"]
 

@@ -9,6 +9,7 @@ slowly the client reads, so a participant downloading a 2 GB video held it all i
 memory (4 GB of growth, measured). `install()` also makes the app's `send` of a body wait while
 the connection's buffer is full (Twisted's producer interface).
 """
+
 import json
 import logging
 
@@ -117,6 +118,8 @@ def _refuse(request, status: int, why: str, path: str) -> None:
     body = json.dumps({"error": why}).encode()
     reason = {401: b"Unauthorized", 413: b"Request Entity Too Large"}[status]
     transport = request.channel.transport
-    transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                    b"Connection: close\r\n\r\n%s" % (status, reason, len(body), body))
+    transport.write(
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n%s" % (status, reason, len(body), body)
+    )
     transport.loseConnection()

@@ -7,6 +7,7 @@ and address, and accounts live for a day. 150,000 rounds (about 0.08 s) still pu
 guess of such a password out of reach. Hashes made at Django's cost keep working and are
 re-hashed at this one on their next login.
 """
+
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 

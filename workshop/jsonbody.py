@@ -1,5 +1,6 @@
 """JSON from the outside world (browsers, GPU workers), parsed with the limits a workshop needs:
 no NaN or Infinity (PostgreSQL's JSON has none), and no nesting deeper than any real workflow."""
+
 import json
 
 MAX_DEPTH = 64  # a saved LTX-2 workflow nests about 12 deep

@@ -1,6 +1,7 @@
 """How many body bytes a request may send, decided from its request line and headers alone,
 before any of the body is read (workshop.daphne_limits applies it; nginx has the same limits
 per location in docker/nginx.conf.template)."""
+
 import re
 
 from django.conf import settings
@@ -39,8 +40,7 @@ def body_limit(path: str, authorization: str, known_worker: bool, has_session: b
     if MODEL_PART.match(path) and has_session:
         return 8 * 1024 * 1024, "Send a model in parts of at most 8 MB."
     if UPLOAD.match(path) and has_session:
-        return settings.MAX_UPLOAD_BYTES + MULTIPART_SLACK, (
-            f"Files up to {settings.MAX_UPLOAD_BYTES // 2**20} MB.")
+        return settings.MAX_UPLOAD_BYTES + MULTIPART_SLACK, (f"Files up to {settings.MAX_UPLOAD_BYTES // 2**20} MB.")
     return small(), f"Requests up to {small() // 1024} KB."
 
 

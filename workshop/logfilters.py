@@ -1,4 +1,5 @@
 """Log filters named in settings.LOGGING."""
+
 import logging
 
 
@@ -10,7 +11,8 @@ class RefusalsInOneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         status = getattr(record, "status_code", None)
         refused = record.name.startswith("django.security") or (
-            record.name == "django.request" and isinstance(status, int) and status < 500)
+            record.name == "django.request" and isinstance(status, int) and status < 500
+        )
         if refused and record.exc_info:
             kind = record.exc_info[0].__name__ if record.exc_info[0] else ""
             record.msg = f"{record.getMessage()} ({kind})" if kind else record.getMessage()

@@ -5,6 +5,7 @@ any number of Daphne processes answer the same: jobs and workers from the databa
 connections from the channel layer's `queue` group (every open socket is a member, renewed
 every few seconds), and refused requests from a Redis hash each process adds to.
 """
+
 import time
 
 from django.conf import settings
@@ -20,8 +21,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800)
 REFUSED_KEY = "metrics:refused"
-REASONS = {400: "bad_input", 401: "unauthenticated", 403: "forbidden", 405: "method", 409: "conflict",
-           413: "too_large", 429: "throttled"}
+REASONS = {
+    400: "bad_input",
+    401: "unauthenticated",
+    403: "forbidden",
+    405: "method",
+    409: "conflict",
+    413: "too_large",
+    429: "throttled",
+}
 
 
 def count_refusal(status: int) -> None:
@@ -79,16 +87,19 @@ class WorkshopCollector:
             workers.add_metric([state], by_state.get(state, 0))
         yield workers
 
-        busy = CounterMetricFamily("workshop_gpu_busy_seconds", "GPU seconds of finished jobs, per worker",
-                                   labels=["worker"])
-        for name, secs in Job.objects.filter(worker__isnull=False).values_list("worker__name").annotate(
-                s=Sum("gpu_seconds")):
+        busy = CounterMetricFamily(
+            "workshop_gpu_busy_seconds", "GPU seconds of finished jobs, per worker", labels=["worker"]
+        )
+        for name, secs in (
+            Job.objects.filter(worker__isnull=False).values_list("worker__name").annotate(s=Sum("gpu_seconds"))
+        ):
             busy.add_metric([name], secs or 0.0)
         yield busy
 
         sockets, refused = _from_redis()
-        yield GaugeMetricFamily("workshop_websocket_connections", "Open browser websockets, all processes",
-                                value=sockets)
+        yield GaugeMetricFamily(
+            "workshop_websocket_connections", "Open browser websockets, all processes", value=sockets
+        )
         family = CounterMetricFamily("workshop_requests_refused", "Requests refused, by reason", labels=["reason"])
         for reason in REASONS.values():
             family.add_metric([reason], refused.get(reason, 0))
@@ -122,10 +133,15 @@ def view(request):
     token = settings.METRICS_TOKEN
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     allowed = (request.user.is_authenticated and request.user.is_staff) or (
-        bool(token) and hmac.compare_digest(given.encode(), token.encode()))
+        bool(token) and hmac.compare_digest(given.encode(), token.encode())
+    )
     if not allowed:
-        return HttpResponse("Metrics need staff login or the metrics token\n", status=401,
-                            content_type="text/plain", headers={"WWW-Authenticate": "Bearer"})
+        return HttpResponse(
+            "Metrics need staff login or the metrics token\n",
+            status=401,
+            content_type="text/plain",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WorkshopCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

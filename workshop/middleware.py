@@ -1,4 +1,5 @@
 """Site-wide HTTP policies that are not any one app's business."""
+
 from django.conf import settings
 from django.utils.csp import CSP
 

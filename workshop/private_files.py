@@ -5,6 +5,7 @@ the credential sheet on the app host's disk; any local user could read them at 0
 Pure functions: settings makes the database file private before Django opens it, and
 workshop_doctor names any of these files that is open to others.
 """
+
 import os
 from pathlib import Path
 

@@ -6,6 +6,7 @@ participant's first visit and several first loads in headless Chromium, and the 
 queue. It works only with accounts of its own (`rehearsal-…`), and removes them, their jobs
 and their files at the end, whatever happened.
 """
+
 import json
 import secrets
 import shutil
@@ -27,6 +28,7 @@ PREFIX = "rehearsal-"
 @dataclass
 class Check:
     """One line of the readiness report."""
+
     step: str
     what: str
     ok: bool
@@ -89,22 +91,46 @@ def worker_checks(workers: list[Worker]) -> list[Check]:
     for worker in workers:
         where = f"ComfyUI at {worker.comfyui_url}" if worker.comfyui_url else "its ComfyUI"
         if worker.pk not in online:
-            reason = worker.problem or ("its ComfyUI does not answer" if worker.status == "comfyui_unreachable"
-                                        else "no heartbeat: the worker is not running, or it waits for its ComfyUI"
-                                        if worker.last_heartbeat is None else "no recent heartbeat")
-            checks.append(Check("workers", f"worker {worker.name} is online", False, reason,
-                                f"start {where} and the worker on its GPU host (docs/operator.md), "
-                                "or disable the worker in the admin if the class will not use it"))
+            reason = worker.problem or (
+                "its ComfyUI does not answer"
+                if worker.status == "comfyui_unreachable"
+                else "no heartbeat: the worker is not running, or it waits for its ComfyUI"
+                if worker.last_heartbeat is None
+                else "no recent heartbeat"
+            )
+            checks.append(
+                Check(
+                    "workers",
+                    f"worker {worker.name} is online",
+                    False,
+                    reason,
+                    f"start {where} and the worker on its GPU host (docs/operator.md), "
+                    "or disable the worker in the admin if the class will not use it",
+                )
+            )
             continue
         version = (catalogs[worker.pk].comfyui_version if worker.pk in catalogs else "") or worker.comfyui_version
         checks.append(Check("workers", f"worker {worker.name} is online", True, f"ComfyUI {version or 'unknown'}"))
         fits = releases.supported(version)
-        checks.append(Check("workers", f"worker {worker.name} runs a supported ComfyUI", fits,
-                            releases.describe(version),
-                            "" if fits else f"install a ComfyUI from {releases.SUPPORTED_TEXT} at {where}"))
+        checks.append(
+            Check(
+                "workers",
+                f"worker {worker.name} runs a supported ComfyUI",
+                fits,
+                releases.describe(version),
+                "" if fits else f"install a ComfyUI from {releases.SUPPORTED_TEXT} at {where}",
+            )
+        )
         published = worker.pk in catalogs
-        checks.append(Check("workers", f"worker {worker.name} published its catalog", published, "",
-                            "" if published else "the worker publishes it when it starts: read its log"))
+        checks.append(
+            Check(
+                "workers",
+                f"worker {worker.name} published its catalog",
+                published,
+                "",
+                "" if published else "the worker publishes it when it starts: read its log",
+            )
+        )
     return checks
 
 
@@ -133,11 +159,19 @@ def model_checks(workers: list[Worker], names: list[str] | None) -> list[Check]:
                 continue
             have = {f for files in (catalogs[worker.pk].get("model_files") or {}).values() for f in files}
             missing = [(model, folder) for model, folder in needed if model not in have]
-            checks.append(Check(
-                "models", f"workflow {name} has its models on {worker.name}", not missing,
-                f"{len(needed)} file(s) needed" + (f", missing: {', '.join(m for m, _ in missing)}" if missing else ""),
-                f"copy to the GPU host of {worker.name}: "
-                + ", ".join(f"models/{folder}/{model}" for model, folder in missing) if missing else ""))
+            checks.append(
+                Check(
+                    "models",
+                    f"workflow {name} has its models on {worker.name}",
+                    not missing,
+                    f"{len(needed)} file(s) needed"
+                    + (f", missing: {', '.join(m for m, _ in missing)}" if missing else ""),
+                    f"copy to the GPU host of {worker.name}: "
+                    + ", ".join(f"models/{folder}/{model}" for model, folder in missing)
+                    if missing
+                    else "",
+                )
+            )
     return checks
 
 
@@ -178,8 +212,10 @@ def model_free_prompt(object_info: dict) -> dict | None:
     if "EmptyImage" not in object_info or "PreviewImage" not in object_info:
         return None
     color = secrets.randbelow(0xFFFFFF)  # a new colour each time: never answered from ComfyUI's cache
-    return {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": color}},
-            "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": color}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
 
 
 def wait_for_end(job: Job, timeout: float, progress=None) -> Job:
@@ -201,33 +237,54 @@ def run_checks(workers: list[Worker], account: Account, timeout: float, progress
     for worker in online:
         prompt = model_free_prompt(catalogs.get(worker.pk) or {})
         if prompt is None:
-            checks.append(Check("runs", f"a model-free run on {worker.name}", False,
-                                "its ComfyUI has no EmptyImage or PreviewImage node", "update its ComfyUI"))
+            checks.append(
+                Check(
+                    "runs",
+                    f"a model-free run on {worker.name}",
+                    False,
+                    "its ComfyUI has no EmptyImage or PreviewImage node",
+                    "update its ComfyUI",
+                )
+            )
             continue
         started = time.monotonic()
         job = wait_for_end(Job.run_on(worker, account.workspace, prompt, workflow_name="rehearsal"), timeout, progress)
         seconds = time.monotonic() - started
         ok = job.state == JobState.COMPLETED
-        detail = (f"{seconds:.1f} s from dispatch to its end, {job.gpu_seconds or 0:.2f} s on the GPU"
-                  + (f", {job.cold_start_seconds:.0f} s cold start" if job.cold_start_seconds else ""))
-        checks.append(Check("runs", f"a model-free run on {worker.name}", ok,
-                            detail if ok else f"{job.state} after {seconds:.0f} s: {job.error or 'no answer'}",
-                            "" if ok else f"read the log of worker {worker.name} and its ComfyUI", seconds))
+        detail = f"{seconds:.1f} s from dispatch to its end, {job.gpu_seconds or 0:.2f} s on the GPU" + (
+            f", {job.cold_start_seconds:.0f} s cold start" if job.cold_start_seconds else ""
+        )
+        checks.append(
+            Check(
+                "runs",
+                f"a model-free run on {worker.name}",
+                ok,
+                detail if ok else f"{job.state} after {seconds:.0f} s: {job.error or 'no answer'}",
+                "" if ok else f"read the log of worker {worker.name} and its ComfyUI",
+                seconds,
+            )
+        )
     return checks
 
 
 def report_markdown(findings: Findings, url: str, started, finished) -> str:
     ok = not findings.failures
-    lines = [f"# Workshop rehearsal: {'READY' if ok else 'NOT READY'}", "",
-             f"{url} · {timezone.localtime(started):%Y-%m-%d %H:%M} · {(finished - started).total_seconds():.0f} s · "
-             f"{len(findings.checks) - len(findings.failures)} of {len(findings.checks)} checks passed", ""]
+    lines = [
+        f"# Workshop rehearsal: {'READY' if ok else 'NOT READY'}",
+        "",
+        f"{url} · {timezone.localtime(started):%Y-%m-%d %H:%M} · {(finished - started).total_seconds():.0f} s · "
+        f"{len(findings.checks) - len(findings.failures)} of {len(findings.checks)} checks passed",
+        "",
+    ]
     if findings.failures:
         lines += ["## To fix", ""]
         lines += [f"- **{c.what}**: {c.detail}. Fix: {c.fix or 'see the detail'}" for c in findings.failures]
         lines.append("")
     lines += ["## Every check", "", "| step | check | result | detail |", "| --- | --- | --- | --- |"]
-    lines += [f"| {c.step} | {c.what} | {'ok' if c.ok else '**FAIL**'} | {c.detail.replace('|', '/')} |"
-              for c in findings.checks]
+    lines += [
+        f"| {c.step} | {c.what} | {'ok' if c.ok else '**FAIL**'} | {c.detail.replace('|', '/')} |"
+        for c in findings.checks
+    ]
     return "\n".join(lines) + "\n"
 
 

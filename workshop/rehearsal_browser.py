@@ -1,6 +1,7 @@
 """The rehearsal's browser part: headless Chromium against the workshop's public address, as
 participants and the instructor will open it. Runs in a thread of its own and never touches the
 database (Playwright's sync API keeps an event loop in its thread)."""
+
 import os
 import shutil
 import time
@@ -9,8 +10,16 @@ from dataclasses import dataclass, field
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 READY = "() => window.app && window.app.canvas && window.app.canvas.graph && document.querySelector('canvas')"
 ACTIVE = "() => window.app.extensionManager?.workflow?.activeWorkflow?.filename || ''"
 
@@ -86,18 +95,22 @@ def _console(browser, url: str, staff, timeout_ms: int):
 
 
 def _submit(page, prompt: dict) -> str:
-    answer = page.evaluate("""async (prompt) => {
+    answer = page.evaluate(
+        """async (prompt) => {
       const r = await fetch('api/prompt', {method: 'POST', headers: {'Content-Type': 'application/json'},
                                           body: JSON.stringify({prompt, client_id: 'workshop-rehearsal'})});
       return {status: r.status, body: await r.json()};
-    }""", prompt)
+    }""",
+        prompt,
+    )
     if answer["status"] != 200:
         raise RuntimeError(f"POST api/prompt answered {answer['status']}: {answer['body']}")
     return answer["body"]["prompt_id"]
 
 
-def rehearse(url: str, first, others, staff, prompt: dict | None, start: str, known,
-             timeout: float = 60.0) -> BrowserResults:
+def rehearse(
+    url: str, first, others, staff, prompt: dict | None, start: str, known, timeout: float = 60.0
+) -> BrowserResults:
     """A fresh participant's first visit, the others' first loads, then each of them presses Run
     while the console is open: what the console showed."""
     results = BrowserResults()

@@ -4,6 +4,7 @@ Defaults are the embedded ones (SQLite under var/, local Redis) so `scripts/run`
 fresh machine; production sets DATABASE_URL, REDIS_URL, SECRET_KEY, ALLOWED_HOSTS.
 See .env.example for every variable.
 """
+
 from pathlib import Path
 
 import dj_database_url
@@ -169,8 +170,13 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             # redis-py's async pool holds 100 connections by default and then fails: 200 sockets
             # joining their groups at once ran out. Sized for 500 sockets per Daphne process.
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 30,
-                       "max_connections": env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 1000)}],
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": 30,
+                    "max_connections": env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 1000),
+                }
+            ],
             "prefix": CHANNELS_PREFIX,
             # Open sockets rejoin their groups every 5 s (frontend_bridge.consumers), so a socket
             # whose Daphne died leaves them within a minute instead of filling up for a day.
@@ -192,8 +198,9 @@ WORKSHOP_DATA_DIR = Path(env_str("WORKSHOP_DATA_DIR", str(VAR_DIR / "data")))
 
 # Official templates offered as workshop workflows (names in the comfyui-workflow-templates package):
 # LTX-2 text-to-video and image-to-video, full and distilled.
-WORKSHOP_TEMPLATES = env_list("WORKSHOP_TEMPLATES", [
-    "video_ltx2_t2v", "video_ltx2_i2v", "video_ltx2_t2v_distilled", "video_ltx2_i2v_distilled"])
+WORKSHOP_TEMPLATES = env_list(
+    "WORKSHOP_TEMPLATES", ["video_ltx2_t2v", "video_ltx2_i2v", "video_ltx2_t2v_distilled", "video_ltx2_i2v_distilled"]
+)
 # The workshop workflow a workspace opens on its first load (a name of workflows/workshop/).
 WORKSHOP_START_WORKFLOW = env_str("WORKSHOP_START_WORKFLOW", "video_ltx2_t2v")
 

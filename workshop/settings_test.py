@@ -1,4 +1,5 @@
 """Test settings: the real PostgreSQL and a Redis DB number of the tests' own."""
+
 import os
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/workshop")
@@ -18,7 +19,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # A database of this run's own, so two test runs on one machine never collide.
 DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get(  # noqa: F405
-    "TEST_DATABASE_NAME", f"test_{DATABASES['default']['NAME']}_{os.getpid()}"  # noqa: F405
+    "TEST_DATABASE_NAME",
+    f"test_{DATABASES['default']['NAME']}_{os.getpid()}",  # noqa: F405
 )
 
 # Static files straight from the apps (production serves what collectstatic gathered).

@@ -2,6 +2,7 @@
 
 Each returns plain data (JSON-ready); none raises when a service is down, it says so.
 """
+
 import shutil
 from datetime import datetime
 
@@ -45,9 +46,14 @@ def workers(now: datetime | None = None) -> list[dict]:
 
     now = now or timezone.now()
     return [
-        {"name": w.name, "provider": w.provider, "health": w.health, "online": w.is_online,
-         "heartbeat_age_seconds": round((now - w.last_heartbeat).total_seconds(), 1) if w.last_heartbeat else None,
-         "comfyui_version": w.comfyui_version}
+        {
+            "name": w.name,
+            "provider": w.provider,
+            "health": w.health,
+            "online": w.is_online,
+            "heartbeat_age_seconds": round((now - w.last_heartbeat).total_seconds(), 1) if w.last_heartbeat else None,
+            "comfyui_version": w.comfyui_version,
+        }
         for w in Worker.objects.all()
     ]
 
@@ -64,10 +70,16 @@ def queue(now: datetime | None = None) -> dict:
     oldest = Job.objects.waiting().order_by("created_at").select_related("workspace").first()
     queue_settings = QueueSettings.get()
     return {
-        "policy": queue_settings.policy, "paused": queue_settings.paused, "by_state": by_state,
-        "oldest_waiting": None if oldest is None else {
-            "workspace": oldest.workspace.slug, "number": oldest.number,
-            "waiting_seconds": round((now - oldest.created_at).total_seconds(), 1)},
+        "policy": queue_settings.policy,
+        "paused": queue_settings.paused,
+        "by_state": by_state,
+        "oldest_waiting": None
+        if oldest is None
+        else {
+            "workspace": oldest.workspace.slug,
+            "number": oldest.number,
+            "waiting_seconds": round((now - oldest.created_at).total_seconds(), 1),
+        },
     }
 
 
@@ -75,8 +87,12 @@ def disk() -> dict:
     folder = settings.WORKSHOP_DATA_DIR
     folder.mkdir(parents=True, exist_ok=True)
     usage = shutil.disk_usage(folder)
-    return {"path": str(folder), "total_bytes": usage.total, "free_bytes": usage.free,
-            "free_share": round(usage.free / usage.total, 3) if usage.total else 0.0}
+    return {
+        "path": str(folder),
+        "total_bytes": usage.total,
+        "free_bytes": usage.free,
+        "free_share": round(usage.free / usage.total, 3) if usage.total else 0.0,
+    }
 
 
 def everything() -> dict:

@@ -6,6 +6,7 @@ Here the ASGI server gets the file read chunk by chunk in a thread, each sent be
 is read (and Daphne's `send` waits for slow readers, workshop.daphne_limits); the test client
 and any WSGI server get the same chunks synchronously.
 """
+
 import asyncio
 import os
 

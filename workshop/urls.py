@@ -10,12 +10,21 @@ from . import metrics, views
 urlpatterns = [
     path("", views.home, name="home"),
     path("health", views.health, name="health"),
-    path("accounts/login/", auth_views.LoginView.as_view(template_name="login.html", authentication_form=LoginForm),
-         name="login"),
-    path("accounts/password/", auth_views.PasswordChangeView.as_view(template_name="password_change.html"),
-         name="password_change"),
-    path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(template_name="password_change.html"),
-         name="password_change_done"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(template_name="login.html", authentication_form=LoginForm),
+        name="login",
+    ),
+    path(
+        "accounts/password/",
+        auth_views.PasswordChangeView.as_view(template_name="password_change.html"),
+        name="password_change",
+    ),
+    path(
+        "accounts/password/done/",
+        auth_views.PasswordChangeDoneView.as_view(template_name="password_change.html"),
+        name="password_change_done",
+    ),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("accounts/link/<str:token>/", link_login, name="link-login"),
     path("metrics", metrics.view, name="metrics"),

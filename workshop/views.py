@@ -18,7 +18,9 @@ def health(request):
     """Liveness for the load balancer: the database and Redis answer."""
     from . import status
 
-    checks = {name: "ok" if result["ok"] else f"error: {result['error']}"
-              for name, result in (("database", status.database()), ("redis", status.redis()))}
+    checks = {
+        name: "ok" if result["ok"] else f"error: {result['error']}"
+        for name, result in (("database", status.database()), ("redis", status.redis()))
+    }
     ok = all(v == "ok" for v in checks.values())
     return JsonResponse({"status": "ok" if ok else "degraded", **checks}, status=200 if ok else 503)

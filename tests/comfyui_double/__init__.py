@@ -7,6 +7,7 @@ really computing a few model-free image nodes with Pillow. Tests use it in place
         requests.post(comfy.url + "/prompt", json={"prompt": ..., "client_id": ...})
         comfy.wait_running(5)
 """
+
 from .server import FEATURES, VERSION, ComfyUIDouble, main
 
 __all__ = ["ComfyUIDouble", "FEATURES", "VERSION", "main"]

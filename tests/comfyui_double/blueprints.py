@@ -6,6 +6,7 @@ LTX-2 templates of the comfyui-workflow-templates package (PyPI), in the bluepri
 workflow whose one node is the subgraph, the subgraph in `definitions` with its category. The
 rest are copies under other names, grown to the recorded total.
 """
+
 import copy
 import hashlib
 import json
@@ -35,8 +36,16 @@ def _blueprint(template: str, category: str, name: str) -> str:
     for slot in node.get("outputs") or []:
         slot["links"] = []
     node["pos"] = [0, 0]
-    blueprint = {"revision": 0, "last_node_id": node["id"], "last_link_id": 0, "nodes": [node], "links": [],
-                 "version": 0.4, "definitions": {"subgraphs": [subgraph]}, "extra": {}}
+    blueprint = {
+        "revision": 0,
+        "last_node_id": node["id"],
+        "last_link_id": 0,
+        "nodes": [node],
+        "links": [],
+        "version": 0.4,
+        "definitions": {"subgraphs": [subgraph]},
+        "extra": {},
+    }
     return json.dumps(blueprint)
 
 
@@ -49,16 +58,47 @@ def _filler(name: str, size: int) -> str:
     """A small blueprint (one empty subgraph) of about `size` bytes as a JSON answer."""
     sid = hashlib.md5(name.encode()).hexdigest()
     sid = f"{sid[:8]}-{sid[8:12]}-{sid[12:16]}-{sid[16:20]}-{sid[20:32]}"
-    subgraph = {"id": sid, "version": 1, "state": {"lastGroupId": 0, "lastNodeId": 0, "lastLinkId": 0,
-                                                   "lastRerouteId": 0},
-                "revision": 0, "config": {}, "name": name, "category": "Workshop double/Fillers",
-                "inputNode": {"id": -10, "bounding": [0, 0, 120, 60]},
-                "outputNode": {"id": -20, "bounding": [400, 0, 120, 60]},
-                "inputs": [], "outputs": [], "widgets": [], "nodes": [], "groups": [], "links": [], "extra": {}}
-    node = {"id": 1, "type": sid, "pos": [0, 0], "size": [200, 60], "flags": {}, "order": 0, "mode": 0,
-            "inputs": [], "outputs": [], "properties": {}, "widgets_values": []}
-    blueprint = {"revision": 0, "last_node_id": 1, "last_link_id": 0, "nodes": [node], "links": [],
-                 "version": 0.4, "definitions": {"subgraphs": [subgraph]}, "extra": {}}
+    subgraph = {
+        "id": sid,
+        "version": 1,
+        "state": {"lastGroupId": 0, "lastNodeId": 0, "lastLinkId": 0, "lastRerouteId": 0},
+        "revision": 0,
+        "config": {},
+        "name": name,
+        "category": "Workshop double/Fillers",
+        "inputNode": {"id": -10, "bounding": [0, 0, 120, 60]},
+        "outputNode": {"id": -20, "bounding": [400, 0, 120, 60]},
+        "inputs": [],
+        "outputs": [],
+        "widgets": [],
+        "nodes": [],
+        "groups": [],
+        "links": [],
+        "extra": {},
+    }
+    node = {
+        "id": 1,
+        "type": sid,
+        "pos": [0, 0],
+        "size": [200, 60],
+        "flags": {},
+        "order": 0,
+        "mode": 0,
+        "inputs": [],
+        "outputs": [],
+        "properties": {},
+        "widgets_values": [],
+    }
+    blueprint = {
+        "revision": 0,
+        "last_node_id": 1,
+        "last_link_id": 0,
+        "nodes": [node],
+        "links": [],
+        "version": 0.4,
+        "definitions": {"subgraphs": [subgraph]},
+        "extra": {},
+    }
     text = json.dumps(blueprint)
     # Real blueprints are tens of kilobytes: notes make up the difference.
     blueprint["extra"]["notes"] = "x" * max(0, size - len(text) - 120)
@@ -71,8 +111,7 @@ def make(count: int = RECORDED_COUNT, total_bytes: int = RECORDED_BYTES) -> dict
     entries: dict[str, dict] = {}
 
     def add(name, data):
-        entries[entry_id(name)] = {"source": "templates", "name": name, "info": {"node_pack": "comfyui"},
-                                   "data": data}
+        entries[entry_id(name)] = {"source": "templates", "name": name, "info": {"node_pack": "comfyui"}, "data": data}
 
     for template, category, name in LTX2[:count]:
         add(name, _blueprint(template, category, name))

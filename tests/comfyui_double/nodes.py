@@ -6,6 +6,7 @@ list of 8-bit "L" images where 255 stands for ComfyUI's 1.0. Each node is a func
 Node functions run in a worker thread: they never touch the event loop, they leave progress
 text and preview frames in `ctx` for the server to send afterwards.
 """
+
 import datetime
 import io
 import json
@@ -61,9 +62,16 @@ def _expand_prefix(prefix: str, width: int, height: int) -> str:
     if "%" not in prefix:
         return prefix
     now = datetime.datetime.now()
-    for key, value in {"width": width, "height": height, "year": now.year, "month": f"{now.month:02}",
-                       "day": f"{now.day:02}", "hour": f"{now.hour:02}", "minute": f"{now.minute:02}",
-                       "second": f"{now.second:02}"}.items():
+    for key, value in {
+        "width": width,
+        "height": height,
+        "year": now.year,
+        "month": f"{now.month:02}",
+        "day": f"{now.day:02}",
+        "hour": f"{now.hour:02}",
+        "minute": f"{now.minute:02}",
+        "second": f"{now.second:02}",
+    }.items():
         prefix = prefix.replace(f"%{key}%", str(value))
     return prefix
 
@@ -81,7 +89,7 @@ def save_path(prefix: str, base: Path, width: int, height: int):
     highest = 0
     for existing in os.listdir(folder):
         if existing.startswith(stem + "_"):
-            digits = existing[len(stem) + 1:].split("_")[0]
+            digits = existing[len(stem) + 1 :].split("_")[0]
             highest = max(highest, int(digits) if digits.isdigit() else 0)
     return folder, stem, highest + 1, subfolder
 
@@ -128,7 +136,7 @@ def SolidMask(ctx, value, width, height):
 def JoinImageWithAlpha(ctx, image, alpha):
     # The mask is resized to the image and inverted: a mask of 1.0 means fully transparent.
     out = []
-    for im, mask in zip(image, alpha):  # zip: ComfyUI also stops at the shorter batch
+    for im, mask in zip(image, alpha, strict=False):  # ComfyUI also stops at the shorter batch
         rgba = im.convert("RGB")
         rgba.putalpha(mask.resize(im.size, Image.BILINEAR).point(lambda v: 255 - v))
         out.append(rgba)
@@ -199,11 +207,23 @@ def PreviewImage(ctx, images):
 
 
 def SaveAnimatedWEBP(ctx, images, filename_prefix, fps, lossless, quality, method):
-    folder, stem, counter, subfolder = save_path(filename_prefix, ctx.folders["output"], images[0].width, images[0].height)
+    folder, stem, counter, subfolder = save_path(
+        filename_prefix, ctx.folders["output"], images[0].width, images[0].height
+    )
     name = f"{stem}_{counter:05}_.webp"
-    images[0].save(folder / name, save_all=True, append_images=images[1:], duration=int(1000.0 / fps),
-                   lossless=lossless, quality=quality, method={"default": 4, "fastest": 0, "slowest": 6}[method])
-    return (), {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": [len(images) != 1]}
+    images[0].save(
+        folder / name,
+        save_all=True,
+        append_images=images[1:],
+        duration=int(1000.0 / fps),
+        lossless=lossless,
+        quality=quality,
+        method={"default": 4, "fastest": 0, "slowest": 6}[method],
+    )
+    return (), {
+        "images": [{"filename": name, "subfolder": subfolder, "type": "output"}],
+        "animated": [len(images) != 1],
+    }
 
 
 def SaveImageWebsocket(ctx, images):
@@ -226,8 +246,12 @@ def ResizeImageMaskNode(ctx, input, scale_method, resize_type=None, **rest):
     if resize_type != "scale dimensions":
         return (input,), None
     size = (int(options["width"]) or input[0].width, int(options["height"]) or input[0].height)
-    return ([im.resize(size, Image.Resampling.BOX if scale_method == "area" else Image.Resampling.BILINEAR)
-             for im in input],), None
+    return (
+        [
+            im.resize(size, Image.Resampling.BOX if scale_method == "area" else Image.Resampling.BILINEAR)
+            for im in input
+        ],
+    ), None
 
 
 def BatchImagesNode(ctx, **rest):
@@ -244,9 +268,14 @@ def ComfySwitchNode(ctx, switch, on_false=None, on_true=None):
 def SaveVideo(ctx, video, filename_prefix="video/ComfyUI", format="auto", codec="auto"):
     """Stand-in for a model's video: a short animated WEBP under the .mp4 name ComfyUI would write
     is not playable, so an animated image is saved instead (the name says which)."""
-    frames = video if isinstance(video, list) and video and isinstance(video[0], Image.Image) else [
-        Image.new("RGB", (64, 64), (40 * i % 255, 80, 160)) for i in range(4)]
-    folder, stem, counter, subfolder = save_path(filename_prefix, ctx.folders["output"], frames[0].width, frames[0].height)
+    frames = (
+        video
+        if isinstance(video, list) and video and isinstance(video[0], Image.Image)
+        else [Image.new("RGB", (64, 64), (40 * i % 255, 80, 160)) for i in range(4)]
+    )
+    folder, stem, counter, subfolder = save_path(
+        filename_prefix, ctx.folders["output"], frames[0].width, frames[0].height
+    )
     name = f"{stem}_{counter:05}_.webp"
     frames[0].save(folder / name, save_all=True, append_images=frames[1:], duration=100, lossless=True)
     return (), {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": [True]}
@@ -254,6 +283,7 @@ def SaveVideo(ctx, video, filename_prefix="video/ComfyUI", format="auto", codec=
 
 def stand_in(info: dict):
     """A node that needs models, run model-free: outputs placeholders of the declared count."""
+
     def node(ctx, **kwargs):
         return tuple(None for _ in info.get("output") or ()), None
 
@@ -262,7 +292,24 @@ def stand_in(info: dict):
 
 NODES = {
     fn.__name__: fn
-    for fn in (EmptyImage, ImageInvert, ImageBlur, SolidMask, JoinImageWithAlpha, ImageToMask, MaskToImage,
-               GetImageSize, PreviewAny, LoadImage, SaveImage, PreviewImage, SaveAnimatedWEBP, SaveImageWebsocket,
-               ResizeImageMaskNode, BatchImagesNode, ComfySwitchNode, SaveVideo)
+    for fn in (
+        EmptyImage,
+        ImageInvert,
+        ImageBlur,
+        SolidMask,
+        JoinImageWithAlpha,
+        ImageToMask,
+        MaskToImage,
+        GetImageSize,
+        PreviewAny,
+        LoadImage,
+        SaveImage,
+        PreviewImage,
+        SaveAnimatedWEBP,
+        SaveImageWebsocket,
+        ResizeImageMaskNode,
+        BatchImagesNode,
+        ComfySwitchNode,
+        SaveVideo,
+    )
 }

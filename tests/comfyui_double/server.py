@@ -4,6 +4,7 @@ Behaviour follows what a real ComfyUI 0.3.64 was seen to do (shared/comfyui/API_
 transcripts.json) and, where the recording is silent, what its server.py / execution.py do.
 Deliberate differences are marked "Unlike ComfyUI".
 """
+
 import argparse
 import asyncio
 import copy
@@ -42,10 +43,29 @@ REQUIRED_FRONTEND = {"0.8.0": "1.35.9", "0.28.0": "1.45.21"}
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 MAX_HISTORY = 10000
-MODEL_FOLDERS = ["checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
-                 "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models",
-                 "custom_nodes", "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders",
-                 "latent_upscale_models"]
+MODEL_FOLDERS = [
+    "checkpoints",
+    "configs",
+    "loras",
+    "vae",
+    "text_encoders",
+    "diffusion_models",
+    "clip_vision",
+    "style_models",
+    "embeddings",
+    "diffusers",
+    "vae_approx",
+    "controlnet",
+    "gligen",
+    "upscale_models",
+    "custom_nodes",
+    "hypernetworks",
+    "photomaker",
+    "classifiers",
+    "model_patches",
+    "audio_encoders",
+    "latent_upscale_models",
+]
 # Binary websocket events (server.py BinaryEventTypes).
 PREVIEW_IMAGE, TEXT, PREVIEW_IMAGE_WITH_METADATA = 1, 3, 4
 PNG_FORMAT = 2
@@ -53,8 +73,8 @@ PNG_FORMAT = 2
 # platform's "publish custom nodes' JS" path be tested.
 DEMO_EXTENSION = {
     "/extensions/workshop-demo/demo.js": 'import { app } from "../../scripts/app.js";\n'
-                                         'import { hello } from "./lib/helper.js";\n'
-                                         'app.registerExtension({ name: "workshop.demo", setup() { hello(); } });\n',
+    'import { hello } from "./lib/helper.js";\n'
+    'app.registerExtension({ name: "workshop.demo", setup() { hello(); } });\n',
     "/extensions/workshop-demo/lib/helper.js": "export function hello() { return 'demo'; }\n",
 }
 EXTENSIONS = ["/extensions/core/groupNode.js", "/extensions/workshop-demo/demo.js"]
@@ -150,7 +170,8 @@ class ExecutionList:
     def stage(self) -> str | None:
         ready = [n for n in self.pending if self.block_count[n] == 0]
         feeds = lambda n, hops: any(  # noqa: E731
-            self.is_output(t) if hops == 1 else feeds(t, hops - 1) for t in self.blocking[n])
+            self.is_output(t) if hops == 1 else feeds(t, hops - 1) for t in self.blocking[n]
+        )
         for test in (self.is_output, lambda n: feeds(n, 1), lambda n: feeds(n, 2)):
             for node_id in ready:
                 if test(node_id):
@@ -184,9 +205,22 @@ class ComfyUIDouble:
     (.json or .json.gz) to advertise all its classes; those not implemented fail when executed.
     """
 
-    def __init__(self, step_time=0.02, steps=3, output_dir=None, host="127.0.0.1", port=0, cache=True,
-                 previews=False, object_info=None, version=VERSION, model_files=(), stand_ins=False, models_dir=None,
-                 blueprints=None):
+    def __init__(
+        self,
+        step_time=0.02,
+        steps=3,
+        output_dir=None,
+        host="127.0.0.1",
+        port=0,
+        cache=True,
+        previews=False,
+        object_info=None,
+        version=VERSION,
+        model_files=(),
+        stand_ins=False,
+        models_dir=None,
+        blueprints=None,
+    ):
         self.step_time, self.steps, self.previews = step_time, steps, previews
         # Like a models folder named in extra_model_paths: LoRAs in <models_dir>/loras (links
         # followed, as folder_paths walks them) are offered and loaded; loads are recorded.
@@ -214,16 +248,21 @@ class ComfyUIDouble:
             blueprints = RECORDED_BLUEPRINTS if version_tuple(version) >= (0, 28, 0) else 0
         # blueprints: how many global subgraphs, or (how many, total bytes)
         count, total = blueprints if isinstance(blueprints, tuple) else (blueprints, None)
-        self.blueprints = make_blueprints(count, total or count * RECORDED_BLUEPRINT_BYTES // RECORDED_BLUEPRINTS) \
-            if count else {}
+        self.blueprints = (
+            make_blueprints(count, total or count * RECORDED_BLUEPRINT_BYTES // RECORDED_BLUEPRINTS) if count else {}
+        )
         # 0.8 and later: V3 nodes, /global_subgraphs; model files "installed" on this GPU host are
         # offered by every model loader; stand-ins run the classes that need models.
         self.version, self.stand_ins = version, stand_ins
         # model_files: file names offered by every loader, or {folder: [names]} to list each
         # under its folder in /models/<folder> as well, as a GPU host with those files does.
         self.model_folders = {k: list(v) for k, v in model_files.items()} if isinstance(model_files, dict) else {}
-        offer_model_files(self.object_info, [n for names in self.model_folders.values() for n in names]
-                          if isinstance(model_files, dict) else list(model_files))
+        offer_model_files(
+            self.object_info,
+            [n for names in self.model_folders.values() for n in names]
+            if isinstance(model_files, dict)
+            else list(model_files),
+        )
         self.url = None
         # What tests look at (appended on the server thread, read anywhere).
         self.prompts: list[dict] = []  # every POST /prompt body, as received
@@ -339,17 +378,25 @@ class ComfyUIDouble:
         app = web.Application(client_max_size=FEATURES["max_upload_size"], middlewares=[origin_check])
         routes = [
             ("GET", "/ws", self.websocket),
-            ("POST", "/prompt", self.post_prompt), ("GET", "/prompt", self.get_prompt),
-            ("GET", "/queue", self.get_queue), ("POST", "/queue", self.post_queue),
-            ("GET", "/history", self.get_history), ("GET", "/history/{prompt_id}", self.get_history),
+            ("POST", "/prompt", self.post_prompt),
+            ("GET", "/prompt", self.get_prompt),
+            ("GET", "/queue", self.get_queue),
+            ("POST", "/queue", self.post_queue),
+            ("GET", "/history", self.get_history),
+            ("GET", "/history/{prompt_id}", self.get_history),
             ("POST", "/history", self.post_history),
-            ("GET", "/view", self.view), ("POST", "/upload/image", self.upload_image),
-            ("POST", "/interrupt", self.interrupt), ("POST", "/free", self.free),
-            ("GET", "/object_info", self.get_object_info), ("GET", "/object_info/{node_class}", self.get_object_info),
+            ("GET", "/view", self.view),
+            ("POST", "/upload/image", self.upload_image),
+            ("POST", "/interrupt", self.interrupt),
+            ("POST", "/free", self.free),
+            ("GET", "/object_info", self.get_object_info),
+            ("GET", "/object_info/{node_class}", self.get_object_info),
             ("GET", "/system_stats", self.system_stats),
-            ("GET", "/features", json_handler(FEATURES)), ("GET", "/embeddings", json_handler([])),
+            ("GET", "/features", json_handler(FEATURES)),
+            ("GET", "/embeddings", json_handler([])),
             ("GET", "/extensions", json_handler(EXTENSIONS)),
-            ("GET", "/models", json_handler(MODEL_FOLDERS)), ("GET", "/models/{folder}", self.models_in),
+            ("GET", "/models", json_handler(MODEL_FOLDERS)),
+            ("GET", "/models/{folder}", self.models_in),
             ("GET", "/workflow_templates", json_handler(TEMPLATES)),
             ("GET", "/global_subgraphs", self.global_subgraphs),
             ("GET", "/global_subgraphs/{id}", self.global_subgraph),
@@ -367,20 +414,43 @@ class ComfyUIDouble:
         return web.Response(text=f"SIMULATED ComfyUI {self.version} (protocol double: no GPU, model-free nodes only)\n")
 
     async def system_stats(self, request):
-        return web.json_response({
-            "system": {"os": "posix", "ram_total": 1 << 34, "ram_free": 1 << 33, "comfyui_version": self.version,
-                       "required_frontend_version": REQUIRED_FRONTEND.get(self.version, "1.35.9") if self.version != VERSION else FRONTEND_VERSION, "installed_templates_version": TEMPLATES_VERSION,
-                       "required_templates_version": TEMPLATES_VERSION, "python_version": "simulated",
-                       "pytorch_version": "simulated", "embedded_python": False, "argv": ["main.py", "--simulated"]},
-            "devices": [{"name": "SIMULATED GPU (ComfyUI protocol double)", "type": "cpu", "index": None,
-                         "vram_total": 0, "vram_free": 0, "torch_vram_total": 0, "torch_vram_free": 0}],
-        })
+        return web.json_response(
+            {
+                "system": {
+                    "os": "posix",
+                    "ram_total": 1 << 34,
+                    "ram_free": 1 << 33,
+                    "comfyui_version": self.version,
+                    "required_frontend_version": REQUIRED_FRONTEND.get(self.version, "1.35.9")
+                    if self.version != VERSION
+                    else FRONTEND_VERSION,
+                    "installed_templates_version": TEMPLATES_VERSION,
+                    "required_templates_version": TEMPLATES_VERSION,
+                    "python_version": "simulated",
+                    "pytorch_version": "simulated",
+                    "embedded_python": False,
+                    "argv": ["main.py", "--simulated"],
+                },
+                "devices": [
+                    {
+                        "name": "SIMULATED GPU (ComfyUI protocol double)",
+                        "type": "cpu",
+                        "index": None,
+                        "vram_total": 0,
+                        "vram_free": 0,
+                        "torch_vram_total": 0,
+                        "torch_vram_free": 0,
+                    }
+                ],
+            }
+        )
 
     async def global_subgraphs(self, request):
         if self.version == VERSION:
             return web.Response(status=404)  # 0.3.64 has no such route
-        return web.json_response({key: {k: v for k, v in entry.items() if k != "data"}
-                                  for key, entry in self.blueprints.items()})
+        return web.json_response(
+            {key: {k: v for k, v in entry.items() if k != "data"} for key, entry in self.blueprints.items()}
+        )
 
     async def global_subgraph(self, request):
         if self.version == VERSION:
@@ -413,7 +483,8 @@ class ComfyUIDouble:
         assert any(k != "__metadata__" for k in header), "a LoRA without tensors"
         self.lora_loads.append((lora_name, path.read_bytes()))
         return (model, clip) if "clip" in self.object_info.get(ctx.prompt[ctx.node_id]["class_type"], {}).get(
-            "input", {}).get("required", {}) else (model,), None
+            "input", {}
+        ).get("required", {}) else (model,), None
 
     def lora_files(self) -> list[str]:
         root = self.models_dir / "loras" if self.models_dir else None
@@ -440,8 +511,11 @@ class ComfyUIDouble:
         info = self._with_loras(copy.deepcopy(self.object_info))
         # LoadImage offers every image in input/ (everybody's uploads), refreshed on each call.
         if "LoadImage" in info:
-            files = sorted(p.name for p in self.input_dir.iterdir()
-                           if p.is_file() and (mimetypes.guess_type(p.name)[0] or "").startswith("image/"))
+            files = sorted(
+                p.name
+                for p in self.input_dir.iterdir()
+                if p.is_file() and (mimetypes.guess_type(p.name)[0] or "").startswith("image/")
+            )
             info["LoadImage"]["input"]["required"]["image"][0] = files
         node_class = request.match_info.get("node_class")
         if node_class is None:
@@ -508,12 +582,19 @@ class ComfyUIDouble:
             self.number += 1  # every POST, rejected ones too
         if "prompt" not in body:
             self.counters["rejected"] += 1
-            return web.json_response({"error": error_body("no_prompt", "No prompt provided", "No prompt provided"),
-                                      "node_errors": {}}, status=400)
+            return web.json_response(
+                {"error": error_body("no_prompt", "No prompt provided", "No prompt provided"), "node_errors": {}},
+                status=400,
+            )
         prompt = body["prompt"]
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
-        valid, error, outputs, node_errors = validate_prompt(prompt, self._with_loras(self.object_info), {
-            "LoadImage": {"image": self._image_exists}}, body.get("partial_execution_targets"), version=self.version)
+        valid, error, outputs, node_errors = validate_prompt(
+            prompt,
+            self._with_loras(self.object_info),
+            {"LoadImage": {"image": self._image_exists}},
+            body.get("partial_execution_targets"),
+            version=self.version,
+        )
         extra_data = body.get("extra_data", {})
         if "client_id" in body:
             extra_data["client_id"] = body["client_id"]
@@ -568,7 +649,7 @@ class ComfyUIDouble:
         offset = int(request.query.get("offset", -1))
         if offset < 0 and max_items is not None:
             offset = len(self.history) - max_items  # the newest max_items
-        ids = list(self.history)[max(offset, 0):]
+        ids = list(self.history)[max(offset, 0) :]
         return web.json_response({k: self.history[k] for k in ids[:max_items]})
 
     async def post_history(self, request):
@@ -725,8 +806,11 @@ class ComfyUIDouble:
         cached = [n for n in run.prompt if signatures[n] in self._cache]
         await self._message(run, "execution_cached", {"nodes": cached, "prompt_id": run.prompt_id})
         try:
-            order = ExecutionList(run.prompt, lambda n: self.object_info[run.prompt[n]["class_type"]].get("output_node"),
-                                  lambda n: signatures.get(n) in self._cache)
+            order = ExecutionList(
+                run.prompt,
+                lambda n: self.object_info[run.prompt[n]["class_type"]].get("output_node"),
+                lambda n: signatures.get(n) in self._cache,
+            )
             for output in run.outputs:
                 order.add_node(output)
             while order.pending:
@@ -737,20 +821,36 @@ class ComfyUIDouble:
                 order.complete(node_id)
         except Interrupted as stop:
             node_id = str(stop)
-            await self._message(run, "execution_interrupted", {
-                "prompt_id": run.prompt_id, "node_id": node_id, "node_type": run.prompt[node_id]["class_type"],
-                "executed": list(run.executed)}, broadcast=True)
+            await self._message(
+                run,
+                "execution_interrupted",
+                {
+                    "prompt_id": run.prompt_id,
+                    "node_id": node_id,
+                    "node_type": run.prompt[node_id]["class_type"],
+                    "executed": list(run.executed),
+                },
+                broadcast=True,
+            )
             return
         except Exception as exc:  # a node failed, or the graph did (a link to a node that is not there)
             failure = exc if isinstance(exc, NodeFailed) else NodeFailed(run.outputs[0], exc, {})
             exc = failure.exc
-            await self._message(run, "execution_error", {
-                "prompt_id": run.prompt_id, "node_id": failure.node_id,
-                "node_type": run.prompt[failure.node_id]["class_type"], "executed": list(run.executed),
-                "exception_message": f"{exc}\n", "exception_type": full_type_name(type(exc)),
-                "traceback": traceback.format_tb(exc.__traceback__),
-                "current_inputs": {k: [describe(v)] for k, v in failure.inputs.items()},
-                "current_outputs": list(run.prompt)})
+            await self._message(
+                run,
+                "execution_error",
+                {
+                    "prompt_id": run.prompt_id,
+                    "node_id": failure.node_id,
+                    "node_type": run.prompt[failure.node_id]["class_type"],
+                    "executed": list(run.executed),
+                    "exception_message": f"{exc}\n",
+                    "exception_type": full_type_name(type(exc)),
+                    "traceback": traceback.format_tb(exc.__traceback__),
+                    "current_inputs": {k: [describe(v)] for k, v in failure.inputs.items()},
+                    "current_outputs": list(run.prompt),
+                },
+            )
             return
         await self._message(run, "execution_success", {"prompt_id": run.prompt_id})
 
@@ -782,7 +882,9 @@ class ComfyUIDouble:
         if node["class_type"] != "LoadImage":
             return ""
         try:
-            return hashlib.sha256(nodes.resolve_annotated(node["inputs"]["image"], self.folders).read_bytes()).hexdigest()
+            return hashlib.sha256(
+                nodes.resolve_annotated(node["inputs"]["image"], self.folders).read_bytes()
+            ).hexdigest()
         except (OSError, ValueError, KeyError, TypeError):
             return ""
 
@@ -791,9 +893,24 @@ class ComfyUIDouble:
         if state == "finished":  # the bar is filled to whatever its maximum was
             value = maximum = run.progress.get(node_id, {}).get("max", 1.0)
         run.progress[node_id] = {"value": value, "max": maximum, "state": state}
-        await self.send("progress_state", {"prompt_id": run.prompt_id, "nodes": {
-            n: {**p, "node_id": n, "prompt_id": run.prompt_id, "display_node_id": n, "parent_node_id": None,
-                "real_node_id": n} for n, p in run.progress.items()}}, run.sid)
+        await self.send(
+            "progress_state",
+            {
+                "prompt_id": run.prompt_id,
+                "nodes": {
+                    n: {
+                        **p,
+                        "node_id": n,
+                        "prompt_id": run.prompt_id,
+                        "display_node_id": n,
+                        "parent_node_id": None,
+                        "real_node_id": n,
+                    }
+                    for n, p in run.progress.items()
+                },
+            },
+            run.sid,
+        )
 
     async def _progress(self, run, node_id, value, maximum, png=None):
         """The progress hook samplers call each step: where an interrupt takes effect."""
@@ -802,12 +919,24 @@ class ComfyUIDouble:
         await self._progress_state(run, node_id, value, maximum, "running")
         with_metadata = bool(self._socket_flags.get(run.sid, {}).get("supports_preview_metadata"))
         if png and with_metadata:
-            meta = json.dumps({"node_id": node_id, "prompt_id": run.prompt_id, "display_node_id": node_id,
-                               "parent_node_id": None, "real_node_id": node_id, "image_type": "image/png"}).encode()
-            await self.send(PREVIEW_IMAGE_WITH_METADATA, struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(meta))
-                            + meta + png, run.sid)
-        await self.send("progress", {"value": value, "max": maximum, "prompt_id": run.prompt_id, "node": node_id},
-                        run.sid)
+            meta = json.dumps(
+                {
+                    "node_id": node_id,
+                    "prompt_id": run.prompt_id,
+                    "display_node_id": node_id,
+                    "parent_node_id": None,
+                    "real_node_id": node_id,
+                    "image_type": "image/png",
+                }
+            ).encode()
+            await self.send(
+                PREVIEW_IMAGE_WITH_METADATA,
+                struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(meta)) + meta + png,
+                run.sid,
+            )
+        await self.send(
+            "progress", {"value": value, "max": maximum, "prompt_id": run.prompt_id, "node": node_id}, run.sid
+        )
         if png and not with_metadata:
             await self.send(PREVIEW_IMAGE, struct.pack(">II", PREVIEW_IMAGE, PNG_FORMAT) + png, run.sid)
 
@@ -818,8 +947,11 @@ class ComfyUIDouble:
             # A cached output node: its earlier result is announced again, nothing is recomputed.
             _, ui = self._cache[signature]
             if run.sid is not None:
-                await self.send("executed", {"node": node_id, "display_node": node_id, "output": ui,
-                                             "prompt_id": run.prompt_id}, run.sid)
+                await self.send(
+                    "executed",
+                    {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": run.prompt_id},
+                    run.sid,
+                )
             if ui:
                 run.ui[node_id] = ui
             self.counters["nodes_cached"] += 1
@@ -828,8 +960,9 @@ class ComfyUIDouble:
         await self._progress_state(run, node_id, 0.0, 1.0, "running")
         if run.sid is not None:
             self._last_node = node_id
-            await self.send("executing", {"node": node_id, "display_node": node_id, "prompt_id": run.prompt_id},
-                            run.sid)
+            await self.send(
+                "executing", {"node": node_id, "display_node": node_id, "prompt_id": run.prompt_id}, run.sid
+            )
         if self._interrupt_flag:  # before_node_execution
             raise Interrupted(node_id)
         spec = self.object_info[class_type]["input"]
@@ -837,23 +970,32 @@ class ComfyUIDouble:
         # V3 dynamic inputs arrive dotted (resize_type.width): they belong to a declared input.
         declared |= {name: None for name in node["inputs"] if name.split(".", 1)[0] in declared}
         # Like get_input_data: every link, but only the widget values the node declares.
-        kwargs = {name: self._cache[signatures[value[0]]][0][value[1]] if is_link(value) else value
-                  for name, value in node["inputs"].items() if is_link(value) or name in declared}
+        kwargs = {
+            name: self._cache[signatures[value[0]]][0][value[1]] if is_link(value) else value
+            for name, value in node["inputs"].items()
+            if is_link(value) or name in declared
+        }
         # The simulated work: a sampler's steps, each a chance to report progress and be interrupted.
         steps = self.steps
         for step in range(1, steps + 1):
             await asyncio.sleep(self.step_time)
             await self._progress(run, node_id, step, steps, _step_preview(step) if self.previews else None)
         function = nodes.NODES.get(class_type)
-        ctx = nodes.Context(node_id, run.prompt, run.extra_data.get("extra_pnginfo"), self.folders,
-                            self._temp_prefixes.setdefault((node_id, class_type), nodes.random_temp_prefix()))
+        ctx = nodes.Context(
+            node_id,
+            run.prompt,
+            run.extra_data.get("extra_pnginfo"),
+            self.folders,
+            self._temp_prefixes.setdefault((node_id, class_type), nodes.random_temp_prefix()),
+        )
         try:
             # Stand-ins: a class that needs models, or a model-free one fed a stand-in's
             # placeholder, yields placeholders; output nodes still write their file.
             if class_type in ("LoraLoader", "LoraLoaderModelOnly") and self.models_dir is not None:
                 function = self._load_lora
-            elif self.stand_ins and (function is None or (
-                    None in kwargs.values() and not self.object_info[class_type].get("output_node"))):
+            elif self.stand_ins and (
+                function is None or (None in kwargs.values() and not self.object_info[class_type].get("output_node"))
+            ):
                 function = nodes.stand_in(self.object_info[class_type])
             if function is None:
                 raise RuntimeError(f"{class_type} needs models: this SIMULATED ComfyUI runs model-free nodes only")
@@ -870,11 +1012,15 @@ class ComfyUIDouble:
             run.ui[node_id] = ui
             if self.output_bytes:
                 self._grow_files(ui)
-            self.counters["files_written"] += sum(len(v) for v in ui.values() if isinstance(v, list)
-                                                  and v and isinstance(v[0], dict))
+            self.counters["files_written"] += sum(
+                len(v) for v in ui.values() if isinstance(v, list) and v and isinstance(v[0], dict)
+            )
             if run.sid is not None:
-                await self.send("executed", {"node": node_id, "display_node": node_id, "output": ui,
-                                             "prompt_id": run.prompt_id}, run.sid)
+                await self.send(
+                    "executed",
+                    {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": run.prompt_id},
+                    run.sid,
+                )
         self._cache[signature] = (outputs, ui)
         run.executed.append(node_id)
         self.counters["nodes_executed"] += 1
@@ -942,8 +1088,9 @@ def _reencode(path, preview, channel) -> tuple[bytes, str]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tests.comfyui_double",
-                                     description="A SIMULATED ComfyUI (no GPU; model-free nodes only)")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.comfyui_double", description="A SIMULATED ComfyUI (no GPU; model-free nodes only)"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8188)
     parser.add_argument("--step-time", type=float, default=0.3, help="seconds per simulated step")
@@ -956,13 +1103,24 @@ def main(argv=None):
     # also speaks), so `workshop_doctor` and the console treat it as one.
     parser.add_argument("--comfyui-version", default=SIMULATED_VERSION, help="the release it reports")
     args = parser.parse_args(argv)
-    double = ComfyUIDouble(step_time=args.step_time, steps=args.steps, output_dir=args.output_dir, host=args.host,
-                           port=args.port, cache=not args.no_cache, previews=args.previews, object_info=args.object_info,
-                           version=args.comfyui_version)
+    double = ComfyUIDouble(
+        step_time=args.step_time,
+        steps=args.steps,
+        output_dir=args.output_dir,
+        host=args.host,
+        port=args.port,
+        cache=not args.no_cache,
+        previews=args.previews,
+        object_info=args.object_info,
+        version=args.comfyui_version,
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     double.start()
-    print(f"SIMULATED ComfyUI {args.comfyui_version} (protocol double: no GPU, model-free nodes only) at {double.url}", flush=True)
+    print(
+        f"SIMULATED ComfyUI {args.comfyui_version} (protocol double: no GPU, model-free nodes only) at {double.url}",
+        flush=True,
+    )
     stop.wait()
     double.stop()

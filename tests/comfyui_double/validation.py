@@ -4,6 +4,7 @@ Pure functions. Same error types, messages, details and node_errors shape as Com
 quirks included; the one deliberate difference: a node's inputs are checked in declaration
 order, where ComfyUI walks a set (so the order of one node's errors varies between its runs).
 """
+
 import re
 import traceback
 
@@ -40,7 +41,9 @@ def flatten_v3(sections: dict, inputs: dict, prefix: str = "") -> dict:
             full = prefix + name
             kind, extra = config[0], (config[1] if len(config) > 1 else {})
             if kind == "COMFY_DYNAMICCOMBO_V3":
-                option = next((o for o in extra.get("options", []) if full in inputs and o["key"] == inputs[full]), None)
+                option = next(
+                    (o for o in extra.get("options", []) if full in inputs and o["key"] == inputs[full]), None
+                )
                 if option:
                     nested = flatten_v3(option["inputs"], inputs, full + ".")
                     for key in out:
@@ -70,18 +73,32 @@ def _missing_class(prompt, node_id, version):
     node = prompt[node_id]
     if version_tuple(version) < (0, 12, 0):
         if not isinstance(node, dict) or "class_type" not in node:
-            return error_body("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
-                              f"Node ID '#{node_id}'")
-        return error_body("invalid_prompt", f"Cannot execute because node {node['class_type']} does not exist.",
-                          f"Node ID '#{node_id}'")
+            return error_body(
+                "invalid_prompt",
+                "Cannot execute because a node is missing the class_type property.",
+                f"Node ID '#{node_id}'",
+            )
+        return error_body(
+            "invalid_prompt",
+            f"Cannot execute because node {node['class_type']} does not exist.",
+            f"Node ID '#{node_id}'",
+        )
     if not isinstance(node, dict) or "class_type" not in node:
         title = (node.get("_meta") or {}).get("title") if isinstance(node, dict) else None
-        return error_body("missing_node_type", f"Node '{title or f'ID #{node_id}'}' has no class_type. The workflow "
-                          "may be corrupted or a custom node is missing.", f"Node ID '#{node_id}'",
-                          {"node_id": node_id, "class_type": None, "node_title": title})
+        return error_body(
+            "missing_node_type",
+            f"Node '{title or f'ID #{node_id}'}' has no class_type. The workflow "
+            "may be corrupted or a custom node is missing.",
+            f"Node ID '#{node_id}'",
+            {"node_id": node_id, "class_type": None, "node_title": title},
+        )
     title = (node.get("_meta") or {}).get("title", node["class_type"])
-    return error_body("missing_node_type", f"Node '{title}' not found. The custom node may not be installed.",
-                      f"Node ID '#{node_id}'", {"node_id": node_id, "class_type": node["class_type"], "node_title": title})
+    return error_body(
+        "missing_node_type",
+        f"Node '{title}' not found. The custom node may not be installed.",
+        f"Node ID '#{node_id}'",
+        {"node_id": node_id, "class_type": node["class_type"], "node_title": title},
+    )
 
 
 def validate_prompt(prompt, object_info, custom_checks=None, partial_targets=None, version="0.3.64"):
@@ -111,9 +128,20 @@ def validate_prompt(prompt, object_info, custom_checks=None, partial_targets=Non
         try:
             valid, reasons = _validate_node(prompt, output, object_info, custom_checks or {}, validated)
         except Exception as exc:  # e.g. a link to a node that is not in the prompt
-            valid, reasons = False, [error_body("exception_during_validation", "Exception when validating node",
-                                                str(exc), {"exception_type": full_type_name(type(exc)),
-                                                           "traceback": traceback.format_tb(exc.__traceback__)})]
+            valid, reasons = (
+                False,
+                [
+                    error_body(
+                        "exception_during_validation",
+                        "Exception when validating node",
+                        str(exc),
+                        {
+                            "exception_type": full_type_name(type(exc)),
+                            "traceback": traceback.format_tb(exc.__traceback__),
+                        },
+                    )
+                ],
+            )
             validated[output] = (False, reasons)
         if valid:
             good.append(output)
@@ -123,14 +151,20 @@ def validate_prompt(prompt, object_info, custom_checks=None, partial_targets=Non
         # dependent, whether or not it feeds it.
         for node_id, (ok, node_reasons) in validated.items():
             if not ok and node_reasons:
-                entry = node_errors.setdefault(node_id, {"errors": node_reasons, "dependent_outputs": [],
-                                                         "class_type": prompt[node_id]["class_type"]})
+                entry = node_errors.setdefault(
+                    node_id,
+                    {"errors": node_reasons, "dependent_outputs": [], "class_type": prompt[node_id]["class_type"]},
+                )
                 entry["dependent_outputs"].append(output)
     if not good:
         # The details list only the outputs' own errors: "" when the trouble is upstream.
         details = "\n".join(f"{e['message']}: {e['details']}" for _, reasons in failed for e in reasons)
-        return False, error_body("prompt_outputs_failed_validation", "Prompt outputs failed validation",
-                                 details), [], node_errors
+        return (
+            False,
+            error_body("prompt_outputs_failed_validation", "Prompt outputs failed validation", details),
+            [],
+            node_errors,
+        )
     return True, None, good, node_errors
 
 
@@ -149,8 +183,14 @@ def _validate_node(prompt, node_id, object_info, custom_checks, validated):
             info = [input_type, extra]
             if name not in inputs:
                 if category == "required":
-                    errors.append(error_body("required_input_missing", "Required input is missing",
-                                             name.rsplit(".", 1)[-1], {"input_name": name}))
+                    errors.append(
+                        error_body(
+                            "required_input_missing",
+                            "Required input is missing",
+                            name.rsplit(".", 1)[-1],
+                            {"input_name": name},
+                        )
+                    )
                 continue
             value = inputs[name]
             if isinstance(value, list):
@@ -164,31 +204,61 @@ def _validate_node(prompt, node_id, object_info, custom_checks, validated):
             try:
                 value = inputs[name] = convert(value) if convert else value
             except (TypeError, ValueError) as exc:
-                errors.append(error_body("invalid_input_type", f"Failed to convert an input value to a {input_type} "
-                                         "value", f"{name}, {value}, {exc}",
-                                         {"input_name": name, "input_config": info, "received_value": value,
-                                          "exception_message": str(exc)}))
+                errors.append(
+                    error_body(
+                        "invalid_input_type",
+                        f"Failed to convert an input value to a {input_type} value",
+                        f"{name}, {value}, {exc}",
+                        {
+                            "input_name": name,
+                            "input_config": info,
+                            "received_value": value,
+                            "exception_message": str(exc),
+                        },
+                    )
+                )
                 continue
             if name in custom:
                 continue  # a node's own VALIDATE_INPUTS replaces the generic checks for that input
             seen = {"input_name": name, "input_config": info, "received_value": value}
             if "min" in extra and value < extra["min"]:
-                errors.append(error_body("value_smaller_than_min", f"Value {value} smaller than min of {extra['min']}",
-                                         name, seen))
+                errors.append(
+                    error_body(
+                        "value_smaller_than_min", f"Value {value} smaller than min of {extra['min']}", name, seen
+                    )
+                )
             elif "max" in extra and value > extra["max"]:
-                errors.append(error_body("value_bigger_than_max", f"Value {value} bigger than max of {extra['max']}",
-                                         name, seen))
-            elif (choices := input_type if isinstance(input_type, list) else
-                  extra.get("options") if input_type == "COMBO" else None) is not None and value not in choices:
+                errors.append(
+                    error_body("value_bigger_than_max", f"Value {value} bigger than max of {extra['max']}", name, seen)
+                )
+            elif (
+                choices := input_type
+                if isinstance(input_type, list)
+                else extra.get("options")
+                if input_type == "COMBO"
+                else None
+            ) is not None and value not in choices:
                 long = len(choices) > 20  # ComfyUI does not echo long lists (all model files)
                 listed = f"(list of length {len(choices)})" if long else str(choices)
-                errors.append(error_body("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {listed}",
-                                         {**seen, "input_config": None if long else info}))
+                errors.append(
+                    error_body(
+                        "value_not_in_list",
+                        "Value not in list",
+                        f"{name}: '{value}' not in {listed}",
+                        {**seen, "input_config": None if long else info},
+                    )
+                )
     for name, check in custom.items():
         result = check(inputs.get(name))
         if result is not True:
-            errors.append(error_body("custom_validation_failed", "Custom validation failed for node",
-                                     f"{name} - {result}", {"input_name": name}))
+            errors.append(
+                error_body(
+                    "custom_validation_failed",
+                    "Custom validation failed for node",
+                    f"{name} - {result}",
+                    {"input_name": name},
+                )
+            )
     validated[node_id] = (not errors and valid, errors)
     return validated[node_id]
 
@@ -196,19 +266,38 @@ def _validate_node(prompt, node_id, object_info, custom_checks, validated):
 def _check_link(prompt, name, value, input_type, info, object_info, custom_checks, validated):
     """(error or None, whether the linked node validated)."""
     if len(value) != 2:
-        return error_body("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                          name, {"input_name": name, "input_config": info, "received_value": value}), True
+        return error_body(
+            "bad_linked_input",
+            "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+            name,
+            {"input_name": name, "input_config": info, "received_value": value},
+        ), True
     received = object_info[prompt[value[0]]["class_type"]]["output"][value[1]]
     if not types_match(received, input_type):
-        return error_body("return_type_mismatch", "Return type mismatch between linked nodes",
-                          f"{name}, received_type({received}) mismatch input_type({input_type})",
-                          {"input_name": name, "input_config": info, "received_type": received,
-                           "linked_node": value}), True
+        return error_body(
+            "return_type_mismatch",
+            "Return type mismatch between linked nodes",
+            f"{name}, received_type({received}) mismatch input_type({input_type})",
+            {"input_name": name, "input_config": info, "received_type": received, "linked_node": value},
+        ), True
     try:
         return None, _validate_node(prompt, value[0], object_info, custom_checks, validated)[0]
     except Exception as exc:
-        validated[value[0]] = (False, [error_body(
-            "exception_during_inner_validation", "Exception when validating inner node", str(exc),
-            {"input_name": name, "input_config": info, "exception_message": str(exc),
-             "exception_type": full_type_name(type(exc)), "linked_node": value})])
+        validated[value[0]] = (
+            False,
+            [
+                error_body(
+                    "exception_during_inner_validation",
+                    "Exception when validating inner node",
+                    str(exc),
+                    {
+                        "input_name": name,
+                        "input_config": info,
+                        "exception_message": str(exc),
+                        "exception_type": full_type_name(type(exc)),
+                        "linked_node": value,
+                    },
+                )
+            ],
+        )
         return None, False

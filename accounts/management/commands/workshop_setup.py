@@ -25,8 +25,11 @@ class Command(BaseCommand):
         parser.add_argument("--users", type=int, default=settings.WORKSHOP_USERS, help="How many participants")
         parser.add_argument("--prefix", default="user", help="Username prefix (default: user)")
         parser.add_argument("--instructor", default="instructor", help="Staff account name")
-        parser.add_argument("--sheet", default=str(settings.CREDENTIALS_DIR),
-                            help="Folder of the credential sheet (credentials.csv and credentials.html)")
+        parser.add_argument(
+            "--sheet",
+            default=str(settings.CREDENTIALS_DIR),
+            help="Folder of the credential sheet (credentials.csv and credentials.html)",
+        )
         parser.add_argument("--show", action="store_true", help="Also print new passwords (they end up in logs)")
 
     def handle(self, *args, users, prefix, instructor, sheet, show, **options):
@@ -40,7 +43,10 @@ class Command(BaseCommand):
                 password = credentials.new_password(14)
                 staff = User.objects.create_user(instructor, password=password, is_staff=True, is_superuser=True)
                 created.append({"username": instructor, "password": password, "path": "/admin/"})
-            if not Workspace.objects.filter(owner=staff).exists() and not Workspace.objects.filter(slug=DEMO_SLUG).exists():
+            if (
+                not Workspace.objects.filter(owner=staff).exists()
+                and not Workspace.objects.filter(slug=DEMO_SLUG).exists()
+            ):
                 # The instructor's own ComfyUI, for demos; its runs may jump the queue (console).
                 Workspace.objects.create(owner=staff, slug=DEMO_SLUG).ensure_folders()
             for n in range(1, users + 1):
@@ -57,12 +63,17 @@ class Command(BaseCommand):
                     self.stdout.write(f"  … {n}/{users} participants ready")
 
         if not created:
-            self.stdout.write(self.style.SUCCESS(f"All {users} participants and '{instructor}' exist already; passwords unchanged."))
+            self.stdout.write(
+                self.style.SUCCESS(f"All {users} participants and '{instructor}' exist already; passwords unchanged.")
+            )
             return
         csv_path, html_path = update_sheet(created, sheet)
         if show:
             for row in created:
                 self.stdout.write(f"{row['username']}  {row['password']}  {row['path']}")
         names = ", ".join(r["username"] for r in created[:3]) + (" …" if len(created) > 3 else "")
-        self.stdout.write(self.style.SUCCESS(
-            f"Created {len(created)} accounts ({names}); passwords in {csv_path} and the printable {html_path}."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Created {len(created)} accounts ({names}); passwords in {csv_path} and the printable {html_path}."
+            )
+        )

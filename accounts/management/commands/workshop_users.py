@@ -19,7 +19,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True, metavar="add|remove|reset-password|link|list|sheet")
-        common = {"default": str(settings.CREDENTIALS_DIR), "help": "Folder of the credential sheet (credentials.csv/.html)"}
+        common = {
+            "default": str(settings.CREDENTIALS_DIR),
+            "help": "Folder of the credential sheet (credentials.csv/.html)",
+        }
 
         add = sub.add_parser("add", help="Create participants: NAME … or --count N (user001 …)")
         add.add_argument("names", nargs="*", help="Usernames to create")
@@ -41,8 +44,11 @@ class Command(BaseCommand):
         reset.add_argument("--sheet", **common)
         reset.add_argument("--show", action="store_true", help="Also print the new passwords (they end up in logs)")
 
-        link = sub.add_parser("link", help="A one-time login link (15 minutes) for an account, the instructor's too: "
-                                           "the way in when a guesser keeps its logins slowed")
+        link = sub.add_parser(
+            "link",
+            help="A one-time login link (15 minutes) for an account, the instructor's too: "
+            "the way in when a guesser keeps its logins slowed",
+        )
         link.add_argument("name")
 
         listing = sub.add_parser("list", help="Every participant with their workspace")
@@ -111,7 +117,9 @@ class Command(BaseCommand):
                 shutil.rmtree(root, ignore_errors=True)
             self.stdout.write(f"removed {user.username}")
         update_sheet([], sheet)
-        self.stdout.write(self.style.SUCCESS(f"Removed {len(users)} participant(s); the credential sheet no longer lists them."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Removed {len(users)} participant(s); the credential sheet no longer lists them.")
+        )
 
     def reset_password(self, names, sheet, show, **_):
         User = get_user_model()
@@ -133,13 +141,19 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"No such user: {name}")
         self.stdout.write(loginlinks.issue(user))
-        self.stdout.write(self.style.SUCCESS(f"A login link for {name}: it works once, for "
-                                             f"{loginlinks.LINK_SECONDS // 60} minutes."))
+        self.stdout.write(
+            self.style.SUCCESS(f"A login link for {name}: it works once, for {loginlinks.LINK_SECONDS // 60} minutes.")
+        )
 
     def list(self, json: bool = False, **_):
         rows = [
-            {"username": ws.owner.get_username(), "workspace": ws.slug, "url": f"/user/{ws.slug}/",
-             "staff": ws.owner.is_staff, "last_activity": ws.last_activity.isoformat() if ws.last_activity else None}
+            {
+                "username": ws.owner.get_username(),
+                "workspace": ws.slug,
+                "url": f"/user/{ws.slug}/",
+                "staff": ws.owner.is_staff,
+                "last_activity": ws.last_activity.isoformat() if ws.last_activity else None,
+            }
             for ws in Workspace.objects.select_related("owner")
         ]
         if json:
@@ -148,8 +162,9 @@ class Command(BaseCommand):
             self.stdout.write(json_module.dumps(rows, indent=2))
             return
         for row in rows:
-            self.stdout.write(f"{row['workspace']}  {row['username']:<20} {row['url']:<12} "
-                              f"{'instructor' if row['staff'] else ''}")
+            self.stdout.write(
+                f"{row['workspace']}  {row['username']:<20} {row['url']:<12} {'instructor' if row['staff'] else ''}"
+            )
         self.stdout.write(f"{len(rows)} workspace(s)")
 
     # --- helpers ---------------------------------------------------------------------
@@ -169,4 +184,3 @@ def _free_slug(taken: set) -> str:
     while f"{n:03d}" in taken:
         n += 1
     return f"{n:03d}"
-

@@ -3,6 +3,7 @@
 Submissions and worker reports dispatch at once on their own; this loop is the safety net
 (Redis flushed, a worker killed mid-job, a job past its timeout) and runs every --interval s.
 """
+
 import signal
 import threading
 import time

@@ -4,7 +4,10 @@ from jobs.models import Worker
 
 
 class Command(BaseCommand):
-    help = "Create a GPU worker identity (or rotate its token) and print the token for gpuworker (GPUWORKER_TOKEN or --token-file)."
+    help = (
+        "Create a GPU worker identity (or rotate its token) and print the token for gpuworker "
+        "(GPUWORKER_TOKEN or --token-file)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="Worker name, e.g. h100-a")

@@ -1,5 +1,6 @@
 """`manage.py workshop_export --out DIR`: one zip per participant with their outputs and saved
 workflows, for them to take home."""
+
 import zipfile
 from pathlib import Path
 
@@ -14,7 +15,10 @@ def export_workspace(workspace: Workspace, out: Path) -> tuple[Path, int]:
     count = 0
     tmp = target.with_suffix(".zip.part")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for folder, prefix in ((workspace.root / "output", "output"), (workspace.root / "userdata" / "workflows", "workflows")):
+        for folder, prefix in (
+            (workspace.root / "output", "output"),
+            (workspace.root / "userdata" / "workflows", "workflows"),
+        ):
             if not folder.is_dir():
                 continue
             for path in sorted(folder.rglob("*")):

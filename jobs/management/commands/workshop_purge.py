@@ -1,5 +1,6 @@
 """`manage.py workshop_purge`: after the workshop (and its export), remove every participant's
 jobs and files. Accounts stay unless --accounts; it asks first unless --yes."""
+
 import shutil
 
 from django.core.management.base import BaseCommand, CommandError
@@ -21,7 +22,9 @@ class Command(BaseCommand):
         jobs = Job.objects.filter(workspace__in=workspaces)
         if jobs.filter(state__in=("dispatched", "running")).exists():
             raise CommandError("Jobs are still running: pause the queue and let them finish (or cancel them) first")
-        what = f"{len(workspaces)} participant workspace(s), {jobs.count()} job(s)" + (" and the accounts" if accounts else "")
+        what = f"{len(workspaces)} participant workspace(s), {jobs.count()} job(s)" + (
+            " and the accounts" if accounts else ""
+        )
         if not yes:
             answer = input(f"Delete {what}? This cannot be undone. Type 'purge': ")
             if answer.strip() != "purge":

@@ -1,5 +1,6 @@
 """`manage.py workshop_report --out DIR`: after the workshop, a Markdown report with its charts:
 jobs, waits (p50/p95), GPU busy share, GPU cost per participant and errors by cause."""
+
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -36,31 +37,67 @@ def build(hours: float | None = None, now=None) -> tuple[str, dict[str, str]]:
     span = max((now - start).total_seconds(), 1.0)
     errors = Counter(cause(r.error) for r in runs if r.state == "failed")
 
-    lines = ["# Workshop report", "",
-             f"{timezone.localtime(start):%Y-%m-%d %H:%M} to {timezone.localtime(now):%H:%M} "
-             f"({stats.human_seconds(span)}), generated {timezone.localtime(now):%Y-%m-%d %H:%M}.", "",
-             "## Jobs", "", "| state | jobs |", "|---|---:|"]
-    lines += [f"| {state} | {states.get(state, 0)} |" for state in
-              ("completed", "failed", "cancelled", "queued", "dispatched", "running")]
-    lines += [f"| **all** | **{len(runs)}** |", "",
-              "## Waits", "",
-              f"- started jobs: {len(waits)}",
-              f"- wait p50: {stats.human_seconds(stats.percentile(waits, 50))}",
-              f"- wait p95: {stats.human_seconds(stats.percentile(waits, 95))}",
-              f"- longest: {stats.human_seconds(max(waits) if waits else None)}", "",
-              "![Waiting jobs](waiting.svg)", "", "![Wait per job](waits.svg)", "",
-              "## GPU busy share", "", "| worker | busy | share |", "|---|---:|---:|"]
+    lines = [
+        "# Workshop report",
+        "",
+        f"{timezone.localtime(start):%Y-%m-%d %H:%M} to {timezone.localtime(now):%H:%M} "
+        f"({stats.human_seconds(span)}), generated {timezone.localtime(now):%Y-%m-%d %H:%M}.",
+        "",
+        "## Jobs",
+        "",
+        "| state | jobs |",
+        "|---|---:|",
+    ]
+    lines += [
+        f"| {state} | {states.get(state, 0)} |"
+        for state in ("completed", "failed", "cancelled", "queued", "dispatched", "running")
+    ]
+    lines += [
+        f"| **all** | **{len(runs)}** |",
+        "",
+        "## Waits",
+        "",
+        f"- started jobs: {len(waits)}",
+        f"- wait p50: {stats.human_seconds(stats.percentile(waits, 50))}",
+        f"- wait p95: {stats.human_seconds(stats.percentile(waits, 95))}",
+        f"- longest: {stats.human_seconds(max(waits) if waits else None)}",
+        "",
+        "![Waiting jobs](waiting.svg)",
+        "",
+        "![Wait per job](waits.svg)",
+        "",
+        "## GPU busy share",
+        "",
+        "| worker | busy | share |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {w} | {stats.human_seconds(s)} | {100 * min(s / span, 1):.0f} % |" for w, s in sorted(busy.items())]
-    lines += ["", "![GPU busy share](busy.svg)", "",
-              f"## GPU cost per participant ({total['currency']})", "",
-              "| participant | jobs | GPU time | cost |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['username']} ({r['slug']}) | {r['jobs']} | {stats.human_seconds(r['gpu_seconds'])} | {r['cost']:.2f} |"
-              for r in table]
-    lines += [f"| **whole workshop** | **{total['jobs']}** | **{stats.human_seconds(total['gpu_seconds'])}** | "
-              f"**{total['cost']:.2f}** |", "", "![GPU seconds per participant](gpu.svg)", "",
-              "## Errors by cause", ""]
+    lines += [
+        "",
+        "![GPU busy share](busy.svg)",
+        "",
+        f"## GPU cost per participant ({total['currency']})",
+        "",
+        "| participant | jobs | GPU time | cost |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['username']} ({r['slug']}) | {r['jobs']} | {stats.human_seconds(r['gpu_seconds'])} | {r['cost']:.2f} |"
+        for r in table
+    ]
+    lines += [
+        f"| **whole workshop** | **{total['jobs']}** | **{stats.human_seconds(total['gpu_seconds'])}** | "
+        f"**{total['cost']:.2f}** |",
+        "",
+        "![GPU seconds per participant](gpu.svg)",
+        "",
+        "## Errors by cause",
+        "",
+    ]
     if errors:
-        lines += ["| cause | jobs |", "|---|---:|"] + [f"| {c.replace('|', '/')} | {n} |" for c, n in errors.most_common()]
+        lines += ["| cause | jobs |", "|---|---:|"] + [
+            f"| {c.replace('|', '/')} | {n} |" for c, n in errors.most_common()
+        ]
     else:
         lines.append("No job failed.")
     return "\n".join(lines) + "\n", {f"{name}.svg": svg for name, svg in charts.items()}

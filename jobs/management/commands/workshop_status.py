@@ -1,11 +1,12 @@
 """`manage.py workshop_status [--json]`: the app, database, Redis, workers, queue and disk at a
 glance. Exits 1 when the database or Redis is down or no GPU worker is online."""
+
 import json
 
 from django.core.management.base import BaseCommand
 
-from workshop import status
 from jobs.stats import human_bytes, human_seconds
+from workshop import status
 
 
 class Command(BaseCommand):
@@ -45,11 +46,17 @@ class Command(BaseCommand):
             line(True, "queue", f"{q['policy']}{' (paused)' if q['paused'] else ''}: {states}")
             old = q["oldest_waiting"]
             if old:
-                line(True, "oldest", f"workspace {old['workspace']} #{old['number']}, waiting "
-                                     f"{human_seconds(old['waiting_seconds'])}")
+                line(
+                    True,
+                    "oldest",
+                    f"workspace {old['workspace']} #{old['number']}, waiting {human_seconds(old['waiting_seconds'])}",
+                )
         d = report["disk"]
-        line(d["free_share"] > 0.05, "disk", f"{human_bytes(d['free_bytes'])} free of {human_bytes(d['total_bytes'])} "
-                                             f"({d['path']})")
+        line(
+            d["free_share"] > 0.05,
+            "disk",
+            f"{human_bytes(d['free_bytes'])} free of {human_bytes(d['total_bytes'])} ({d['path']})",
+        )
 
 
 def _dumps(report) -> str:
