@@ -1,6 +1,5 @@
 from django.contrib import admin
-
-from jobs.stats import human_bytes
+from django.template.defaultfilters import filesizeformat
 
 from .models import Workspace
 
@@ -20,7 +19,7 @@ class WorkspaceAdmin(admin.ModelAdmin):
 
     @admin.display(description="quota", ordering="quota_bytes")
     def quota(self, workspace):
-        return human_bytes(workspace.quota_bytes)
+        return filesizeformat(workspace.quota_bytes)
 
     @admin.display(description="last activity", ordering="last_activity")
     def last_activity_seconds(self, workspace):

@@ -19,6 +19,7 @@ from django.http import (
 )
 
 from accounts.access import workspace_for
+from jobs.workflows import official_files, template_index
 
 FRONTEND_ROOT = Path(comfyui_frontend_package.__file__).parent / "static"
 OWN_EXTENSIONS = Path(__file__).parent / "static_ext"
@@ -157,8 +158,6 @@ def asset(request, slug, path):
     if path.startswith("extensions/workshop/"):
         return static_file(OWN_EXTENSIONS, path.removeprefix("extensions/workshop/"), "no-cache")
     if path.startswith("templates/"):
-        from .workflows import official_files, template_index
-
         name = path.removeprefix("templates/")
         if name.startswith("index") and name.endswith(".json") and name not in ("index_logo.json", "index.schema.json"):
             index = template_index(name)

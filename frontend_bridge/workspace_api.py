@@ -13,10 +13,11 @@ from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.utils.cache import get_conditional_response
 
 from accounts.models import UnsafePath, check_name_lengths
+from jobs import workflows
 from jobs.models import Catalog
 from workshop import jsonbody
 
-from . import own_models, workflows
+from . import own_models
 from .api import INLINE_OTHER, file_response, json_body, workspace_api
 from .frontend import comfy_features, core_extensions, frontend_version, templates_version
 from .validation import placeholders, upload_classes, upload_specs

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts import credentials, loginlinks
 from accounts.models import Workspace
 
-from . import reports, stats
+from . import reports, stats, workflows
 from .models import Announcement, Job, QueueSettings
 
 app_name = "console"
@@ -242,8 +242,6 @@ def participants_page(request):
 @staff_member_required
 def workflows_page(request):
     """Push a workflow to every workspace's Workflows sidebar, under workshop/."""
-    from frontend_bridge import workflows
-
     mine = request.user.workspace if hasattr(request.user, "workspace") else None
     own = workflows.saved_workflows(mine) if mine else []
     if request.method == "POST":

@@ -194,7 +194,7 @@ def test_two_participants_at_once_never_see_each_others_work(browser, live_app, 
 V080_CATALOG = Path(__file__).resolve().parents[2] / "shared" / "comfyui" / "v0.8.0" / "object_info.json.gz"
 if not V080_CATALOG.exists():  # the copy kept with the tests
     V080_CATALOG = Path(__file__).resolve().parent / "recorded" / "v0.8.0" / "object_info.json.gz"
-# The model files the workshop's LTX-2 templates name (frontend_bridge.workflows.required_models).
+# The model files the workshop's LTX-2 templates name (jobs.workflows.required_models).
 LTX2_MODELS = [
     "ltx-2-19b-dev-fp8.safetensors",
     "ltx-2-19b-distilled.safetensors",

@@ -18,8 +18,9 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from accounts.models import Workspace
-from frontend_bridge import releases, workflows
+from frontend_bridge import releases
 from frontend_bridge.frontend import KNOWN_FRONTEND_ERRORS
+from jobs import workflows
 from jobs.models import FINAL_STATES, Catalog, Job, JobState, Worker
 
 PREFIX = "rehearsal-"

@@ -6,8 +6,9 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from frontend_bridge import releases, workflows
+from frontend_bridge import releases
 from frontend_bridge.frontend import frontend_version
+from jobs import workflows
 from jobs.models import Catalog, Worker
 from workshop.private_files import open_to_others, secret_files
 

@@ -8,13 +8,19 @@ operator's own files in <WORKSHOP_DATA_DIR>/workflows/.
 """
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
 
+from accounts.models import Workspace, check_name_lengths
+from workshop import jsonbody
+
+from . import events
+
 FOLDER = "workflows/workshop/"
-SHIPPED = Path(__file__).parent / "workflows"
+SHIPPED = Path(__file__).parent / "shipped_workflows"
 
 
 @lru_cache(maxsize=1)
@@ -146,13 +152,6 @@ def pushed_workflows() -> list[str]:
 def push_to_everyone(name: str, content: bytes, *, open_now: bool = False) -> dict:
     """The instructor's workflow into every workspace's sidebar (workflows/workshop/<name>): it is
     one of the operator's own workshop workflows from now on. Open workspaces hear of it."""
-    import json
-    import re
-
-    from accounts.models import Workspace, check_name_lengths
-    from jobs import events
-    from workshop import jsonbody
-
     stem = re.sub(r"[^\w.\- ]+", "_", Path(name).name).strip(". ") or "workflow"
     if not stem.lower().endswith(".json"):
         stem += ".json"
