@@ -1,5 +1,6 @@
 """Who may use which workspace: the owner and staff, nobody else."""
 
+from django.conf import settings
 from django.http import Http404
 
 from .models import Workspace
@@ -29,7 +30,6 @@ def is_same_origin(request) -> bool:
     Browsers say where a request comes from: Sec-Fetch-Site, or Origin on every cross-origin
     POST. A request with neither is not a cross-site page's; it carries no victim's cookie.
     """
-    from django.conf import settings
 
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None:

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
 
 from .models import Workspace
 
@@ -23,7 +24,6 @@ class WorkspaceAdmin(admin.ModelAdmin):
 
     @admin.display(description="last activity", ordering="last_activity")
     def last_activity_seconds(self, workspace):
-        from django.utils import timezone
 
         return (
             timezone.localtime(workspace.last_activity).strftime("%Y-%m-%d %H:%M:%S")

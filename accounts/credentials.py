@@ -11,6 +11,8 @@ import secrets
 from html import escape
 from pathlib import Path
 
+import segno
+
 # Easy to read aloud and type: no 0/O, 1/l/I.
 ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 
@@ -20,7 +22,6 @@ def new_password(length: int = 12) -> str:
 
 
 def qr_svg(url: str) -> str:
-    import segno
 
     return segno.make(url, error="m").svg_inline(scale=3, dark="#000", light=None)
 

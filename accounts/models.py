@@ -2,7 +2,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Sum
 from django.utils import timezone
+
+from .credentials import new_password
+from .sheet import update_sheet
 
 FOLDER_TYPES = ("input", "output", "temp")
 
@@ -94,7 +98,6 @@ class Workspace(models.Model):
         self.last_activity = now
 
     def gpu_seconds_used(self) -> float:
-        from django.db.models import Sum
 
         return self.jobs.aggregate(s=Sum("gpu_seconds"))["s"] or 0.0
 
@@ -113,8 +116,6 @@ class Workspace(models.Model):
     def owner_reset_password(self) -> str:
         """A new password for the participant; their open sessions end (Django checks the hash).
         The credential sheet gets it too, so a reprinted card is never stale."""
-        from .credentials import new_password
-        from .sheet import update_sheet
 
         password = new_password()
         self.owner.set_password(password)

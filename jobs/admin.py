@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from . import lifecycle
@@ -175,12 +176,9 @@ class WorkerAdmin(admin.ModelAdmin):
     @admin.action(description="Trust the custom-node frontend code of selected workers")
     def trust_extensions(self, request, queryset):
         """Shows every file and its hash first; only a confirmed POST trusts exactly those."""
-        from django.template.response import TemplateResponse
 
         workers = list(queryset)
         if request.POST.get("confirm") == "yes":
-            from django.contrib.admin.models import CHANGE, LogEntry
-
             for worker in workers:
                 files = worker.trust_extensions()
                 LogEntry.objects.log_actions(

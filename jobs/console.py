@@ -4,7 +4,7 @@ levers. Every action is logged as a LogEntry and tells the participant it concer
 import csv
 from datetime import timedelta
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import BadRequest
@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts import credentials, loginlinks
 from accounts.models import Workspace
+from workshop.jsonbody import BadJSON, loads
 
 from . import reports, stats, workflows
 from .models import Announcement, Job, QueueSettings
@@ -45,8 +46,6 @@ def _answer(request, message: str, status: int = 200, **extra):
 
 def _data(request) -> dict:
     if request.content_type == "application/json":
-        from workshop.jsonbody import BadJSON, loads
-
         try:
             data = loads(request.body or b"{}")
         except BadJSON as exc:
@@ -58,7 +57,6 @@ def _data(request) -> dict:
 
 
 def _context(request, section: str, **extra) -> dict:
-    from django.contrib import admin
 
     return {**admin.site.each_context(request), "title": "Workshop console", "section": section, **extra}
 
@@ -313,7 +311,6 @@ def charts_page(request):
         hours = min(max(float(request.GET.get("hours", "3")), 0.25), 48.0)
     except ValueError:
         hours = 3.0
-    from django.utils.safestring import mark_safe
 
     svgs = {k: mark_safe(v) for k, v in reports.chart_svgs(hours).items()}  # escaped by jobs.charts
     return render(request, "admin/console/charts.html", _context(request, "charts", svgs=svgs, hours=hours))

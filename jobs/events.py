@@ -8,9 +8,12 @@ participant, and 200 idle participants get no traffic.
 """
 
 import logging
+import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+
+from .queue import snapshot
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,6 @@ _last_console_push = [0.0]
 def console_changed(what: str = "", at_most_every: float = 0.5) -> None:
     """Something only the console shows moved (a run's progress). Progress arrives many times a
     second per running job; the console re-reads its state anyway, so twice a second is enough."""
-    import time
 
     now = time.monotonic()
     if now - _last_console_push[0] < at_most_every:
@@ -120,6 +122,5 @@ def queue_update(snap) -> None:
 
 def queue_changed() -> None:
     """Announce the queue as it stands (the dispatcher loop's periodic catch-up)."""
-    from .queue import snapshot
 
     queue_update(snapshot())

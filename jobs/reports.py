@@ -2,13 +2,17 @@
 database in one place (the figures themselves are jobs.stats' pure functions)."""
 
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
+from accounts.models import Workspace
+
 from . import charts, stats
-from .models import FINAL_STATES, PRIORITY_WORDS, Job, JobState, QueueSettings, Worker
+from .models import FINAL_STATES, PRIORITY_WORDS, Announcement, Job, JobState, QueueSettings, Worker
+from .queue import snapshot
 
 
 def price_of(worker: Worker | None) -> float:
@@ -83,7 +87,6 @@ def costs() -> tuple[list[dict], dict]:
 
 def participants() -> list[dict]:
     """One card per workspace: jobs by state, GPU time, storage, last activity, last output."""
-    from accounts.models import Workspace
 
     counts: dict[str, dict[str, int]] = {}
     for slug, state, n in Job.objects.values_list("workspace__slug", "state").annotate(n=Count("id")):
@@ -124,7 +127,6 @@ def participants() -> list[dict]:
 
 
 def _thumbnail(slug: str, outputs: dict) -> str | None:
-    from urllib.parse import urlencode
 
     for node_outputs in (outputs or {}).values():
         if not isinstance(node_outputs, dict):
@@ -154,7 +156,6 @@ def _node_label(job: Job) -> str:
 
 def console_state() -> dict:
     """Everything the live queue page shows, from the same snapshot participants' badges use."""
-    from .queue import snapshot
 
     snap = snapshot()
     now = timezone.now()
@@ -211,7 +212,6 @@ def console_state() -> dict:
         .select_related("workspace__owner")
         .order_by("-finished_at")[:10]
     ]
-    from .models import Announcement
 
     return {
         "policy": snap.policy,

@@ -7,19 +7,20 @@ import hashlib
 import io
 import mimetypes
 import re
+import uuid
 import zlib
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from accounts.models import UnsafePath
+from accounts.models import ModelDeletion, UnsafePath, WorkspaceModel
 from gpuworker.models import without_participant_models
 from workshop import jsonbody, limits
 from workshop.streaming import FileStream
@@ -144,7 +145,6 @@ def _beat_fields(data: dict) -> dict:
 @worker_call(["GET"])
 def auth(request):
     """Whether a token is a worker's (nginx asks before it lets a worker's upload through)."""
-    from django.http import HttpResponse
 
     return HttpResponse(status=204)
 
@@ -255,7 +255,6 @@ def warm_share(worker) -> int:
 
 def _models_gone(seen: int) -> list[dict]:
     """Participants' models deleted since the last one this worker acknowledged: out of its cache."""
-    from accounts.models import ModelDeletion
 
     return [
         {"id": d.pk, "folder": d.folder, "name": d.name, "sha256": d.sha256}
@@ -264,7 +263,6 @@ def _models_gone(seen: int) -> list[dict]:
 
 
 def _uuid(value):
-    import uuid
 
     try:
         return uuid.UUID(str(value))
@@ -394,7 +392,6 @@ def job_input(request, job_id):
 def job_model(request, job_id, sha256):
     """A participant's model its job names, for the GPU worker's cache (only while the run is
     this worker's, and only a model of the job's own workspace that the job names)."""
-    from accounts.models import WorkspaceModel
 
     job = job_of(request, job_id)
     if not _running(job, request.worker, run_of(request)):

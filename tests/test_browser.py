@@ -27,7 +27,10 @@ class Watch:
             "request",
             lambda r: (
                 r.url.startswith(base)
-                and not r.url.startswith((f"{base}{prefix}", f"{base}/accounts/login/"))
+                # the login page, and its own script (the throttle's countdown)
+                and not r.url.startswith(
+                    (f"{base}{prefix}", f"{base}/accounts/login/", f"{base}/static/workshop/login")
+                )
                 and self.escaped.append(r.url)
             ),
         )

@@ -72,7 +72,7 @@ def test_a_workflow_in_app_mode_shows_its_inputs_runs_through_the_queue_and_show
 
     ARTIFACTS.mkdir(exist_ok=True)
     workflow = json.loads(
-        (Path(__file__).resolve().parents[1] / "frontend_bridge" / "workflows" / "hello.json").read_text()
+        (Path(__file__).resolve().parents[1] / "jobs" / "shipped_workflows" / "hello.json").read_text()
     )
     workflow.setdefault("extra", {}).update(
         linearMode=True, linearData={"inputs": [[1, "color"], [1, "width"]], "outputs": [3]}

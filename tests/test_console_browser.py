@@ -139,7 +139,7 @@ def test_an_announcement_appears_in_a_participants_ui(browser, live_app, partici
 def test_a_pushed_workflow_appears_in_the_sidebar_of_an_open_workspace(browser, live_app, participants, catalog):
     alice, watch = open_workspace(browser, live_app, "user001", "001")
     console, _ = open_console(browser, live_app, "/admin/console/workflows/")
-    graph = json.loads((Path(__file__).parent.parent / "frontend_bridge" / "workflows" / "hello.json").read_text())
+    graph = json.loads((Path(__file__).parent.parent / "jobs" / "shipped_workflows" / "hello.json").read_text())
     console.set_input_files(
         "input[name=file]",
         files=[{"name": "exercise-2.json", "mimeType": "application/json", "buffer": json.dumps(graph).encode()}],

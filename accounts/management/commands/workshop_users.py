@@ -4,6 +4,9 @@ New passwords go to the credential sheet (CSV plus a printable HTML page with a 
 card) under the sheet folder, never to stdout unless --show is given.
 """
 
+import json as json_module
+import shutil
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -108,7 +111,6 @@ class Command(BaseCommand):
             answer = input(f"Delete {len(users)} participant(s), their jobs and files? Type 'yes': ")
             if answer.strip() != "yes":
                 raise CommandError("Nothing removed")
-        import shutil
 
         for user in users:
             root = user.workspace.root if hasattr(user, "workspace") else None
@@ -157,8 +159,6 @@ class Command(BaseCommand):
             for ws in Workspace.objects.select_related("owner")
         ]
         if json:
-            import json as json_module
-
             self.stdout.write(json_module.dumps(rows, indent=2))
             return
         for row in rows:

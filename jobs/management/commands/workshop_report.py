@@ -1,6 +1,7 @@
 """`manage.py workshop_report --out DIR`: after the workshop, a Markdown report with its charts:
 jobs, waits (p50/p95), GPU busy share, GPU cost per participant and errors by cause."""
 
+import re
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +15,6 @@ from jobs.redact import text as redact_text
 
 def cause(error: str) -> str:
     """An error's first line, without paths or numbers that make every case distinct."""
-    import re
 
     first = redact_text(error or "").strip().splitlines()[0] if (error or "").strip() else "(no message)"
     return re.sub(r"\d+(\.\d+)?", "N", first)[:120]

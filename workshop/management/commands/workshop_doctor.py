@@ -2,6 +2,7 @@
 they published. Prints one line per check and exits 1 when one fails."""
 
 import json
+import os
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -10,14 +11,12 @@ from frontend_bridge import releases
 from frontend_bridge.frontend import frontend_version
 from jobs import workflows
 from jobs.models import Catalog, Worker
+from workshop import status
 from workshop.private_files import open_to_others, secret_files
 
 
 def configuration_checks() -> list[tuple[bool, str]]:
     """A real workshop's settings and services, each with how to fix it."""
-    import os
-
-    from workshop import status
 
     checks = []
     key = os.environ.get("SECRET_KEY", "")
