@@ -6,9 +6,13 @@ nothing here ever reads another workspace's jobs or files.
 
 import functools
 import mimetypes
+import uuid
 
 from django.db import transaction
+from django.db.models import Q
+from django.db.models.fields.json import KT
 from django.http import Http404, JsonResponse
+from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
@@ -26,6 +30,7 @@ from jobs.models import (
     SubmitError,
     Worker,
 )
+from jobs.queue import snapshot
 from workshop import jsonbody
 from workshop.streaming import FileStream
 
@@ -207,7 +212,6 @@ def queue(request, workspace):
 
 
 def _valid_uuids(ids):
-    import uuid
 
     valid = []
     for value in ids:
@@ -299,7 +303,6 @@ def inert_type(name: str, also=()) -> tuple[str, bool]:
 
 def file_response(request, path, *, download=False, also=()):
     """A workspace file, streamed with Range support, that can never act as a page."""
-    from django.utils.http import content_disposition_header
 
     content_type, inline = inert_type(path.name, also)
     partial = _byte_range(request.headers.get("Range", ""), path.stat().st_size)
@@ -351,7 +354,6 @@ def interrupt(request, workspace):
 @workspace_api(["GET"])
 def workshop_queue(request, workspace):
     """The `workshop.queue` message's data for this workspace (the badge asks on load)."""
-    from jobs.queue import snapshot
 
     status, queue_message = wire.queue_messages(events.queue_payload(snapshot()), workspace.slug)
     return JsonResponse(queue_message["data"])
@@ -371,8 +373,6 @@ STATES_OF = {
 
 def _jobs_of(workspace):
     """The workspace's jobs as the Jobs API sees them: history the participant cleared is gone."""
-    from django.db.models import Q
-    from django.db.models.fields.json import KT
 
     return (
         Job.objects.filter(workspace=workspace)

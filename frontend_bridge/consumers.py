@@ -9,15 +9,19 @@ import json
 import logging
 import time
 import uuid
+from datetime import timedelta
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
+from django.utils import timezone
 
 from accounts.access import workspace_for
 from jobs import events
 from jobs.consumers import GroupMember
+from jobs.models import FINAL_STATES, Announcement, Job, JobState
+from jobs.queue import snapshot
 
 from . import wire
 from .frontend import comfy_features
@@ -79,17 +83,11 @@ class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
         return self._snapshot(joined_at), self._announcement(), self._running_progress(), self._missed_ends()
 
     def _announcement(self):
-        from jobs.models import Announcement
 
         current = Announcement.current()
         return current.as_message() if current else None
 
     def _missed_ends(self):
-        from datetime import timedelta
-
-        from django.utils import timezone
-
-        from jobs.models import FINAL_STATES, Job
 
         recent = Job.objects.filter(
             workspace=self.workspace,
@@ -102,12 +100,10 @@ class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
 
     def _end_delivered(self, job_id):
         """For a job this tab queued: whether it got the run's end already; else None."""
-        from jobs.models import Job
 
         return Job.objects.filter(pk=job_id, client_id=self.sid).values_list("end_delivered", flat=True).first()
 
     def _delivered(self, job_id):
-        from jobs.models import Job
 
         Job.objects.filter(pk=job_id, client_id=self.sid).update(end_delivered=True)
 
@@ -126,7 +122,6 @@ class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
         return False
 
     def _running_progress(self):
-        from jobs.models import Job, JobState
 
         messages = []
         for job_id, progress in Job.objects.filter(workspace=self.workspace, state=JobState.RUNNING).values_list(
@@ -142,7 +137,6 @@ class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
         """The queue as every socket sees it. A snapshot read after this socket joined its
         groups is as good as a new one (any later change reaches it as an event), so a burst of
         reconnects shares a few instead of reading one each."""
-        from jobs.queue import snapshot
 
         shared = WorkspaceSocket._shared
         if shared.get("at", -1.0) < joined_at:

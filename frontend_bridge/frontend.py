@@ -5,11 +5,16 @@ which it names by an absolute path, too (KEEP_UNDER_PREFIX). `/assets/...` at th
 served, for a page loaded before that.
 """
 
+import base64
+import hashlib
 import mimetypes
+import re
 from functools import lru_cache
+from importlib.metadata import version
 from pathlib import Path
 
 import comfyui_frontend_package
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import (
     FileResponse,
@@ -19,6 +24,7 @@ from django.http import (
 )
 
 from accounts.access import workspace_for
+from jobs.models import Catalog, ExtensionFile
 from jobs.workflows import official_files, template_index
 
 FRONTEND_ROOT = Path(comfyui_frontend_package.__file__).parent / "static"
@@ -46,7 +52,6 @@ KNOWN_FRONTEND_ERRORS = {
 
 def comfy_features() -> dict:
     """ComfyUI's `features`: answered on /features and to the websocket's feature_flags."""
-    from django.conf import settings
 
     # Previews go out as ComfyUI's plain binary frames (event 1), without the metadata variant.
     # Assets (server-side asset database), sign-in (comfy.org accounts) and the Manager are
@@ -63,14 +68,12 @@ def comfy_features() -> dict:
 
 @lru_cache(maxsize=1)
 def frontend_version() -> str:
-    from importlib.metadata import version
 
     return version("comfyui-frontend-package")
 
 
 @lru_cache(maxsize=1)
 def templates_version() -> str:
-    from importlib.metadata import version
 
     return version("comfyui-workflow-templates")
 
@@ -130,11 +133,6 @@ def page(request, slug):
 def page_csp() -> dict:
     """The site's policy, plus the hashes of index.html's inline scripts (the splash colours,
     and the workshop's own that keeps the favicon under the workspace)."""
-    import base64
-    import hashlib
-    import re
-
-    from django.conf import settings
 
     html = index_html().decode()
     hashes = [
@@ -187,7 +185,6 @@ def root_asset(request, path):
 def custom_node_file(path: str) -> HttpResponse:
     """A custom node's file as the served catalog's worker published it: frontend code only
     once trusted, example workflows (data) always."""
-    from jobs.models import Catalog, ExtensionFile
 
     worker, trusted = Catalog.served_extensions()
     if path.startswith("/extensions/") and path not in trusted:

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import servestatic.utils
+from django.conf import settings
 from servestatic import ServeStaticASGI
 from servestatic.compress import Compressor
 
@@ -82,7 +83,6 @@ def build(target) -> None:
 
 
 def files_root() -> Path:
-    from django.conf import settings
 
     if settings.FRONTEND_FILES_DIR:
         return Path(settings.FRONTEND_FILES_DIR)

@@ -3,14 +3,17 @@ routes answered from what the GPU workers published (never ComfyUI's global view
 show one participant everybody's files and prompts)."""
 
 import json
+import logging
 import mimetypes
 import os
 import shutil
 import warnings
 from pathlib import Path
 
+from django.conf import settings
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.utils.cache import get_conditional_response
+from PIL import Image, UnidentifiedImageError
 
 from accounts.models import UnsafePath, check_name_lengths
 from jobs import workflows
@@ -19,7 +22,7 @@ from workshop import jsonbody
 
 from . import own_models
 from .api import INLINE_OTHER, file_response, json_body, workspace_api
-from .frontend import comfy_features, core_extensions, frontend_version, templates_version
+from .frontend import comfy_features, core_extensions, custom_node_file, frontend_version, templates_version
 from .validation import placeholders, upload_classes, upload_specs
 
 SUPPORTED_COMFYUI = "0.38.1"  # the release the GPU image installs
@@ -274,7 +277,6 @@ def workflow_templates(request, workspace):
 
 @workspace_api(["GET"])
 def custom_node_template(request, workspace, module, name):
-    from .frontend import custom_node_file
 
     try:
         return custom_node_file(f"/workflow_templates/{module}/{name}")
@@ -353,8 +355,6 @@ def _told(response, workspace):
     """Tells the caller (a header, and one log line) that the saved settings were unreadable."""
     problem = _saved_settings(workspace)[1]
     if problem:
-        import logging
-
         logging.getLogger(__name__).warning("workspace %s: %s", workspace.slug, problem)
         response["X-Workshop-Warning"] = problem
     return response
@@ -363,7 +363,6 @@ def _told(response, workspace):
 def start_workflow() -> dict:
     """`Workshop.StartWorkflow`: the workshop workflow a workspace opens on its first load
     (the workshop extension opens it, then stores "" so it is opened only once)."""
-    from django.conf import settings
 
     name = f"{settings.WORKSHOP_START_WORKFLOW}.json"
     return {"Workshop.StartWorkflow": f"workshop/{name}"} if name in workflows.sources() else {}
@@ -560,7 +559,6 @@ def userdata_move(request, workspace, file, dest):
 
 
 def _store_upload(request, workspace, mask=False):
-    from django.conf import settings
 
     image = request.FILES.get("image")
     if image is None:
@@ -616,7 +614,6 @@ def _store_upload(request, workspace, mask=False):
 
 def _apply_mask(request, workspace, image, path):
     """ComfyUI's upload/mask: the mask's alpha goes into a copy of the original image."""
-    from PIL import Image, UnidentifiedImageError
 
     try:
         original_ref = jsonbody.loads(request.POST.get("original_ref") or "{}")
@@ -657,8 +654,6 @@ def _apply_mask(request, workspace, image, path):
 def _too_many_pixels(fileobj) -> str:
     """Why an image is refused ("" if it is not, or is no image PIL knows): its size is read
     from the header, before anything is decoded."""
-    from django.conf import settings
-    from PIL import Image, UnidentifiedImageError
 
     limit = f"the workshop accepts images up to {settings.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels."
     try:

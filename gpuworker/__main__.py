@@ -32,7 +32,8 @@ from rq.timeouts import TimerDeathPenalty
 from . import providers, tasks
 from .app import AppClient, AppError, TokenRevoked
 from .comfy import ColdStartTimeout, ComfyAuthError, ComfyClient
-from .models import without_participant_models
+from .models import ModelCache, without_participant_models
+from .runpod import RunpodClient
 
 log = logging.getLogger("gpuworker")
 HEARTBEAT_SECONDS = 2.5  # until the app's register answer says otherwise
@@ -594,13 +595,9 @@ def main(argv=None) -> int:
     )
     cache = None
     if config.model_cache:
-        from .models import ModelCache
-
         cache = ModelCache(config.model_cache, config.model_cache_bytes)
     app = AppClient(args.app, args.token, args.app_retry)
     if args.provider == "runpod":
-        from .runpod import RunpodClient
-
         comfy = None
         gpu = Gpu(None, runpod=RunpodClient(config.endpoint, config.api_key, timeouts), catalog=runpod_catalog(config))
     else:

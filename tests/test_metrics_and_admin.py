@@ -78,7 +78,7 @@ def test_jobs_cannot_be_added_by_hand_and_the_lists_speak_plainly(staff, partici
 
     assert timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M:%S") in jobs_page, "times to the second"
     workspaces = staff.get("/admin/accounts/workspace/").content.decode()
-    assert "5.0 GB" in workspaces and "5368709120" not in workspaces
+    assert "5.0\xa0GB" in workspaces and "5368709120" not in workspaces
     change = staff.get(f"/admin/accounts/workspace/{participants[0].pk}/change/").content.decode()
     assert "007 is served at /user/007/" in change
     settings_page = staff.get("/admin/jobs/queuesettings/1/change/").content.decode()

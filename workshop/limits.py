@@ -6,6 +6,7 @@ import re
 
 from django.conf import settings
 
+from jobs.models import hash_token
 from jobs.tokens import signed_here
 
 UPLOAD = re.compile(r"^/user/[A-Za-z0-9_-]{1,16}/(api/)?(upload/(image|mask)|userdata/.+)$")
@@ -54,7 +55,6 @@ def worker_seen(token_hash: str) -> None:
 
 def worker_known(authorization: str) -> bool:
     """Decided from the token alone, before the body: signed by this deployment, or seen."""
-    from jobs.models import hash_token
 
     token = (authorization or "").removeprefix("Bearer ").strip()
     return bool(token) and (signed_here(token) or hash_token(token) in _known_tokens)

@@ -6,9 +6,12 @@ connections from the channel layer's `queue` group (every open socket is a membe
 every few seconds), and refused requests from a Redis hash each process adds to.
 """
 
+import hmac
 import time
 
+from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db.models import Count, F, Sum
 from django.http import HttpResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -17,6 +20,9 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from jobs import events, rq
+from jobs.models import Job, JobState, Worker
 
 WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800)
@@ -37,7 +43,6 @@ def count_refusal(status: int) -> None:
     reason = REASONS.get(status)
     if reason is None:
         return
-    from jobs import rq
 
     try:
         rq.connection().hincrby(_key(REFUSED_KEY), reason, 1)
@@ -62,9 +67,6 @@ def _histogram(name, doc, values, buckets):
 
 class WorkshopCollector:
     def collect(self):
-        from django.db.models import Count, F, Sum
-
-        from jobs.models import Job, JobState, Worker
 
         jobs = GaugeMetricFamily("workshop_jobs", "Jobs by state", labels=["state"])
         counts = dict(Job.objects.values_list("state").annotate(n=Count("id")))
@@ -107,9 +109,6 @@ class WorkshopCollector:
 
 
 def _from_redis() -> tuple[int, dict[str, int]]:
-    from channels.layers import get_channel_layer
-
-    from jobs import events, rq
 
     sockets = 0
     try:
@@ -128,7 +127,6 @@ def _from_redis() -> tuple[int, dict[str, int]]:
 
 def view(request):
     """Staff, or `Authorization: Bearer <METRICS_TOKEN>` (for the Prometheus scraper)."""
-    import hmac
 
     token = settings.METRICS_TOKEN
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()

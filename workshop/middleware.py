@@ -1,7 +1,12 @@
 """Site-wide HTTP policies that are not any one app's business."""
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.http import Http404
 from django.utils.csp import CSP
+from rq.exceptions import NoSuchJobError
+
+from .metrics import count_refusal
 
 
 class RQDashboard:
@@ -20,9 +25,6 @@ class RQDashboard:
         return response
 
     def process_exception(self, request, exception):
-        from django.core.exceptions import ImproperlyConfigured
-        from django.http import Http404
-        from rq.exceptions import NoSuchJobError
 
         # ImproperlyConfigured: a page of a part the workshop does not install (rq-scheduler).
         missing = (NoSuchJobError, ValueError, ImproperlyConfigured)
@@ -39,7 +41,5 @@ class CountRefusals:
     def __call__(self, request):
         response = self.get_response(request)
         if 400 <= response.status_code < 500 and response.status_code != 404:
-            from .metrics import count_refusal
-
             count_refusal(response.status_code)
         return response

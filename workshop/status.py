@@ -5,9 +5,15 @@ Each returns plain data (JSON-ready); none raises when a service is down, it say
 
 import shutil
 from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Count
+from django.utils import timezone
+
+from jobs import rq
+from jobs.models import Job, JobState, QueueSettings, Worker
 
 
 def database() -> dict:
@@ -20,7 +26,6 @@ def database() -> dict:
 
 
 def redis() -> dict:
-    from jobs import rq
 
     try:
         rq.connection().ping()
@@ -30,7 +35,6 @@ def redis() -> dict:
 
 
 def _without_password(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url)
     if parts.password:
@@ -40,9 +44,6 @@ def _without_password(url: str) -> str:
 
 
 def workers(now: datetime | None = None) -> list[dict]:
-    from django.utils import timezone
-
-    from jobs.models import Worker
 
     now = now or timezone.now()
     return [
@@ -59,10 +60,6 @@ def workers(now: datetime | None = None) -> list[dict]:
 
 
 def queue(now: datetime | None = None) -> dict:
-    from django.db.models import Count
-    from django.utils import timezone
-
-    from jobs.models import Job, JobState, QueueSettings
 
     now = now or timezone.now()
     by_state = {state: 0 for state in JobState.values}

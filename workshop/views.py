@@ -2,6 +2,8 @@ from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import redirect
 
+from . import status
+
 
 @login_required
 def home(request):
@@ -16,7 +18,6 @@ def home(request):
 
 def health(request):
     """Liveness for the load balancer: the database and Redis answer."""
-    from . import status
 
     checks = {
         name: "ok" if result["ok"] else f"error: {result['error']}"
