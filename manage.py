@@ -5,7 +5,7 @@ import sys
 
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workshop.settings")
-    from django.core.management import execute_from_command_line
+    from django.core.management import execute_from_command_line  # after the settings are named
 
     execute_from_command_line(sys.argv)
 

@@ -6,6 +6,7 @@ class FrontendBridgeConfig(AppConfig):
     verbose_name = "ComfyUI gateway"
 
     def ready(self):
+        # Settings and apps are loaded only now (Django's place for this).
         from django.conf import settings
         from PIL import Image
 

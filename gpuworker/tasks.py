@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import os
+import signal
 import struct
 import threading
 import time
@@ -18,10 +19,12 @@ from dataclasses import dataclass, field
 
 import redis
 import requests
+from rq import get_current_job
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from .app import AppClient, RunFenced, TokenRevoked
 from .comfy import ENDS, ColdStartTimeout, ComfyAuthError, ComfyClient, ComfyValidationError
+from .models import ModelCache, ModelRejected
 from .providers import Timeouts
 from .throttle import ProgressThrottle
 
@@ -62,8 +65,6 @@ def revoked() -> None:
             "Start the worker again with the new token from `manage.py worker_token`."
         )
         SHUTDOWN.set()
-        import signal
-
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -104,13 +105,11 @@ class Settings:
 def run_job(payload: dict, settings: Settings | None = None) -> str:
     """Entry point RQ calls (`gpuworker.tasks.run_job`); returns how the run ended."""
     settings = settings or Settings.from_env()
-    from rq import get_current_job
-
     current = get_current_job()
     connection = current.connection if current else redis.Redis.from_url(settings.redis)
     app = AppClient(settings.app, settings.token, settings.app_retry, timeout=settings.timeouts.request)
     if os.environ.get("GPUWORKER_PROVIDER") == "runpod":
-        from .runpod import RunpodClient, RunpodRun
+        from .runpod import RunpodClient, RunpodRun  # a cycle: a RunPod run is a kind of JobRun
 
         run = RunpodRun(payload, app, RunpodClient.from_env(settings.timeouts), connection, settings.timeouts)
     else:
@@ -122,8 +121,6 @@ def run_job(payload: dict, settings: Settings | None = None) -> str:
         )
         run = JobRun(payload, app, comfy, connection, settings.timeouts, serverless=settings.serverless)
         if settings.model_cache:
-            from .models import ModelCache
-
             run.model_cache = ModelCache(settings.model_cache, settings.model_cache_bytes)
     key = threading.get_ident()
     ACTIVE[key] = run
@@ -405,8 +402,6 @@ class JobRun(RunStops):
     def _place_models(self) -> None:
         """The participant's own models the prompt names, into this host's cache, before ComfyUI
         validates the prompt (which looks for the file)."""
-        from .models import ModelRejected
-
         wanted = self.payload.get("models") or []
         if wanted and self.model_cache is None:
             raise ModelRejected("this GPU worker has no cache for participants' own models")

@@ -5,7 +5,7 @@ from django.db import transaction
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from . import lifecycle
+from . import dispatcher, lifecycle
 from .models import PRIORITY_WORDS, Job, JobState, QueueSettings, Worker
 from .stats import human_bytes
 
@@ -85,7 +85,7 @@ class JobAdmin(admin.ModelAdmin):
     def run_now(self, request, queryset):
         with transaction.atomic():
             chosen = list(queryset.filter(state=JobState.QUEUED))
-            interrupted = Job.run_now(chosen)
+            interrupted = dispatcher.run_now(chosen)
             if interrupted is None:
                 self.message_user(request, "Pick a waiting job.", messages.WARNING)
                 return

@@ -5,7 +5,7 @@ import csv
 from datetime import timedelta
 
 from django.contrib import admin, messages
-from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import BadRequest
 from django.db import transaction
@@ -21,7 +21,7 @@ from accounts import credentials, loginlinks
 from accounts.models import Workspace
 from workshop.jsonbody import BadJSON, loads
 
-from . import reports, stats, workflows
+from . import dispatcher, reports, stats, workflows
 from .models import Announcement, Job, QueueSettings
 
 app_name = "console"
@@ -86,7 +86,7 @@ def job_action(request, job_id, action):
         elif action == "next":
             done, message = job.run_next(), f"{who} runs next."
         elif action == "now":
-            interrupted = Job.run_now([job])
+            interrupted = dispatcher.run_now([job])
             done = interrupted is not None
             message = f"{who} runs now" + (f"; {interrupted} running job(s) paused for it." if interrupted else ".")
         elif action == "requeue":
@@ -257,8 +257,6 @@ def workflows_page(request):
             messages.error(request, str(exc))
         else:
             messages.success(request, f"{pushed['name']} is in {pushed['count']} workspace(s) under workshop/.")
-            from django.contrib.admin.models import ADDITION
-
             LogEntry.objects.log_actions(
                 request.user.pk,
                 [request.user],

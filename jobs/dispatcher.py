@@ -12,11 +12,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 
-from . import rq
-from .models import ACTIVE_STATES, Job, JobState, QueueSettings, Worker
+from . import lifecycle, rq
+from .models import ACTIVE_STATES, PRIORITY_NOW, Job, JobState, QueueSettings, Worker
 from .policies import by_affinity
 from .queue import Snapshot, snapshot
 
@@ -129,3 +129,26 @@ def reap() -> dict:
     if not any(counts.values()):
         dispatch()  # each change above already ran the post-change step
     return counts
+
+
+def run_now(jobs) -> int | None:
+    """The instructor's "run now": start these waiting jobs at once. Each free GPU takes one, and
+    only what the free GPUs cannot take pauses a running job (the newest first), which continues
+    first afterwards. Returns how many running jobs were paused, or None when none of them was
+    waiting."""
+    chosen = [job for job in jobs if job.state == JobState.QUEUED]
+    if not chosen:
+        return None
+    Job.objects.filter(pk__in=[j.pk for j in chosen], state=JobState.QUEUED).update(priority=PRIORITY_NOW)
+    needed = len(chosen) - sum(free_slots().values())
+    # The newest first: a job sent to a GPU a moment ago (not started yet) is the newest of
+    # all, and the one to give way; it lost to a run that had only just been dispatched.
+    # Only runs whose slot the demo can take (an online worker's), and never another demo.
+    victims = list(
+        Job.objects.filter(state__in=ACTIVE_STATES, worker__in=Worker.objects.online(), priority__lt=PRIORITY_NOW)
+        .exclude(cancel_requested="cancel")
+        .order_by(F("started_at").desc(nulls_first=True), "-dispatched_at")
+    )[: max(needed, 0)]
+    interrupted = sum(job.interrupt_for_demo() for job in victims)
+    lifecycle.changed()
+    return interrupted

@@ -85,6 +85,7 @@ def changed(*, notice=None, relay=None) -> None:
 
 
 def _after_commit(notice, relay) -> None:
+    # A cycle: events and the dispatcher read the models, whose transitions call this module.
     from . import events
 
     if relay:
@@ -100,6 +101,6 @@ def _after_commit(notice, relay) -> None:
 
 
 def _dispatch_and_announce() -> None:
-    from . import dispatcher, events
+    from . import dispatcher, events  # the same cycle as above
 
     events.queue_update(dispatcher.dispatch())

@@ -15,7 +15,8 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import lifecycle, policies, tokens
+from . import lifecycle, policies, rq, tokens
+from .policies import prompt_models
 
 # Priorities (higher runs first). A job that was interrupted or lost its worker comes back
 # "at the front": above normal jobs, below the instructor's explicit "run next".
@@ -147,7 +148,7 @@ class Announcement(models.Model):
 
     @classmethod
     def publish(cls, text: str, user=None) -> "Announcement":
-        from . import events
+        from . import events  # a cycle: events reads the queue, which reads these models
 
         announcement = cls.objects.create(text=text[: cls.MAX_LENGTH], created_by=user)
         transaction.on_commit(lambda: events.announce(announcement.as_message()))
@@ -601,8 +602,6 @@ class Job(models.Model):
         """A job straight onto one worker, past the queue's order: the operator's rehearsal runs
         one on each worker. Created and dispatched in one transaction, so no dispatcher can
         send it elsewhere first."""
-        from . import rq
-
         with transaction.atomic():
             job = cls.objects.create(workspace=workspace, prompt=prompt, workflow_name=workflow_name[:200])
             if not job.mark_dispatched(worker):
@@ -655,8 +654,6 @@ class Job(models.Model):
         return self.state == JobState.RUNNING and self.is_current_run(worker, run)
 
     def model_files(self) -> list[str]:
-        from .policies import prompt_models
-
         return prompt_models(self.prompt)
 
     def record_cold_start(self, seconds: float | None) -> None:
@@ -727,8 +724,6 @@ class Job(models.Model):
         """Run `run` ended without a result. A cancel stays final; an instructor's interrupt
         comes back at the front without costing an attempt; a crash costs one, and after
         max_attempts of them the job fails with the reason."""
-        from . import rq
-
         with transaction.atomic():
             current = Job.objects.select_for_update().filter(pk=self.pk, run=run, state__in=ACTIVE_STATES).first()
             if current is None:
@@ -789,8 +784,6 @@ class Job(models.Model):
         within half a second), so the GPU is free when the state says so; if the worker is gone
         the reaper ends it `cancelled` when the lease runs out.
         """
-        from . import rq
-
         if by_instructor and not self.is_final:
             Job.objects.filter(pk=self.pk, state__in=OPEN_STATES).update(cancelled_by="instructor")
             self.cancelled_by = "instructor"
@@ -822,30 +815,6 @@ class Job(models.Model):
             return True
         return False
 
-    @classmethod
-    def run_now(cls, jobs) -> int | None:
-        """Start these waiting jobs at once: each free GPU takes one, and only what the free GPUs
-        cannot take pauses a running job (the newest first), which continues first afterwards.
-        Returns how many running jobs were paused, or None when none of them was waiting."""
-        from .dispatcher import free_slots
-
-        chosen = [job for job in jobs if job.state == JobState.QUEUED]
-        if not chosen:
-            return None
-        cls.objects.filter(pk__in=[j.pk for j in chosen], state=JobState.QUEUED).update(priority=PRIORITY_NOW)
-        needed = len(chosen) - sum(free_slots().values())
-        # The newest first: a job sent to a GPU a moment ago (not started yet) is the newest of
-        # all, and the one to give way; it lost to a run that had only just been dispatched.
-        # Only runs whose slot the demo can take (an online worker's), and never another demo.
-        victims = list(
-            cls.objects.filter(state__in=ACTIVE_STATES, worker__in=Worker.objects.online(), priority__lt=PRIORITY_NOW)
-            .exclude(cancel_requested="cancel")
-            .order_by(F("started_at").desc(nulls_first=True), "-dispatched_at")
-        )[: max(needed, 0)]
-        interrupted = sum(job.interrupt_for_demo() for job in victims)
-        lifecycle.changed()
-        return interrupted
-
     def requeue(self) -> bool:
         """A failed or cancelled job back into the queue, at the front, with fresh attempts."""
         if self._move(
@@ -873,8 +842,6 @@ class Job(models.Model):
 
     def interrupt_for_demo(self) -> bool:
         """Stop the running job so a demo can use the GPU; it comes back at the front."""
-        from . import rq
-
         if not self.request_stop("interrupt"):
             return False
         if self.state == JobState.DISPATCHED:

@@ -10,6 +10,7 @@ operator's own files in <WORKSHOP_DATA_DIR>/workflows/.
 import json
 import re
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 from django.conf import settings
@@ -33,7 +34,7 @@ def official_files() -> dict[str, Path]:
     folder, still read when present. Empty when the package is not installed.
     """
     found: dict[str, Path] = {}
-    try:
+    try:  # optional: the templates come from PyPI packages that may be missing
         import comfyui_workflow_templates as meta
     except ImportError:
         return found
@@ -41,11 +42,9 @@ def official_files() -> dict[str, Path]:
     if legacy.is_dir():
         return {p.name: p for p in legacy.iterdir() if p.is_file()}
     try:
-        from importlib import resources
-
         json_dir = Path(str(resources.files("comfyui_workflow_templates_json") / "templates"))
         found.update({p.name: p for p in json_dir.iterdir() if p.is_file()})
-        from comfyui_workflow_templates_core import iter_templates
+        from comfyui_workflow_templates_core import iter_templates  # optional, as above
 
         for entry in iter_templates():
             for asset in entry.assets:

@@ -10,13 +10,23 @@ memory (4 GB of growth, measured). `install()` also makes the app's `send` of a 
 the connection's buffer is full (Twisted's producer interface).
 """
 
+import asyncio
 import json
 import logging
+from io import BytesIO
+
+from django.conf import settings
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from . import limits
+from .metrics import count_refusal
 
 log = logging.getLogger("workshop.limits")
 
 
 def install() -> None:
+    # Daphne's modules are imported once Daphne runs (it installs Twisted's reactor first).
     from daphne.http_protocol import WebRequest
 
     if getattr(WebRequest, "_workshop_limits", False):
@@ -25,10 +35,6 @@ def install() -> None:
     got_length, content_chunk, process = WebRequest.gotLength, WebRequest.handleContentChunk, WebRequest.process
 
     def gotLength(self, length):
-        from django.conf import settings
-
-        from . import limits
-
         self._refused = False
         self._received = 0
         path = getattr(self.channel, "_path", b"").split(b"?")[0].decode("latin-1")
@@ -60,11 +66,7 @@ def install() -> None:
 
 
 def _wait_for_slow_readers() -> None:
-    import asyncio
-
-    from daphne.server import Server
-    from twisted.internet.interfaces import IPushProducer
-    from zope.interface import implementer
+    from daphne.server import Server  # installs the asyncio reactor when imported: Daphne's own
 
     @implementer(IPushProducer)
     class Drain:
@@ -105,14 +107,10 @@ def _wait_for_slow_readers() -> None:
 
 
 def _refuse(request, status: int, why: str, path: str) -> None:
-    from io import BytesIO
-
     request._refused = True
     request.content = BytesIO()
     log.warning("refused %s before its body: %s %s", path, status, why)
-    from twisted.internet import reactor
-
-    from .metrics import count_refusal
+    from twisted.internet import reactor  # the one Daphne installed, not a default one
 
     reactor.callInThread(count_refusal, status)  # never block the reactor on Redis
     body = json.dumps({"error": why}).encode()
