@@ -97,8 +97,13 @@ def check_header(head: bytes, size: int) -> dict:
         raise ModelRefused("This is not a valid safetensors file: its header does not fit the file.")
     if len(head) < 8 + length:
         raise ValueError("read 8 + the header's length bytes before checking")
-    raw = head[8 : 8 + length]
-    # Counted before parsing: the parse of a header is what costs memory.
+    header = _parse(head[8 : 8 + length])
+    _check_tensors(header, size - 8 - length)
+    return header
+
+
+def _parse(raw: bytes) -> dict:
+    """The header's JSON, counted before it is parsed (the parse is what costs memory)."""
     if raw.count(b'"data_offsets"') > MAX_TENSORS:
         raise ModelRefused(
             f"This safetensors file holds more than {MAX_TENSORS:,} tensors; a LoRA holds a few thousand at most."
@@ -113,13 +118,19 @@ def check_header(head: bytes, size: int) -> dict:
         raise ModelRefused("This is not a valid safetensors file: its header is not JSON.") from None
     if not isinstance(header, dict):
         raise ModelRefused("This is not a valid safetensors file: its header is not a table of tensors.")
-    data = size - 8 - length
     metadata = header.get("__metadata__", {})
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise ModelRefused(
             "This is not a valid safetensors file: its metadata (the trainer's notes in the header) holds "
             "something other than text."
         )
+    return header
+
+
+def _check_tensors(header: dict, data: int) -> None:
+    """Every tensor well formed, within the `data` bytes after the header, and (as the
+    safetensors loader demands) their bytes back to back from the first to the last, with no
+    overlap and no gap."""
     tensors = 0
     for key, info in header.items():
         if key == "__metadata__":
@@ -133,12 +144,10 @@ def check_header(head: bytes, size: int) -> dict:
             shown = key.encode("utf-8", "replace").decode("utf-8")[:80]
             raise ModelRefused(f"This is not a valid safetensors file: tensor {shown!r} is malformed.")
         tensors += 1
-        if tensors > MAX_TENSORS:  # spelled otherwise than the count above saw
+        if tensors > MAX_TENSORS:  # spelled otherwise than the count before the parse saw
             raise ModelRefused(f"This safetensors file holds more than {MAX_TENSORS:,} tensors.")
     if not tensors:
         raise ModelRefused("This safetensors file holds no tensors.")
-    # As the safetensors loader demands: the tensors' bytes follow each other from the first byte
-    # of the data to its last, with no overlap and no gap.
     end = 0
     for start, stop in sorted(tuple(info["data_offsets"]) for key, info in header.items() if key != "__metadata__"):
         if start != end:
@@ -146,7 +155,6 @@ def check_header(head: bytes, size: int) -> dict:
         end = stop
     if end != data:
         raise ModelRefused("This is not a valid safetensors file: its data does not end where its last tensor does.")
-    return header
 
 
 def _no_constant(name: str):

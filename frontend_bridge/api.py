@@ -98,55 +98,13 @@ def prompt(request, workspace):
     if request.method == "GET":
         remaining = Job.objects.filter(workspace=workspace).open().count()
         return JsonResponse({"exec_info": {"queue_remaining": remaining}})
-
     queue_settings = QueueSettings.get()
-    if len(request.body) > queue_settings.max_prompt_bytes:
-        return comfy_error(
-            413,
-            "workshop_prompt_too_large",
-            f"This workflow is {len(request.body) // 1024} KB; the workshop accepts up to "
-            f"{queue_settings.max_prompt_bytes // 1024} KB.",
-        )
     try:
-        data = json_body(request)
-    except jsonbody.BadJSON as exc:
-        return comfy_error(400, "invalid_prompt", str(exc))
-    if not isinstance(data, dict):
-        return comfy_error(400, "invalid_prompt", "The request body must be a JSON object.")
-    if "prompt" not in data:
-        return comfy_error(400, "no_prompt", "No prompt provided", "No prompt provided")
-    api_prompt = data["prompt"]
-    mine = own_models.own_models(workspace)
-    # The participant's own models are valid names here, and only here.
-    model_files = (Catalog.current_data().get("model_files") or {}) if mine else {}
-    object_info = own_models.with_own_models(Catalog.current_object_info(), model_files, mine)
-    targets = data.get("partial_execution_targets")
-    error, node_errors = validate_prompt(
-        api_prompt, object_info, targets, file_exists=workspace.has_file, version=Catalog.current_version()
-    )
-    if error is not None:
-        return JsonResponse({"error": error, "node_errors": node_errors}, status=400)
-
-    outputs = valid_outputs(api_prompt, object_info, node_errors, targets)
-    # Files of the outputs that will run; the validation above has named any missing on its node
-    # (this catches what it could not, before any GPU worker published a catalog).
-    inputs = input_files(api_prompt, object_info, outputs if object_info else targets)
-    missing = next((item for item in inputs if not workspace.has_file(item)), None)
-    if missing is not None:
-        return comfy_error(
-            400,
-            "workshop_missing_input",
-            f"Input file {missing['filename']!r} is not in your workspace. Upload it first.",
-        )
-
-    carried = [m.as_payload() for m in own_models.models_used(api_prompt, mine)]
-    if carried and not Worker.objects.filter(enabled=True, carries_models=True).exists():
-        return comfy_error(
-            400,
-            "workshop_no_model_gpu",
-            "Your own models can't be used in this workshop: none of its GPUs can load them. "
-            "Use the workshop's models instead, or ask the instructor.",
-        )
+        data = _prompt_body(request, queue_settings)
+        checked = _checked_prompt(workspace, data)
+    except _Refused as refused:
+        return refused.response
+    api_prompt, inputs, outputs, carried, node_errors = checked
     extra_data = data.get("extra_data") if isinstance(data.get("extra_data"), dict) else {}
     try:
         job = Job.submit(
@@ -164,6 +122,77 @@ def prompt(request, workspace):
     except SubmitError as exc:
         return JsonResponse(exc.as_comfy(), status=exc.status)
     return JsonResponse({"prompt_id": str(job.id), "number": job.number, "node_errors": node_errors or {}})
+
+
+class _Refused(Exception):
+    """A POST /prompt answered before it reaches the queue, in ComfyUI's shape."""
+
+    def __init__(self, response: JsonResponse):
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _prompt_body(request, queue_settings) -> dict:
+    """The POST /prompt body as ComfyUI reads it, within the workshop's size limit."""
+    if len(request.body) > queue_settings.max_prompt_bytes:
+        raise _Refused(
+            comfy_error(
+                413,
+                "workshop_prompt_too_large",
+                f"This workflow is {len(request.body) // 1024} KB; the workshop accepts up to "
+                f"{queue_settings.max_prompt_bytes // 1024} KB.",
+            )
+        )
+    try:
+        data = json_body(request)
+    except jsonbody.BadJSON as exc:
+        raise _Refused(comfy_error(400, "invalid_prompt", str(exc))) from None
+    if not isinstance(data, dict):
+        raise _Refused(comfy_error(400, "invalid_prompt", "The request body must be a JSON object."))
+    if "prompt" not in data:
+        raise _Refused(comfy_error(400, "no_prompt", "No prompt provided", "No prompt provided"))
+    return data
+
+
+def _checked_prompt(workspace, data: dict):
+    """The prompt validated as the GPU's ComfyUI would (the workspace's own models and files
+    included): (prompt, input files, outputs to run, own models carried, node_errors); _Refused
+    with the answer otherwise."""
+    api_prompt = data["prompt"]
+    mine = own_models.own_models(workspace)
+    # The participant's own models are valid names here, and only here.
+    model_files = (Catalog.current_data().get("model_files") or {}) if mine else {}
+    object_info = own_models.with_own_models(Catalog.current_object_info(), model_files, mine)
+    targets = data.get("partial_execution_targets")
+    error, node_errors = validate_prompt(
+        api_prompt, object_info, targets, file_exists=workspace.has_file, version=Catalog.current_version()
+    )
+    if error is not None:
+        raise _Refused(JsonResponse({"error": error, "node_errors": node_errors}, status=400))
+    outputs = valid_outputs(api_prompt, object_info, node_errors, targets)
+    # Files of the outputs that will run; the validation above has named any missing on its node
+    # (this catches what it could not, before any GPU worker published a catalog).
+    inputs = input_files(api_prompt, object_info, outputs if object_info else targets)
+    missing = next((item for item in inputs if not workspace.has_file(item)), None)
+    if missing is not None:
+        raise _Refused(
+            comfy_error(
+                400,
+                "workshop_missing_input",
+                f"Input file {missing['filename']!r} is not in your workspace. Upload it first.",
+            )
+        )
+    carried = [m.as_payload() for m in own_models.models_used(api_prompt, mine)]
+    if carried and not Worker.objects.filter(enabled=True, carries_models=True).exists():
+        raise _Refused(
+            comfy_error(
+                400,
+                "workshop_no_model_gpu",
+                "Your own models can't be used in this workshop: none of its GPUs can load them. "
+                "Use the workshop's models instead, or ask the instructor.",
+            )
+        )
+    return api_prompt, inputs, outputs, carried, node_errors
 
 
 def _submit_fields(data: dict) -> dict:

@@ -2,6 +2,7 @@
 8 MB parts from the page or fetched by the app from a URL the participant pastes."""
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -144,55 +145,59 @@ def model_fetch(request, workspace):
             {"error": f"You have {settings.MAX_UNFINISHED_MODELS} downloads running: wait for one to end."}, status=429
         )
 
-    async def lines():
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
+    download = functools.partial(_download, workspace, url, folder, str(data.get("name") or ""), slot)
+    return StreamingHttpResponse(_progress(download), content_type="application/x-ndjson")
 
-        def put(kind, value):
-            loop.call_soon_threadsafe(events.put_nowait, (kind, value))
 
-        def download():
-            fetch = safe_fetch.Fetch(url, settings.MODEL_FETCH_SECONDS)
-            try:
-                response, final_url = fetch.open()
-                total = fetch.announced_size(response)
-                put("total", total)
-                name = str(data.get("name") or _name_of(response, final_url))
-                model = store_download(
-                    workspace,
-                    folder,
-                    name,
-                    fetch.chunks(response),
-                    source_url=url[:2000],
-                    size_hint=total,
-                    on_progress=lambda n: put("received", n),
-                )
-                put("model", _row(model))
-            except ModelRefused as exc:
-                put("error", str(exc))
-            except Exception:  # noqa: BLE001 - the participant gets a sentence, the log the rest
-                log.exception("model fetch failed")
-                put("error", "Could not store it; try again, or download the file and upload it.")
-            finally:
-                fetch.close()
-                connection.close()
-                _free(slot)
+def _download(workspace, url: str, folder: str, name: str, slot: str, put) -> None:
+    """The fetch itself, in a thread of its own: each step goes to `put(kind, value)`."""
+    fetch = safe_fetch.Fetch(url, settings.MODEL_FETCH_SECONDS)
+    try:
+        response, final_url = fetch.open()
+        total = fetch.announced_size(response)
+        put("total", total)
+        model = store_download(
+            workspace,
+            folder,
+            name or _name_of(response, final_url),
+            fetch.chunks(response),
+            source_url=url[:2000],
+            size_hint=total,
+            on_progress=lambda n: put("received", n),
+        )
+        put("model", _row(model))
+    except ModelRefused as exc:
+        put("error", str(exc))
+    except Exception:  # noqa: BLE001 - the participant gets a sentence, the log the rest
+        log.exception("model fetch failed")
+        put("error", "Could not store it; try again, or download the file and upload it.")
+    finally:
+        fetch.close()
+        connection.close()
+        _free(slot)
 
-        threading.Thread(target=download, daemon=True, name="model-fetch").start()
-        # At once: the page shows the fetch has begun (and a proxy sees the response start)
-        # while the other server has not answered yet.
-        yield json.dumps({"received": 0, "total": None}) + "\n"
-        total, last = None, 0.0
-        while True:
-            kind, value = await events.get()
-            if kind == "total":
-                total = value
-            elif kind == "received":
-                if time.monotonic() - last >= 0.5:
-                    last = time.monotonic()
-                    yield json.dumps({"received": value, "total": total}) + "\n"
-            else:
-                yield json.dumps({kind: value}) + "\n"
-                return
 
-    return StreamingHttpResponse(lines(), content_type="application/x-ndjson")
+async def _progress(download):
+    """The JSON lines of a fetch: one at once, then its progress twice a second, then its end."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+
+    def put(kind, value):
+        loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+
+    threading.Thread(target=download, args=(put,), daemon=True, name="model-fetch").start()
+    # At once: the page shows the fetch has begun (and a proxy sees the response start) while the
+    # other server has not answered yet.
+    yield json.dumps({"received": 0, "total": None}) + "\n"
+    total, last = None, 0.0
+    while True:
+        kind, value = await events.get()
+        if kind == "total":
+            total = value
+        elif kind == "received":
+            if time.monotonic() - last >= 0.5:
+                last = time.monotonic()
+                yield json.dumps({"received": value, "total": total}) + "\n"
+        else:
+            yield json.dumps({kind: value}) + "\n"
+            return
