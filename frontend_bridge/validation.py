@@ -587,6 +587,24 @@ def _shape_error(prompt, check_links):
     return None
 
 
+def _validate_output(validator, output) -> tuple:
+    """(valid, reasons) of one output node, as ComfyUI reports any exception while validating it."""
+    try:
+        valid, reasons, _ = validator.node(output)
+    except Exception as exc:  # noqa: BLE001 - ComfyUI reports any exception of the output node
+        reasons = [
+            _error(
+                "exception_during_validation",
+                "Exception when validating node",
+                str(exc),
+                {"exception_type": _type_name(exc), "traceback": []},
+            )
+        ]
+        validator.validated[output] = (False, reasons, output)
+        return False, reasons
+    return valid, reasons
+
+
 def validate_prompt(
     prompt, object_info, partial_execution_targets=None, *, require_all_outputs=False, file_exists=None, version="0.8.0"
 ):
@@ -622,19 +640,7 @@ def validate_prompt(
     validator = _Validator(prompt, object_info, file_exists, version)
     good, failed, node_errors = [], [], {}
     for output in outputs:
-        try:
-            valid, reasons, _ = validator.node(output)
-        except Exception as exc:  # noqa: BLE001 - ComfyUI reports any exception of the output node
-            valid = False
-            reasons = [
-                _error(
-                    "exception_during_validation",
-                    "Exception when validating node",
-                    str(exc),
-                    {"exception_type": _type_name(exc), "traceback": []},
-                )
-            ]
-            validator.validated[output] = (False, reasons, output)
+        valid, reasons = _validate_output(validator, output)
         if valid is True:
             good.append(output)
             continue
@@ -643,11 +649,7 @@ def validate_prompt(
             if node_valid is not True and node_reasons:
                 entry = node_errors.setdefault(
                     node_id,
-                    {
-                        "errors": node_reasons,
-                        "dependent_outputs": [],
-                        "class_type": prompt[node_id]["class_type"],
-                    },
+                    {"errors": node_reasons, "dependent_outputs": [], "class_type": prompt[node_id]["class_type"]},
                 )
                 entry["dependent_outputs"].append(output)
 
