@@ -156,21 +156,49 @@ def _node_label(job: Job) -> str:
 
 def console_state() -> dict:
     """Everything the live queue page shows, from the same snapshot participants' badges use."""
-
     snap = snapshot()
     now = timezone.now()
-    waiting_rows = {str(j.pk): j for j in Job.objects.waiting().select_related("workspace__owner")}
-    waiting = []
+    return {
+        "policy": snap.policy,
+        "policies": list(QueueSettings.POLICY_LABELS.items()),
+        "paused": snap.paused,
+        "slots": snap.slots,
+        "running": [_running_row(job, now) for job in snap.running],
+        "waiting": _waiting_rows(snap, now),
+        "failed": [
+            _failed_row(job)
+            for job in Job.objects.filter(state=JobState.FAILED)
+            .select_related("workspace__owner")
+            .order_by("-finished_at")[:10]
+        ],
+        "workers": [worker_row(w) for w in Worker.objects.select_related("current_job__workspace")],
+        "announcement": Announcement.current_text(),
+        "warm": _warm_plan(QueueSettings.get(), now),
+        "counts": dict(Job.objects.values_list("state").annotate(n=Count("id"))),
+        "now": now.isoformat(),
+    }
+
+
+def _who(job) -> dict:
+    return {
+        "id": str(job.pk),
+        "number": job.number,
+        "slug": job.workspace.slug,
+        "username": job.workspace.owner.get_username(),
+    }
+
+
+def _waiting_rows(snap, now) -> list[dict]:
+    """The waiting jobs in the snapshot's order, with the positions and estimates badges show."""
+    jobs = {str(j.pk): j for j in Job.objects.waiting().select_related("workspace__owner")}
+    rows = []
     for entry in snap.ordered:
-        job = waiting_rows.get(entry.id)
+        job = jobs.get(entry.id)
         if job is None:
             continue
-        waiting.append(
+        rows.append(
             {
-                "id": entry.id,
-                "number": job.number,
-                "slug": job.workspace.slug,
-                "username": job.workspace.owner.get_username(),
+                **_who(job),
                 "position": snap.positions[entry.id],
                 "eta_seconds": round(snap.etas[entry.id]) if entry.id in snap.etas else None,
                 "priority": PRIORITY_WORDS.get(job.priority, str(job.priority)),
@@ -179,53 +207,30 @@ def console_state() -> dict:
                 "note": job.error if job.error and job.attempts else "",
             }
         )
-    running = []
-    for job in snap.running:
-        progress = job.progress or {}
-        started = job.started_at or job.dispatched_at
-        running.append(
-            {
-                "id": str(job.pk),
-                "number": job.number,
-                "slug": job.workspace.slug,
-                "username": job.workspace.owner.get_username(),
-                "worker": job.worker.name if job.worker else None,
-                "state": job.state,
-                "node": _node_label(job),
-                "value": progress.get("value"),
-                "max": progress.get("max"),
-                "elapsed_seconds": round((now - started).total_seconds()) if started else None,
-                "stopping": job.cancel_requested or "",
-                "workflow": job.workflow_name,
-            }
-        )
-    failed = [
-        {
-            "id": str(j.pk),
-            "number": j.number,
-            "slug": j.workspace.slug,
-            "username": j.workspace.owner.get_username(),
-            "error": j.error[:200],
-            "finished": j.finished_at.isoformat() if j.finished_at else None,
-        }
-        for j in Job.objects.filter(state=JobState.FAILED)
-        .select_related("workspace__owner")
-        .order_by("-finished_at")[:10]
-    ]
+    return rows
 
+
+def _running_row(job, now) -> dict:
+    progress = job.progress or {}
+    started = job.started_at or job.dispatched_at
     return {
-        "policy": snap.policy,
-        "policies": list(QueueSettings.POLICY_LABELS.items()),
-        "paused": snap.paused,
-        "slots": snap.slots,
-        "running": running,
-        "waiting": waiting,
-        "failed": failed,
-        "workers": [worker_row(w) for w in Worker.objects.select_related("current_job__workspace")],
-        "announcement": Announcement.current_text(),
-        "warm": _warm_plan(QueueSettings.get(), now),
-        "counts": dict(Job.objects.values_list("state").annotate(n=Count("id"))),
-        "now": now.isoformat(),
+        **_who(job),
+        "worker": job.worker.name if job.worker else None,
+        "state": job.state,
+        "node": _node_label(job),
+        "value": progress.get("value"),
+        "max": progress.get("max"),
+        "elapsed_seconds": round((now - started).total_seconds()) if started else None,
+        "stopping": job.cancel_requested or "",
+        "workflow": job.workflow_name,
+    }
+
+
+def _failed_row(job) -> dict:
+    return {
+        **_who(job),
+        "error": job.error[:200],
+        "finished": job.finished_at.isoformat() if job.finished_at else None,
     }
 
 
