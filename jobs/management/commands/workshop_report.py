@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.core.management.base import BaseCommand
+from django.template.loader import render_to_string
 from django.utils import timezone
 
 from jobs import reports, stats
@@ -21,86 +22,46 @@ def cause(error: str) -> str:
 
 
 def build(hours: float | None = None, now=None) -> tuple[str, dict[str, str]]:
-    """(markdown, {chart file name: svg}) for jobs of the last `hours`, or all jobs."""
+    """(markdown, {chart file name: svg}) for jobs of the last `hours`, or all jobs; the text
+    is templates/reports/workshop_report.md."""
     now = now or timezone.now()
     runs = reports.runs(since=now - timedelta(hours=hours) if hours else None)
     start = min((r.created_at for r in runs), default=now - timedelta(hours=1))
-    span_hours = max((now - start).total_seconds() / 3600, 0.25)
-    charts = reports.chart_svgs(span_hours, now=now)
+    span = max((now - start).total_seconds(), 1.0)
+    charts = reports.chart_svgs(max(span / 3600, 0.25), now=now)
     states = Counter(r.state for r in runs)
     waits = stats.waits(runs)
     table, total = reports.costs()
-    busy = {}
+    busy: dict[str, float] = {}
     for run in runs:
         if run.worker and run.started_at:
             busy[run.worker] = busy.get(run.worker, 0.0) + ((run.finished_at or now) - run.started_at).total_seconds()
-    span = max((now - start).total_seconds(), 1.0)
-    errors = Counter(cause(r.error) for r in runs if r.state == "failed")
-
-    lines = [
-        "# Workshop report",
-        "",
-        f"{timezone.localtime(start):%Y-%m-%d %H:%M} to {timezone.localtime(now):%H:%M} "
-        f"({stats.human_seconds(span)}), generated {timezone.localtime(now):%Y-%m-%d %H:%M}.",
-        "",
-        "## Jobs",
-        "",
-        "| state | jobs |",
-        "|---|---:|",
-    ]
-    lines += [
-        f"| {state} | {states.get(state, 0)} |"
-        for state in ("completed", "failed", "cancelled", "queued", "dispatched", "running")
-    ]
-    lines += [
-        f"| **all** | **{len(runs)}** |",
-        "",
-        "## Waits",
-        "",
-        f"- started jobs: {len(waits)}",
-        f"- wait p50: {stats.human_seconds(stats.percentile(waits, 50))}",
-        f"- wait p95: {stats.human_seconds(stats.percentile(waits, 95))}",
-        f"- longest: {stats.human_seconds(max(waits) if waits else None)}",
-        "",
-        "![Waiting jobs](waiting.svg)",
-        "",
-        "![Wait per job](waits.svg)",
-        "",
-        "## GPU busy share",
-        "",
-        "| worker | busy | share |",
-        "|---|---:|---:|",
-    ]
-    lines += [f"| {w} | {stats.human_seconds(s)} | {100 * min(s / span, 1):.0f} % |" for w, s in sorted(busy.items())]
-    lines += [
-        "",
-        "![GPU busy share](busy.svg)",
-        "",
-        f"## GPU cost per participant ({total['currency']})",
-        "",
-        "| participant | jobs | GPU time | cost |",
-        "|---|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {r['username']} ({r['slug']}) | {r['jobs']} | {stats.human_seconds(r['gpu_seconds'])} | {r['cost']:.2f} |"
-        for r in table
-    ]
-    lines += [
-        f"| **whole workshop** | **{total['jobs']}** | **{stats.human_seconds(total['gpu_seconds'])}** | "
-        f"**{total['cost']:.2f}** |",
-        "",
-        "![GPU seconds per participant](gpu.svg)",
-        "",
-        "## Errors by cause",
-        "",
-    ]
-    if errors:
-        lines += ["| cause | jobs |", "|---|---:|"] + [
-            f"| {c.replace('|', '/')} | {n} |" for c, n in errors.most_common()
-        ]
-    else:
-        lines.append("No job failed.")
-    return "\n".join(lines) + "\n", {f"{name}.svg": svg for name, svg in charts.items()}
+    seconds = stats.human_seconds
+    text = render_to_string(
+        "reports/workshop_report.md",
+        {
+            "start": timezone.localtime(start),
+            "now": timezone.localtime(now),
+            "span": seconds(span),
+            "states": [
+                (state, states.get(state, 0))
+                for state in ("completed", "failed", "cancelled", "queued", "dispatched", "running")
+            ],
+            "jobs": len(runs),
+            "started": len(waits),
+            "p50": seconds(stats.percentile(waits, 50)),
+            "p95": seconds(stats.percentile(waits, 95)),
+            "longest": seconds(max(waits) if waits else None),
+            "busy": [(w, seconds(s), f"{100 * min(s / span, 1):.0f}") for w, s in sorted(busy.items())],
+            "costs": [{**row, "time": seconds(row["gpu_seconds"]), "cost": f"{row['cost']:.2f}"} for row in table],
+            "total": {**total, "time": seconds(total["gpu_seconds"]), "cost": f"{total['cost']:.2f}"},
+            "errors": [
+                (c.replace("|", "/"), n)
+                for c, n in Counter(cause(r.error) for r in runs if r.state == "failed").most_common()
+            ],
+        },
+    )
+    return text, {f"{name}.svg": svg for name, svg in charts.items()}
 
 
 class Command(BaseCommand):
