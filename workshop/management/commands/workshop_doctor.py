@@ -15,110 +15,92 @@ from workshop import status
 from workshop.private_files import open_to_others, secret_files
 
 
+def _check(ok: bool, good: str, bad: str) -> tuple[bool, str]:
+    return ok, good if ok else bad
+
+
 def configuration_checks() -> list[tuple[bool, str]]:
     """A real workshop's settings and services, each with how to fix it."""
+    return [_secret_key(), *_web_settings(), *_services(), *_files()]
 
-    checks = []
+
+def _secret_key() -> tuple[bool, str]:
     key = os.environ.get("SECRET_KEY", "")
-    if key:
-        strong = len(key) >= 50 and len(set(key)) >= 5 and "insecure" not in key
-        checks.append(
-            (
-                strong,
-                "SECRET_KEY is set"
-                + (
-                    ""
-                    if strong
-                    else " but weak: use 50+ random characters"
-                    " (python -c 'import secrets; print(secrets.token_urlsafe(50))')"
-                ),
-            )
-        )
-    else:
-        checks.append((True, "SECRET_KEY generated and kept in the var folder (set SECRET_KEY for several app hosts)"))
-    local = {"127.0.0.1", "localhost", "[::1]"}
+    if not key:
+        return True, "SECRET_KEY generated and kept in the var folder (set SECRET_KEY for several app hosts)"
+    strong = len(key) >= 50 and len(set(key)) >= 5 and "insecure" not in key
+    return _check(
+        strong,
+        "SECRET_KEY is set",
+        "SECRET_KEY is set but weak: use 50+ random characters"
+        " (python -c 'import secrets; print(secrets.token_urlsafe(50))')",
+    )
+
+
+def _web_settings() -> list[tuple[bool, str]]:
     hosts = set(settings.ALLOWED_HOSTS)
-    checks.append(
-        (
-            bool(hosts - local) and "*" not in hosts,
-            f"ALLOWED_HOSTS = {', '.join(sorted(hosts)) or '(empty)'}"
-            + (
-                ""
-                if hosts - local and "*" not in hosts
-                else ": set it to the workshop's host name, e.g. ALLOWED_HOSTS=workshop.example.org"
-            ),
-        )
-    )
-    https = settings.BEHIND_PROXY and settings.SESSION_COOKIE_SECURE
-    checks.append(
-        (
-            https,
-            "HTTPS: behind a TLS proxy with secure cookies"
-            if https
-            else "HTTPS is off: set BEHIND_TLS_PROXY=true and SECURE_COOKIES=true behind nginx with TLS "
-            "(docs/operator.md)",
-        )
-    )
-    checks.append((not settings.DEBUG, "DEBUG is off" if not settings.DEBUG else "DEBUG is on: unset DEBUG"))
-    redis = status.redis()
-    checks.append(
-        (
+    named = f"ALLOWED_HOSTS = {', '.join(sorted(hosts)) or '(empty)'}"
+    return [
+        _check(
+            bool(hosts - {"127.0.0.1", "localhost", "[::1]"}) and "*" not in hosts,
+            named,
+            f"{named}: set it to the workshop's host name, e.g. ALLOWED_HOSTS=workshop.example.org",
+        ),
+        _check(
+            settings.BEHIND_PROXY and settings.SESSION_COOKIE_SECURE,
+            "HTTPS: behind a TLS proxy with secure cookies",
+            "HTTPS is off: set BEHIND_TLS_PROXY=true and SECURE_COOKIES=true behind nginx with TLS (docs/operator.md)",
+        ),
+        _check(not settings.DEBUG, "DEBUG is off", "DEBUG is on: unset DEBUG"),
+    ]
+
+
+def _services() -> list[tuple[bool, str]]:
+    redis, database = status.redis(), status.database()
+    checks = [
+        _check(
             redis["ok"],
-            f"Redis at {redis['url']} answers"
-            if redis["ok"]
-            else f"Redis at {redis['url']} does not answer ({redis['error']}): start it, or fix REDIS_URL",
-        )
-    )
-    database = status.database()
-    checks.append(
-        (
+            f"Redis at {redis['url']} answers",
+            f"Redis at {redis['url']} does not answer ({redis.get('error')}): start it, or fix REDIS_URL",
+        ),
+        _check(
             database["ok"],
-            "the database answers"
-            if database["ok"]
-            else f"the database does not answer ({database['error']}): start PostgreSQL, or fix DATABASE_URL",
-        )
-    )
+            "the database answers",
+            f"the database does not answer ({database.get('error')}): start PostgreSQL, or fix DATABASE_URL",
+        ),
+    ]
     if database["ok"]:
         online = [w["name"] for w in status.workers() if w["online"]]
         checks.append(
-            (
+            _check(
                 bool(online),
-                f"GPU worker(s) online: {', '.join(online)}"
-                if online
-                else "no GPU worker is online: start one (manage.py worker_token NAME, then gpuworker; "
-                "docs/operator.md)",
+                f"GPU worker(s) online: {', '.join(online)}",
+                "no GPU worker is online: start one (manage.py worker_token NAME, then gpuworker; docs/operator.md)",
             )
         )
-    private = secret_files(
-        settings.VAR_DIR,
-        settings.CREDENTIALS_DIR,
-        settings.DATABASES["default"]["NAME"] if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") else None,
-    )
-    exposed = open_to_others(private)
-    checks.append(
-        (
-            not exposed,
-            "the secret key, the database file and the credential sheet are readable by their owner only"
-            if not exposed
-            else "readable by other users of this host: "
-            + ", ".join(str(p) for p in exposed)
-            + f": chmod 600 {' '.join(str(p) for p in exposed)}",
-        )
-    )
-    disk = status.disk()
-    enough = disk["free_bytes"] >= settings.MIN_FREE_DISK_BYTES
-    checks.append(
-        (
-            enough,
-            f"{disk['free_bytes'] / 1024**3:.1f} GB free in {disk['path']}"
-            + (
-                ""
-                if enough
-                else f": below {settings.MIN_FREE_DISK_BYTES / 1024**3:.0f} GB; free space or move WORKSHOP_DATA_DIR"
-            ),
-        )
-    )
     return checks
+
+
+def _files() -> list[tuple[bool, str]]:
+    sqlite = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+    private = secret_files(
+        settings.VAR_DIR, settings.CREDENTIALS_DIR, settings.DATABASES["default"]["NAME"] if sqlite else None
+    )
+    exposed = " ".join(str(p) for p in open_to_others(private))
+    disk = status.disk()
+    free = f"{disk['free_bytes'] / 1024**3:.1f} GB free in {disk['path']}"
+    return [
+        _check(
+            not exposed,
+            "the secret key, the database file and the credential sheet are readable by their owner only",
+            f"readable by other users of this host: {exposed}: chmod 600 {exposed}",
+        ),
+        _check(
+            disk["free_bytes"] >= settings.MIN_FREE_DISK_BYTES,
+            free,
+            f"{free}: below {settings.MIN_FREE_DISK_BYTES / 1024**3:.0f} GB; free space or move WORKSHOP_DATA_DIR",
+        ),
+    ]
 
 
 class Command(BaseCommand):
