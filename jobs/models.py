@@ -8,6 +8,7 @@ or ending in two states. Methods return True when this call made the change.
 import hashlib
 import os
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
@@ -331,6 +332,15 @@ class Worker(models.Model):
         self.loaded_models = job.model_files()
         Worker.objects.filter(pk=self.pk).update(loaded_models=self.loaded_models)
 
+    def comfyui_down(self, problem: str) -> None:
+        """Its ComfyUI stopped answering (a run found out): no job goes there until it answers."""
+        Worker.objects.filter(pk=self.pk).update(status=WORKER_COMFYUI_DOWN, problem=problem, loaded_models=[])
+
+    def released(self, job: "Job") -> None:
+        """`job` no longer holds this worker."""
+        Worker.objects.filter(pk=self.pk, current_job=job).update(current_job=None)
+        Worker.objects.filter(pk=self.pk, status=WORKER_BUSY).update(status=WORKER_IDLE)
+
     def beat(self, status: str | None = None, **fields) -> None:
         fields["last_heartbeat"] = timezone.now()
         if status:
@@ -468,6 +478,31 @@ class JobQuerySet(models.QuerySet):
 
     def open(self):
         return self.filter(state__in=OPEN_STATES)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a GPU worker reports at a run's end, already cleared of its host's paths
+    (jobs.worker_api.job_finish reads it). `status`: ComfyUI's own end (success, error,
+    interrupted), or `lost` (the host failed) and `returned` (the worker is shutting down)."""
+
+    status: str
+    outputs: dict | None = None
+    messages: list = field(default_factory=list)
+    end: list = field(default_factory=list)  # ComfyUI's closing messages, relayed untouched
+    gpu_seconds: float | None = None
+    load_seconds: float | None = None
+    error: dict = field(default_factory=dict)
+    reason: str = "the GPU host failed"
+    crash: bool = False
+    comfyui_unreachable: bool = False
+    problem: str = ""
+    cold_start_seconds: float | None = None
+
+    @property
+    def out_of_memory(self) -> bool:
+        text = f"{self.error.get('exception_type', '')} {self.error.get('exception_message', '')}".lower()
+        return "outofmemory" in text.replace(" ", "") or "out of memory" in text
 
 
 class Job(models.Model):
@@ -655,6 +690,71 @@ class Job(models.Model):
 
     def model_files(self) -> list[str]:
         return prompt_models(self.prompt)
+
+    def finish(self, worker: "Worker", run, result: RunResult) -> None:
+        """The run's end as its worker reported it: completed, failed (an out-of-memory error gets
+        one more try), cancelled, paused for the instructor's demo, or back to the queue when
+        the host failed. The worker is free again, and ComfyUI's closing messages reach the tab
+        once the result is stored."""
+        relay = (self.workspace.slug, result.end, str(self.pk)) if result.end else None
+        with transaction.atomic():
+            if result.status in ("success", "error") and result.outputs is not None and self.started_at:
+                worker.ran(self)  # whatever ComfyUI loaded for it stays loaded
+            if result.status == "success":
+                self.mark_completed(
+                    result.outputs or {},
+                    result.messages,
+                    result.gpu_seconds,
+                    result.load_seconds,
+                    run=run,
+                    end=result.end,
+                )
+                lifecycle.changed(relay=relay)
+            elif result.status == "error":
+                self._finish_failed(worker, run, result, relay)
+            elif result.status == "interrupted":
+                self._finish_interrupted(run, result, relay)
+            else:
+                self.lose_run(run, result.reason, crash=result.status == "lost" and result.crash)
+                if result.comfyui_unreachable:
+                    worker.comfyui_down(result.problem)
+            self.record_cold_start(result.cold_start_seconds)
+            worker.released(self)
+        rq.clear_stop(self.pk, run)
+        self.refresh_from_db()
+
+    def _finish_failed(self, worker, run, result: RunResult, relay) -> None:
+        if result.out_of_memory and self.memory_retry_from_id is None:
+            self.retry_for_memory(run, worker)
+            lifecycle.changed(notice=(self, "The GPU ran out of memory; your job gets one more try"))
+            return
+        text = result.error.get("exception_message") or result.error.get("message") or "The run failed on the GPU"
+        text = text.strip()
+        if result.out_of_memory:
+            text = (
+                "The GPU ran out of memory twice running this workflow. Try a smaller image or video size, "
+                f"fewer frames or a smaller batch.\n\n{text}"
+            )
+        self.mark_failed(
+            text,
+            messages=result.messages,
+            node_errors=result.error.get("node_errors") or None,
+            gpu_seconds=result.gpu_seconds,
+            load_seconds=result.load_seconds,
+            run=run,
+            end=result.end,
+        )
+        lifecycle.changed(relay=relay)
+
+    def _finish_interrupted(self, run, result: RunResult, relay) -> None:
+        if self.cancel_requested != "cancel":
+            self.lose_run(run, "The instructor paused your job for a demo", crash=False)
+            return
+        self.mark_cancelled(messages=result.messages, gpu_seconds=result.gpu_seconds, run=run, end=result.end)
+        told = (
+            (self, "cancelled by the instructor", SAID_CANCELLED, True) if self.cancelled_by == "instructor" else None
+        )
+        lifecycle.changed(relay=relay, notice=told)
 
     def record_cold_start(self, seconds: float | None) -> None:
         """What starting its serverless GPU cost this run: shown in the console, never a failure."""

@@ -25,10 +25,9 @@ from gpuworker.models import without_participant_models
 from workshop import jsonbody, limits
 from workshop.streaming import FileStream
 
-from . import events, lifecycle, rq
+from . import events, lifecycle
 from .models import (
     ACTIVE_STATES,
-    SAID_CANCELLED,
     WORKER_BUSY,
     WORKER_COMFYUI_DOWN,
     WORKER_IDLE,
@@ -39,6 +38,7 @@ from .models import (
     JobState,
     OutputRefused,
     QueueSettings,
+    RunResult,
     Worker,
 )
 from .redact import redact
@@ -520,68 +520,14 @@ def job_finish(request, job_id):
     job = job_of(request, job_id)
     data = body(request)
     run = run_of(request, data)
-    worker = request.worker
     status = data.get("status")
     if status not in FINISH_STATUSES:
         raise BadRequest("status must be one of " + ", ".join(FINISH_STATUSES))
-    if job.is_final and job.worker_id == worker.pk and str(job.run) == str(run):
+    if job.is_final and job.worker_id == request.worker.pk and str(job.run) == str(run):
         return JsonResponse({"ok": True, "state": job.state})  # a repeated finish
-    if not _running(job, worker, run):
+    if not _running(job, request.worker, run):
         return fenced(job)
-    # Everything of the GPU host's answer that a participant can see, without its paths.
-    messages = redact(data.get("messages") or [])
-    end = [m for m in redact(data.get("end") or []) if isinstance(m, dict) and isinstance(m.get("type"), str)]
-    gpu_seconds, load_seconds = _seconds(data.get("gpu_seconds")), _seconds(data.get("load_seconds"))
-    err = redact(data.get("error")) if isinstance(data.get("error"), dict) else {}
-    relay = (job.workspace.slug, end, str(job.pk)) if end else None
-
-    with transaction.atomic():
-        if status in ("success", "error") and data.get("outputs") is not None and job.started_at:
-            worker.ran(job)  # whatever ComfyUI loaded for it stays loaded
-        if status == "success":
-            job.mark_completed(data.get("outputs") or {}, messages, gpu_seconds, load_seconds, run=run, end=end)
-            lifecycle.changed(relay=relay)
-        elif status == "error" and _out_of_memory(err) and job.memory_retry_from_id is None:
-            job.retry_for_memory(run, worker)
-            lifecycle.changed(notice=(job, "The GPU ran out of memory; your job gets one more try"))
-        elif status == "error":
-            text = (err.get("exception_message") or err.get("message") or "The run failed on the GPU").strip()
-            if _out_of_memory(err):
-                text = (
-                    "The GPU ran out of memory twice running this workflow. Try a smaller image or video size, "
-                    f"fewer frames or a smaller batch.\n\n{text}"
-                )
-            job.mark_failed(
-                text,
-                messages=messages,
-                node_errors=err.get("node_errors") or None,
-                gpu_seconds=gpu_seconds,
-                load_seconds=load_seconds,
-                run=run,
-                end=end,
-            )
-            lifecycle.changed(relay=relay)
-        elif status == "interrupted" and job.cancel_requested != "cancel":
-            job.lose_run(run, "The instructor paused your job for a demo", crash=False)
-        elif status == "interrupted":
-            job.mark_cancelled(messages=messages, gpu_seconds=gpu_seconds, run=run, end=end)
-            told = (
-                (job, "cancelled by the instructor", SAID_CANCELLED, True) if job.cancelled_by == "instructor" else None
-            )
-            lifecycle.changed(relay=relay, notice=told)
-        else:
-            reason = redact(str(data.get("reason") or "the GPU host failed"))[:500]
-            job.lose_run(run, reason, crash=status == "lost" and bool(data.get("crash")))
-            if data.get("comfyui_unreachable"):
-                problem = redact(str(data.get("problem") or ""))[:500]
-                Worker.objects.filter(pk=worker.pk).update(
-                    status=WORKER_COMFYUI_DOWN, problem=problem, loaded_models=[]
-                )
-        job.record_cold_start(_seconds(data.get("cold_start_seconds")))
-        Worker.objects.filter(pk=worker.pk, current_job=job).update(current_job=None)
-        Worker.objects.filter(pk=worker.pk, status=WORKER_BUSY).update(status=WORKER_IDLE)
-    rq.clear_stop(job.pk, run)
-    job.refresh_from_db()
+    job.finish(request.worker, run, _result(data))
     return JsonResponse({"ok": True, "state": job.state})
 
 
@@ -593,6 +539,20 @@ def _seconds(value):
     return value if value == value and 0 <= value < 1e9 else None  # NaN and nonsense are not stored
 
 
-def _out_of_memory(err: dict) -> bool:
-    text = f"{err.get('exception_type', '')} {err.get('exception_message', '')}".lower()
-    return "outofmemory" in text.replace(" ", "") or "out of memory" in text
+def _result(data: dict) -> RunResult:
+    """A worker's finish body as a RunResult: everything a participant can see, without the GPU
+    host's paths; numbers that are no number are not stored."""
+    return RunResult(
+        status=data["status"],
+        outputs=data.get("outputs"),
+        messages=redact(data.get("messages") or []),
+        end=[m for m in redact(data.get("end") or []) if isinstance(m, dict) and isinstance(m.get("type"), str)],
+        gpu_seconds=_seconds(data.get("gpu_seconds")),
+        load_seconds=_seconds(data.get("load_seconds")),
+        error=redact(data.get("error")) if isinstance(data.get("error"), dict) else {},
+        reason=redact(str(data.get("reason") or "the GPU host failed"))[:500],
+        crash=bool(data.get("crash")),
+        comfyui_unreachable=bool(data.get("comfyui_unreachable")),
+        problem=redact(str(data.get("problem") or ""))[:500],
+        cold_start_seconds=_seconds(data.get("cold_start_seconds")),
+    )
