@@ -217,7 +217,7 @@ def test_the_work_loop_survives_rq_saying_goodbye_to_a_redis_that_is_gone(own_re
     Redis is back, not exit. (Redis restarting three times in a row under load did this.)"""
     import argparse
 
-    from gpuworker.__main__ import ThreadGpuWorker, work
+    from gpuworker.loop import ThreadGpuWorker, work
 
     state, start = own_redis
     stop = threading.Event()

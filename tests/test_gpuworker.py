@@ -44,6 +44,7 @@ def test_gpuworker_imports_nothing_of_django():
     result = run_python(
         BLOCK_DJANGO
         + "import gpuworker, gpuworker.tasks, gpuworker.app, gpuworker.comfy, gpuworker.throttle, gpuworker.__main__\n"
+        + "import gpuworker.catalog, gpuworker.cli, gpuworker.heartbeat, gpuworker.loop\n"
         + "print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'channels')))"
     )
     assert result.returncode == 0, result.stderr
@@ -66,7 +67,7 @@ def test_gpuworker_cli_explains_missing_options():
 
 
 def test_the_token_is_never_an_argument_and_comes_from_the_environment_or_a_file(tmp_path, monkeypatch):
-    from gpuworker.__main__ import parse
+    from gpuworker.cli import parse
 
     base = ["--redis", "redis://x", "--app", "http://a", "--comfyui", "http://c"]
     with pytest.raises(SystemExit):
@@ -257,7 +258,7 @@ def test_a_token_given_in_place_of_its_file_never_reaches_the_log():
 
 def test_a_blueprint_that_cannot_be_fetched_is_not_offered_and_held_files_are_not_sent_again():
     """publish_catalog against the 0.28.0 double and an app that records what it is sent."""
-    from gpuworker.__main__ import catalog_of, publish_catalog
+    from gpuworker.catalog import catalog_of, publish_catalog
     from tests.comfyui_double import ComfyUIDouble
 
     class App:

@@ -65,7 +65,7 @@ def test_the_shipped_example_reads(monkeypatch):
 
 
 def test_the_worker_refuses_an_unknown_key_and_names_the_file(tmp_path, monkeypatch):
-    from gpuworker.__main__ import parse
+    from gpuworker.cli import parse
 
     monkeypatch.setenv("GPUWORKER_TOKEN", "wt_x")
     path = tmp_path / "w.toml"
@@ -105,7 +105,7 @@ def test_a_literal_secret_and_an_open_file_are_warned_of_at_start(tmp_path, monk
     assert providers.load(str(path)).warnings == []
 
     path.chmod(0o644)
-    from gpuworker.__main__ import parse
+    from gpuworker.cli import parse
 
     monkeypatch.setenv("GPUWORKER_TOKEN", "wt_x")
     parse(["--redis", "redis://x", "--app", "http://a", "--config", str(path)])
