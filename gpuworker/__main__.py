@@ -24,7 +24,7 @@ from .app import AppClient, AppError, TokenRevoked
 from .catalog import catalog_fingerprint, clear_orphans, runpod_catalog
 from .cli import headers_of, parse
 from .comfy import ColdStartTimeout, ComfyAuthError, ComfyClient
-from .heartbeat import HEARTBEAT_SECONDS, Gpu, KeepWarm, gpu_info, heartbeat_loop, vram_free
+from .heartbeat import HEARTBEAT_SECONDS, Gpu, Heartbeat, KeepWarm, gpu_info, vram_free
 from .loop import ThreadGpuWorker, work
 from .models import ModelCache
 from .runpod import RunpodClient
@@ -77,72 +77,20 @@ def main(argv=None) -> int:
     config = args.provider_config
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     headers = headers_of(args)
-    timeouts = config.timeouts
-    # The job function reads its settings from here; the token never travels through Redis.
-    os.environ.update(
-        GPUWORKER_APP=args.app,
-        GPUWORKER_TOKEN=args.token,
-        GPUWORKER_COMFYUI=args.comfyui,
-        GPUWORKER_REDIS=args.redis,
-        GPUWORKER_APP_RETRY=str(args.app_retry),
-        GPUWORKER_HEADERS="\n".join(args.header),
-        GPUWORKER_PROVIDER=args.provider,
-        GPUWORKER_SERVERLESS="1" if config.serverless else "0",
-        GPUWORKER_TIMEOUTS=json.dumps(timeouts.__dict__),
-        GPUWORKER_RUNPOD_ENDPOINT=config.endpoint,
-        GPUWORKER_RUNPOD_API_KEY=config.api_key,
-        GPUWORKER_MODEL_CACHE=config.model_cache,
-        GPUWORKER_MODEL_CACHE_BYTES=str(config.model_cache_bytes),
-    )
-    cache = None
-    if config.model_cache:
-        cache = ModelCache(config.model_cache, config.model_cache_bytes)
+    _hand_settings_to_jobs(args, config)
+    cache = ModelCache(config.model_cache, config.model_cache_bytes) if config.model_cache else None
     app = AppClient(args.app, args.token, args.app_retry)
     if args.provider == "runpod":
         comfy = None
-        gpu = Gpu(None, runpod=RunpodClient(config.endpoint, config.api_key, timeouts), catalog=runpod_catalog(config))
+        runpod = RunpodClient(config.endpoint, config.api_key, config.timeouts)
+        gpu = Gpu(None, runpod=runpod, catalog=runpod_catalog(config))
     else:
-        comfy = ComfyClient(args.comfyui, headers, timeout=timeouts.request, connect_timeout=timeouts.connect)
-        gpu = Gpu(comfy, serverless=config.serverless)
-    every = HEARTBEAT_SECONDS
-    try:
-        try:
-            if comfy is None:
-                stats = gpu.probe()
-            elif config.serverless:
-                # Started once at boot, for the catalog; it may scale to zero again afterwards.
-                comfy.wait_warm(
-                    timeouts.cold_start,
-                    lambda s: print(
-                        f"gpuworker: waiting for the serverless GPU at {comfy.base} to start… {s:.0f} s", flush=True
-                    ),
-                )
-                stats = comfy.system_stats()
-            else:
-                stats = wait_for_comfyui(comfy, args.comfyui_wait)
-        except ComfyAuthError as exc:
-            stats = refused_at_start(app, gpu, args, exc, every)
-        except ColdStartTimeout as exc:
-            raise SystemExit(f"gpuworker: {exc}") from None
-        version = (stats.get("system") or {}).get("comfyui_version", "")
-        if comfy is not None:
-            clear_orphans(comfy)
-        # Catalog first: once registered the worker gets jobs, and prompts are checked against it.
-        catalog = gpu.catalog(stats)
-        gpu.publish(app, catalog)
-        info = {"price_per_hour": config.price_per_hour} if config.price_per_hour is not None else {}
-        registered = app.register(
-            name=args.name,
-            provider=args.provider,
-            comfyui_url=args.comfyui,
-            version=version,
-            capacity=config.concurrency,
-            vram_free=vram_free(stats),
-            carries_models=cache is not None,
-            serverless=config.serverless,
-            **gpu_info(stats),
-            **info,
+        comfy = ComfyClient(
+            args.comfyui, headers, timeout=config.timeouts.request, connect_timeout=config.timeouts.connect
         )
+        gpu = Gpu(comfy, serverless=config.serverless)
+    try:
+        registered, catalog, version = _register(args, config, app, gpu, comfy, cache)
     except TokenRevoked:
         print(
             "gpuworker: the app does not know this worker's token. Create one with "
@@ -163,34 +111,9 @@ def main(argv=None) -> int:
         return 4
     queue_name = registered.get("queue") or args.queue
     every = float(registered.get("heartbeat_seconds") or HEARTBEAT_SECONDS)
-
     stop = threading.Event()
-    # Its own client: requests sessions are not shared between threads; short retries, so a
-    # beat that fails is simply the next one's job.
-    beat_app = AppClient(args.app, args.token, retry_seconds=min(every, 5.0), timeout=max(every, 2.0))
-    beat_gpu = Gpu(
-        ComfyClient(args.comfyui, headers, timeout=3.0, connect_timeout=3.0) if comfy else None,
-        serverless=config.serverless,
-        runpod=gpu.runpod,
-        catalog=gpu.fixed_catalog,
-    )
-    lease_redis = redis.Redis.from_url(args.redis, socket_timeout=2, socket_connect_timeout=2)
-    beats = threading.Thread(
-        target=heartbeat_loop,
-        args=(
-            beat_app,
-            beat_gpu,
-            every,
-            catalog_fingerprint(catalog),
-            stop,
-            lease_redis,
-            float(registered.get("lease_seconds") or 10),
-            timeouts.problem_probe,
-            cache,
-            KeepWarm(args.comfyui, headers, timeouts.keep_warm) if config.serverless else None,
-        ),
-        daemon=True,
-    )
+    heartbeat = _heartbeat(args, config, headers, gpu, catalog, registered, cache, every)
+    beats = threading.Thread(target=heartbeat.run, args=(every, stop), daemon=True)
     beats.start()
     where = config.endpoint if args.provider == "runpod" else args.comfyui
     print(
@@ -198,6 +121,98 @@ def main(argv=None) -> int:
         f"{config.concurrency} at a time, app {args.app}, heartbeat every {every:g} s",
         flush=True,
     )
+    return _work_until_stopped(args, config, app, queue_name, stop, beats, every)
+
+
+def _hand_settings_to_jobs(args, config) -> None:
+    # The job function reads its settings from here; the token never travels through Redis.
+    os.environ.update(
+        GPUWORKER_APP=args.app,
+        GPUWORKER_TOKEN=args.token,
+        GPUWORKER_COMFYUI=args.comfyui,
+        GPUWORKER_REDIS=args.redis,
+        GPUWORKER_APP_RETRY=str(args.app_retry),
+        GPUWORKER_HEADERS="\n".join(args.header),
+        GPUWORKER_PROVIDER=args.provider,
+        GPUWORKER_SERVERLESS="1" if config.serverless else "0",
+        GPUWORKER_TIMEOUTS=json.dumps(config.timeouts.__dict__),
+        GPUWORKER_RUNPOD_ENDPOINT=config.endpoint,
+        GPUWORKER_RUNPOD_API_KEY=config.api_key,
+        GPUWORKER_MODEL_CACHE=config.model_cache,
+        GPUWORKER_MODEL_CACHE_BYTES=str(config.model_cache_bytes),
+    )
+
+
+def _first_stats(args, config, app, gpu, comfy) -> dict:
+    """The GPU's system stats at start: waited for, warmed up (serverless), or its refusal shown."""
+    try:
+        if comfy is None:
+            return gpu.probe()
+        if config.serverless:
+            # Started once at boot, for the catalog; it may scale to zero again afterwards.
+            comfy.wait_warm(
+                config.timeouts.cold_start,
+                lambda s: print(
+                    f"gpuworker: waiting for the serverless GPU at {comfy.base} to start… {s:.0f} s", flush=True
+                ),
+            )
+            return comfy.system_stats()
+        return wait_for_comfyui(comfy, args.comfyui_wait)
+    except ComfyAuthError as exc:
+        return refused_at_start(app, gpu, args, exc, HEARTBEAT_SECONDS)
+    except ColdStartTimeout as exc:
+        raise SystemExit(f"gpuworker: {exc}") from None
+
+
+def _register(args, config, app, gpu, comfy, cache) -> tuple[dict, dict, str]:
+    """(the app's register answer, the catalog published, ComfyUI's version)."""
+    stats = _first_stats(args, config, app, gpu, comfy)
+    version = (stats.get("system") or {}).get("comfyui_version", "")
+    if comfy is not None:
+        clear_orphans(comfy)
+    # Catalog first: once registered the worker gets jobs, and prompts are checked against it.
+    catalog = gpu.catalog(stats)
+    gpu.publish(app, catalog)
+    info = {"price_per_hour": config.price_per_hour} if config.price_per_hour is not None else {}
+    registered = app.register(
+        name=args.name,
+        provider=args.provider,
+        comfyui_url=args.comfyui,
+        version=version,
+        capacity=config.concurrency,
+        vram_free=vram_free(stats),
+        carries_models=cache is not None,
+        serverless=config.serverless,
+        **gpu_info(stats),
+        **info,
+    )
+    return registered, catalog, version
+
+
+def _heartbeat(args, config, headers, gpu, catalog, registered, cache, every) -> Heartbeat:
+    # Its own clients: requests sessions are not shared between threads; short retries, so a
+    # beat that fails is simply the next one's job.
+    beat_app = AppClient(args.app, args.token, retry_seconds=min(every, 5.0), timeout=max(every, 2.0))
+    beat_gpu = Gpu(
+        ComfyClient(args.comfyui, headers, timeout=3.0, connect_timeout=3.0) if gpu.comfy else None,
+        serverless=config.serverless,
+        runpod=gpu.runpod,
+        catalog=gpu.fixed_catalog,
+    )
+    return Heartbeat(
+        beat_app,
+        beat_gpu,
+        catalog_fingerprint(catalog),
+        lease_redis=redis.Redis.from_url(args.redis, socket_timeout=2, socket_connect_timeout=2),
+        lease_seconds=float(registered.get("lease_seconds") or 10),
+        problem_probe=config.timeouts.problem_probe,
+        cache=cache,
+        warm=KeepWarm(args.comfyui, headers, config.timeouts.keep_warm) if config.serverless else None,
+    )
+
+
+def _work_until_stopped(args, config, app, queue_name, stop, beats, every) -> int:
+    """The slots' work loops until a signal; then the runs go back and the app hears "offline"."""
     slots = [
         threading.Thread(target=work, args=(args, queue_name, stop, ThreadGpuWorker), daemon=True, name=f"slot-{n}")
         for n in range(2, config.concurrency + 1)
@@ -209,7 +224,7 @@ def main(argv=None) -> int:
     finally:
         stop.set()
         tasks.SHUTDOWN.set()  # the other slots' runs go back to the queue too
-        deadline = time.monotonic() + timeouts.request
+        deadline = time.monotonic() + config.timeouts.request
         while tasks.ACTIVE and time.monotonic() < deadline:
             time.sleep(0.1)
         beats.join(timeout=every + 6)

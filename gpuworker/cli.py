@@ -46,31 +46,7 @@ def parse(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--burst", action="store_true", help="Exit when the queue is empty")
     args = parser.parse_args(argv)
-    config = providers.ProviderConfig()
-    if args.config:
-        try:
-            config = providers.load(args.config)
-        except providers.ConfigError as exc:
-            parser.error(str(exc))
-        for warning in config.warnings:
-            print(f"gpuworker: warning: {warning}", file=sys.stderr, flush=True)
-        for key, value in config.options.items():
-            key = key.replace("-", "_")
-            if key in ("header", "config"):
-                parser.error(f"{args.config}: {key} belongs in [comfyui]")
-            if not hasattr(args, key) and key != "token":
-                parser.error(f"{args.config}: unknown key {key!r}")
-            if getattr(args, key, None) in (None, "", parser.get_default(key)):
-                setattr(args, key, value)
-        if args.provider == parser.get_default("provider"):
-            args.provider = config.provider
-        if not args.comfyui:
-            args.comfyui = config.url
-        args.header = [f"{k}: {v}" for k, v in config.headers.items()] + args.header
-        if args.app_retry == parser.get_default("app_retry"):
-            args.app_retry = config.timeouts.app_retry
-        if args.comfyui_wait == parser.get_default("comfyui_wait"):
-            args.comfyui_wait = config.timeouts.start_wait
+    config = _with_config_file(parser, args) if args.config else providers.ProviderConfig()
     config.provider = args.provider
     config.concurrency = args.concurrency or config.concurrency
     config.model_cache = args.model_cache or config.model_cache
@@ -78,23 +54,7 @@ def parse(argv=None) -> argparse.Namespace:
     args.provider_config = config
     args.token = getattr(args, "token", None) or env("GPUWORKER_TOKEN")
     if args.token_file:
-        try:
-            with open(args.token_file) as fh:
-                args.token = fh.read().strip()
-        except OSError as exc:
-            # The path is named only when it cannot be a token: a token given in place of its
-            # file's path must not reach the log.
-            looks_like_token = os.path.basename(args.token_file).startswith("wt_")
-            where = "the path given" if looks_like_token else repr(args.token_file)
-            hint = (
-                (
-                    " --token-file takes the path of a file that holds the token, not the token itself;"
-                    " or put the token in GPUWORKER_TOKEN."
-                )
-                if looks_like_token
-                else ""
-            )
-            parser.error(f"cannot read --token-file ({where}): {exc.strerror or exc.__class__.__name__}.{hint}")
+        args.token = _read_token(parser, args.token_file)
     needed = ("redis", "app") if args.provider == "runpod" else ("redis", "app", "comfyui")
     missing = [name for name in needed if not getattr(args, name)]
     if not args.token:
@@ -107,6 +67,52 @@ def parse(argv=None) -> argparse.Namespace:
         args.comfyui = args.comfyui or config.endpoint
     args.name = args.name or f"{socket.gethostname()}-{args.comfyui.rstrip('/').rsplit(':', 1)[-1]}"
     return args
+
+
+def _with_config_file(parser, args) -> "providers.ProviderConfig":
+    """The --config file's provider, and its options wherever the command line left the default."""
+    try:
+        config = providers.load(args.config)
+    except providers.ConfigError as exc:
+        parser.error(str(exc))
+    for warning in config.warnings:
+        print(f"gpuworker: warning: {warning}", file=sys.stderr, flush=True)
+    for key, value in config.options.items():
+        key = key.replace("-", "_")
+        if key in ("header", "config"):
+            parser.error(f"{args.config}: {key} belongs in [comfyui]")
+        if not hasattr(args, key) and key != "token":
+            parser.error(f"{args.config}: unknown key {key!r}")
+        if getattr(args, key, None) in (None, "", parser.get_default(key)):
+            setattr(args, key, value)
+    if args.provider == parser.get_default("provider"):
+        args.provider = config.provider
+    if not args.comfyui:
+        args.comfyui = config.url
+    args.header = [f"{k}: {v}" for k, v in config.headers.items()] + args.header
+    if args.app_retry == parser.get_default("app_retry"):
+        args.app_retry = config.timeouts.app_retry
+    if args.comfyui_wait == parser.get_default("comfyui_wait"):
+        args.comfyui_wait = config.timeouts.start_wait
+    return config
+
+
+def _read_token(parser, path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        # The path is named only when it cannot be a token: a token given in place of its file's
+        # path must not reach the log.
+        looks_like_token = os.path.basename(path).startswith("wt_")
+        where = "the path given" if looks_like_token else repr(path)
+        hint = (
+            " --token-file takes the path of a file that holds the token, not the token itself;"
+            " or put the token in GPUWORKER_TOKEN."
+            if looks_like_token
+            else ""
+        )
+        parser.error(f"cannot read --token-file ({where}): {exc.strerror or exc.__class__.__name__}.{hint}")
 
 
 def headers_of(args) -> dict:

@@ -99,84 +99,114 @@ class KeepWarm:
             log.warning("keep-warm request failed: %s", exc)
 
 
-def heartbeat_loop(
-    app: AppClient,
-    gpu: Gpu,
-    every: float,
-    published: str,
-    stop: threading.Event,
-    lease_redis=None,
-    lease_seconds: float = 10.0,
-    problem_probe: float = 15.0,
-    cache=None,
-    warm: "KeepWarm | None" = None,
-) -> None:
+class Heartbeat:
     """Every `every` seconds: is the GPU answering, and which runs is this process doing? The
     answer renews the runs' leases, or says to stop one (cancelled, or no longer ours). The
-    leases are also renewed in Redis, so a restarting app does not take the runs away."""
-    last_catalog = last_probe = time.monotonic()
-    failures = 0
-    unreachable = ""
-    while not stop.wait(every):
-        runs = list(tasks.ACTIVE.values())
-        for run in runs:
-            if lease_redis is not None:
-                try:
-                    lease_redis.set(LEASE_KEY.format(run.job_id, run.run_no), "1", ex=max(int(lease_seconds), 1))
-                except redis.RedisError:
-                    pass  # the app's lease still holds
-        try:
-            stats = {}
-            if gpu.probes_while_idle or (tasks.PROBLEM["text"] and time.monotonic() - last_probe > problem_probe):
-                last_probe = time.monotonic()
-                try:
-                    stats = gpu.probe()
-                    failures = 0
-                    if tasks.PROBLEM["text"]:
-                        log.info("the GPU takes our credentials again: back to work")
-                        tasks.PROBLEM["text"] = None
-                except ComfyAuthError as exc:
-                    tasks.PROBLEM["text"] = str(exc)
-                except requests.ConnectionError as exc:
-                    failures += 2  # nothing listens: down at once
-                    unreachable = f"its ComfyUI does not answer ({exc.__class__.__name__})"
-                except Exception as exc:
-                    failures += 1  # slow under load: twice in a row to count
-                    unreachable = f"its ComfyUI does not answer in time ({exc.__class__.__name__})"
-            problem = tasks.PROBLEM["text"] or (unreachable if failures >= 2 else None)
-            status = "comfyui_unreachable" if problem or failures >= 2 else ("busy" if runs else "idle")
-            first = runs[0] if runs else None
-            extra = {"models_seen": cache.deletions_seen()} if cache is not None else {}
-            if warm is not None:
-                extra["warm_seconds"] = warm.kept
-                warm.kept = 0.0
-            answer = app.heartbeat(
-                status,
-                first.job_id if first else None,
-                first.run_no if first else None,
-                runs=[{"job_id": r.job_id, "run": r.run_no} for r in runs],
-                problem=problem or "",
-                vram_free=vram_free(stats),
-                **extra,
-            )
-            if warm is not None:
-                # Slots busy with runs are warm anyway: only the idle ones need keeping.
-                warm.kept += warm.tick(max(0, int(answer.get("warm") or 0) - len(runs)))
-            if cache is not None and answer.get("models_gone"):
-                cache.saw_deletions(answer["models_gone"])  # deleted by their participants: out of the cache
-            for run in runs:
-                run.heard((answer.get("runs") or {}).get(run.job_id, answer if run is first else {}))
-            if status == "idle" and gpu.probes_while_idle and time.monotonic() - last_catalog > CATALOG_SECONDS:
-                # New models or custom nodes on the GPU host show up in the UIs without a restart.
-                last_catalog = time.monotonic()
-                catalog = gpu.catalog(stats)
-                fingerprint = catalog_fingerprint(catalog)
-                if fingerprint != published:
-                    gpu.publish(app, catalog)
-                    published = fingerprint
-                    log.info("catalog changed; published again")
-        except TokenRevoked:
-            tasks.revoked()
+    leases are also renewed in Redis, so a restarting app does not take the runs away. While
+    idle, a changed catalog (new models or custom nodes) is published again."""
+
+    def __init__(
+        self,
+        app: AppClient,
+        gpu: Gpu,
+        published: str,
+        *,
+        lease_redis=None,
+        lease_seconds: float = 10.0,
+        problem_probe: float = 15.0,
+        cache=None,
+        warm: KeepWarm | None = None,
+    ):
+        self.app, self.gpu, self.published = app, gpu, published
+        self.lease_redis, self.lease_seconds, self.problem_probe = lease_redis, lease_seconds, problem_probe
+        self.cache, self.warm = cache, warm
+        self.last_catalog = self.last_probe = time.monotonic()
+        self.failures, self.unreachable = 0, ""
+
+    def run(self, every: float, stop: threading.Event) -> None:
+        while not stop.wait(every):
+            runs = list(tasks.ACTIVE.values())
+            self._renew_leases(runs)
+            try:
+                self.beat(runs)
+            except TokenRevoked:
+                tasks.revoked()
+                return
+            except Exception as exc:  # The app or ComfyUI may be restarting; the next beat tries again.
+                log.warning("heartbeat failed: %s", exc)
+
+    def _renew_leases(self, runs) -> None:
+        if self.lease_redis is None:
             return
-        except Exception as exc:  # The app or ComfyUI may be restarting; the next beat tries again.
-            log.warning("heartbeat failed: %s", exc)
+        for run in runs:
+            try:
+                key = LEASE_KEY.format(run.job_id, run.run_no)
+                self.lease_redis.set(key, "1", ex=max(int(self.lease_seconds), 1))
+            except redis.RedisError:
+                pass  # the app's lease still holds
+
+    def beat(self, runs) -> None:
+        stats = self._probe()
+        problem = tasks.PROBLEM["text"] or (self.unreachable if self.failures >= 2 else None)
+        status = "comfyui_unreachable" if problem or self.failures >= 2 else ("busy" if runs else "idle")
+        first = runs[0] if runs else None
+        extra = {"models_seen": self.cache.deletions_seen()} if self.cache is not None else {}
+        if self.warm is not None:
+            extra["warm_seconds"] = self.warm.kept
+            self.warm.kept = 0.0
+        answer = self.app.heartbeat(
+            status,
+            first.job_id if first else None,
+            first.run_no if first else None,
+            runs=[{"job_id": r.job_id, "run": r.run_no} for r in runs],
+            problem=problem or "",
+            vram_free=vram_free(stats),
+            **extra,
+        )
+        if self.warm is not None:
+            # Slots busy with runs are warm anyway: only the idle ones need keeping.
+            self.warm.kept += self.warm.tick(max(0, int(answer.get("warm") or 0) - len(runs)))
+        if self.cache is not None and answer.get("models_gone"):
+            self.cache.saw_deletions(answer["models_gone"])  # deleted by their participants: out of the cache
+        for run in runs:
+            run.heard((answer.get("runs") or {}).get(run.job_id, answer if run is first else {}))
+        if status == "idle":
+            self._publish_if_changed(stats)
+
+    def _probe(self) -> dict:
+        """The GPU's system stats, when it is probed at this beat ({} otherwise)."""
+        gpu = self.gpu
+        if not (
+            gpu.probes_while_idle or (tasks.PROBLEM["text"] and time.monotonic() - self.last_probe > self.problem_probe)
+        ):
+            return {}
+        self.last_probe = time.monotonic()
+        try:
+            stats = gpu.probe()
+        except ComfyAuthError as exc:
+            tasks.PROBLEM["text"] = str(exc)
+        except requests.ConnectionError as exc:
+            self.failures += 2  # nothing listens: down at once
+            self.unreachable = f"its ComfyUI does not answer ({exc.__class__.__name__})"
+        except Exception as exc:
+            self.failures += 1  # slow under load: twice in a row to count
+            self.unreachable = f"its ComfyUI does not answer in time ({exc.__class__.__name__})"
+        else:
+            self.failures = 0
+            if tasks.PROBLEM["text"]:
+                log.info("the GPU takes our credentials again: back to work")
+                tasks.PROBLEM["text"] = None
+            return stats
+        return {}
+
+    def _publish_if_changed(self, stats: dict) -> None:
+        if not self.gpu.probes_while_idle or time.monotonic() - self.last_catalog <= CATALOG_SECONDS:
+            return
+        # New models or custom nodes on the GPU host show up in the UIs without a restart.
+        self.last_catalog = time.monotonic()
+        catalog = self.gpu.catalog(stats)
+        fingerprint = catalog_fingerprint(catalog)
+        if fingerprint != self.published:
+            self.gpu.publish(self.app, catalog)
+            self.published = fingerprint
+            log.info("catalog changed; published again")
