@@ -156,7 +156,14 @@ def parse_config(text: str, source: str = "config") -> ProviderConfig:
         config.timeouts = Timeouts.from_table(raw.pop("timeouts", {}))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    _comfyui_table(config, raw, source)
+    _runpod_table(config, raw.pop("runpod", {}), source)
+    _models_table(config, raw.pop("models", {}), source)
+    config.options = raw
+    return config
 
+
+def _comfyui_table(config: ProviderConfig, raw: dict, source: str) -> None:
     comfyui = raw.pop("comfyui", {})
     if isinstance(comfyui, str):  # the earlier flat form: comfyui = "URL", [headers]
         comfyui = {"url": comfyui}
@@ -171,17 +178,20 @@ def parse_config(text: str, source: str = "config") -> ProviderConfig:
         raise ConfigError(f"{source}: [comfyui] headers must be a table of strings")
     config.headers = dict(headers)
 
-    runpod = raw.pop("runpod", {})
+
+def _runpod_table(config: ProviderConfig, runpod, source: str) -> None:
     if not isinstance(runpod, dict):
         raise ConfigError(f"{source}: [runpod] must be a table")
     config.endpoint = str(runpod.get("endpoint", "")).rstrip("/")
     config.api_key = str(runpod.get("api_key", ""))
     config.object_info = str(runpod.get("object_info", ""))
-    if provider == "runpod":
+    if config.provider == "runpod":
         missing = [k for k in ("endpoint", "api_key", "object_info") if not runpod.get(k)]
         if missing:
             raise ConfigError(f"{source}: [runpod] needs {', '.join(missing)}")
-    models = raw.pop("models", {})
+
+
+def _models_table(config: ProviderConfig, models, source: str) -> None:
     if not isinstance(models, dict):
         raise ConfigError(f"{source}: [models] must be a table")
     unknown = sorted(set(models) - {"cache_dir", "cache_bytes"})
@@ -192,10 +202,8 @@ def parse_config(text: str, source: str = "config") -> ProviderConfig:
     if not isinstance(cap, int) or isinstance(cap, bool) or cap <= 0:
         raise ConfigError(f"{source}: [models] cache_bytes must be a whole number of bytes, not {cap!r}")
     config.model_cache_bytes = cap
-    if config.model_cache and (provider == "runpod" or config.serverless):
+    if config.model_cache and (config.provider == "runpod" or config.serverless):
         raise ConfigError(f"{source}: [models] needs a ComfyUI on this host's disk, not a serverless one")
-    config.options = raw
-    return config
 
 
 def load(path: str) -> ProviderConfig:
