@@ -58,11 +58,18 @@ def running_job(timeout=30) -> Job:
 def kill_worker(plat, job):
     victim = job.worker.name
     plat.procs[victim].kill()  # SIGKILL: no goodbye, no result
-    # The job moves to the surviving worker (the killed one is not back yet).
+    # Its lease lapses: the job leaves the killed worker within a few leases...
+    wait_until(
+        lambda: (j := Job.objects.get(pk=job.pk)).run > job.run or j.state == JobState.QUEUED,
+        timeout=LEASE * 4,
+        message="the job to leave the killed worker",
+    )
+    # ...and runs next on the surviving one (the killed one is not back yet), once that one's
+    # current run ends: as long as a run takes on this machine, not a lease.
     moved = wait_until(
         lambda: (j := Job.objects.select_related("worker").get(pk=job.pk)).run > job.run and j.worker and j,
-        timeout=LEASE * 4,
-        message="the job to move",
+        timeout=120,
+        message="the job to run on the surviving worker",
     )
     assert moved.worker.name != victim, "the job went to the surviving worker"
     return lambda: plat.restart(victim)
