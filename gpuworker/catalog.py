@@ -126,7 +126,7 @@ def publish_catalog(app: AppClient, comfy: ComfyClient, catalog: dict) -> None:
     """The files first (only those the app does not hold already), then the catalog, which
     names every file: the app forgets the ones it no longer names."""
     files = extension_files(comfy, catalog.get("extensions") or [])
-    files.update(template_files(comfy, catalog.get("workflow_templates")))
+    files.update(template_files(comfy, catalog.get("workflow_templates") or {}))
     subgraphs = subgraph_files(comfy, catalog.get("global_subgraphs"))
     files.update(subgraphs)
     if isinstance(catalog.get("global_subgraphs"), dict):  # one that could not be fetched is not offered

@@ -69,7 +69,7 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
-def _with_config_file(parser, args) -> "providers.ProviderConfig":
+def _with_config_file(parser: argparse.ArgumentParser, args) -> "providers.ProviderConfig":
     """The --config file's provider, and its options wherever the command line left the default."""
     try:
         config = providers.load(args.config)
@@ -97,7 +97,7 @@ def _with_config_file(parser, args) -> "providers.ProviderConfig":
     return config
 
 
-def _read_token(parser, path: str) -> str:
+def _read_token(parser: argparse.ArgumentParser, path: str) -> str:
     try:
         with open(path) as fh:
             return fh.read().strip()

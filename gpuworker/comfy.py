@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.cookies import SimpleCookie
+from typing import Any
 
 import requests
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -180,8 +181,8 @@ class PromptSocket:
     def __init__(self, client: ComfyClient, client_id: str):
         self.client = client
         self.client_id = client_id
-        self.ws = None
-        self._stack = None
+        self.ws: Any = None
+        self._stack: Any = None
         self.replica = ""
         self.open()
 

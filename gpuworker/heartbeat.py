@@ -24,7 +24,7 @@ CATALOG_SECONDS = 60  # between checks, while idle, whether ComfyUI's catalog ch
 
 def vram_free(stats: dict) -> int | None:
     devices = stats.get("devices") or []
-    values = [d.get("vram_free") for d in devices if isinstance(d, dict) and isinstance(d.get("vram_free"), int)]
+    values: list[int] = [d["vram_free"] for d in devices if isinstance(d, dict) and isinstance(d.get("vram_free"), int)]
     return max(values) if values else None
 
 
@@ -58,11 +58,13 @@ class Gpu:
     def probe(self) -> dict:
         if self.runpod is not None:
             return {"runpod": self.runpod.health()}
+        assert self.comfy is not None  # a GPU is either a RunPod endpoint or a ComfyUI
         return self.comfy.get_json("/system_stats")
 
     def catalog(self, stats: dict) -> dict:
         if self.fixed_catalog is not None:
             return self.fixed_catalog
+        assert self.comfy is not None  # only a RunPod endpoint has a fixed catalog
         return catalog_of(self.comfy, stats)
 
     def publish(self, app: AppClient, catalog: dict) -> None:
@@ -79,7 +81,8 @@ class KeepWarm:
 
     def __init__(self, base: str, headers: dict, every: float):
         self.base, self.headers, self.every = base, headers, every
-        self.count, self.last, self.since, self.kept = 0, 0.0, None, 0.0
+        self.count, self.last, self.kept = 0, 0.0, 0.0
+        self.since: float | None = None
 
     def tick(self, count: int) -> float:
         """Called at each heartbeat; returns the GPU seconds kept warm since the last call."""

@@ -101,7 +101,7 @@ def literal_secrets(raw: dict, source: str) -> list[str]:
         "[runpod] api_key": (raw.get("runpod") or {}).get("api_key") if isinstance(raw.get("runpod"), dict) else None,
         "token": raw.get("token"),
     }
-    comfyui = raw.get("comfyui") if isinstance(raw.get("comfyui"), dict) else {}
+    comfyui: dict = raw["comfyui"] if isinstance(raw.get("comfyui"), dict) else {}
     for name, value in {**(comfyui.get("headers") or {}), **(raw.get("headers") or {})}.items():
         if any(word in str(name).lower() for word in SECRET_HEADER):
             tables[f"header {name}"] = value

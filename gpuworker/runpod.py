@@ -81,7 +81,7 @@ class RunpodRun(tasks.RunStops):
         self.payload, self.app, self.client, self.redis, self.timeouts = payload, app, client, connection, timeouts
         self.job_id = payload["job_id"]
         self.run_no = int(payload.get("run", 0))
-        self.remote_id = None
+        self.remote_id: str | None = None
         self.stop_kind = None
         self.fenced = False
         self.started_at = None
@@ -189,6 +189,7 @@ class RunpodRun(tasks.RunStops):
     def _relay_stream(self) -> None:
         """ComfyUI messages the handler yields ({"type", "data"}), relayed as the socket's would be."""
         try:
+            assert self.remote_id is not None  # streamed only once submitted
             items = self.client.stream(self.remote_id).get("stream") or []
         except requests.HTTPError:
             return  # a handler that streams nothing

@@ -47,7 +47,7 @@ HOST_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, OSEr
 # The runs this process is doing (one per worker thread, `concurrency` of them), for the
 # heartbeat thread: RQ's SimpleWorker runs each job in its own thread of this process, so the
 # heartbeat proves the job's process is alive.
-ACTIVE: "dict[int, JobRun]" = {}
+ACTIVE: "dict[int, RunStops]" = {}
 SHUTDOWN = threading.Event()
 # Why this worker's GPU cannot take jobs (its credentials were refused), until a probe works.
 PROBLEM: dict = {"text": None}
@@ -111,7 +111,7 @@ def run_job(payload: dict, settings: Settings | None = None) -> str:
     if os.environ.get("GPUWORKER_PROVIDER") == "runpod":
         from .runpod import RunpodClient, RunpodRun  # a cycle: a RunPod run is a kind of JobRun
 
-        run = RunpodRun(payload, app, RunpodClient.from_env(settings.timeouts), connection, settings.timeouts)
+        run: RunStops = RunpodRun(payload, app, RunpodClient.from_env(settings.timeouts), connection, settings.timeouts)
     else:
         comfy = ComfyClient(
             settings.comfyui,
@@ -119,9 +119,9 @@ def run_job(payload: dict, settings: Settings | None = None) -> str:
             timeout=settings.timeouts.request,
             connect_timeout=settings.timeouts.connect,
         )
-        run = JobRun(payload, app, comfy, connection, settings.timeouts, serverless=settings.serverless)
+        run = job_run = JobRun(payload, app, comfy, connection, settings.timeouts, serverless=settings.serverless)
         if settings.model_cache:
-            run.model_cache = ModelCache(settings.model_cache, settings.model_cache_bytes)
+            job_run.model_cache = ModelCache(settings.model_cache, settings.model_cache_bytes)
     key = threading.get_ident()
     ACTIVE[key] = run
     try:
@@ -132,7 +132,19 @@ def run_job(payload: dict, settings: Settings | None = None) -> str:
 
 class RunStops:
     """What every kind of run hears of stop requests: from the heartbeat's answer (`heard`) and
-    from Redis (`_check_stop`). Needs job_id, run_no, redis, stop_kind, fenced and redis_ok."""
+    from Redis (`_check_stop`)."""
+
+    job_id: str
+    run_no: int
+    redis: redis.Redis
+    stop_kind: str | None  # 'cancel' / 'interrupt' / 'timeout' once asked
+    fenced: bool  # the app gave this run to someone else (or ended it)
+    redis_ok: bool
+    started_at: float | None
+    cold_start_seconds: float | None
+
+    def run(self) -> str:
+        raise NotImplementedError
 
     def heard(self, answer: dict) -> None:
         if answer.get("stop"):
@@ -171,14 +183,14 @@ class JobRun(RunStops):
         self.timeouts = timeouts or Timeouts()
         self.serverless = serverless
         self.cold_start_seconds = None
-        self.model_cache = None
+        self.model_cache: ModelCache | None = None
         self.job_id = payload["job_id"]
         self.run_no = int(payload.get("run", 0))
         self.app, self.comfy, self.redis = app, comfy, connection
-        self.prompt_id = None
-        self.stop_kind = None  # 'cancel' / 'interrupt' / 'timeout' once asked
+        self.prompt_id: str | None = None
+        self.stop_kind = None
         self.interrupt_sent = 0.0
-        self.fenced = False  # the app gave this run to someone else (or ended it)
+        self.fenced = False
         self.pending: list[dict] = []
         self.last_flush = time.monotonic()
         self.throttle = ProgressThrottle()
@@ -376,6 +388,7 @@ class JobRun(RunStops):
                 socket.reopen()
                 # Queue first, then history: a prompt that ends between the two questions shows
                 # as ended, never as lost.
+                assert self.prompt_id is not None  # reconnecting is only for a submitted prompt
                 known = self.comfy.knows(self.prompt_id)
                 entry = self.comfy.history(self.prompt_id)
                 break
@@ -411,6 +424,7 @@ class JobRun(RunStops):
                 with self.app.download_model(self.job_id, self.run_no, str(item["sha256"])) as response:
                     yield from response.iter_content(1024 * 1024)
 
+            assert self.model_cache is not None  # only a worker with a cache gets such a job
             if self.model_cache.ensure(item, fetch):
                 log.info("job %s: fetched %s into the model cache", self.job_id, item["name"])
 

@@ -4,6 +4,7 @@ state over HTTP (one owner for what the page shows: jobs.reports.console_state).
 import asyncio
 import json
 import logging
+from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -21,6 +22,9 @@ class GroupMember:
 
     groups_joined: tuple[str, ...] = ()
     _rejoin = None
+    # Given by the consumer this is mixed into (Channels' AsyncWebsocketConsumer).
+    channel_layer: Any
+    channel_name: str
 
     async def join_groups(self) -> None:
         for group in self.groups_joined:

@@ -8,6 +8,7 @@ a dead worker lost.
 """
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 from django.conf import settings
@@ -33,7 +34,7 @@ def free_slots(workers=None) -> dict[int, int]:
 
 
 def choose_worker(
-    workers: list[Worker], free: dict[int, int], avoid_id=None, needs_models=False, wanted: list[str] = ()
+    workers: list[Worker], free: dict[int, int], avoid_id=None, needs_models=False, wanted: Sequence[str] = ()
 ) -> Worker | None:
     """A worker with a free slot, preferring one whose ComfyUI has the job's models loaded
     (MODEL_AFFINITY); after an out-of-memory failure, another one with the most free VRAM if

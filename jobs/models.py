@@ -14,6 +14,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from . import lifecycle, policies, rq, tokens
@@ -850,7 +851,7 @@ class Job(models.Model):
             ACTIVE_STATES,
             of_run=run,
             state=JobState.QUEUED,
-            priority=models.functions.Greatest(F("priority"), PRIORITY_RESUME),
+            priority=Greatest(F("priority"), PRIORITY_RESUME),
             dispatched_at=None,
             started_at=None,
             worker=None,

@@ -72,7 +72,7 @@ def order(policy: str, waiting: Sequence[Waiting], usage: Mapping[str, Usage]) -
         return float(used.jobs) if policy == "round_robin" else _seconds(used.gpu_seconds)
 
     spent = {owner: charge(owner) for owner in per_owner}
-    heap = []
+    heap: list[tuple] = []
     for owner, jobs in per_owner.items():
         head = jobs[-1]
         heapq.heappush(heap, (-head.priority, spent[owner], head.created_at, head.id, owner))
@@ -192,7 +192,7 @@ def by_affinity(free_workers: Sequence, wanted: Sequence[str], loaded: Mapping) 
     """Free workers, those with most of the job's models already loaded first (a video model's
     load costs tens of seconds); otherwise in their given order. It never chooses the job: the
     policy did, so fairness stays the policy's."""
-    wanted = set(wanted)
-    if not wanted:
+    needed = set(wanted)
+    if not needed:
         return list(free_workers)
-    return sorted(free_workers, key=lambda w: -len(wanted & set(loaded.get(w) or ())))
+    return sorted(free_workers, key=lambda w: -len(needed & set(loaded.get(w) or ())))

@@ -34,7 +34,8 @@ def calibration(serverless: list[str] = ()) -> policies.Calibration:  # type: ig
         .values_list("workflow_name", "worker__name", "gpu_seconds", "load_seconds")[:RECENT]
     )
     samples = [
-        policies.Sample(workflow or "", worker or "", secs, load or 0.0) for workflow, worker, secs, load in recent
+        policies.Sample(workflow or "", worker or "", secs or 0.0, load or 0.0)
+        for workflow, worker, secs, load in recent
     ]
     cold: dict[str, list[float]] = {}
     if serverless:
@@ -43,7 +44,7 @@ def calibration(serverless: list[str] = ()) -> policies.Calibration:  # type: ig
             .order_by("-started_at")
             .values_list("worker__name", "cold_start_seconds")[:200]
         ):
-            cold.setdefault(worker, []).append(secs)
+            cold.setdefault(worker, []).append(secs or 0.0)
     return policies.calibrate(samples, cold, default=DEFAULT_ESTIMATE)
 
 

@@ -275,14 +275,14 @@ def worker_row(worker: Worker) -> dict:
 def _cold_starts(worker: Worker) -> dict:
     """How long its serverless GPU took to start, over its last 50 runs that had to wait for one."""
     seconds = sorted(
-        worker.jobs.filter(cold_start_seconds__gt=0)
+        s
+        for s in worker.jobs.filter(cold_start_seconds__gt=0)
         .order_by("-started_at")
         .values_list("cold_start_seconds", flat=True)[:50]
+        if s is not None
     )
-    return {
-        "cold_starts": len(seconds),
-        "cold_start_median": round(stats.percentile(seconds, 50), 1) if seconds else None,
-    }
+    median = stats.percentile(seconds, 50)
+    return {"cold_starts": len(seconds), "cold_start_median": round(median, 1) if median is not None else None}
 
 
 def chart_svgs(hours: float = 3.0, now=None) -> dict[str, str]:

@@ -123,7 +123,7 @@ def fenced(job: Job, why: str = "") -> JsonResponse:
 
 
 def _beat_fields(data: dict) -> dict:
-    fields = {}
+    fields: dict = {}
     for key in ("vram_free", "vram_total"):
         try:
             if data.get(key) is not None:

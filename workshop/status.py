@@ -95,7 +95,7 @@ def disk() -> dict:
 def everything() -> dict:
     """What `workshop_status` prints. ok: the database and Redis answer and a worker is online."""
     db = database()
-    result = {"app": {"ok": True, "debug": settings.DEBUG}, "database": db, "redis": redis(), "disk": disk()}
+    result: dict = {"app": {"ok": True, "debug": settings.DEBUG}, "database": db, "redis": redis(), "disk": disk()}
     if db["ok"]:
         result["workers"] = workers()
         result["queue"] = queue()
