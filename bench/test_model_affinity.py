@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 
 from accounts.models import Workspace
 from jobs import dispatcher
-from jobs.models import WORKER_IDLE, Job, JobState, Worker
+from jobs.models import Job, JobState, Worker, WorkerStatus
 
 CHECKPOINTS = ["ltx-2-19b-dev.safetensors", "ltx-2-19b-distilled.safetensors"]
 
@@ -52,7 +52,7 @@ def simulate(settings, affinity: bool, jobs: int, tag: str, mean_gap: float, see
         user = users.objects.create_user(f"{tag}-{n}", password="pw")
         workspaces.append(Workspace.objects.create(owner=user, slug=f"{tag}-{n}"))
     workers = [
-        Worker.create_with_token(f"{tag}-gpu-{n}", status=WORKER_IDLE, last_heartbeat=timezone.now())[0]
+        Worker.create_with_token(f"{tag}-gpu-{n}", status=WorkerStatus.IDLE, last_heartbeat=timezone.now())[0]
         for n in range(2)
     ]
     events, clock, loads, waits, submitted_at = [], 0.0, 0, [], {}

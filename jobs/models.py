@@ -178,12 +178,16 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-# Worker.status values. Only idle and busy workers can take a job.
-WORKER_IDLE = "idle"
-WORKER_BUSY = "busy"
-WORKER_OFFLINE = "offline"
-WORKER_COMFYUI_DOWN = "comfyui_unreachable"
-TAKING_JOBS = (WORKER_IDLE, WORKER_BUSY)
+class WorkerStatus(models.TextChoices):
+    """What a GPU worker says of itself at each heartbeat. Only idle and busy workers take a job."""
+
+    IDLE = "idle"
+    BUSY = "busy"
+    OFFLINE = "offline"
+    COMFYUI_DOWN = "comfyui_unreachable", "ComfyUI unreachable"
+
+
+TAKING_JOBS = (WorkerStatus.IDLE, WorkerStatus.BUSY)
 
 
 def lease_cutoff():
@@ -205,7 +209,7 @@ class Worker(models.Model):
     provider = models.CharField(max_length=20, default="comfyui")
     comfyui_url = models.CharField(max_length=300, blank=True)
     comfyui_version = models.CharField(max_length=50, blank=True)
-    status = models.CharField(max_length=20, default="offline")
+    status = models.CharField(max_length=20, choices=WorkerStatus.choices, default=WorkerStatus.OFFLINE)
     problem = models.CharField(
         max_length=500,
         blank=True,
@@ -281,9 +285,9 @@ class Worker(models.Model):
         """What the console shows: online, disabled, offline or ComfyUI unreachable."""
         if not self.enabled:
             return "disabled"
-        if not self.last_heartbeat or self.last_heartbeat < lease_cutoff() or self.status == WORKER_OFFLINE:
+        if not self.last_heartbeat or self.last_heartbeat < lease_cutoff() or self.status == WorkerStatus.OFFLINE:
             return "offline"
-        if self.status == WORKER_COMFYUI_DOWN:
+        if self.status == WorkerStatus.COMFYUI_DOWN:
             return "ComfyUI unreachable"
         return self.status
 
@@ -292,7 +296,7 @@ class Worker(models.Model):
         queue without costing an attempt (the operator did this, not the job)."""
         token = _new_token()
         Worker.objects.filter(pk=self.pk).update(
-            token_hash=hash_token(token), status=WORKER_OFFLINE, last_heartbeat=None
+            token_hash=hash_token(token), status=WorkerStatus.OFFLINE, last_heartbeat=None
         )
         self.give_back_jobs("its GPU worker's token was replaced")
         return token
@@ -335,12 +339,12 @@ class Worker(models.Model):
 
     def comfyui_down(self, problem: str) -> None:
         """Its ComfyUI stopped answering (a run found out): no job goes there until it answers."""
-        Worker.objects.filter(pk=self.pk).update(status=WORKER_COMFYUI_DOWN, problem=problem, loaded_models=[])
+        Worker.objects.filter(pk=self.pk).update(status=WorkerStatus.COMFYUI_DOWN, problem=problem, loaded_models=[])
 
     def released(self, job: "Job") -> None:
         """`job` no longer holds this worker."""
         Worker.objects.filter(pk=self.pk, current_job=job).update(current_job=None)
-        Worker.objects.filter(pk=self.pk, status=WORKER_BUSY).update(status=WORKER_IDLE)
+        Worker.objects.filter(pk=self.pk, status=WorkerStatus.BUSY).update(status=WorkerStatus.IDLE)
 
     def beat(self, status: str | None = None, **fields) -> None:
         fields["last_heartbeat"] = timezone.now()

@@ -28,10 +28,6 @@ from workshop.streaming import FileStream
 from . import events, lifecycle
 from .models import (
     ACTIVE_STATES,
-    WORKER_BUSY,
-    WORKER_COMFYUI_DOWN,
-    WORKER_IDLE,
-    WORKER_OFFLINE,
     Catalog,
     ExtensionFile,
     Job,
@@ -40,6 +36,7 @@ from .models import (
     QueueSettings,
     RunResult,
     Worker,
+    WorkerStatus,
 )
 from .redact import redact
 
@@ -160,7 +157,7 @@ def register(request):
         for job in Job.objects.filter(worker=worker, state__in=ACTIVE_STATES):
             started = job.state == JobState.RUNNING
             job.lose_run(job.run, f"GPU worker {worker.name} restarted", crash=started)
-        status = WORKER_COMFYUI_DOWN if data.get("status") == WORKER_COMFYUI_DOWN else WORKER_IDLE
+        status = WorkerStatus.COMFYUI_DOWN if data.get("status") == WorkerStatus.COMFYUI_DOWN else WorkerStatus.IDLE
         worker.beat(
             status=status,
             **{"problem": "", **_beat_fields(data)},
@@ -191,14 +188,16 @@ def heartbeat(request):
     the run it names and of the runs waiting in its RQ queue."""
     data = body(request)
     worker = request.worker
-    status = str(data.get("status", WORKER_IDLE))[:20]
-    if status not in (WORKER_IDLE, WORKER_BUSY, WORKER_OFFLINE, WORKER_COMFYUI_DOWN):
+    status = str(data.get("status", WorkerStatus.IDLE))[:20]
+    if status not in (WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.OFFLINE, WorkerStatus.COMFYUI_DOWN):
         raise BadRequest("status must be idle, busy, offline or comfyui_unreachable")
     with transaction.atomic():
-        if status == WORKER_OFFLINE:
+        if status == WorkerStatus.OFFLINE:
             # A worker shutting down says so: nothing more is dispatched to a slot that is gone,
             # and what waits in its RQ queue goes back without costing an attempt.
-            Worker.objects.filter(pk=worker.pk).update(status=WORKER_OFFLINE, last_heartbeat=None, current_job=None)
+            Worker.objects.filter(pk=worker.pk).update(
+                status=WorkerStatus.OFFLINE, last_heartbeat=None, current_job=None
+            )
             for job in Job.objects.filter(worker=worker, state=JobState.DISPATCHED):
                 job.lose_run(job.run, f"GPU worker {worker.name} shut down", crash=False)
             lifecycle.changed()
@@ -421,7 +420,7 @@ def job_started(request, job_id):
     with transaction.atomic():
         if not job.mark_running(worker, run):
             return fenced(job)
-        worker.beat(status=WORKER_BUSY, current_job=job)
+        worker.beat(status=WorkerStatus.BUSY, current_job=job)
     return JsonResponse({"ok": True})
 
 

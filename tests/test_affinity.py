@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 
 from jobs import dispatcher
-from jobs.models import WORKER_IDLE, Job, JobState, QueueSettings, Worker
+from jobs.models import Job, JobState, QueueSettings, Worker, WorkerStatus
 
 CKPT = {
     "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "ltx-2-19b-dev.safetensors"}},
@@ -15,9 +15,9 @@ CKPT = {
 @pytest.fixture
 def two_workers(db):
     QueueSettings.objects.update_or_create(pk=1, defaults={"paused": True})  # submit without dispatching yet
-    first = Worker.create_with_token("gpu-a", status=WORKER_IDLE, last_heartbeat=timezone.now())[0]
+    first = Worker.create_with_token("gpu-a", status=WorkerStatus.IDLE, last_heartbeat=timezone.now())[0]
     second = Worker.create_with_token(
-        "gpu-b", status=WORKER_IDLE, last_heartbeat=timezone.now(), loaded_models=["ltx-2-19b-dev.safetensors"]
+        "gpu-b", status=WorkerStatus.IDLE, last_heartbeat=timezone.now(), loaded_models=["ltx-2-19b-dev.safetensors"]
     )[0]
     return first, second
 

@@ -410,7 +410,7 @@ def test_charts_are_svg_without_script(instructor, participants):
 def test_keep_serverless_gpus_warm_from_a_time_and_share_them_out(instructor, participants):
     from django.utils import timezone
 
-    from jobs.models import WORKER_IDLE, Worker
+    from jobs.models import Worker, WorkerStatus
     from jobs.worker_api import warm_share
 
     answer = act(instructor, "warm", count=3, **{"from": "09:00", "until": "08:00"})
@@ -428,9 +428,9 @@ def test_keep_serverless_gpus_warm_from_a_time_and_share_them_out(instructor, pa
     nothing = instructor.get("/admin/console/state").json()["warm"]
     assert nothing["now"] == 0 and nothing["serverless"] == 0, "no serverless worker: none is kept warm"
     now = timezone.now()
-    a = Worker.create_with_token("sls-a", status=WORKER_IDLE, last_heartbeat=now, serverless=True, capacity=2)[0]
-    b = Worker.create_with_token("sls-b", status=WORKER_IDLE, last_heartbeat=now, serverless=True, capacity=2)[0]
-    local = Worker.create_with_token("h100", status=WORKER_IDLE, last_heartbeat=now)[0]
+    a = Worker.create_with_token("sls-a", status=WorkerStatus.IDLE, last_heartbeat=now, serverless=True, capacity=2)[0]
+    b = Worker.create_with_token("sls-b", status=WorkerStatus.IDLE, last_heartbeat=now, serverless=True, capacity=2)[0]
+    local = Worker.create_with_token("h100", status=WorkerStatus.IDLE, last_heartbeat=now)[0]
     assert (warm_share(a), warm_share(b), warm_share(local)) == (2, 1, 0)
     state = instructor.get("/admin/console/state").json()
     assert state["warm"] == {"count": 3, "now": 3, "serverless": 4, "from": "", "until": ""}
