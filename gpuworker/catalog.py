@@ -9,7 +9,7 @@ import re
 
 from .app import AppClient
 from .comfy import ComfyClient
-from .models import without_participant_models
+from .protocol import without_participant_models
 
 log = logging.getLogger("gpuworker")
 

@@ -8,7 +8,7 @@ import time
 import redis
 import requests
 
-from . import tasks
+from . import protocol, tasks
 from .app import AppClient, TokenRevoked
 from .catalog import catalog_fingerprint, catalog_of, publish_catalog
 from .comfy import ComfyAuthError, ComfyClient
@@ -38,9 +38,6 @@ def gpu_info(stats: dict) -> dict:
     if isinstance(gpus[0].get("vram_total"), int):
         info["vram_total"] = gpus[0]["vram_total"]
     return info
-
-
-LEASE_KEY = "workshop:lease:{}_{}"
 
 
 class Gpu:
@@ -143,7 +140,7 @@ class Heartbeat:
             return
         for run in runs:
             try:
-                key = LEASE_KEY.format(run.job_id, run.run_no)
+                key = protocol.LEASE_KEY.format(protocol.run_id(run.job_id, run.run_no))
                 self.lease_redis.set(key, "1", ex=max(int(self.lease_seconds), 1))
             except redis.RedisError:
                 pass  # the app's lease still holds

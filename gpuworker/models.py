@@ -24,21 +24,6 @@ NAME = re.compile(r"^ws-[A-Za-z0-9_-]{1,16}/[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,150}
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def without_participant_models(value):
-    """`value` (a catalog, or part of one) without ws-<slug>/… names: a host's cache of
-    participants' models is no part of its catalog. Each workspace sees its own from the app,
-    and a model placed for a job is no catalog change."""
-    if isinstance(value, dict):
-        return {k: without_participant_models(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [
-            without_participant_models(v)
-            for v in value
-            if not (isinstance(v, str) and v.startswith("ws-") and "/" in v)
-        ]
-    return value
-
-
 class ModelRejected(Exception):
     """What the app sent is not a participant model this cache takes (or its bytes were wrong)."""
 

@@ -22,6 +22,7 @@ import requests
 from rq import get_current_job
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from . import protocol
 from .app import AppClient, RunFenced, TokenRevoked
 from .comfy import ENDS, ColdStartTimeout, ComfyAuthError, ComfyClient, ComfyValidationError
 from .models import ModelCache, ModelRejected
@@ -30,7 +31,6 @@ from .throttle import ProgressThrottle
 
 log = logging.getLogger("gpuworker.tasks")
 
-CANCEL_KEY = "workshop:cancel:{}_{}"
 POLL = 0.25  # seconds between stop checks while ComfyUI works: well inside the 2 s promise
 FLUSH = 0.25  # seconds events may wait to be sent together
 END_WAIT = 2.0  # seconds to wait for ComfyUI's closing `executing` after an end message
@@ -156,7 +156,7 @@ class RunStops:
         if self.stop_kind:
             return
         try:
-            value = self.redis.get(CANCEL_KEY.format(self.job_id, self.run_no))
+            value = self.redis.get(protocol.CANCEL_KEY.format(protocol.run_id(self.job_id, self.run_no)))
             self.redis_ok = True
         except redis.RedisError as exc:
             # Redis is disposable: the heartbeat's and the events' answers carry the same request.

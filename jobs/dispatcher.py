@@ -17,7 +17,7 @@ from django.db.models import Count, F
 from django.utils import timezone
 
 from . import lifecycle, rq
-from .models import ACTIVE_STATES, PRIORITY_NOW, Job, JobState, QueueSettings, Worker
+from .models import ACTIVE_STATES, PRIORITY_NOW, Job, JobState, QueueSettings, StopKind, Worker
 from .policies import by_affinity
 from .queue import Snapshot, snapshot
 
@@ -124,7 +124,7 @@ def reap() -> dict:
     grace = queue_settings.job_timeout + 120
     for job in Job.objects.filter(state=JobState.RUNNING, started_at__lt=now - timedelta(seconds=grace)):
         if job.mark_failed(f"Timed out after {queue_settings.job_timeout} s", run=job.run):
-            rq.signal_stop(job.id, job.run, "cancel")
+            rq.signal_stop(job.id, job.run, StopKind.CANCEL)
             counts["timed_out"] += 1
 
     if not any(counts.values()):
@@ -147,7 +147,7 @@ def run_now(jobs) -> int | None:
     # Only runs whose slot the demo can take (an online worker's), and never another demo.
     victims = list(
         Job.objects.filter(state__in=ACTIVE_STATES, worker__in=Worker.objects.online(), priority__lt=PRIORITY_NOW)
-        .exclude(cancel_requested="cancel")
+        .exclude(cancel_requested=StopKind.CANCEL)
         .order_by(F("started_at").desc(nulls_first=True), "-dispatched_at")
     )[: max(needed, 0)]
     interrupted = sum(job.interrupt_for_demo() for job in victims)

@@ -17,6 +17,8 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from gpuworker import protocol
+
 from . import lifecycle, policies, rq, tokens
 from .policies import prompt_models
 
@@ -181,10 +183,18 @@ def hash_token(token: str) -> str:
 class WorkerStatus(models.TextChoices):
     """What a GPU worker says of itself at each heartbeat. Only idle and busy workers take a job."""
 
-    IDLE = "idle"
-    BUSY = "busy"
-    OFFLINE = "offline"
-    COMFYUI_DOWN = "comfyui_unreachable", "ComfyUI unreachable"
+    IDLE = protocol.IDLE
+    BUSY = protocol.BUSY
+    OFFLINE = protocol.OFFLINE
+    COMFYUI_DOWN = protocol.COMFYUI_DOWN, "ComfyUI unreachable"
+
+
+class StopKind(models.TextChoices):
+    """Why a running job is asked to stop (Job.cancel_requested; the worker hears it)."""
+
+    CANCEL = protocol.CANCEL, "cancel"
+    INTERRUPT = protocol.INTERRUPT, "interrupt (a demo)"
+    TIMEOUT = protocol.TIMEOUT, "timeout"
 
 
 TAKING_JOBS = (WorkerStatus.IDLE, WorkerStatus.BUSY)
@@ -542,7 +552,9 @@ class Job(models.Model):
         related_name="+",
         help_text="Ran out of GPU memory there once; retried elsewhere if possible",
     )
-    cancel_requested = models.CharField(max_length=20, blank=True, help_text="'cancel' or 'interrupt' while running")
+    cancel_requested = models.CharField(
+        max_length=20, blank=True, choices=StopKind.choices, help_text="Set while a stop is asked of the running job"
+    )
     cancelled_by = models.CharField(
         max_length=20, blank=True, help_text="'instructor' when the instructor cancelled it"
     )
@@ -752,7 +764,7 @@ class Job(models.Model):
         lifecycle.changed(relay=relay)
 
     def _finish_interrupted(self, run, result: RunResult, relay) -> None:
-        if self.cancel_requested != "cancel":
+        if self.cancel_requested != StopKind.CANCEL:
             self.lose_run(run, "The instructor paused your job for a demo", crash=False)
             return
         self.mark_cancelled(messages=result.messages, gpu_seconds=result.gpu_seconds, run=run, end=result.end)
@@ -834,9 +846,9 @@ class Job(models.Model):
             if current is None:
                 return False
             self.__dict__.update({f.attname: getattr(current, f.attname) for f in Job._meta.concrete_fields})
-            if current.cancel_requested == "cancel":
+            if current.cancel_requested == StopKind.CANCEL:
                 changed = self.mark_cancelled(run=run)
-            elif current.cancel_requested == "interrupt":
+            elif current.cancel_requested == StopKind.INTERRUPT:
                 changed = self._requeue(run, interruptions=F("interruptions") + 1)
             elif crash and current.attempts + 1 >= QueueSettings.get().max_attempts:
                 changed = self.mark_failed(f"{reason}; gave up after {current.attempts + 1} attempts", run=run)
@@ -844,8 +856,8 @@ class Job(models.Model):
                 changed = self._requeue(run, attempts=F("attempts") + (1 if crash else 0), error=reason)
         rq.withdraw(self.pk, run)
         if changed:
-            said = SAID_DEMO if current.cancel_requested == "interrupt" else None
-            if current.cancel_requested == "cancel" and current.cancelled_by == "instructor":
+            said = SAID_DEMO if current.cancel_requested == StopKind.INTERRUPT else None
+            if current.cancel_requested == StopKind.CANCEL and current.cancelled_by == "instructor":
                 said = SAID_CANCELLED
             lifecycle.changed(notice=(self, reason, said))
         return changed
@@ -873,8 +885,8 @@ class Job(models.Model):
         """Ask the worker running this job to stop ('cancel' ends it, 'interrupt' requeues it).
         A cancel is never turned back into an interrupt."""
         rows = Job.objects.filter(pk=self.pk, state__in=ACTIVE_STATES)
-        if kind == "interrupt":
-            rows = rows.exclude(cancel_requested="cancel")
+        if kind == StopKind.INTERRUPT:
+            rows = rows.exclude(cancel_requested=StopKind.CANCEL)
         changed = rows.update(cancel_requested=kind)
         if changed:
             self.refresh_from_db()
@@ -893,8 +905,8 @@ class Job(models.Model):
             Job.objects.filter(pk=self.pk, state__in=OPEN_STATES).update(cancelled_by="instructor")
             self.cancelled_by = "instructor"
         if self.state == JobState.RUNNING:
-            if self.request_stop("cancel"):
-                rq.signal_stop(self.pk, self.run, "cancel")
+            if self.request_stop(StopKind.CANCEL):
+                rq.signal_stop(self.pk, self.run, StopKind.CANCEL)
                 lifecycle.changed()
                 return True
             return False
@@ -902,7 +914,7 @@ class Job(models.Model):
         if self.mark_cancelled():
             if was_dispatched:
                 rq.withdraw(self.pk, run)
-                rq.signal_stop(self.pk, self.run, "cancel")
+                rq.signal_stop(self.pk, self.run, StopKind.CANCEL)
             if by_instructor:
                 lifecycle.changed(notice=(self, "cancelled by the instructor", SAID_CANCELLED, not was_dispatched))
             return True
@@ -947,14 +959,14 @@ class Job(models.Model):
 
     def interrupt_for_demo(self) -> bool:
         """Stop the running job so a demo can use the GPU; it comes back at the front."""
-        if not self.request_stop("interrupt"):
+        if not self.request_stop(StopKind.INTERRUPT):
             return False
         if self.state == JobState.DISPATCHED:
             # Not started on its GPU: back to the front at once (the worker, if it already took
             # it, is told the run is no longer its own when it reports the start).
             self.lose_run(self.run, "paused for a demo", crash=False)
         else:
-            rq.signal_stop(self.pk, self.run, "interrupt")
+            rq.signal_stop(self.pk, self.run, StopKind.INTERRUPT)
         return True
 
     # --- files the worker sends back ---------------------------------------------------

@@ -16,11 +16,9 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
-log = logging.getLogger(__name__)
+from gpuworker import protocol
 
-TASK = "gpuworker.tasks.run_job"
-CANCEL_KEY = "workshop:cancel:{}"  # per run: <job id>_<run>
-LEASE_KEY = "workshop:lease:{}"  # per run; the worker renews it in Redis too (see lease_alive)
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=4)
@@ -35,10 +33,6 @@ def connection() -> redis.Redis:
 
 def queue_for(worker) -> Queue:
     return Queue(worker.queue_name, connection=connection(), serializer=JSONSerializer)
-
-
-def rq_id(job_id, run) -> str:
-    return f"{job_id}_{run}"
 
 
 def payload_for(job) -> dict:
@@ -58,9 +52,9 @@ def payload_for(job) -> dict:
 
 def enqueue(job) -> None:
     queue_for(job.worker).enqueue(
-        TASK,
+        protocol.TASK,
         payload_for(job),
-        job_id=rq_id(job.id, job.run),
+        job_id=protocol.run_id(job.id, job.run),
         job_timeout=job.timeout_seconds + 300,
         result_ttl=3600,
         failure_ttl=24 * 3600,
@@ -70,7 +64,9 @@ def enqueue(job) -> None:
 def status(job_id, run) -> str | None:
     """RQ's status of the run, or None when Redis no longer knows it."""
     try:
-        return RQJob.fetch(rq_id(job_id, run), connection=connection(), serializer=JSONSerializer).get_status()
+        return RQJob.fetch(
+            protocol.run_id(job_id, run), connection=connection(), serializer=JSONSerializer
+        ).get_status()
     except NoSuchJobError:
         return None
 
@@ -78,7 +74,7 @@ def status(job_id, run) -> str | None:
 def withdraw(job_id, run) -> None:
     """Take a run that no worker has picked up off its RQ queue."""
     try:
-        RQJob.fetch(rq_id(job_id, run), connection=connection(), serializer=JSONSerializer).cancel()
+        RQJob.fetch(protocol.run_id(job_id, run), connection=connection(), serializer=JSONSerializer).cancel()
     except NoSuchJobError:
         pass
     except Exception as exc:  # Redis down; the worker is refused at `started` anyway (fencing).
@@ -89,20 +85,20 @@ def lease_alive(job_id, run) -> bool | None:
     """Did the worker renew this run's lease in Redis? A worker that cannot reach the app (the
     app restarting) still renews it there, so its run is not taken away. None: Redis is down."""
     try:
-        return bool(connection().exists(LEASE_KEY.format(rq_id(job_id, run))))
+        return bool(connection().exists(protocol.LEASE_KEY.format(protocol.run_id(job_id, run))))
     except Exception:
         return None
 
 
 def signal_stop(job_id, run, kind: str) -> None:
     try:
-        connection().set(CANCEL_KEY.format(rq_id(job_id, run)), kind, ex=3600)
+        connection().set(protocol.CANCEL_KEY.format(protocol.run_id(job_id, run)), kind, ex=3600)
     except Exception as exc:  # The worker also hears it in the answer to its next call.
         log.warning("could not signal %s for job %s: %s", kind, job_id, exc)
 
 
 def clear_stop(job_id, run) -> None:
     try:
-        connection().delete(CANCEL_KEY.format(rq_id(job_id, run)))
+        connection().delete(protocol.CANCEL_KEY.format(protocol.run_id(job_id, run)))
     except Exception as exc:
         log.warning("could not clear the stop signal of job %s: %s", job_id, exc)

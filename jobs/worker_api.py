@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import ModelDeletion, UnsafePath, WorkspaceModel
-from gpuworker.models import without_participant_models
+from gpuworker.protocol import FINISH_STATUSES, without_participant_models
 from workshop import jsonbody, limits
 from workshop.streaming import FileStream
 
@@ -504,9 +504,6 @@ def job_output(request, job_id):
         return JsonResponse({"error": str(exc)}, status=exc.status)
     job.renew_lease(run)
     return JsonResponse(stored)
-
-
-FINISH_STATUSES = ("success", "error", "interrupted", "lost", "returned")
 
 
 @worker_call(["POST"])

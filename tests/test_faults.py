@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from gpuworker import protocol
 from jobs import dispatcher, rq
 from jobs.models import Job, JobState, Worker
 from tests.conftest import child_env, free_port, process, wait_until
@@ -63,7 +64,7 @@ def test_redis_restarting_empty_loses_no_job(participants, own_redis):
     with _on_commit():
         dispatcher.dispatch()
     queue = lambda: rq.queue_for(worker).job_ids  # noqa: E731
-    assert queue() == [rq.rq_id(job.pk, 1)]
+    assert queue() == [protocol.run_id(job.pk, 1)]
 
     state["proc"].kill()  # Redis dies with the job in it …
     state["proc"].wait()
@@ -71,7 +72,7 @@ def test_redis_restarting_empty_loses_no_job(participants, own_redis):
     assert queue() == []
 
     assert dispatcher.reap()["reenqueued"] == 1
-    assert queue() == [rq.rq_id(job.pk, 1)], "the database knew the job; RQ has it again"
+    assert queue() == [protocol.run_id(job.pk, 1)], "the database knew the job; RQ has it again"
     assert Job.objects.get(pk=job.pk).state == JobState.DISPATCHED
 
 

@@ -8,6 +8,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from rq.serializers import JSONSerializer
 
+from gpuworker import protocol
 from jobs import dispatcher, rq
 from jobs.models import PRIORITY_RESUME, Job, JobState, QueueSettings, Worker
 
@@ -78,7 +79,7 @@ def test_cancel_of_a_running_job_signals_its_worker(participants, online_worker,
     job = start(queue_job(participants[0]), online_worker)
     assert job.cancel()
     assert job.state == JobState.RUNNING and job.cancel_requested == "cancel", "it ends when the GPU confirms"
-    assert clean_redis.get(rq.CANCEL_KEY.format(rq.rq_id(job.pk, job.run))) == b"cancel"
+    assert clean_redis.get(protocol.CANCEL_KEY.format(protocol.run_id(job.pk, job.run))) == b"cancel"
 
 
 def test_lost_job_goes_back_to_the_front_then_fails_after_max_attempts(participants, online_worker):
@@ -110,8 +111,8 @@ def test_dispatch_fills_free_slots_only_and_puts_json_payload_on_rq(participants
     dispatcher.dispatch()
     assert dispatched_ids() == [first.pk], "the slot is taken"
     queue = rq.queue_for(online_worker)
-    assert queue.job_ids == [rq.rq_id(first.pk, 1)], "on the chosen worker's own queue"
-    rq_job = queue.fetch_job(rq.rq_id(first.pk, 1))
+    assert queue.job_ids == [protocol.run_id(first.pk, 1)], "on the chosen worker's own queue"
+    rq_job = queue.fetch_job(protocol.run_id(first.pk, 1))
     assert rq_job.func_name == "gpuworker.tasks.run_job"
     payload = rq_job.args[0]
     assert (
@@ -147,7 +148,7 @@ def test_reconcile_re_enqueues_what_redis_lost(participants, online_worker, clea
     clean_redis.flushdb()  # Redis restarted empty
     counts = dispatcher.reap()
     assert counts["reenqueued"] == 1
-    assert rq.queue_for(online_worker).job_ids == [rq.rq_id(job.pk, 1)]
+    assert rq.queue_for(online_worker).job_ids == [protocol.run_id(job.pk, 1)]
     assert Job.objects.get(pk=job.pk).state == JobState.DISPATCHED
 
 
