@@ -11,7 +11,7 @@ from django.core.exceptions import BadRequest
 from django.db import transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
@@ -23,8 +23,6 @@ from workshop.jsonbody import BadJSON, loads
 
 from . import dispatcher, reports, stats, workflows
 from .models import Announcement, Job, QueueSettings
-
-app_name = "console"
 
 
 def log(request, obj, message: str) -> None:
@@ -312,16 +310,3 @@ def charts_page(request):
 
     svgs = {k: mark_safe(v) for k, v in reports.chart_svgs(hours).items()}  # escaped by jobs.charts
     return render(request, "admin/console/charts.html", _context(request, "charts", svgs=svgs, hours=hours))
-
-
-urlpatterns = [
-    path("", queue_page, name="queue"),
-    path("state", state, name="state"),
-    path("jobs/<uuid:job_id>/<str:action>", job_action, name="job"),
-    path("workspaces/<str:slug>/<str:action>", workspace_action, name="workspace"),
-    path("participants/", participants_page, name="participants"),
-    path("workflows/", workflows_page, name="workflows"),
-    path("costs/", costs_page, name="costs"),
-    path("charts/", charts_page, name="charts"),
-    path("<str:action>", queue_action, name="queue_action"),
-]

@@ -28,7 +28,7 @@ urlpatterns = [
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("accounts/link/<str:token>/", link_login, name="link-login"),
     path("metrics", metrics.view, name="metrics"),
-    path("admin/console/", include("jobs.console")),  # the instructor's live console
+    path("admin/console/", include("jobs.console_urls")),  # the instructor's live console
     path("admin/rq/", include("django_rq.urls")),  # RQ's own dashboard: queues, workers, failed jobs
     path("admin/", admin.site.urls),
     path("api/worker/", include("jobs.urls")),
