@@ -50,25 +50,22 @@ API_ROUTES = [
     (r"view_metadata/(?P<folder_name>[^/]+)", w.view_metadata),
 ]
 
-# Everything of one workspace, under /user/<slug>; each view gets `slug`.
-workspace_patterns = [
-    re_path(rf"^/{prefix}{pattern}$", view) for prefix in ("api/", "") for pattern, view in API_ROUTES
-]
+# Everything of one workspace, under /user/<slug>/; each view gets `slug`.
+workspace_patterns = [re_path(rf"^{prefix}{pattern}$", view) for prefix in ("api/", "") for pattern, view in API_ROUTES]
 workspace_patterns += [
-    re_path(r"^/internal/logs(?:/raw|/subscribe)?$", w.internal_logs),
-    re_path(r"^/internal/files/(?P<folder_type>[a-z]+)$", w.internal_files),
-    re_path(r"^/internal/folder_paths$", w.internal_folder_paths),
-    re_path(r"^/outputs/$", outputs.outputs_page),
-    re_path(r"^/outputs\.zip$", outputs.outputs_zip),
-    re_path(r"^/my-models/$", my_models.models_page),
-    re_path(r"^/my-models/list$", my_models.models_list),
-    re_path(r"^/my-models/upload$", my_models.model_upload),
-    re_path(r"^/my-models/fetch$", my_models.model_fetch),
-    re_path(r"^/my-models/(?P<pk>[0-9]+)/delete$", my_models.model_delete),
-    re_path(r"^$", frontend.without_slash),
-    re_path(r"^/$", frontend.page),
+    re_path(r"^internal/logs(?:/raw|/subscribe)?$", w.internal_logs),
+    re_path(r"^internal/files/(?P<folder_type>[a-z]+)$", w.internal_files),
+    re_path(r"^internal/folder_paths$", w.internal_folder_paths),
+    re_path(r"^outputs/$", outputs.outputs_page),
+    re_path(r"^outputs\.zip$", outputs.outputs_zip),
+    re_path(r"^my-models/$", my_models.models_page),
+    re_path(r"^my-models/list$", my_models.models_list),
+    re_path(r"^my-models/upload$", my_models.model_upload),
+    re_path(r"^my-models/fetch$", my_models.model_fetch),
+    re_path(r"^my-models/(?P<pk>[0-9]+)/delete$", my_models.model_delete),
+    re_path(r"^$", frontend.page),
     re_path(
-        r"^/(?P<path>(assets|scripts|extensions|fonts|cursor|templates|docs)/.+|[^/]+\.(css|json|js|ico|png|svg))$",
+        r"^(?P<path>(assets|scripts|extensions|fonts|cursor|templates|docs)/.+|[^/]+\.(css|json|js|ico|png|svg))$",
         frontend.asset,
     ),
 ]
@@ -76,5 +73,6 @@ workspace_patterns += [
 urlpatterns = [
     re_path(r"^assets/(?P<path>.+)$", frontend.root_asset),
     re_path(r"^favicon\.ico$", frontend.root_asset, {"path": "favicon.ico"}),
-    re_path(rf"^user/{SLUG}", include(workspace_patterns)),
+    re_path(rf"^user/{SLUG}$", frontend.without_slash),
+    re_path(rf"^user/{SLUG}/", include(workspace_patterns)),
 ]

@@ -102,3 +102,10 @@ def test_websocket_route_is_served():
 
     assert any(p.pattern.match("user/001/ws") for p in websocket_urlpatterns)
     assert any(p.pattern.match("user/001/api/ws") for p in websocket_urlpatterns)
+
+
+def test_djangos_system_check_finds_nothing_in_the_routes_or_settings():
+    """The workspace routes once began with "/" under their include(): 94 warnings (urls.W002)."""
+    from django.core.management import call_command
+
+    call_command("check", fail_level="WARNING")
