@@ -6,12 +6,13 @@ never to stdout unless the operator asks: command output ends up in logs.
 
 import csv
 import io
-import os
 import secrets
 from html import escape
 from pathlib import Path
 
 import segno
+
+from workshop.files import atomic_write
 
 # Easy to read aloud and type: no 0/O, 1/l/I.
 ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -41,12 +42,7 @@ def read_sheet(folder: Path) -> dict[str, str]:
 def _write_private(path: Path, text: str) -> None:
     """Replace `path` at once with a file only its owner can read (never a half-written sheet,
     never a moment when it is readable by others)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    atomic_write(path, text, private=True)
 
 
 def write_sheet(folder: Path, changed: list[dict], base_url: str, accounts: list[dict]) -> tuple[Path, Path]:

@@ -19,6 +19,7 @@ from accounts.models import UnsafePath, check_name_lengths
 from jobs import workflows
 from jobs.models import Catalog
 from workshop import jsonbody
+from workshop.files import atomic_write
 
 from . import own_models
 from .api import INLINE_OTHER, file_response, json_body, workspace_api
@@ -371,9 +372,7 @@ def start_workflow() -> dict:
 def _save_settings(workspace, values: dict) -> None:
     path = _settings_path(workspace)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(values, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(values, indent=2))
 
 
 @workspace_api(["GET", "POST"])

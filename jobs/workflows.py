@@ -17,6 +17,7 @@ from django.conf import settings
 
 from accounts.models import Workspace, check_name_lengths
 from workshop import jsonbody
+from workshop.files import atomic_write
 
 from . import events
 
@@ -164,9 +165,7 @@ def push_to_everyone(name: str, content: bytes, *, open_now: bool = False) -> di
     folder = Path(settings.WORKSHOP_DATA_DIR) / "workflows"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / stem
-    tmp = folder / f".{stem}.upload"
-    tmp.write_text(json.dumps(graph))
-    tmp.replace(target)
+    atomic_write(target, json.dumps(graph))
     path = FOLDER + stem
     events.workflow_pushed(path, stem.removesuffix(".json"), open_now)
     return {"name": stem, "path": path, "count": Workspace.objects.count()}
