@@ -6,7 +6,6 @@ nothing here ever reads another workspace's jobs or files.
 
 import functools
 import mimetypes
-import uuid
 
 from django.db import transaction
 from django.db.models import Q
@@ -85,12 +84,7 @@ def json_body(request):
 
 def json_object(request) -> dict:
     """The request's JSON object ({} for an empty body, as ComfyUI's routes read it)."""
-    data = json_body(request)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise jsonbody.BadJSON("The request body must be a JSON object.")
-    return data
+    return jsonbody.object_of(request.body)
 
 
 @workspace_api(["GET", "POST"])
@@ -242,13 +236,7 @@ def queue(request, workspace):
 
 def _valid_uuids(ids):
 
-    valid = []
-    for value in ids:
-        try:
-            valid.append(uuid.UUID(value))
-        except ValueError:
-            continue
-    return valid
+    return [parsed for parsed in map(jsonbody.uuid_or_none, ids) if parsed is not None]
 
 
 @workspace_api(["GET", "POST"])

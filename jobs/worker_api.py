@@ -7,7 +7,6 @@ import hashlib
 import io
 import mimetypes
 import re
-import uuid
 import zlib
 from datetime import timedelta
 
@@ -67,12 +66,9 @@ def worker_call(methods):
 
 def body(request, raw: bytes | None = None) -> dict:
     try:
-        data = jsonbody.loads((request.body if raw is None else raw) or b"{}")
+        return jsonbody.object_of(request.body if raw is None else raw)
     except jsonbody.BadJSON as exc:
         raise BadRequest(str(exc)) from None
-    if not isinstance(data, dict):
-        raise BadRequest("Body must be a JSON object")
-    return data
 
 
 class BadRequest(Exception):
@@ -221,7 +217,8 @@ def heartbeat(request):
             if not isinstance(item, dict):
                 raise BadRequest("runs must be a list of {job_id, run}")
             job_id, run = str(item.get("job_id")), item.get("run")
-            job = Job.objects.filter(pk=_uuid(job_id)).first() if _uuid(job_id) else None
+            parsed = jsonbody.uuid_or_none(job_id)
+            job = Job.objects.filter(pk=parsed).first() if parsed else None
             said = {"stop": False, "cancel": None}
             if job is None or not job.is_current_run(worker, run):
                 said["stop"] = True
@@ -259,14 +256,6 @@ def _models_gone(seen: int) -> list[dict]:
         {"id": d.pk, "folder": d.folder, "name": d.name, "sha256": d.sha256}
         for d in ModelDeletion.objects.filter(pk__gt=seen).order_by("pk")[:200]
     ]
-
-
-def _uuid(value):
-
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 @worker_call(["POST"])

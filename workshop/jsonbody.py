@@ -2,6 +2,7 @@
 no NaN or Infinity (PostgreSQL's JSON has none), and no nesting deeper than any real workflow."""
 
 import json
+import uuid
 
 MAX_DEPTH = 64  # a saved LTX-2 workflow nests about 12 deep
 
@@ -61,3 +62,22 @@ def loads(raw: bytes | str, max_depth: int = MAX_DEPTH):
     if depth_of(value, max_depth) > max_depth:
         raise BadJSON(f"JSON nested deeper than {max_depth} levels")
     return value
+
+
+def object_of(raw: bytes | str) -> dict:
+    """A request body that must be a JSON object: {} when empty (as ComfyUI's routes read one),
+    BadJSON for anything else."""
+    if not raw:
+        return {}
+    value = loads(raw)
+    if not isinstance(value, dict):
+        raise BadJSON("The request body must be a JSON object.")
+    return value
+
+
+def uuid_or_none(value) -> uuid.UUID | None:
+    """`value` as a UUID, or None when it is none (ids in bodies and queries are the caller's)."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
