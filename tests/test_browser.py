@@ -194,9 +194,7 @@ def test_two_participants_at_once_never_see_each_others_work(browser, live_app, 
     assert errors_before_probe == []
 
 
-V080_CATALOG = Path(__file__).resolve().parents[2] / "shared" / "comfyui" / "v0.8.0" / "object_info.json.gz"
-if not V080_CATALOG.exists():  # the copy kept with the tests
-    V080_CATALOG = Path(__file__).resolve().parent / "recorded" / "v0.8.0" / "object_info.json.gz"
+V080_CATALOG = Path(__file__).resolve().parent / "recorded" / "v0.8.0" / "object_info.json.gz"
 # The model files the workshop's LTX-2 templates name (jobs.workflows.required_models).
 LTX2_MODELS = [
     "ltx-2-19b-dev-fp8.safetensors",
@@ -239,8 +237,6 @@ def test_participant_runs_the_ltx2_template_and_v3_nodes_on_the_current_frontend
     nodes, the LTX-2 model files installed); the double stands in for the model nodes."""
     from tests.comfyui_double import ComfyUIDouble
 
-    if not V080_CATALOG.exists():
-        pytest.skip("the recorded ComfyUI 0.8.0 catalog is not on this machine")
     ARTIFACTS.mkdir(exist_ok=True)
     with (
         ComfyUIDouble(object_info=V080_CATALOG, version="0.8.0", model_files=LTX2_MODELS, stand_ins=True) as double,

@@ -22,7 +22,7 @@ from websockets.sync.client import connect
 from tests.comfyui_double import ComfyUIDouble
 
 ROOT = Path(__file__).resolve().parent.parent
-RECORDED = ROOT.parent / "shared" / "comfyui" / "transcripts.json"
+RECORDED = ROOT / "tests" / "recorded" / "v0.3.64" / "transcripts.json"
 SIMPLE = json.loads((ROOT / "tests" / "workflows" / "simple.json").read_text())
 
 # The recorded `model_free_ok` case: its prompt and the websocket message types seen (up to
@@ -309,8 +309,6 @@ def test_model_free_run_follows_the_recorded_message_sequence(comfy):
 
 
 def test_the_embedded_facts_are_the_recorded_ones():
-    if not RECORDED.exists():
-        pytest.skip("recorded ComfyUI transcripts not present on this machine")
     recorded = json.loads(RECORDED.read_text())
     assert recorded["model_free_ok"]["request"]["prompt"] == MODEL_FREE_OK
     assert [m["type"] for m in recorded["model_free_ok"]["ws"]] == MODEL_FREE_OK_TYPES
