@@ -1,8 +1,8 @@
 """frontend_bridge.validation answers like ComfyUI 0.3.64's validate_prompt (recorded bodies).
 
-Pure tests: no database, no Redis. The recorded references (ComfyUI 0.3.64 and 0.8.0) live in
-the shared folder beside the checkout (COMFYUI_REFERENCE overrides it); tests that need them skip
-when absent, the rest run against the catalog subset embedded below.
+Pure tests: no database, no Redis. The recorded references (ComfyUI 0.3.64, 0.8.0 and 0.28.0)
+are kept in tests/recorded/ (COMFYUI_REFERENCE names another 0.3.64 folder); the rest run
+against the catalog subset embedded below.
 Run: .venv/bin/python -m pytest -p no:django tests/test_validation.py -q
 """
 
