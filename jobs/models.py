@@ -56,14 +56,18 @@ OPEN_STATES = (JobState.QUEUED, JobState.DISPATCHED, JobState.RUNNING)
 FINAL_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 
 
+class Policy(models.TextChoices):
+    """The queue's order (jobs.policies; the instructor switches it live)."""
+
+    FIFO = policies.FIFO, "FIFO: first come, first served"
+    ROUND_ROBIN = policies.ROUND_ROBIN, "Round robin: one job per participant in turn"
+    FAIR_SHARE = policies.FAIR_SHARE, "Fair share: least GPU time used goes first"
+
+
 class QueueSettings(models.Model):
     """The live queue knobs (one row). The instructor switches them in the admin."""
 
-    policy = models.CharField(
-        max_length=20,
-        choices=[(p, p.replace("_", " ")) for p in policies.POLICIES],
-        default="round_robin",
-    )
+    policy = models.CharField(max_length=20, choices=Policy.choices, default=Policy.ROUND_ROBIN)
     paused = models.BooleanField(default=False, help_text="Waiting jobs stay queued; running ones finish")
     max_waiting_per_user = models.PositiveIntegerField(default=5)
     max_prompt_bytes = models.PositiveIntegerField(default=2_000_000)
@@ -80,11 +84,7 @@ class QueueSettings(models.Model):
     warm_until = models.DateTimeField(null=True, blank=True, help_text="Until when (empty: until changed)")
     updated_at = models.DateTimeField(auto_now=True)
 
-    POLICY_LABELS = {
-        "fifo": "FIFO: first come, first served",
-        "round_robin": "Round robin: one job per participant in turn",
-        "fair_share": "Fair share: least GPU time used goes first",
-    }
+    POLICY_LABELS = dict(Policy.choices)
 
     class Meta:
         verbose_name = verbose_name_plural = "queue settings"

@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-POLICIES = ("fifo", "round_robin", "fair_share")
+FIFO, ROUND_ROBIN, FAIR_SHARE = "fifo", "round_robin", "fair_share"
+POLICIES = (FIFO, ROUND_ROBIN, FAIR_SHARE)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def order(policy: str, waiting: Sequence[Waiting], usage: Mapping[str, Usage]) -
 
     def charge(owner: str) -> float:
         used = usage.get(owner, Usage())
-        return float(used.jobs) if policy == "round_robin" else _seconds(used.gpu_seconds)
+        return float(used.jobs) if policy == ROUND_ROBIN else _seconds(used.gpu_seconds)
 
     spent = {owner: charge(owner) for owner in per_owner}
     heap: list[tuple] = []
@@ -82,7 +83,7 @@ def order(policy: str, waiting: Sequence[Waiting], usage: Mapping[str, Usage]) -
         *_, owner = heapq.heappop(heap)
         job = per_owner[owner].pop()
         result.append(job)
-        spent[owner] += 1.0 if policy == "round_robin" else _seconds(job.estimate)
+        spent[owner] += 1.0 if policy == ROUND_ROBIN else _seconds(job.estimate)
         if per_owner[owner]:
             head = per_owner[owner][-1]
             heapq.heappush(heap, (-head.priority, spent[owner], head.created_at, head.id, owner))
