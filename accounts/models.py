@@ -194,7 +194,7 @@ class ModelDeletion(models.Model):
 
 
 class ModelUpload(models.Model):
-    """A model file on its way into a workspace (accounts.modeluploads): the bytes it has
+    """A model file on its way into a workspace (accounts.own_model_uploads): the bytes it has
     reserved of the workspace's model quota while it arrives."""
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="model_uploads")

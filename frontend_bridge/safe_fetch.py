@@ -22,7 +22,7 @@ import urllib3
 from django.conf import settings
 from urllib3.util import parse_url
 
-from accounts.modelfiles import ModelRefused
+from accounts.own_models import ModelRefused
 
 REDIRECTS = 5
 NEUTRAL = "The workshop could not fetch that address. Paste the public http:// or https:// address of the file itself."

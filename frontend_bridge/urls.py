@@ -1,6 +1,6 @@
 from django.urls import include, re_path
 
-from . import api, frontend, my_models, outputs
+from . import api, frontend, outputs, own_models_page
 from . import workspace_api as w
 
 SLUG = r"(?P<slug>[A-Za-z0-9_-]{1,16})"
@@ -58,11 +58,11 @@ workspace_patterns += [
     re_path(r"^internal/folder_paths$", w.internal_folder_paths),
     re_path(r"^outputs/$", outputs.outputs_page),
     re_path(r"^outputs\.zip$", outputs.outputs_zip),
-    re_path(r"^my-models/$", my_models.models_page),
-    re_path(r"^my-models/list$", my_models.models_list),
-    re_path(r"^my-models/upload$", my_models.model_upload),
-    re_path(r"^my-models/fetch$", my_models.model_fetch),
-    re_path(r"^my-models/(?P<pk>[0-9]+)/delete$", my_models.model_delete),
+    re_path(r"^my-models/$", own_models_page.models_page),
+    re_path(r"^my-models/list$", own_models_page.models_list),
+    re_path(r"^my-models/upload$", own_models_page.model_upload),
+    re_path(r"^my-models/fetch$", own_models_page.model_fetch),
+    re_path(r"^my-models/(?P<pk>[0-9]+)/delete$", own_models_page.model_delete),
     re_path(r"^$", frontend.page),
     re_path(
         r"^(?P<path>(assets|scripts|extensions|fonts|cursor|templates|docs)/.+|[^/]+\.(css|json|js|ico|png|svg))$",

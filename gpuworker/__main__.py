@@ -26,7 +26,7 @@ from .cli import headers_of, parse
 from .comfy import ColdStartTimeout, ComfyAuthError, ComfyClient
 from .heartbeat import HEARTBEAT_SECONDS, Gpu, Heartbeat, KeepWarm, gpu_info, vram_free
 from .loop import ThreadGpuWorker, work
-from .models import ModelCache
+from .own_models import ModelCache
 from .runpod import RunpodClient
 
 log = logging.getLogger("gpuworker")

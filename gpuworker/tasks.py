@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from . import protocol
 from .app import AppClient, RunFenced, TokenRevoked
 from .comfy import ENDS, ColdStartTimeout, ComfyAuthError, ComfyClient, ComfyValidationError
-from .models import ModelCache, ModelRejected
+from .own_models import ModelCache, ModelRejected
 from .providers import Timeouts
 from .throttle import ProgressThrottle
 

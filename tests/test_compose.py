@@ -197,7 +197,7 @@ def test_nginx_limits_bodies_per_location_and_hides_its_version():
     console = text[text.index("location = /ws/console") :].split("}", 1)[0]
     assert "proxy_set_header Upgrade $http_upgrade;" in console and "admin-allow.conf" in console
     # A participant's model arrives in the app's parts, and its fetch-by-URL streams progress.
-    from accounts.modeluploads import MODEL_PART_BYTES
+    from accounts.own_model_uploads import MODEL_PART_BYTES
 
     parts = text[text.index("location ~ ^/user/[A-Za-z0-9_-]+/my-models/upload$") :].split("}", 1)[0]
     assert f"client_max_body_size {MODEL_PART_BYTES // 2**20 + 1}m;" in parts

@@ -1,11 +1,11 @@
-"""The GPU host's cache of participants' models (gpuworker.models), on its own."""
+"""The GPU host's cache of participants' models (gpuworker.own_models), on its own."""
 
 import hashlib
 import os
 
 import pytest
 
-from gpuworker.models import ModelCache, ModelRejected
+from gpuworker.own_models import ModelCache, ModelRejected
 
 
 def item(name, data, folder="loras"):

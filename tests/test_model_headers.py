@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from accounts.modelfiles import MAX_HEADER_BYTES, MAX_TENSORS, ModelRefused, check_header
+from accounts.own_models import MAX_HEADER_BYTES, MAX_TENSORS, ModelRefused, check_header
 
 
 def file_with(header: bytes, data_bytes: int = 0) -> tuple[bytes, int]:

@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.utils import timezone
 
-from accounts import modelfiles
-from accounts.modelfiles import ModelRefused
+from accounts import own_models
 from accounts.models import ModelUpload, WorkspaceModel
-from accounts.modeluploads import expire_unfinished, store_part
+from accounts.own_model_uploads import expire_unfinished, store_part
+from accounts.own_models import ModelRefused
 from frontend_bridge.safe_fetch import NEUTRAL, public
 from jobs.models import Job, Worker
 from tests.comfyui_double import ComfyUIDouble
@@ -650,14 +650,14 @@ def test_a_part_sent_while_the_last_one_is_kept_is_refused_and_changes_nothing(s
     workspace = class_of(1)[0]
     data = safetensors(40 * 1024)
     hashing, go = threading.Event(), threading.Event()
-    real_hash = modelfiles.sha256_of
+    real_hash = own_models.sha256_of
 
     def slow_hash(path):
         hashing.set()
         go.wait(30)
         return real_hash(path)
 
-    monkeypatch.setattr(modelfiles, "sha256_of", slow_hash)
+    monkeypatch.setattr(own_models, "sha256_of", slow_hash)
     assert store_part(workspace, "loras", "race.safetensors", 0, data[:-1], final=False) == len(data) - 1
     kept = {}
 

@@ -11,7 +11,7 @@ import time
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from accounts.modeluploads import expire_unfinished
+from accounts.own_model_uploads import expire_unfinished
 from jobs import events
 from jobs.dispatcher import reap
 

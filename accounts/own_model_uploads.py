@@ -22,9 +22,9 @@ from django.db import models, transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from . import modelfiles
-from .modelfiles import ModelRefused
+from . import own_models
 from .models import ModelUpload, Workspace, WorkspaceModel
+from .own_models import ModelRefused
 
 MODEL_PART_BYTES = 8 * 1024 * 1024  # one request of an upload: Daphne holds a body whole in memory
 # The longest one part (an 8 MB write, and at the last part the whole file's SHA-256) may hold its
@@ -39,7 +39,7 @@ def _size(n: int) -> str:
 def _target(workspace: Workspace, folder: str, name: str) -> tuple[str, Path, Path]:
     if folder not in settings.MODEL_FOLDERS:
         raise ModelRefused(f"Models go in {', '.join(settings.MODEL_FOLDERS)}; not in {folder!r}.")
-    name = modelfiles.check_name(name)
+    name = own_models.check_name(name)
     if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
         raise ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
     target = workspace.root / "models" / folder / name
@@ -96,8 +96,8 @@ def _drop(workspace: Workspace, folder: str, name: str, part: Path) -> None:
 
 
 def _refuse_pickle_early(head: bytes) -> None:
-    if modelfiles.looks_pickled(head):
-        modelfiles.check_header(head, 2**62)  # raises: a pickle is refused before the rest arrives
+    if own_models.looks_pickled(head):
+        own_models.check_header(head, 2**62)  # raises: a pickle is refused before the rest arrives
 
 
 def _finish(workspace, folder, name, target, part, source_url="") -> WorkspaceModel:
@@ -106,9 +106,9 @@ def _finish(workspace, folder, name, target, part, source_url="") -> WorkspaceMo
     size = part.stat().st_size
     with open(part, "rb") as fh:
         head = fh.read(8)
-        head += fh.read(min(modelfiles.header_length(head), modelfiles.MAX_HEADER_BYTES))
-    modelfiles.check_header(head, size)
-    digest = modelfiles.sha256_of(part)
+        head += fh.read(min(own_models.header_length(head), own_models.MAX_HEADER_BYTES))
+    own_models.check_header(head, size)
+    digest = own_models.sha256_of(part)
     with transaction.atomic():
         Workspace.objects.select_for_update().get(pk=workspace.pk)
         if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():

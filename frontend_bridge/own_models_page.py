@@ -17,9 +17,9 @@ from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 
 from accounts.access import workspace_for
-from accounts.modelfiles import ModelRefused
 from accounts.models import WorkspaceModel
-from accounts.modeluploads import MODEL_PART_BYTES, store_download, store_part
+from accounts.own_model_uploads import MODEL_PART_BYTES, store_download, store_part
+from accounts.own_models import ModelRefused
 
 from . import safe_fetch
 from .api import json_object, workspace_api

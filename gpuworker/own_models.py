@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-log = logging.getLogger("gpuworker.models")
+log = logging.getLogger("gpuworker.own_models")
 FOLDER = re.compile(r"^[a-z0-9_]{1,50}$")
 NAME = re.compile(r"^ws-[A-Za-z0-9_-]{1,16}/[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,150}\.safetensors$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
