@@ -16,7 +16,7 @@ class UnsafePath(ValueError):
 
 
 # ext4, XFS and most others hold 255 bytes per name; the rest is room for the temporary name
-# a file is written under (".<name>.upload").
+# a file is written under (".<name>.tmp", workshop.files).
 MAX_NAME_BYTES = 240
 MAX_PATH_BYTES = 1024
 

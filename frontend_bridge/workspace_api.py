@@ -522,12 +522,7 @@ def userdata_file(request, workspace, file):
     if path.exists() and not overwrite:
         return HttpResponse("File already exists", status=409)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.upload")
-    try:
-        tmp.write_bytes(request.body)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, request.body)
     if _flag(request, "full_info"):
         return JsonResponse(_info(path, file))
     return JsonResponse(file, safe=False)
@@ -601,12 +596,7 @@ def _store_upload(request, workspace, mask=False):
                 n += 1
     except UnsafePath as exc:  # the numbered name grew too long
         return JsonResponse({"error": str(exc)}, status=400)
-    tmp = path.with_name(f".{path.name}.upload")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, data)
     workspace.touch()
     return JsonResponse({"name": name, "subfolder": subfolder, "type": folder_type})
 
