@@ -46,6 +46,24 @@ def _target(workspace: Workspace, folder: str, name: str) -> tuple[str, Path, Pa
     return name, target, target.with_name(f".{name}.part")
 
 
+def _check_room(workspace: Workspace, folder: str, name: str, size: int) -> None:
+    """413 unless `size` fits beside the kept models and the other uploads' reservations (the
+    caller holds the workspace's lock)."""
+    others = (
+        ModelUpload.objects.filter(workspace=workspace)
+        .exclude(folder=folder, name=name)
+        .aggregate(n=models.Sum("size"))["n"]
+        or 0
+    )
+    room = settings.MODEL_QUOTA_BYTES - WorkspaceModel.used_bytes(workspace) - others
+    if size > room:
+        raise ModelRefused(
+            f"{name} does not fit: your models may take {_size(settings.MODEL_QUOTA_BYTES)} in all, "
+            f"and {_size(room)} is left. Delete a model first.",
+            413,
+        )
+
+
 def reserve(workspace: Workspace, folder: str, name: str, size: int) -> None:
     """Reserve `size` bytes for this upload (growing its reservation, never shrinking it), under
     the workspace's lock, or refuse: too many uploads in progress (429), or no room (413)."""
@@ -61,14 +79,7 @@ def reserve(workspace: Workspace, folder: str, name: str, size: int) -> None:
                 "(an upload left alone for an hour is removed).",
                 429,
             )
-        others = uploads.exclude(folder=folder, name=name).aggregate(n=models.Sum("size"))["n"] or 0
-        room = settings.MODEL_QUOTA_BYTES - WorkspaceModel.used_bytes(workspace) - others
-        if size > room:
-            raise ModelRefused(
-                f"{name} does not fit: your models may take {_size(settings.MODEL_QUOTA_BYTES)} in all, "
-                f"and {_size(room)} is left. Delete a model first.",
-                413,
-            )
+        _check_room(workspace, folder, name, size)
         if mine is None:
             ModelUpload.objects.create(workspace=workspace, folder=folder, name=name, size=size)
         else:  # also marks it alive for expire_unfinished
@@ -113,19 +124,7 @@ def _finish(workspace, folder, name, target, part, source_url="") -> WorkspaceMo
         Workspace.objects.select_for_update().get(pk=workspace.pk)
         if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
             raise ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
-        others = (
-            ModelUpload.objects.filter(workspace=workspace)
-            .exclude(folder=folder, name=name)
-            .aggregate(n=models.Sum("size"))["n"]
-            or 0
-        )
-        room = settings.MODEL_QUOTA_BYTES - WorkspaceModel.used_bytes(workspace) - others
-        if size > room:
-            raise ModelRefused(
-                f"{name} does not fit: your models may take {_size(settings.MODEL_QUOTA_BYTES)} in all, "
-                f"and {_size(room)} is left. Delete a model first.",
-                413,
-            )
+        _check_room(workspace, folder, name, size)
         os.replace(part, target)
         ModelUpload.objects.filter(workspace=workspace, folder=folder, name=name).delete()
         return WorkspaceModel.objects.create(
