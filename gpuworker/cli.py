@@ -7,12 +7,13 @@ import os
 import socket
 import sys
 
-from . import providers
+from . import config as provider_file
+from .config import ProviderConfig, WorkerSettings
 
 log = logging.getLogger("gpuworker")
 
 
-def parse(argv=None) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="python -m gpuworker", description="Run workshop jobs on one ComfyUI.")
     parser.add_argument("--config", help="TOML file with any of these options (provider, comfyui, headers …)")
@@ -27,7 +28,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--comfyui", default=env("GPUWORKER_COMFYUI"), help="ComfyUI base URL")
     parser.add_argument("--queue", default=env("GPUWORKER_QUEUE", "gpu"))
     parser.add_argument("--name", default=env("GPUWORKER_NAME"), help="Worker name (default: host-port)")
-    parser.add_argument("--provider", default=env("GPUWORKER_PROVIDER", "comfyui"), choices=list(providers.PROVIDERS))
+    parser.add_argument(
+        "--provider", default=env("GPUWORKER_PROVIDER", "comfyui"), choices=list(provider_file.PROVIDERS)
+    )
     parser.add_argument("--concurrency", type=int, default=None, help="Jobs in flight at once (default 1)")
     parser.add_argument("--header", action="append", default=[], help="'Name: value' sent to ComfyUI (serverless auth)")
     parser.add_argument(
@@ -45,14 +48,19 @@ def parse(argv=None) -> argparse.Namespace:
         help="Folder of participants' own models that this host's ComfyUI reads ([models] cache_dir)",
     )
     parser.add_argument("--burst", action="store_true", help="Exit when the queue is empty")
+    return parser
+
+
+def parse(argv=None) -> WorkerSettings:
+    """The settings of this worker process, or the usage and a clear error (exit 2)."""
+    parser = _parser()
     args = parser.parse_args(argv)
-    config = _with_config_file(parser, args) if args.config else providers.ProviderConfig()
+    config = _with_config_file(parser, args) if args.config else ProviderConfig()
     config.provider = args.provider
     config.concurrency = args.concurrency or config.concurrency
     config.model_cache = args.model_cache or config.model_cache
     config.timeouts.app_retry, config.timeouts.start_wait = args.app_retry, args.comfyui_wait
-    args.provider_config = config
-    args.token = getattr(args, "token", None) or env("GPUWORKER_TOKEN")
+    args.token = getattr(args, "token", None) or os.environ.get("GPUWORKER_TOKEN")
     if args.token_file:
         args.token = _read_token(parser, args.token_file)
     needed = ("redis", "app") if args.provider == "runpod" else ("redis", "app", "comfyui")
@@ -65,15 +73,24 @@ def parse(argv=None) -> argparse.Namespace:
         parser.error("provider 'runpod' needs a --config file with a [runpod] table (endpoint, api_key, object_info)")
     if args.provider == "runpod":
         args.comfyui = args.comfyui or config.endpoint
-    args.name = args.name or f"{socket.gethostname()}-{args.comfyui.rstrip('/').rsplit(':', 1)[-1]}"
-    return args
+    return WorkerSettings(
+        name=args.name or f"{socket.gethostname()}-{args.comfyui.rstrip('/').rsplit(':', 1)[-1]}",
+        app=args.app,
+        token=args.token,
+        redis=args.redis,
+        comfyui=args.comfyui,
+        queue=args.queue,
+        headers=_headers(parser, args.header),
+        burst=args.burst,
+        config=config,
+    )
 
 
-def _with_config_file(parser: argparse.ArgumentParser, args) -> "providers.ProviderConfig":
+def _with_config_file(parser: argparse.ArgumentParser, args) -> ProviderConfig:
     """The --config file's provider, and its options wherever the command line left the default."""
     try:
-        config = providers.load(args.config)
-    except providers.ConfigError as exc:
+        config = provider_file.read(args.config)
+    except provider_file.ConfigError as exc:
         parser.error(str(exc))
     for warning in config.warnings:
         print(f"gpuworker: warning: {warning}", file=sys.stderr, flush=True)
@@ -115,11 +132,11 @@ def _read_token(parser: argparse.ArgumentParser, path: str) -> str:
         parser.error(f"cannot read --token-file ({where}): {exc.strerror or exc.__class__.__name__}.{hint}")
 
 
-def headers_of(args) -> dict:
+def _headers(parser: argparse.ArgumentParser, lines: list[str]) -> dict:
     headers = {}
-    for line in args.header:
+    for line in lines:
         name, sep, value = line.partition(":")
         if not sep:
-            raise SystemExit(f"--header must look like 'Name: value', got {line!r}")
+            parser.error(f"--header must look like 'Name: value', got {line!r}")
         headers[name.strip()] = value.strip()
     return headers

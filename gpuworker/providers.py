@@ -1,220 +1,232 @@
-"""How jobs reach a GPU: the provider configuration file and the timeouts, named in one place.
+"""The kinds of GPU a worker can drive, one class each: a ComfyUI on this host, a serverless
+ComfyUI (scaled to zero between runs) and a RunPod endpoint. `load(settings)` returns the one
+the settings name; the rest of the worker asks it, never which kind it is.
 
-One TOML file per worker (docs/providers.md has the whole format):
-
-    provider = "comfyui"            # or "runpod"
-    name = "modal-1"
-    concurrency = 2                 # jobs in flight at once
-    price_per_hour = 3.95
-
-    [comfyui]
-    url = "https://me--comfyui.modal.run/comfy"
-    serverless = true
-    headers = { Authorization = "Bearer ${MODAL_TOKEN}" }
-
-    [runpod]
-    endpoint = "https://api.runpod.ai/v2/abc123"
-    api_key = "${RUNPOD_API_KEY}"
-    object_info = "object_info.json"
-
-    [timeouts]
-    cold_start = 600
-
-`${NAME}` in any string is taken from the environment, so the file itself holds no secret. The
-flat keys of earlier files (`comfyui = "URL"` and a `[headers]` table) still work.
+Adding a provider is one class here with `probe`, `catalog`, `run`, `cancel` and `keep_warm`
+(docs/providers.md has the file format, `gpuworker.config` reads it).
 """
 
-import os
-import re
-import tomllib
-from dataclasses import dataclass, field, fields
+import logging
+import threading
+import time
+from collections.abc import Callable
 
-PROVIDERS = ("comfyui", "runpod")
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+from .app import AppClient
+from .catalog import catalog_of, clear_orphans, publish_catalog, runpod_catalog
+from .comfy import ComfyAuthError, ComfyClient
+from .config import Timeouts, WorkerSettings
+from .own_models import ModelCache
+from .process import WorkerProcess
+from .runpod import RunpodClient, RunpodRun
+from .tasks import JobRun, RunStops
 
+log = logging.getLogger("gpuworker")
 
-class ConfigError(ValueError):
-    """The provider file is wrong: the message says where."""
-
-
-@dataclass
-class Timeouts:
-    """Every wait of a worker, in seconds, from the shortest to the longest. Each layer gives up
-    on its own and says which one it was; none of them fails a job for the provider's fault."""
-
-    connect: float = 10.0  # opening a connection to ComfyUI or the provider's API
-    request: float = 30.0  # one HTTP call to ComfyUI or the provider (the GPU's work is not one call)
-    socket_reconnect: float = 3.0  # a lost ComfyUI websocket retried before the host counts as down
-    poll: float = 1.0  # between status calls to a provider's job API
-    cold_start: float = 600.0  # a serverless GPU starting (scaled to zero) before it counts as down
-    start_wait: float = 300.0  # the worker waiting for its ComfyUI when it starts
-    app_retry: float = 300.0  # the workshop app away (a deploy) before a report is given up
-    give_up_after_interrupt: float = 120.0  # a run past its job timeout ignoring the interrupt
-    problem_probe: float = 15.0  # between probes of a GPU that refused the worker's credentials
-    keep_warm: float = 30.0  # between the requests that keep a serverless GPU from scaling to zero
-
-    @classmethod
-    def from_table(cls, table: dict) -> "Timeouts":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise ConfigError(f"[timeouts]: unknown {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        values = {}
-        for key, value in table.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"[timeouts] {key} must be a number of seconds above 0, not {value!r}")
-            values[key] = float(value)
-        return cls(**values)
+__all__ = ["Provider", "LocalComfyUI", "ServerlessComfyUI", "Runpod", "KeepWarm", "load", "Timeouts"]
 
 
-@dataclass
-class ProviderConfig:
-    provider: str = "comfyui"
-    concurrency: int = 1
-    price_per_hour: float | None = None
-    # comfyui
-    url: str = ""
-    serverless: bool = False
-    headers: dict = field(default_factory=dict)
-    # runpod
-    endpoint: str = ""
-    api_key: str = ""
-    object_info: str = ""
-    # participants' own models (a GPU host's cache folder that ComfyUI reads)
-    model_cache: str = ""
-    model_cache_bytes: int = 50 * 1024**3
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    # Keys the worker's command-line options take (name, app, redis, token, queue …).
-    options: dict = field(default_factory=dict)
-    # What the worker says at start about the file itself (a literal secret, open permissions).
-    warnings: list = field(default_factory=list)
+class KeepWarm:
+    """The instructor's warm-up: `count` serverless GPUs started and kept from scaling to zero,
+    by a request each every `every` seconds, each on a connection of its own so that a load
+    balancer spreads them over as many replicas."""
+
+    def __init__(self, base: str, headers: dict, every: float):
+        self.base, self.headers, self.every = base, headers, every
+        self.count, self.last, self.kept = 0, 0.0, 0.0
+        self.since: float | None = None
+
+    def tick(self, count: int) -> float:
+        """Called at each heartbeat; returns the GPU seconds kept warm since the last call."""
+        now = time.monotonic()
+        kept = self.count * (now - self.since) if self.since is not None and self.count else 0.0
+        self.since, self.count = now, count
+        if count and now - self.last >= self.every:
+            self.last = now
+            for _ in range(count):
+                threading.Thread(target=self._probe, daemon=True, name="keep-warm").start()
+        return round(kept, 3)
+
+    def _probe(self):
+        try:
+            ComfyClient(self.base, self.headers, timeout=30.0).wait_warm(600.0, lambda s: None)
+        except Exception as exc:
+            log.warning("keep-warm request failed: %s", exc)
 
 
-SECRET_HEADER = ("authorization", "key", "token", "secret", "password")
+class Provider:
+    """One GPU behind one worker. Each method is called from one thread only: the heartbeat
+    gets its own copy (`for_heartbeat`), because HTTP sessions are not shared between threads."""
+
+    kind = "comfyui"  # what the app's console shows
+    serverless = False
+    # Probed at every heartbeat while idle. A serverless GPU is probed only while it has a
+    # problem: a probe would keep it warm (and billed) for ever.
+    probes_while_idle = True
+
+    def __init__(self, settings: WorkerSettings):
+        self.settings = settings
+        self.timeouts: Timeouts = settings.timeouts
+        self.model_cache: ModelCache | None = None
+
+    @property
+    def where(self) -> str:
+        return self.settings.comfyui
+
+    def start(self, say: Callable[[str], None]) -> dict:
+        """The GPU's system stats at start, waited for (ComfyAuthError when it refuses us)."""
+        raise NotImplementedError
+
+    def probe(self) -> dict:
+        raise NotImplementedError
+
+    def catalog(self, stats: dict) -> dict:
+        raise NotImplementedError
+
+    def publish(self, app: AppClient, catalog: dict) -> None:
+        app.publish_catalog(catalog)
+
+    def run(self, payload: dict, app: AppClient, connection, process: WorkerProcess) -> RunStops:
+        """One run of a job, ready to `run()`."""
+        raise NotImplementedError
+
+    def cancel(self, handle: str, client=None) -> None:
+        """Stop a run the GPU was given (`handle`: its prompt or job id there), wherever it is."""
+        raise NotImplementedError
+
+    def keep_warm(self) -> KeepWarm | None:
+        return None
+
+    def for_heartbeat(self) -> "Provider":
+        return self
 
 
-def literal_secrets(raw: dict, source: str) -> list[str]:
-    """Secrets written into the file instead of named as ${NAME}: the file then is the secret,
-    copied into backups, images and repositories."""
-    found = []
-    tables = {
-        "[runpod] api_key": (raw.get("runpod") or {}).get("api_key") if isinstance(raw.get("runpod"), dict) else None,
-        "token": raw.get("token"),
-    }
-    comfyui: dict = raw["comfyui"] if isinstance(raw.get("comfyui"), dict) else {}
-    for name, value in {**(comfyui.get("headers") or {}), **(raw.get("headers") or {})}.items():
-        if any(word in str(name).lower() for word in SECRET_HEADER):
-            tables[f"header {name}"] = value
-    for where, value in tables.items():
-        if isinstance(value, str) and value and "${" not in value:
-            found.append(
-                f"{source}: {where} is written in the file; put it in the environment and write "
-                f'"${{NAME}}" there instead (docs/providers.md)'
-            )
-    return found
+class LocalComfyUI(Provider):
+    """A ComfyUI that serves only this worker, on this host or the next."""
 
+    def __init__(self, settings: WorkerSettings, timeout: float | None = None, connect_timeout: float | None = None):
+        super().__init__(settings)
+        self.comfy = self.client(timeout, connect_timeout)
+        config = settings.config
+        if config.model_cache:
+            self.model_cache = ModelCache(config.model_cache, config.model_cache_bytes)
 
-def expand(value, where: str):
-    """`${NAME}` from the environment; a name that is not set is an error, not an empty secret."""
-    if isinstance(value, str):
-
-        def variable(match):
-            name = match.group(1)
-            if name not in os.environ:
-                raise ConfigError(f"{where}: ${{{name}}} is not set in the environment")
-            return os.environ[name]
-
-        return _VARIABLE.sub(variable, value)
-    if isinstance(value, dict):
-        return {k: expand(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand(v, where) for v in value]
-    return value
-
-
-def parse_config(text: str, source: str = "config") -> ProviderConfig:
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML ({exc})") from None
-    warnings = literal_secrets(raw, source)
-    raw = expand(raw, source)
-    config = ProviderConfig(warnings=warnings)
-    provider = raw.pop("provider", "comfyui")
-    if provider not in PROVIDERS:
-        raise ConfigError(f"{source}: provider must be one of {', '.join(PROVIDERS)}, not {provider!r}")
-    config.provider = provider
-    concurrency = raw.pop("concurrency", 1)
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 64:
-        raise ConfigError(f"{source}: concurrency must be a whole number from 1 to 64, not {concurrency!r}")
-    config.concurrency = concurrency
-    price = raw.pop("price_per_hour", None)
-    if price is not None and (not isinstance(price, (int, float)) or price < 0):
-        raise ConfigError(f"{source}: price_per_hour must be a number, not {price!r}")
-    config.price_per_hour = None if price is None else float(price)
-    try:
-        config.timeouts = Timeouts.from_table(raw.pop("timeouts", {}))
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    _comfyui_table(config, raw, source)
-    _runpod_table(config, raw.pop("runpod", {}), source)
-    _models_table(config, raw.pop("models", {}), source)
-    config.options = raw
-    return config
-
-
-def _comfyui_table(config: ProviderConfig, raw: dict, source: str) -> None:
-    comfyui = raw.pop("comfyui", {})
-    if isinstance(comfyui, str):  # the earlier flat form: comfyui = "URL", [headers]
-        comfyui = {"url": comfyui}
-    if "headers" in raw:
-        comfyui.setdefault("headers", {}).update(raw.pop("headers"))
-    if not isinstance(comfyui, dict):
-        raise ConfigError(f"{source}: [comfyui] must be a table")
-    config.url = str(comfyui.get("url", ""))
-    config.serverless = bool(comfyui.get("serverless", False))
-    headers = comfyui.get("headers", {})
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        raise ConfigError(f"{source}: [comfyui] headers must be a table of strings")
-    config.headers = dict(headers)
-
-
-def _runpod_table(config: ProviderConfig, runpod, source: str) -> None:
-    if not isinstance(runpod, dict):
-        raise ConfigError(f"{source}: [runpod] must be a table")
-    config.endpoint = str(runpod.get("endpoint", "")).rstrip("/")
-    config.api_key = str(runpod.get("api_key", ""))
-    config.object_info = str(runpod.get("object_info", ""))
-    if config.provider == "runpod":
-        missing = [k for k in ("endpoint", "api_key", "object_info") if not runpod.get(k)]
-        if missing:
-            raise ConfigError(f"{source}: [runpod] needs {', '.join(missing)}")
-
-
-def _models_table(config: ProviderConfig, models, source: str) -> None:
-    if not isinstance(models, dict):
-        raise ConfigError(f"{source}: [models] must be a table")
-    unknown = sorted(set(models) - {"cache_dir", "cache_bytes"})
-    if unknown:
-        raise ConfigError(f"{source}: [models]: unknown {', '.join(unknown)} (known: cache_bytes, cache_dir)")
-    config.model_cache = str(models.get("cache_dir", ""))
-    cap = models.get("cache_bytes", config.model_cache_bytes)
-    if not isinstance(cap, int) or isinstance(cap, bool) or cap <= 0:
-        raise ConfigError(f"{source}: [models] cache_bytes must be a whole number of bytes, not {cap!r}")
-    config.model_cache_bytes = cap
-    if config.model_cache and (config.provider == "runpod" or config.serverless):
-        raise ConfigError(f"{source}: [models] needs a ComfyUI on this host's disk, not a serverless one")
-
-
-def load(path: str) -> ProviderConfig:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    config = parse_config(text, path)
-    if os.stat(path).st_mode & 0o077:
-        config.warnings.append(
-            f"{path} is readable by other users of this host; a provider file holds or names secrets: chmod 600 {path}"
+    def client(self, timeout: float | None = None, connect_timeout: float | None = None) -> ComfyClient:
+        return ComfyClient(
+            self.settings.comfyui,
+            self.settings.headers,
+            timeout=timeout or self.timeouts.request,
+            connect_timeout=connect_timeout or self.timeouts.connect,
         )
-    return config
+
+    def start(self, say: Callable[[str], None]) -> dict:
+        deadline = time.monotonic() + self.timeouts.start_wait
+        while True:
+            try:
+                stats = self.comfy.system_stats()
+                break
+            except ComfyAuthError:
+                raise
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise SystemExit(
+                        f"ComfyUI at {self.comfy.base} did not answer within {self.timeouts.start_wait:.0f} s: {exc}"
+                    ) from None
+                say(f"waiting for ComfyUI at {self.comfy.base} ({exc.__class__.__name__})")
+                time.sleep(2)
+        clear_orphans(self.comfy)
+        return stats
+
+    def probe(self) -> dict:
+        return self.comfy.get_json("/system_stats")
+
+    def catalog(self, stats: dict) -> dict:
+        return catalog_of(self.comfy, stats)
+
+    def publish(self, app: AppClient, catalog: dict) -> None:
+        publish_catalog(app, self.comfy, catalog)
+
+    def run(self, payload: dict, app: AppClient, connection, process: WorkerProcess) -> RunStops:
+        # A client of its own per run: the run's socket and calls stay on one replica.
+        return JobRun(payload, app, self.client(), connection, process)
+
+    def cancel(self, handle: str, client=None) -> None:
+        comfy = client or self.comfy
+        for call in (lambda: comfy.delete_from_queue(handle), lambda: comfy.interrupt(handle)):
+            try:
+                call()
+            except Exception as exc:
+                log.warning("could not stop prompt %s on ComfyUI (%s)", handle, exc)
+
+    def for_heartbeat(self) -> "LocalComfyUI":
+        # Short waits: a beat that fails is simply the next one's job.
+        copy = type(self)(self.settings, timeout=3.0, connect_timeout=3.0)
+        copy.model_cache = self.model_cache
+        return copy
+
+
+class ServerlessComfyUI(LocalComfyUI):
+    """A ComfyUI behind a serverless platform's load balancer: it may be scaled to zero, so a
+    run first waits for it to start (the participant sees the count), and the instructor's
+    warm-up keeps some started."""
+
+    serverless = True
+    probes_while_idle = False
+
+    def start(self, say: Callable[[str], None]) -> dict:
+        # Started once at boot, for the catalog; it may scale to zero again afterwards.
+        self.comfy.wait_warm(
+            self.timeouts.cold_start,
+            lambda s: say(f"waiting for the serverless GPU at {self.comfy.base} to start… {s:.0f} s"),
+        )
+        stats = self.comfy.system_stats()
+        clear_orphans(self.comfy)
+        return stats
+
+    def keep_warm(self) -> KeepWarm:
+        return KeepWarm(self.settings.comfyui, self.settings.headers, self.timeouts.keep_warm)
+
+
+class Runpod(Provider):
+    """A RunPod serverless endpoint, driven through its own job API (gpuworker.runpod)."""
+
+    kind = "runpod"
+    serverless = False
+    probes_while_idle = False
+
+    def __init__(self, settings: WorkerSettings):
+        super().__init__(settings)
+        config = settings.config
+        self.client = RunpodClient(config.endpoint, config.api_key, self.timeouts)
+        self.fixed_catalog = runpod_catalog(config)
+
+    @property
+    def where(self) -> str:
+        return self.settings.config.endpoint
+
+    def start(self, say: Callable[[str], None]) -> dict:
+        return self.probe()
+
+    def probe(self) -> dict:
+        return {"runpod": self.client.health()}
+
+    def catalog(self, stats: dict) -> dict:
+        return self.fixed_catalog
+
+    def run(self, payload: dict, app: AppClient, connection, process: WorkerProcess) -> RunStops:
+        return RunpodRun(payload, app, self, connection, process)
+
+    def cancel(self, handle: str, client=None) -> None:
+        try:
+            (client or self.client).cancel(handle)
+        except Exception as exc:
+            log.warning("could not cancel RunPod job %s (%s)", handle, exc)
+
+
+def load(settings: WorkerSettings) -> Provider:
+    """The provider the settings name."""
+    config = settings.config
+    if config.provider == "runpod":
+        return Runpod(settings)
+    if config.serverless:
+        return ServerlessComfyUI(settings)
+    return LocalComfyUI(settings)

@@ -15,15 +15,19 @@ progress where the handler streams ComfyUI's messages, then the outputs.
 
 import base64
 import logging
-import os
 import time
+from typing import TYPE_CHECKING
 
 import requests
 
-from . import tasks
 from .app import AppClient, RunFenced, TokenRevoked
 from .comfy import ComfyAuthError, refuse_credentials
-from .providers import Timeouts
+from .config import Timeouts
+from .process import WorkerProcess
+from .tasks import RunStops
+
+if TYPE_CHECKING:  # types only: the provider builds this module's runs
+    from .providers import Runpod
 
 log = logging.getLogger("gpuworker.runpod")
 
@@ -39,10 +43,6 @@ class RunpodClient:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.session.hooks["response"].append(refuse_credentials)
-
-    @classmethod
-    def from_env(cls, timeouts: Timeouts) -> "RunpodClient":
-        return cls(os.environ["GPUWORKER_RUNPOD_ENDPOINT"], os.environ["GPUWORKER_RUNPOD_API_KEY"], timeouts)
 
     def _call(self, method: str, path: str, **kwargs) -> dict:
         response = self.session.request(
@@ -74,11 +74,14 @@ class RunpodClient:
         return response
 
 
-class RunpodRun(tasks.RunStops):
+class RunpodRun(RunStops):
     """The same outer contract as tasks.JobRun: started, events, outputs, finish, fenced."""
 
-    def __init__(self, payload: dict, app: AppClient, client: RunpodClient, connection, timeouts: Timeouts):
-        self.payload, self.app, self.client, self.redis, self.timeouts = payload, app, client, connection, timeouts
+    def __init__(self, payload: dict, app: AppClient, provider: "Runpod", connection, process: WorkerProcess):
+        self.payload, self.app, self.redis, self.process = payload, app, connection, process
+        self.provider, self.timeouts = provider, provider.timeouts
+        # Its own client: HTTP sessions are not shared between the slots' threads.
+        self.client = RunpodClient(provider.settings.config.endpoint, provider.settings.config.api_key, self.timeouts)
         self.job_id = payload["job_id"]
         self.run_no = int(payload.get("run", 0))
         self.remote_id: str | None = None
@@ -96,19 +99,19 @@ class RunpodRun(tasks.RunStops):
             return self._run()
         except TokenRevoked:
             self._cancel_remote()
-            tasks.revoked()
+            self.process.revoke()
             return "revoked"
         except RunFenced:
             self._cancel_remote()
             return "fenced"
         except ComfyAuthError as exc:
-            tasks.PROBLEM["text"] = str(exc).replace("ComfyUI refused", "RunPod refused")
+            self.process.problem = str(exc).replace("ComfyUI refused", "RunPod refused")
             return self._finish(
                 "lost",
                 reason="the GPU provider refused the worker's credentials",
                 crash=False,
                 comfyui_unreachable=True,
-                problem=tasks.PROBLEM["text"],
+                problem=self.process.problem,
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             self._cancel_remote()
@@ -144,7 +147,7 @@ class RunpodRun(tasks.RunStops):
             self._check_stop()
             if self.fenced:
                 raise RunFenced("the app says this run is over")
-            if tasks.SHUTDOWN.is_set():
+            if self.process.shutdown.is_set():
                 self._cancel_remote()
                 return self._finish("returned", reason="its GPU worker was shut down")
             if self.stop_kind:
@@ -277,10 +280,7 @@ class RunpodRun(tasks.RunStops):
 
     def _cancel_remote(self) -> None:
         if self.remote_id:
-            try:
-                self.client.cancel(self.remote_id)
-            except Exception as exc:
-                log.warning("job %s: could not cancel RunPod job %s (%s)", self.job_id, self.remote_id, exc)
+            self.provider.cancel(self.remote_id, self.client)
 
     def _ending(self, kind: str, data: dict) -> list[dict]:
         stamp = int(time.time() * 1000)

@@ -8,14 +8,10 @@ unreachable or restarted), which puts it back in the queue.
 """
 
 import base64
-import json
 import logging
-import os
-import signal
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
 
 import redis
 import requests
@@ -26,7 +22,7 @@ from . import protocol
 from .app import AppClient, RunFenced, TokenRevoked
 from .comfy import ENDS, ColdStartTimeout, ComfyAuthError, ComfyClient, ComfyValidationError
 from .own_models import ModelCache, ModelRejected
-from .providers import Timeouts
+from .process import CURRENT, WorkerProcess
 from .throttle import ProgressThrottle
 
 log = logging.getLogger("gpuworker.tasks")
@@ -44,90 +40,25 @@ HISTORY_KINDS = {"execution_start", "execution_cached", *ENDS}
 HOST_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, OSError, InvalidHandshake, ConnectionClosed)
 # (AppClient raises its own AppUnreachable, so the app being away is never mistaken for this.)
 
-# The runs this process is doing (one per worker thread, `concurrency` of them), for the
-# heartbeat thread: RQ's SimpleWorker runs each job in its own thread of this process, so the
-# heartbeat proves the job's process is alive.
-ACTIVE: "dict[int, RunStops]" = {}
-SHUTDOWN = threading.Event()
-# Why this worker's GPU cannot take jobs (its credentials were refused), until a probe works.
-PROBLEM: dict = {"text": None}
 
-
-REVOKED = threading.Event()
-
-
-def revoked() -> None:
-    """The app refused our token: nothing this process does can count any more, so it stops."""
-    if not REVOKED.is_set():
-        REVOKED.set()
-        log.error(
-            "the app refused this worker's token (it was rotated or revoked): stopping. "
-            "Start the worker again with the new token from `manage.py worker_token`."
-        )
-        SHUTDOWN.set()
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-@dataclass
-class Settings:
-    app: str
-    token: str
-    comfyui: str
-    redis: str = ""
-    headers: dict = field(default_factory=dict)
-    app_retry: float = 300.0
-    serverless: bool = False
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    model_cache: str = ""
-    model_cache_bytes: int = 0
-
-    @classmethod
-    def from_env(cls) -> "Settings":
-        headers = {}
-        for line in os.environ.get("GPUWORKER_HEADERS", "").split("\n"):
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip()] = value.strip()
-        return cls(
-            app=os.environ["GPUWORKER_APP"],
-            token=os.environ["GPUWORKER_TOKEN"],
-            comfyui=os.environ["GPUWORKER_COMFYUI"],
-            redis=os.environ.get("GPUWORKER_REDIS", ""),
-            headers=headers,
-            app_retry=float(os.environ.get("GPUWORKER_APP_RETRY", "300")),
-            serverless=os.environ.get("GPUWORKER_SERVERLESS") == "1",
-            timeouts=Timeouts(**json.loads(os.environ.get("GPUWORKER_TIMEOUTS") or "{}")),
-            model_cache=os.environ.get("GPUWORKER_MODEL_CACHE", ""),
-            model_cache_bytes=int(os.environ.get("GPUWORKER_MODEL_CACHE_BYTES") or 0),
-        )
-
-
-def run_job(payload: dict, settings: Settings | None = None) -> str:
-    """Entry point RQ calls (`gpuworker.tasks.run_job`); returns how the run ended."""
-    settings = settings or Settings.from_env()
+def run_job(payload: dict) -> str:
+    """Entry point RQ calls (`gpuworker.tasks.run_job`); returns how the run ended. The worker
+    process that runs it (settings, provider, the runs in flight) comes from the RQ slot."""
+    try:
+        process = CURRENT.get()
+    except LookupError:
+        raise RuntimeError("gpuworker.tasks.run_job runs inside `python -m gpuworker`, not a plain RQ worker") from None
+    settings = process.settings
     current = get_current_job()
     connection = current.connection if current else redis.Redis.from_url(settings.redis)
-    app = AppClient(settings.app, settings.token, settings.app_retry, timeout=settings.timeouts.request)
-    if os.environ.get("GPUWORKER_PROVIDER") == "runpod":
-        from .runpod import RunpodClient, RunpodRun  # a cycle: a RunPod run is a kind of JobRun
-
-        run: RunStops = RunpodRun(payload, app, RunpodClient.from_env(settings.timeouts), connection, settings.timeouts)
-    else:
-        comfy = ComfyClient(
-            settings.comfyui,
-            settings.headers,
-            timeout=settings.timeouts.request,
-            connect_timeout=settings.timeouts.connect,
-        )
-        run = job_run = JobRun(payload, app, comfy, connection, settings.timeouts, serverless=settings.serverless)
-        if settings.model_cache:
-            job_run.model_cache = ModelCache(settings.model_cache, settings.model_cache_bytes)
+    app = AppClient(settings.app, settings.token, settings.timeouts.app_retry, timeout=settings.timeouts.request)
+    run = process.provider.run(payload, app, connection, process)
     key = threading.get_ident()
-    ACTIVE[key] = run
+    process.active[key] = run
     try:
         return run.run()
     finally:
-        ACTIVE.pop(key, None)
+        process.active.pop(key, None)
 
 
 class RunStops:
@@ -137,6 +68,7 @@ class RunStops:
     job_id: str
     run_no: int
     redis: redis.Redis
+    process: WorkerProcess
     stop_kind: str | None  # 'cancel' / 'interrupt' / 'timeout' once asked
     fenced: bool  # the app gave this run to someone else (or ended it)
     redis_ok: bool
@@ -170,20 +102,14 @@ class RunStops:
 
 
 class JobRun(RunStops):
-    def __init__(
-        self,
-        payload: dict,
-        app: AppClient,
-        comfy: ComfyClient,
-        connection,
-        timeouts: Timeouts | None = None,
-        serverless: bool = False,
-    ):
-        self.payload = payload
-        self.timeouts = timeouts or Timeouts()
-        self.serverless = serverless
+    """One run on a ComfyUI (local or serverless): followed on its websocket, prompt by prompt."""
+
+    def __init__(self, payload: dict, app: AppClient, comfy: ComfyClient, connection, process: WorkerProcess):
+        self.payload, self.process = payload, process
+        self.timeouts = process.settings.timeouts
+        self.serverless = process.provider.serverless
         self.cold_start_seconds = None
-        self.model_cache: ModelCache | None = None
+        self.model_cache: ModelCache | None = process.provider.model_cache
         self.job_id = payload["job_id"]
         self.run_no = int(payload.get("run", 0))
         self.app, self.comfy, self.redis = app, comfy, connection
@@ -213,7 +139,7 @@ class JobRun(RunStops):
             return self._run()
         except TokenRevoked:
             self._abandon()
-            revoked()
+            self.process.revoke()
             return "revoked"
         except ComfyAuthError as exc:
             return self._refused(exc)
@@ -276,7 +202,7 @@ class JobRun(RunStops):
             self._check_stop()
             if self.fenced:
                 raise RunFenced("the app says this run is over")
-            if SHUTDOWN.is_set():
+            if self.process.shutdown.is_set():
                 self._abandon()
                 self._finish("returned", reason="its GPU worker was shut down")
                 return "returned"
@@ -439,7 +365,7 @@ class JobRun(RunStops):
     def _refused(self, exc: ComfyAuthError) -> str:
         """The provider refused our credentials: the job goes back to the queue at no cost, and
         this worker reports itself unhealthy (with the reason) until a probe gets through."""
-        PROBLEM["text"] = str(exc)
+        self.process.problem = str(exc)
         log.error("job %s run %s: %s; the job goes back to the queue", self.job_id, self.run_no, exc)
         try:
             self._finish(
@@ -528,16 +454,8 @@ class JobRun(RunStops):
 
     def _abandon(self) -> None:
         """Stop this run's prompt on ComfyUI, wherever it is (running or still in its queue)."""
-        if not self.prompt_id:
-            return
-        for call in (
-            lambda: self.comfy.delete_from_queue(self.prompt_id),
-            lambda: self.comfy.interrupt(self.prompt_id),
-        ):
-            try:
-                call()
-            except HOST_ERRORS as exc:
-                log.warning("job %s: could not stop the prompt on ComfyUI (%s)", self.job_id, exc)
+        if self.prompt_id:
+            self.process.provider.cancel(self.prompt_id, self.comfy)
 
     # --- the result ---
 

@@ -216,9 +216,9 @@ def test_the_work_loop_survives_rq_saying_goodbye_to_a_redis_that_is_gone(own_re
     """RQ's loop quits (here: an error it does not handle) while Redis is down, and its
     teardown's write to Redis fails too: the gpuworker process must start the loop again once
     Redis is back, not exit. (Redis restarting three times in a row under load did this.)"""
-    import argparse
-
+    from gpuworker.config import WorkerSettings
     from gpuworker.loop import ThreadGpuWorker, work
+    from gpuworker.process import WorkerProcess
 
     state, start = own_redis
     stop = threading.Event()
@@ -236,10 +236,11 @@ def test_the_work_loop_survives_rq_saying_goodbye_to_a_redis_that_is_gone(own_re
             self.request_stop(None, None)
             return None
 
-    args = argparse.Namespace(redis=settings.REDIS_URL, burst=False, name="gpu-loop")
-    thread = threading.Thread(target=work, args=(args, "gpu.loop", stop, QuitsOnceWithRedisGone), daemon=True)
+    worker = WorkerSettings(name="gpu-loop", app="http://app", token="wt_x", redis=settings.REDIS_URL)
+    process = WorkerProcess(worker, provider=None)  # type: ignore[arg-type]  # the loop never runs a job here
+    thread = threading.Thread(target=work, args=(process, "gpu.loop", stop, QuitsOnceWithRedisGone), daemon=True)
     thread.start()
-    port = int(args.redis.rsplit(":", 1)[1].split("/")[0])
+    port = int(worker.redis.rsplit(":", 1)[1].split("/")[0])
     wait_until(lambda: len(loops) == 1 and not _ping(port), timeout=20, message="the loop to quit with Redis gone")
     state["proc"] = start()  # Redis is back
     thread.join(timeout=60)

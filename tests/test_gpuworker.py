@@ -44,7 +44,7 @@ def test_gpuworker_imports_nothing_of_django():
     result = run_python(
         BLOCK_DJANGO
         + "import gpuworker, gpuworker.tasks, gpuworker.app, gpuworker.comfy, gpuworker.throttle, gpuworker.__main__\n"
-        + "import gpuworker.catalog, gpuworker.cli, gpuworker.heartbeat, gpuworker.loop\n"
+        + "import gpuworker.catalog, gpuworker.cli, gpuworker.heartbeat, gpuworker.loop, gpuworker.providers\n"
         + "print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'channels')))"
     )
     assert result.returncode == 0, result.stderr

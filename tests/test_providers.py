@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuworker.providers import ConfigError, Timeouts, parse_config
+from gpuworker.config import ConfigError, Timeouts, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,7 @@ def test_the_worker_refuses_an_unknown_key_and_names_the_file(tmp_path, monkeypa
         parse(["--redis", "redis://x", "--app", "http://a", "--config", str(path)])
     path.write_text('provider = "comfyui"\nconcurrency = 2\n[comfyui]\nurl = "http://c"\n')
     args = parse(["--redis", "redis://x", "--app", "http://a", "--config", str(path)])
-    assert args.comfyui == "http://c" and args.provider_config.concurrency == 2
+    assert args.comfyui == "http://c" and args.config.concurrency == 2
 
 
 def test_a_literal_secret_and_an_open_file_are_warned_of_at_start(tmp_path, monkeypatch, capsys):
@@ -86,9 +86,9 @@ def test_a_literal_secret_and_an_open_file_are_warned_of_at_start(tmp_path, monk
         '[comfyui.headers]\nAuthorization = "Bearer sk-literal"\nX-Trace = "yes"\n'
     )
     path.chmod(0o644)
-    from gpuworker import providers
+    from gpuworker import config as provider_file
 
-    config = providers.load(str(path))
+    config = provider_file.read(str(path))
     said = "\n".join(config.warnings)
     assert "[runpod] api_key is written in the file" in said and '"${NAME}"' in said
     assert "header Authorization is written in the file" in said and "X-Trace" not in said
@@ -102,7 +102,7 @@ def test_a_literal_secret_and_an_open_file_are_warned_of_at_start(tmp_path, monk
         .replace('"rpa_literal_key"', '"${RUNPOD_KEY}"')
         .replace('"Bearer sk-literal"', '"Bearer ${RUNPOD_KEY}"')
     )
-    assert providers.load(str(path)).warnings == []
+    assert provider_file.read(str(path)).warnings == []
 
     path.chmod(0o644)
     from gpuworker.cli import parse
