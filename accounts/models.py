@@ -5,27 +5,12 @@ from django.db import models
 from django.db.models import Sum
 from django.utils import timezone
 
+from workshop.files import UnsafePath, part_name, safe_join
+
 from .credentials import new_password
 from .sheet import update_sheet
 
 FOLDER_TYPES = ("input", "output", "temp")
-
-
-class UnsafePath(ValueError):
-    """A file name that would leave its workspace folder, or that no file system can hold."""
-
-
-# ext4, XFS and most others hold 255 bytes per name; the rest is room for the temporary name
-# a file is written under (".<name>.tmp", workshop.files).
-MAX_NAME_BYTES = 240
-MAX_PATH_BYTES = 1024
-
-
-def check_name_lengths(parts: list[str]) -> None:
-    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in parts):
-        raise UnsafePath(f"File name too long: at most {MAX_NAME_BYTES} bytes per name")
-    if sum(len(part.encode("utf-8", "surrogatepass")) + 1 for part in parts) > MAX_PATH_BYTES:
-        raise UnsafePath(f"Path too long: at most {MAX_PATH_BYTES} bytes")
 
 
 class Workspace(models.Model):
@@ -72,18 +57,10 @@ class Workspace(models.Model):
             raise UnsafePath(f"Unknown folder type {folder_type!r}")
         if not filename or "\x00" in filename or "\x00" in subfolder:
             raise UnsafePath("Missing or invalid file name")
-        if "/" in filename or "\\" in filename or filename in (".", ".."):
-            raise UnsafePath(f"Invalid file name {filename!r}")
-        check_name_lengths([filename, *subfolder.replace("\\", "/").split("/")])
-        base = (self.root / folder_type).resolve()
         parts = [p for p in subfolder.replace("\\", "/").split("/") if p]
         if subfolder.startswith(("/", "\\")) or any(p in (".", "..") for p in parts):
             raise UnsafePath(f"Invalid subfolder {subfolder!r}")
-        candidate = base.joinpath(*parts, filename)
-        resolved = candidate.resolve()
-        if not resolved.is_relative_to(base):
-            raise UnsafePath("Path leaves the workspace")
-        return candidate
+        return safe_join(self.root / folder_type, [*parts, filename])
 
     def has_file(self, item: dict) -> bool:
         """Whether a ComfyUI file reference ({"filename", "subfolder", "type"}) is a file here."""
@@ -211,4 +188,4 @@ class ModelUpload(models.Model):
 
     @property
     def part(self) -> Path:
-        return self.workspace.root / "models" / self.folder / f".{self.name}.part"
+        return part_name(self.workspace.root / "models" / self.folder, self.name)

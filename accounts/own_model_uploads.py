@@ -22,6 +22,8 @@ from django.db import models, transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
+from workshop.files import part_name, write_part
+
 from . import own_models
 from .models import ModelUpload, Workspace, WorkspaceModel
 from .own_models import ModelRefused
@@ -43,7 +45,7 @@ def _target(workspace: Workspace, folder: str, name: str) -> tuple[str, Path, Pa
     if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
         raise ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
     target = workspace.root / "models" / folder / name
-    return name, target, target.with_name(f".{name}.part")
+    return name, target, part_name(target.parent, name)
 
 
 def _check_room(workspace: Workspace, folder: str, name: str, size: int) -> None:
@@ -158,11 +160,7 @@ def _store_part(workspace, folder, name, target, part, offset, data, final, decl
         if exc.status != 429:
             _drop(workspace, folder, name, part)
         raise
-    part.parent.mkdir(parents=True, exist_ok=True)
-    with open(part, "r+b" if part.exists() else "wb") as out:
-        out.seek(offset)
-        out.write(data)
-        out.truncate()
+    write_part(part, [data], offset)
     if not final:
         return offset + len(data)
     try:
@@ -193,20 +191,22 @@ def _store_download(
     workspace, folder, name, target, part, chunks, source_url, size_hint, on_progress
 ) -> WorkspaceModel:
     reserve(workspace, folder, name, size_hint or 0)
-    reserved = size_hint or 0
-    part.parent.mkdir(parents=True, exist_ok=True)
-    size = 0
+
+    def checked():
+        """Each chunk checked and reserved for before it is written."""
+        size, reserved = 0, size_hint or 0
+        for chunk in chunks:
+            if size == 0:
+                _refuse_pickle_early(chunk[:16])
+            size += len(chunk)
+            if size > reserved:
+                reserved = _reserve_ahead(workspace, folder, name, size)
+            yield chunk
+            if on_progress:
+                on_progress(size)
+
     try:
-        with open(part, "wb") as out:
-            for chunk in chunks:
-                if size == 0:
-                    _refuse_pickle_early(chunk[:16])
-                size += len(chunk)
-                if size > reserved:
-                    reserved = _reserve_ahead(workspace, folder, name, size)
-                out.write(chunk)
-                if on_progress:
-                    on_progress(size)
+        write_part(part, checked(), 0)
         return _finish(workspace, folder, name, target, part, source_url)
     except BaseException:
         _drop(workspace, folder, name, part)

@@ -20,8 +20,8 @@ import requests
 
 from bench.test_big_output import PeakRSS
 from jobs.models import Catalog, ExtensionFile, Worker
-from tests.comfyui_double import ComfyUIDouble
-from tests.comfyui_double.blueprints import RECORDED_COUNT
+from scripts.comfyui_double import ComfyUIDouble
+from scripts.comfyui_double.blueprints import RECORDED_COUNT
 
 TOTAL = 20_000_000  # bytes of object_info and every blueprint, as JSON
 ROWS: list[tuple] = []

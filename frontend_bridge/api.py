@@ -16,7 +16,6 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from accounts.access import is_same_origin, workspace_for
-from accounts.models import UnsafePath
 from jobs import events
 from jobs.models import (
     ACTIVE_STATES,
@@ -31,6 +30,7 @@ from jobs.models import (
 )
 from jobs.queue import snapshot
 from workshop import jsonbody
+from workshop.files import UnsafePath
 from workshop.streaming import FileStream
 
 from . import own_models, wire

@@ -9,18 +9,16 @@ import json
 import logging
 import time
 import uuid
-from datetime import timedelta
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
-from django.utils import timezone
 
 from accounts.access import workspace_for
 from jobs import events
 from jobs.consumers import GroupMember
-from jobs.models import FINAL_STATES, Announcement, Job, JobState
+from jobs.models import Announcement, Job, JobState
 from jobs.queue import snapshot
 
 from . import wire
@@ -70,42 +68,28 @@ class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
         # A reload in the middle of a run: like ComfyUI, say at once which node is running.
         for message in running:
             await self.send(text_data=json.dumps(message))
-        # Ends this tab missed while it was away (the app or Redis restarting): ComfyUI sends a
-        # run's end to the tab that queued it, so that tab gets it, once.
-        # Marked only once sent: a socket that dies before it could send leaves it for the next.
-        for job_id, messages in missed:
+        # Ends this tab missed while it was away (the app or Redis restarting).
+        await self._send_owed_ends(missed)
+
+    async def _send_owed_ends(self, owed=None, job_id: str | None = None) -> None:
+        """The ends of runs this tab queued that it has not received (all, or one job's), each
+        sent once: ComfyUI sends a run's end to the tab that queued it."""
+        if owed is None:
+            owed = await in_pool(Job.objects.ends_owed)(self.workspace.pk, self.sid, job_id)
+        for owed_job, messages in owed:
             for message in messages:
                 await self.send(text_data=json.dumps(message))
-            await in_pool(self._delivered)(job_id)
+            await in_pool(Job.objects.end_received)(owed_job, self.sid)
 
     def _greeting(self, joined_at: float):
         """Everything a new socket is told, read in one go."""
-        return self._snapshot(joined_at), self._announcement(), self._running_progress(), self._missed_ends()
+        owed = Job.objects.ends_owed(self.workspace.pk, self.sid)
+        return self._snapshot(joined_at), self._announcement(), self._running_progress(), owed
 
     def _announcement(self):
 
         current = Announcement.current()
         return current.as_message() if current else None
-
-    def _missed_ends(self):
-
-        recent = Job.objects.filter(
-            workspace=self.workspace,
-            client_id=self.sid,
-            state__in=FINAL_STATES,
-            end_delivered=False,
-            finished_at__gte=timezone.now() - timedelta(minutes=10),
-        )
-        return list(recent.exclude(end_messages=[]).order_by("finished_at").values_list("id", "end_messages"))
-
-    def _end_delivered(self, job_id):
-        """For a job this tab queued: whether it got the run's end already; else None."""
-
-        return Job.objects.filter(pk=job_id, client_id=self.sid).values_list("end_delivered", flat=True).first()
-
-    def _delivered(self, job_id):
-
-        Job.objects.filter(pk=job_id, client_id=self.sid).update(end_delivered=True)
 
     async def _join(self) -> bool:
         """Join the workspace's and the queue's groups; a Redis that just restarted may refuse
@@ -158,20 +142,16 @@ class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps({"type": "feature_flags", "data": comfy_features()}))
 
     async def comfy_message(self, event):
-        # A consumer handles one event at a time, its connect first: the end this tab was sent on
-        # connecting is never sent again here. Other tabs of the workspace get it as it comes.
-        end_of = event.get("end_of")
-        delivered = await database_sync_to_async(self._end_delivered)(end_of) if end_of else None
-        if delivered:
-            return  # this tab queued the job and got its end already (on reconnecting)
-        mine = delivered is False
+        if event.get("end_of") and event.get("end_for") == self.sid:
+            # A consumer handles one event at a time, its connect first: an end this tab was
+            # sent on connecting is not owed any more. Other tabs get it as it comes.
+            await self._send_owed_ends(job_id=event["end_of"])
+            return
         for message in event["messages"]:
             if "binary" in message:  # a live preview frame, exactly as ComfyUI sends it
                 await self.send(bytes_data=message["binary"])
             else:
                 await self.send(text_data=json.dumps(message))
-        if mine:
-            await database_sync_to_async(self._delivered)(end_of)
 
     def _open_jobs(self, payload) -> set:
         slug = self.workspace.slug
@@ -182,10 +162,7 @@ class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
         # arrived (Redis was away when it was sent), send it now.
         now_open = self._open_jobs(event["payload"])
         if self.open_jobs - now_open:
-            for job_id, messages in await database_sync_to_async(self._missed_ends)():
-                for message in messages:
-                    await self.send(text_data=json.dumps(message))
-                await database_sync_to_async(self._delivered)(job_id)
+            await self._send_owed_ends()
         self.open_jobs = now_open
         # Each type only when it changed: the ComfyUI frontend re-reads queue and history on
         # every `status`, so 200 browsers must not get one for every change in someone else's queue.

@@ -26,6 +26,7 @@ from django.http import (
 from accounts.access import workspace_for
 from jobs.models import Catalog, ExtensionFile
 from jobs.workflows import official_files, template_index
+from workshop.files import UnsafePath, safe_join, split_relative
 
 FRONTEND_ROOT = Path(comfyui_frontend_package.__file__).parent / "static"
 OWN_EXTENSIONS = Path(__file__).parent / "static_ext"
@@ -80,9 +81,11 @@ def templates_version() -> str:
 
 def static_file(root: Path, relative: str, cache_control: str) -> FileResponse:
     """A file under `root`, refusing anything that resolves outside it."""
-    base = root.resolve()
-    path = (base / relative).resolve()
-    if not path.is_relative_to(base) or not path.is_file():
+    try:
+        path = safe_join(root, split_relative(relative))
+    except UnsafePath:
+        raise Http404("No such file") from None
+    if not path.is_file():
         raise Http404("No such file")
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if path.suffix in (".js", ".mjs"):

@@ -15,11 +15,10 @@ from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.utils.cache import get_conditional_response
 from PIL import Image, UnidentifiedImageError
 
-from accounts.models import UnsafePath, check_name_lengths
 from jobs import workflows
 from jobs.models import Catalog
 from workshop import jsonbody
-from workshop.files import atomic_write
+from workshop.files import UnsafePath, atomic_write, safe_join, split_relative, unique_name
 
 from . import own_models
 from .api import INLINE_OTHER, file_response, json_body, workspace_api
@@ -408,15 +407,8 @@ def _userdata_root(workspace) -> Path:
 
 def _userdata_path(workspace, relative: str) -> Path:
     root = _userdata_root(workspace).resolve()
-    if not relative or relative.startswith(("/", "\\")) or "\x00" in relative:
-        raise UnsafePath("Invalid file name")
-    parts = relative.replace("\\", "/").split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise UnsafePath("Invalid file name")
-    check_name_lengths(parts)
-    path = root.joinpath(*parts)
-    if not path.resolve().is_relative_to(root):
-        raise UnsafePath("Path leaves the workspace")
+    parts = split_relative(relative)
+    path = safe_join(root, parts)
     for parent in list(path.parents)[: len(parts) - 1]:
         if parent.exists() and not parent.is_dir():
             raise UnsafePath(f"{parent.relative_to(root)} is a file, not a folder")
@@ -588,12 +580,8 @@ def _store_upload(request, workspace, mask=False):
     data = image.read()
     try:
         if path.exists() and not overwrite and path.read_bytes() != data:
-            stem, ext = os.path.splitext(name)
-            n = 1
-            while path.exists():
-                name = f"{stem} ({n}){ext}"
-                path = workspace.file_path(folder_type, name, subfolder)
-                n += 1
+            name = unique_name(name, lambda n: workspace.file_path(folder_type, n, subfolder).exists())
+            path = workspace.file_path(folder_type, name, subfolder)
     except UnsafePath as exc:  # the numbered name grew too long
         return JsonResponse({"error": str(exc)}, status=400)
     atomic_write(path, data)

@@ -32,13 +32,14 @@ def _group_send(group: str, event: dict) -> None:
         log.exception("could not push to %s", group)
 
 
-def send(slug: str, *messages: dict, end_of: str | None = None) -> None:
+def send(slug: str, *messages: dict, end_of: tuple[str, str] | None = None) -> None:
     """ComfyUI's own messages (relayed by a worker) to every socket of one workspace, in order.
-    end_of: these are the end of that job's run (the submitting tab gets them exactly once)."""
+    end_of: (job id, the client_id of the tab that queued it): these are the end of that job's
+    run, which that tab gets exactly once (Job.objects.ends_owed)."""
     if messages:
-        event = {"type": "comfy.message", "messages": list(messages)}
+        event: dict = {"type": "comfy.message", "messages": list(messages)}
         if end_of:
-            event["end_of"] = end_of
+            event["end_of"], event["end_for"] = end_of
         _group_send(group_name(slug), event)
 
 

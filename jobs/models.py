@@ -18,6 +18,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from gpuworker import protocol
+from workshop.files import PartGap, part_name, unique_name, write_part
 
 from . import lifecycle, policies, rq, tokens
 from .policies import prompt_models
@@ -494,6 +495,28 @@ class JobQuerySet(models.QuerySet):
     def open(self):
         return self.filter(state__in=OPEN_STATES)
 
+    # A run's end reaches the tab that queued it exactly once: ComfyUI sends it to that tab's
+    # client_id, and a tab that was away (the app or Redis restarting) gets it on its return.
+    END_KEPT_FOR = timedelta(minutes=10)
+
+    def ends_owed(self, workspace_id: int, client_id: str, job_id: str | None = None) -> list[tuple[str, list]]:
+        """(job id, ComfyUI's end messages) of the runs this tab queued whose end it has not
+        received yet, oldest first: all of them, or that one job's."""
+        owed = self.filter(
+            workspace_id=workspace_id,
+            client_id=client_id,
+            state__in=FINAL_STATES,
+            end_delivered=False,
+            finished_at__gte=timezone.now() - self.END_KEPT_FOR,
+        ).exclude(end_messages=[])
+        if job_id is not None:
+            owed = owed.filter(pk=job_id)
+        return [(str(pk), end) for pk, end in owed.order_by("finished_at").values_list("id", "end_messages")]
+
+    def end_received(self, job_id: str, client_id: str) -> None:
+        """Marked only once sent: a socket that dies before it could send leaves it for the next."""
+        self.filter(pk=job_id, client_id=client_id).update(end_delivered=True)
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -713,7 +736,7 @@ class Job(models.Model):
         one more try), cancelled, paused for the instructor's demo, or back to the queue when
         the host failed. The worker is free again, and ComfyUI's closing messages reach the tab
         once the result is stored."""
-        relay = (self.workspace.slug, result.end, str(self.pk)) if result.end else None
+        relay = (self.workspace.slug, result.end, (str(self.pk), self.client_id)) if result.end else None
         with transaction.atomic():
             if result.status in ("success", "error") and result.outputs is not None and self.started_at:
                 worker.ran(self)  # whatever ComfyUI loaded for it stays loaded
@@ -985,8 +1008,12 @@ class Job(models.Model):
         key = f"{folder_type}/{subfolder}/{filename}"
         known = self.files.get(key)
         folder = self.workspace.file_path(folder_type, filename, subfolder).parent
-        staging = folder / f".part-{self.pk}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-        received = store_part(staging, chunks, offset)
+        # Named by the job and the file it will be: the name it gets is chosen only at the end.
+        staging = part_name(folder, f"{self.pk}-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+        try:
+            received = write_part(staging, chunks, offset)
+        except PartGap as exc:
+            raise OutputRefused(409, str(exc)) from None
         if received > settings.MAX_OUTPUT_BYTES:
             staging.unlink(missing_ok=True)
             raise OutputRefused(413, f"Output file too large (over {settings.MAX_OUTPUT_BYTES} bytes)")
@@ -995,15 +1022,8 @@ class Job(models.Model):
         if known:
             target = self.workspace.file_path(folder_type, known["filename"], known["subfolder"])
         else:
-            target = self.workspace.file_path(folder_type, filename, subfolder)
-            stem, dot, ext = filename.rpartition(".")
-            if not dot:
-                stem, ext = filename, ""
-            n = 1
-            while target.exists():
-                name = f"{stem}-{n}.{ext}" if dot else f"{stem}-{n}"
-                target = self.workspace.file_path(folder_type, name, subfolder)
-                n += 1
+            name = unique_name(filename, lambda n: self.workspace.file_path(folder_type, n, subfolder).exists())
+            target = self.workspace.file_path(folder_type, name, subfolder)
         os.replace(staging, target)
         stored = {"filename": target.name, "subfolder": subfolder, "type": folder_type}
         if not known:
@@ -1076,18 +1096,3 @@ class OutputRefused(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-
-
-def store_part(path, chunks, offset: int) -> int:
-    """Write chunks into `path` at `offset`, dropping whatever followed; returns its new size.
-    A part may start at 0 (a new file) or where the file now ends or before (sent again)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    size = path.stat().st_size if offset and path.exists() else 0
-    if offset > size:
-        raise OutputRefused(409, f"A part at byte {offset}, but {size} bytes are in: resend from {size}")
-    with open(path, "r+b" if offset else "wb") as out:
-        out.seek(offset)
-        out.truncate()
-        for chunk in chunks:
-            out.write(chunk)
-        return out.tell()

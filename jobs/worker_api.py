@@ -19,9 +19,10 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from accounts.models import ModelDeletion, UnsafePath, WorkspaceModel
+from accounts.models import ModelDeletion, WorkspaceModel
 from gpuworker.protocol import FINISH_STATUSES, without_participant_models
 from workshop import jsonbody, limits
+from workshop.files import UnsafePath
 from workshop.streaming import FileStream
 
 from . import events, lifecycle

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from django.conf import settings
 
-from accounts.models import Workspace, check_name_lengths
+from accounts.models import Workspace
 from workshop import jsonbody
-from workshop.files import atomic_write
+from workshop.files import atomic_write, check_name_lengths
 
 from . import events
 

@@ -1,6 +1,7 @@
 """Shared fixtures: the real PostgreSQL test database, Redis DB 13, and for end-to-end tests a
 Daphne server, GPU worker processes and the ComfyUI protocol double."""
 
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+
+from jobs.models import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "tests" / "workflows"
@@ -114,7 +117,7 @@ def process(cmd, env, log_path):
 
 @pytest.fixture
 def double():
-    from tests.comfyui_double import ComfyUIDouble
+    from scripts.comfyui_double import ComfyUIDouble
 
     with ComfyUIDouble(step_time=0.02, steps=3) as d:
         yield d
@@ -254,3 +257,26 @@ def class_of(count: int) -> list:
 def participants(db):
     """user001…user003 with workspaces, password 'pw', and an instructor."""
     return class_of(3)
+
+
+@pytest.fixture
+def alice(client, participants):
+    """The test client, logged in as the first participant (user001, workspace 001)."""
+    client.login(username="user001", password="pw")
+    return client
+
+
+def post_json(client, url, body, **headers):
+    return client.post(url, data=json.dumps(body), content_type="application/json", **headers)
+
+
+def worker_with_token(name):
+    """A worker row that is online, with `headers` that authenticate as it."""
+    worker, token = Worker.create_with_token(name)
+    worker.beat(status="idle")
+    worker.headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    return worker
+
+
+def login(client, username, password, address="10.0.0.1"):
+    return client.post("/accounts/login/", {"username": username, "password": password}, REMOTE_ADDR=address)

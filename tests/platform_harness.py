@@ -195,7 +195,7 @@ class Platform:
                 [
                     py,
                     "-m",
-                    "tests.comfyui_double",
+                    "scripts.comfyui_double",
                     "--port",
                     str(port),
                     "--step-time",

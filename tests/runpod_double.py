@@ -19,7 +19,7 @@ import requests
 from aiohttp import web
 from websockets.sync.client import connect
 
-from tests.comfyui_double import ComfyUIDouble
+from scripts.comfyui_double import ComfyUIDouble
 
 
 class RunpodDouble:

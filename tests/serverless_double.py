@@ -21,7 +21,7 @@ from collections import Counter
 import aiohttp
 from aiohttp import web
 
-from tests.comfyui_double import ComfyUIDouble
+from scripts.comfyui_double import ComfyUIDouble
 
 HOP_HEADERS = {
     "host",

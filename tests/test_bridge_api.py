@@ -1,25 +1,14 @@
 """The per-workspace ComfyUI API: shapes as ComfyUI returns them, and isolation."""
 
-import json
-
 import pytest
 
 from jobs.models import Job, JobState, QueueSettings
+from tests.conftest import post_json
 
 SIMPLE = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
     "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "t"}},
 }
-
-
-@pytest.fixture
-def alice(client, participants):
-    client.login(username="user001", password="pw")
-    return client
-
-
-def post_json(client, url, body):
-    return client.post(url, data=json.dumps(body), content_type="application/json")
 
 
 def test_prompt_is_queued_with_comfyui_answer(alice, participants):

@@ -235,7 +235,7 @@ V3_GRAPH = """async () => {
 def test_participant_runs_the_ltx2_template_and_v3_nodes_on_the_current_frontend(browser, live_app, participants):
     """Frontend 1.53.6 against a GPU host whose ComfyUI advertises 0.8.0's catalog (LTX-2 and V3
     nodes, the LTX-2 model files installed); the double stands in for the model nodes."""
-    from tests.comfyui_double import ComfyUIDouble
+    from scripts.comfyui_double import ComfyUIDouble
 
     ARTIFACTS.mkdir(exist_ok=True)
     with (

@@ -17,7 +17,7 @@ PLACED = f"() => window.app.graph._nodes.filter(n => n.subgraph && n.title === {
 
 
 def test_a_0280_host_comes_online_and_a_blueprint_from_the_node_library_runs(browser, live_app, participants):
-    from tests.comfyui_double import ComfyUIDouble
+    from scripts.comfyui_double import ComfyUIDouble
 
     ARTIFACTS.mkdir(exist_ok=True)
     with (
@@ -68,7 +68,7 @@ def test_a_workflow_in_app_mode_shows_its_inputs_runs_through_the_queue_and_show
     import json
     from pathlib import Path
 
-    from tests.comfyui_double import ComfyUIDouble
+    from scripts.comfyui_double import ComfyUIDouble
 
     ARTIFACTS.mkdir(exist_ok=True)
     workflow = json.loads(

@@ -19,7 +19,7 @@ import requests
 from PIL import Image
 from websockets.sync.client import connect
 
-from tests.comfyui_double import ComfyUIDouble
+from scripts.comfyui_double import ComfyUIDouble
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = ROOT / "tests" / "recorded" / "v0.3.64" / "transcripts.json"
@@ -827,7 +827,7 @@ def test_command_line_runs_in_the_foreground_until_sigterm():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.comfyui_double", "--port", str(port), "--step-time", "0.01", "--steps", "1"],
+        [sys.executable, "-m", "scripts.comfyui_double", "--port", str(port), "--step-time", "0.01", "--steps", "1"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -14,7 +14,7 @@ from PIL import Image
 
 from gpuworker.comfy import ComfyClient, ComfyValidationError
 from gpuworker.throttle import ProgressThrottle
-from tests.comfyui_double import ComfyUIDouble
+from scripts.comfyui_double import ComfyUIDouble
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMPLE = json.loads((ROOT / "tests" / "workflows" / "simple.json").read_text())
@@ -257,7 +257,7 @@ def test_a_token_given_in_place_of_its_file_never_reaches_the_log():
 def test_a_blueprint_that_cannot_be_fetched_is_not_offered_and_held_files_are_not_sent_again():
     """publish_catalog against the 0.28.0 double and an app that records what it is sent."""
     from gpuworker.catalog import catalog_of, publish_catalog
-    from tests.comfyui_double import ComfyUIDouble
+    from scripts.comfyui_double import ComfyUIDouble
 
     class App:
         def __init__(self):

@@ -12,12 +12,6 @@ from jobs.models import Job, JobState
 PROMPT = {"1": {"class_type": "EmptyImage", "inputs": {}}, "3": {"class_type": "SaveImage", "inputs": {}}}
 
 
-@pytest.fixture
-def alice(client, participants):
-    client.login(username="user001", password="pw")
-    return client
-
-
 def make(workspace, state, minutes_ago, number=0, outputs=None, workflow_id="wf-a", **fields):
     now = timezone.now()
     return Job.objects.create(

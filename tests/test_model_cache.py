@@ -65,7 +65,7 @@ def test_bytes_that_do_not_match_their_hash_are_not_kept(tmp_path):
 def test_a_hosts_catalog_leaves_out_the_participants_models_it_caches():
     from gpuworker.catalog import catalog_fingerprint, catalog_of
     from gpuworker.comfy import ComfyClient
-    from tests.comfyui_double import ComfyUIDouble
+    from scripts.comfyui_double import ComfyUIDouble
 
     with ComfyUIDouble(model_files=["base.safetensors", "ws-001/style.safetensors"]) as double:
         comfy = ComfyClient(double.url)

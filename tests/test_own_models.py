@@ -17,7 +17,7 @@ from accounts.own_model_uploads import expire_unfinished, store_part
 from accounts.own_models import ModelRefused
 from frontend_bridge.safe_fetch import NEUTRAL, public
 from jobs.models import Job, Worker
-from tests.comfyui_double import ComfyUIDouble
+from scripts.comfyui_double import ComfyUIDouble
 from tests.conftest import wait_until
 from tests.test_e2e import finished, receive_until
 
@@ -159,12 +159,6 @@ def put(client, name, data, offset=0, final=1, folder="loras", size=0):
         data=data,
         content_type="application/octet-stream",
     )
-
-
-@pytest.fixture
-def alice(client, participants):
-    client.login(username="user001", password="pw")
-    return client
 
 
 def no_part_files(workspace) -> bool:

@@ -32,7 +32,7 @@ def rehearse(*args) -> tuple[int, str]:
 
 
 def test_a_stopped_comfyui_and_missing_models_are_named_with_their_fixes(live_app, participants, tmp_path):
-    from tests.comfyui_double import ComfyUIDouble
+    from scripts.comfyui_double import ComfyUIDouble
 
     before = set(get_user_model().objects.values_list("username", flat=True))
     jobs_before = Job.objects.count()
@@ -94,7 +94,7 @@ def test_a_worker_still_waiting_for_its_comfyui_is_given_time_to_come_online(liv
     rehearsal says so and waits, instead of failing the worker."""
     from django.db import connection
 
-    from tests.comfyui_double import ComfyUIDouble
+    from scripts.comfyui_double import ComfyUIDouble
 
     port = free_port()
     comfy = ComfyUIDouble(version="0.8.0", step_time=0.01, steps=1, port=port)

@@ -416,7 +416,10 @@ RELEASES = {
     "0.8.0": (V080, [V080 / "object_info.json.gz"]),
     "0.28.0": (
         V0280,
-        [V0280 / "object_info.json.gz", Path(__file__).parent / "comfyui_double" / "object_info_0.28.0.json.gz"],
+        [
+            V0280 / "object_info.json.gz",
+            Path(__file__).parent.parent / "scripts" / "comfyui_double" / "object_info_0.28.0.json.gz",
+        ],
     ),
 }
 
@@ -1287,7 +1290,9 @@ def test_0280s_painter_with_no_mask_and_load3d_with_none_read_no_file():
     import gzip as gz
 
     catalog = json.loads(
-        gz.decompress((Path(__file__).parent / "comfyui_double" / "object_info_0.28.0.json.gz").read_bytes())
+        gz.decompress(
+            (Path(__file__).parent.parent / "scripts" / "comfyui_double" / "object_info_0.28.0.json.gz").read_bytes()
+        )
     )
     prompt = {
         "1": {"class_type": "Painter", "inputs": {"mask": "", "width": 512, "height": 512, "bg_color": "#000000"}},
@@ -1400,7 +1405,9 @@ def test_answers_seen_on_a_real_0280_are_reproduced_with_its_catalog(case):
     import gzip as gz
 
     catalog = json.loads(
-        gz.decompress((Path(__file__).parent / "comfyui_double" / "object_info_0.28.0.json.gz").read_bytes())
+        gz.decompress(
+            (Path(__file__).parent.parent / "scripts" / "comfyui_double" / "object_info_0.28.0.json.gz").read_bytes()
+        )
     )
     prompt, node_errors = SEEN_ON_0280[case]
     error, got = validate_prompt(json.loads(json.dumps(prompt)), catalog, version="0.28.0")

@@ -10,12 +10,6 @@ from jobs.models import Catalog, Worker
 
 
 @pytest.fixture
-def alice(client, participants):
-    client.login(username="user001", password="pw")
-    return client
-
-
-@pytest.fixture
 def catalog(db):
     worker, _ = Worker.create_with_token("gpu-1")
     worker.beat("idle")
@@ -456,7 +450,7 @@ def test_the_0280_catalog_keeps_comfyuis_placeholders_and_adds_no_options_where_
     import gzip
     from pathlib import Path
 
-    recorded = Path(__file__).parent / "comfyui_double" / "object_info_0.28.0.json.gz"
+    recorded = Path(__file__).parent.parent / "scripts" / "comfyui_double" / "object_info_0.28.0.json.gz"
     object_info = json.loads(gzip.decompress(recorded.read_bytes()))
     object_info["Load3D"]["input"]["required"]["model_file"][1]["options"] = ["none", "user002_model.glb"]
     worker, _ = Worker.create_with_token("gpu-1")

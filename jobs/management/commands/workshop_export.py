@@ -1,19 +1,21 @@
 """`manage.py workshop_export --out DIR`: one zip per participant with their outputs and saved
 workflows, for them to take home."""
 
+import os
 import zipfile
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Workspace
+from workshop.files import is_work_in_progress, temporary_name
 
 
 def export_workspace(workspace: Workspace, out: Path) -> tuple[Path, int]:
     """<out>/<username>.zip with output/… and workflows/…; returns (zip, files)."""
     target = out / f"{workspace.owner.get_username()}.zip"
     count = 0
-    tmp = target.with_suffix(".zip.part")
+    tmp = temporary_name(target)
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for folder, prefix in (
             (workspace.root / "output", "output"),
@@ -22,11 +24,12 @@ def export_workspace(workspace: Workspace, out: Path) -> tuple[Path, int]:
             if not folder.is_dir():
                 continue
             for path in sorted(folder.rglob("*")):
-                # Links are never followed: nothing outside the workspace goes into its zip.
-                if path.is_file() and not path.is_symlink() and not path.name.startswith(".upload"):
+                # Links are never followed: nothing outside the workspace goes into its zip, and
+                # nothing half-written either.
+                if path.is_file() and not path.is_symlink() and not is_work_in_progress(path):
                     archive.write(path, f"{prefix}/{path.relative_to(folder).as_posix()}")
                     count += 1
-    tmp.replace(target)
+    os.replace(tmp, target)
     return target, count
 
 

@@ -36,7 +36,7 @@ from .blueprints import make as make_blueprints
 from .validation import error_body, full_type_name, validate_prompt, version_tuple
 
 VERSION = "0.3.64"
-SIMULATED_VERSION = "0.8.0"  # what `python -m tests.comfyui_double` reports (scripts/run's simulated GPU)
+SIMULATED_VERSION = "0.8.0"  # what `python -m scripts.comfyui_double` reports (scripts/run's simulated GPU)
 FRONTEND_VERSION = "1.27.10"
 TEMPLATES_VERSION = "0.1.95"
 REQUIRED_FRONTEND = {"0.8.0": "1.35.9", "0.28.0": "1.45.21"}
@@ -1089,7 +1089,7 @@ def _reencode(path, preview, channel) -> tuple[bytes, str]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m tests.comfyui_double", description="A SIMULATED ComfyUI (no GPU; model-free nodes only)"
+        prog="python -m scripts.comfyui_double", description="A SIMULATED ComfyUI (no GPU; model-free nodes only)"
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8188)
