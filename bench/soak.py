@@ -20,7 +20,7 @@ import requests
 
 from jobs.models import FINAL_STATES, Job, JobState, QueueSettings
 from tests.conftest import wait_until
-from tests.platform_harness import Browser, Platform, prompt_for
+from tests.platform_harness import Browser, Platform, prompt_for, recovered
 from tests.test_fault_suite import FAULTS
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "2"))
@@ -128,14 +128,7 @@ def test_soak(transactional_db, settings, tmp_path):
                 continue
             before, hit = job.run, time.monotonic()
             after = FAULTS[name](plat, job)
-            wait_until(
-                lambda job=job, before=before: (
-                    (j := Job.objects.get(pk=job.pk)).state in FINAL_STATES
-                    or (j.run > before and j.state == JobState.RUNNING)
-                ),
-                timeout=120,
-                message="recovery",
-            )
+            wait_until(lambda job=job, before=before: recovered(job, before), timeout=120, message="recovery")
             recoveries.append(time.monotonic() - hit)
             faults_done.append((name, recoveries[-1]))
             print(f"  fault {n}: {name}: recovered in {recoveries[-1]:.1f} s", flush=True)

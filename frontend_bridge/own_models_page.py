@@ -45,7 +45,7 @@ def models_page(request, slug):
     rows = list(WorkspaceModel.objects.filter(workspace=workspace))
     return render(
         request,
-        "my_models.html",
+        "own_models.html",
         {
             "workspace": workspace,
             "models": rows,

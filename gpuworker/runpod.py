@@ -290,30 +290,9 @@ class RunpodRun(RunStops):
         ]
 
     def _finish(self, status: str, error: dict | None = None, outputs: dict | None = None, end=None, **extra) -> str:
-        gpu_seconds = round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0
         messages = [[m["type"], m["data"]] for m in (end or []) if m["type"] != "executing"]
-        result = {
-            "run": self.run_no,
-            "status": status,
-            "outputs": outputs or {},
-            "messages": messages,
-            "end": end if status in ("success", "error", "interrupted") else [],
-            "error": error,
-            "gpu_seconds": gpu_seconds,
-            "load_seconds": 0.0,
-            "cold_start_seconds": self.cold_start_seconds,
-            **extra,
-        }
         try:
-            answer = self.app.finish(self.job_id, result)
+            self.report(status, outputs or {}, messages, end or [], error, 0.0, **extra)
         except RunFenced:
             return "fenced"
-        log.info(
-            "job %s run %s: %s on RunPod (%.2f s) -> %s",
-            self.job_id,
-            self.run_no,
-            status,
-            gpu_seconds,
-            answer.get("state"),
-        )
         return status

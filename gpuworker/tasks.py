@@ -75,8 +75,37 @@ class RunStops:
     started_at: float | None
     cold_start_seconds: float | None
 
+    app: AppClient
+
     def run(self) -> str:
         raise NotImplementedError
+
+    def report(self, status: str, outputs: dict, messages: list, end: list, error, load_seconds: float, **extra):
+        """The run's result to the app (`finish`), with the GPU time it took; `end`, ComfyUI's
+        closing messages, only for ComfyUI's own ends. Returns the app's answer."""
+        gpu_seconds = round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0
+        result = {
+            "run": self.run_no,
+            "status": status,
+            "outputs": outputs,
+            "messages": messages,
+            "end": end if status in ("success", "error", "interrupted") else [],
+            "error": error,
+            "gpu_seconds": gpu_seconds,
+            "load_seconds": round(min(load_seconds, gpu_seconds), 3),
+            "cold_start_seconds": self.cold_start_seconds,
+            **extra,
+        }
+        answer = self.app.finish(self.job_id, result)
+        log.info(
+            "job %s run %s: %s (%.2f s on the GPU) -> %s",
+            self.job_id,
+            self.run_no,
+            status,
+            gpu_seconds,
+            answer.get("state"),
+        )
+        return answer
 
     def heard(self, answer: dict) -> None:
         if answer.get("stop"):
@@ -460,28 +489,7 @@ class JobRun(RunStops):
     # --- the result ---
 
     def _finish(self, status: str, error: dict | None = None, **extra) -> str:
-        gpu_seconds = round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0
-        result = {
-            "run": self.run_no,
-            "status": status,
-            "outputs": self.outputs,
-            "messages": self.messages,
-            "end": self.end if status in ("success", "error", "interrupted") else [],
-            "error": error,
-            "gpu_seconds": gpu_seconds,
-            "load_seconds": round(min(self.load_seconds, gpu_seconds), 3),
-            "cold_start_seconds": self.cold_start_seconds,
-            **extra,
-        }
-        answer = self.app.finish(self.job_id, result)
-        log.info(
-            "job %s run %s: %s (%.2f s on the GPU) -> %s",
-            self.job_id,
-            self.run_no,
-            status,
-            gpu_seconds,
-            answer.get("state"),
-        )
+        self.report(status, self.outputs, self.messages, self.end, error, self.load_seconds, **extra)
         return status
 
 

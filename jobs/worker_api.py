@@ -103,6 +103,24 @@ def run_of(request, data=None):
         raise BadRequest("name the run (the payload's `run`) this call belongs to") from None
 
 
+def run_call(methods, *, json_body: bool = True):
+    """A call about one run of a job: the worker authenticated, a bad request a 400, and the
+    job, the run it names and its JSON body (`{}` for a file or a query) handed to the view."""
+
+    def decorate(view):
+        @worker_call(methods)
+        @bad_request_as_400
+        @functools.wraps(view)
+        def wrapper(request, job_id, **kwargs):
+            job = job_of(request, job_id)
+            data = body(request) if json_body else {}
+            return view(request, job, run_of(request, data if json_body else None), data, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 def _running(job: Job, worker, run) -> bool:
     """A worker reads inputs, reports and ends only the run it has started: not a job that
     merely waits in its RQ queue, and never another worker's."""
@@ -357,11 +375,9 @@ def catalog_file(request):
     return JsonResponse({"ok": True})
 
 
-@worker_call(["GET"])
-@bad_request_as_400
-def job_input(request, job_id):
-    job = job_of(request, job_id)
-    if not _running(job, request.worker, run_of(request)):
+@run_call(["GET"], json_body=False)
+def job_input(request, job, run, data):
+    if not _running(job, request.worker, run):
         return fenced(job)
     wanted = {
         "filename": request.GET.get("filename", ""),
@@ -376,14 +392,12 @@ def job_input(request, job_id):
     return FileStream(path, "application/octet-stream")
 
 
-@worker_call(["GET"])
-@bad_request_as_400
-def job_model(request, job_id, sha256):
+@run_call(["GET"], json_body=False)
+def job_model(request, job, run, data, sha256):
     """A participant's model its job names, for the GPU worker's cache (only while the run is
     this worker's, and only a model of the job's own workspace that the job names)."""
 
-    job = job_of(request, job_id)
-    if not _running(job, request.worker, run_of(request)):
+    if not _running(job, request.worker, run):
         return fenced(job)
     if not any(isinstance(m, dict) and m.get("sha256") == sha256 for m in job.own_models):
         return error(404, "That model is not one this job uses")
@@ -393,12 +407,8 @@ def job_model(request, job_id, sha256):
     return FileStream(model.path, "application/octet-stream")
 
 
-@worker_call(["POST"])
-@bad_request_as_400
-def job_started(request, job_id):
-    job = job_of(request, job_id)
-    data = body(request)
-    run = run_of(request, data)
+@run_call(["POST"])
+def job_started(request, job, run, data):
     worker = request.worker
     if not job.is_current_run(worker, run):
         return fenced(job)
@@ -414,12 +424,8 @@ def job_started(request, job_id):
     return JsonResponse({"ok": True})
 
 
-@worker_call(["POST"])
-@bad_request_as_400
-def job_events(request, job_id):
-    job = job_of(request, job_id)
-    data = body(request)
-    run = run_of(request, data)
+@run_call(["POST"])
+def job_events(request, job, run, data):
     items = data.get("events", [])
     if not isinstance(items, list):
         raise BadRequest("events must be a list")
@@ -465,11 +471,8 @@ def job_events(request, job_id):
     return JsonResponse({"ok": True, "cancel": job.cancel_requested or None})
 
 
-@worker_call(["PUT", "POST"])
-@bad_request_as_400
-def job_output(request, job_id):
-    job = job_of(request, job_id)
-    run = run_of(request)
+@run_call(["PUT", "POST"], json_body=False)
+def job_output(request, job, run, data):
     if job.state != JobState.RUNNING or not job.is_current_run(request.worker, run):
         return fenced(job)
     folder_type = request.GET.get("type", "output")
@@ -496,16 +499,12 @@ def job_output(request, job_id):
     return JsonResponse(stored)
 
 
-@worker_call(["POST"])
-@bad_request_as_400
-def job_finish(request, job_id):
+@run_call(["POST"])
+def job_finish(request, job, run, data):
     """The run's result. `success`, `error` and `interrupted` are ComfyUI's own ends, whose
     messages (`end`) are relayed to the browser untouched once the result is stored; `lost`
     means the host failed (ComfyUI unreachable or restarted) and `returned` that the worker is
     shutting down: the job goes back to the queue."""
-    job = job_of(request, job_id)
-    data = body(request)
-    run = run_of(request, data)
     status = data.get("status")
     if status not in FINISH_STATUSES:
         raise BadRequest("status must be one of " + ", ".join(FINISH_STATUSES))

@@ -21,6 +21,7 @@ from pathlib import Path
 import redis
 import requests
 
+from jobs.models import FINAL_STATES, Job, JobState, Worker
 from tests.conftest import ROOT, child_env, free_port, wait_until
 
 
@@ -234,8 +235,6 @@ class Platform:
         return {**self.env, "GPUWORKER_TOKEN": self.tokens[n]}
 
     def start(self):
-        from jobs.models import Worker
-
         self.procs["redis"].start()
         wait_until(self.redis_up, timeout=10, message="redis-server")
         self.procs["daphne"].start()
@@ -314,8 +313,6 @@ class Platform:
         wait_until(up, timeout=20, message=f"comfyui-{n}")
 
     def wait_worker(self, n: int):
-        from jobs.models import Worker
-
         proc = self.procs[f"gpu-{n}"]
 
         def online():
@@ -361,3 +358,9 @@ class Platform:
                     color = entry["prompt"][2]["1"]["inputs"]["color"]
                     done[color] = done.get(color, 0) + 1
         return done
+
+
+def recovered(job, run_before: int) -> bool:
+    """The job a fault hit has recovered: a new run of it started, or it ended."""
+    now = Job.objects.get(pk=job.pk)
+    return now.state in FINAL_STATES or (now.run > run_before and now.state == JobState.RUNNING)

@@ -15,7 +15,7 @@ import pytest
 
 from jobs.models import FINAL_STATES, Job, JobState, QueueSettings, Worker
 from tests.conftest import wait_until
-from tests.platform_harness import Browser, Platform, prompt_for
+from tests.platform_harness import Browser, Platform, prompt_for, recovered
 
 pytestmark = pytest.mark.e2e
 
@@ -236,14 +236,7 @@ def run_with_faults(plat, fault, times: int, jobs_each: int = 2, label: str = ""
             before, hit = job.run, time.monotonic()
             after = fault(plat, job)
             # Recovered: the job hit runs again (a new run started) or ended; the rest keep going.
-            wait_until(
-                lambda job=job, before=before: (
-                    (j := Job.objects.get(pk=job.pk)).state in FINAL_STATES
-                    or (j.run > before and j.state == JobState.RUNNING)
-                ),
-                timeout=60,
-                message="recovery",
-            )
+            wait_until(lambda job=job, before=before: recovered(job, before), timeout=60, message="recovery")
             recoveries.append(time.monotonic() - hit)
             if after:
                 after()

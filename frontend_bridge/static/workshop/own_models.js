@@ -1,4 +1,4 @@
-// My models: upload in parts, fetch by URL with progress, delete (templates/my_models.html).
+// My models: upload in parts, fetch by URL with progress, delete (templates/own_models.html).
 const base = document.body.dataset.base;
 const PART = Number(document.body.dataset.partBytes);
 const status = document.getElementById("status");
