@@ -12,7 +12,7 @@ from pathlib import Path
 
 import segno
 
-from workshop.files import atomic_write
+from workshop.lib.files import atomic_write
 
 # Easy to read aloud and type: no 0/O, 1/l/I.
 ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"

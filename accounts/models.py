@@ -5,7 +5,7 @@ from django.db import models
 from django.db.models import Sum
 from django.utils import timezone
 
-from workshop.files import UnsafePath, part_name, safe_join
+from workshop.lib.files import UnsafePath, part_name, safe_join
 
 from .credentials import new_password
 from .sheet import update_sheet

@@ -22,7 +22,7 @@ from django.db import models, transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from workshop.files import part_name, write_part
+from workshop.lib.files import part_name, write_part
 
 from . import own_models
 from .models import ModelUpload, Workspace, WorkspaceModel

@@ -29,9 +29,9 @@ from jobs.models import (
     Worker,
 )
 from jobs.queue import snapshot
-from workshop import jsonbody
-from workshop.files import UnsafePath
-from workshop.streaming import FileStream
+from workshop.lib import jsonbody
+from workshop.lib.files import UnsafePath
+from workshop.lib.streaming import FileStream
 
 from . import own_models, wire
 from .validation import input_files, valid_outputs, validate_prompt

@@ -26,7 +26,7 @@ from django.http import (
 from accounts.access import workspace_for
 from jobs.models import Catalog, ExtensionFile
 from jobs.workflows import official_files, template_index
-from workshop.files import UnsafePath, safe_join, split_relative
+from workshop.lib.files import UnsafePath, safe_join, split_relative
 
 FRONTEND_ROOT = Path(comfyui_frontend_package.__file__).parent / "static"
 OWN_EXTENSIONS = Path(__file__).parent / "static_ext"

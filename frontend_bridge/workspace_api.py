@@ -17,8 +17,8 @@ from PIL import Image, UnidentifiedImageError
 
 from jobs import workflows
 from jobs.models import Catalog
-from workshop import jsonbody
-from workshop.files import UnsafePath, atomic_write, safe_join, split_relative, unique_name
+from workshop.lib import jsonbody
+from workshop.lib.files import UnsafePath, atomic_write, safe_join, split_relative, unique_name
 
 from . import own_models
 from .api import INLINE_OTHER, file_response, json_body, workspace_api

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 
 from accounts import credentials, loginlinks
 from accounts.models import Workspace
-from workshop.jsonbody import BadJSON, loads
+from workshop.lib.jsonbody import BadJSON, loads
 
 from . import dispatcher
 from .console import page_context

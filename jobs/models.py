@@ -18,7 +18,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from gpuworker import protocol
-from workshop.files import PartGap, part_name, unique_name, write_part
+from workshop.lib.files import PartGap, part_name, unique_name, write_part
 
 from . import lifecycle, policies, rq, tokens
 from .policies import prompt_models
@@ -177,10 +177,6 @@ def _new_token() -> str:
     return tokens.new_token()
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 class WorkerStatus(models.TextChoices):
     """What a GPU worker says of itself at each heartbeat. Only idle and busy workers take a job."""
 
@@ -273,11 +269,11 @@ class Worker(models.Model):
             existing.refresh_from_db()
             return existing, token
         token = _new_token()
-        return cls.objects.create(name=name, token_hash=hash_token(token), **fields), token
+        return cls.objects.create(name=name, token_hash=tokens.hash_token(token), **fields), token
 
     @classmethod
     def for_token(cls, token: str) -> "Worker | None":
-        return cls.objects.filter(token_hash=hash_token(token)).first()
+        return cls.objects.filter(token_hash=tokens.hash_token(token)).first()
 
     @property
     def queue_name(self) -> str:
@@ -307,7 +303,7 @@ class Worker(models.Model):
         queue without costing an attempt (the operator did this, not the job)."""
         token = _new_token()
         Worker.objects.filter(pk=self.pk).update(
-            token_hash=hash_token(token), status=WorkerStatus.OFFLINE, last_heartbeat=None
+            token_hash=tokens.hash_token(token), status=WorkerStatus.OFFLINE, last_heartbeat=None
         )
         self.give_back_jobs("its GPU worker's token was replaced")
         return token

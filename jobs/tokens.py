@@ -8,6 +8,7 @@ read within the route's cap (64 MB for a catalog; nginx's auth_request refuses i
 """
 
 import base64
+import hashlib
 import hmac
 import secrets
 
@@ -40,3 +41,24 @@ def signed_here(token: str) -> bool:
         return False
     body, signature = token[len(PREFIX) : -SIGNATURE_CHARS], token[-SIGNATURE_CHARS:]
     return hmac.compare_digest(signature, _signature(body))
+
+
+def hash_token(token: str) -> str:
+    """What is stored of a worker's token: never the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# Tokens this process accepted, by hash: tokens made before they were signed still count.
+_accepted: set[str] = set()
+
+
+def worker_seen(token_hash: str) -> None:
+    """A token this process accepted: its worker may now send large bodies."""
+    _accepted.add(token_hash)
+
+
+def worker_known(authorization: str) -> bool:
+    """Decided from the token alone, before the body (workshop.daphne_limits): signed by this
+    deployment, or seen accepted by this process."""
+    token = (authorization or "").removeprefix("Bearer ").strip()
+    return bool(token) and (signed_here(token) or hash_token(token) in _accepted)

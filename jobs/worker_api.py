@@ -9,6 +9,7 @@ import mimetypes
 import re
 import zlib
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -21,11 +22,11 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.models import ModelDeletion, WorkspaceModel
 from gpuworker.protocol import FINISH_STATUSES, without_participant_models
-from workshop import jsonbody, limits
-from workshop.files import UnsafePath
-from workshop.streaming import FileStream
+from workshop.lib import jsonbody, limits
+from workshop.lib.files import UnsafePath
+from workshop.lib.streaming import FileStream
 
-from . import events, lifecycle
+from . import events, lifecycle, tokens
 from .models import (
     ACTIVE_STATES,
     Catalog,
@@ -56,7 +57,7 @@ def worker_call(methods):
             worker = Worker.for_token(token) if token else None
             if worker is None:
                 return error(401, "Unknown worker token")
-            limits.worker_seen(worker.token_hash)
+            tokens.worker_seen(worker.token_hash)
             request.worker = worker
             return view(request, *args, **kwargs)
 
@@ -227,9 +228,10 @@ def heartbeat(request):
         worker.beat(status=status, **fields)
         lease = timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)
         Job.objects.filter(worker=worker, state=JobState.DISPATCHED).update(lease_expires_at=lease)
-        answer = {"ok": True, "cancel": None, "stop": False, "runs": {}}
+        answer: dict[str, Any] = {"ok": True, "cancel": None, "stop": False, "runs": {}}
         # A worker with several slots names each run it is doing; one with one slot, its run.
-        runs = data.get("runs") if isinstance(data.get("runs"), list) else []
+        named = data.get("runs")
+        runs: list = named if isinstance(named, list) else []
         if data.get("job_id") and not any(isinstance(r, dict) and r.get("job_id") == data["job_id"] for r in runs):
             runs = [{"job_id": data["job_id"], "run": data.get("run")}, *runs]
         for item in runs[: max(worker.capacity, 1)]:
@@ -237,13 +239,13 @@ def heartbeat(request):
                 raise BadRequest("runs must be a list of {job_id, run}")
             job_id, run = str(item.get("job_id")), item.get("run")
             parsed = jsonbody.uuid_or_none(job_id)
-            job = Job.objects.filter(pk=parsed).first() if parsed else None
-            said = {"stop": False, "cancel": None}
-            if job is None or not job.is_current_run(worker, run):
+            run_job = Job.objects.filter(pk=parsed).first() if parsed else None
+            said: dict[str, Any] = {"stop": False, "cancel": None}
+            if run_job is None or not run_job.is_current_run(worker, run):
                 said["stop"] = True
             else:
-                job.renew_lease(run)
-                said["cancel"] = job.cancel_requested or None
+                run_job.renew_lease(run)
+                said["cancel"] = run_job.cancel_requested or None
             answer["runs"][job_id] = said
             if job_id == str(data.get("job_id")):
                 answer.update(said)
@@ -314,7 +316,7 @@ def catalog(request):
 
 def catalog_bytes(request) -> bytes:
     """A catalog or catalog file as sent, gzip-compressed or not. Its size was capped per route
-    before the body was read (workshop.limits); Django's own cap is for participants' requests.
+    before the body was read (workshop.lib.limits); Django's own cap is for participants' requests.
     Decompressed, it has the same cap, so that a small gzip bomb stays small."""
     raw = request.read()
     if request.headers.get("Content-Encoding", "").lower() != "gzip":

@@ -16,8 +16,8 @@ from pathlib import Path
 from django.conf import settings
 
 from accounts.models import Workspace
-from workshop import jsonbody
-from workshop.files import atomic_write, check_name_lengths
+from workshop.lib import jsonbody
+from workshop.lib.files import atomic_write, check_name_lengths
 
 from . import events
 

@@ -1,4 +1,4 @@
-"""Body limits are enforced before the body is read (workshop.limits, workshop.daphne_limits)."""
+"""Body limits are enforced before the body is read (workshop.lib.limits, workshop.daphne_limits)."""
 
 import requests
 
@@ -85,12 +85,13 @@ def test_oversized_or_unauthenticated_bodies_are_refused_before_they_are_read(li
 def test_only_a_token_this_deployment_signed_may_send_a_large_body_before_it_was_seen(settings):
     """A worker's first call may be its 5.6 MB catalog (ComfyUI 0.28): its token alone, checked
     before the body, lets it through; a forged one, or another deployment's, gets 3 MB."""
+    from jobs import tokens
     from jobs.tokens import new_token
-    from workshop import limits
+    from workshop.lib import limits
 
     def limit(token):
         header = f"Bearer {token}"
-        return limits.body_limit("/api/worker/catalog", header, limits.worker_known(header), False)[0]
+        return limits.body_limit("/api/worker/catalog", header, tokens.worker_known(header), False)[0]
 
     token = new_token()
     assert limit(token) == limits.CATALOG_BYTES
@@ -98,6 +99,6 @@ def test_only_a_token_this_deployment_signed_may_send_a_large_body_before_it_was
     assert limit(forged) == limits.small()
     assert limit("wt_" + "x" * 65) == limits.small(), "the right length is not enough"
     # Not ASCII: refused outright, and deciding so raises nothing (it runs in Daphne's reactor).
-    assert limit(token[:-1] + "é") == -1 and not limits.worker_known(f"Bearer {token[:-1]}é")
+    assert limit(token[:-1] + "é") == -1 and not tokens.worker_known(f"Bearer {token[:-1]}é")
     settings.SECRET_KEY = "another deployment's key"
     assert limit(token) == limits.small()

@@ -1,4 +1,4 @@
-"""Workspace files streamed through Daphne (workshop.streaming, workshop.daphne_limits)."""
+"""Workspace files streamed through Daphne (workshop.lib.streaming, workshop.daphne_limits)."""
 
 import os
 import socket

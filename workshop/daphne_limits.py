@@ -19,10 +19,12 @@ from django.conf import settings
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from . import limits
+from jobs import tokens
+
+from .lib import limits
 from .metrics import count_refusal
 
-log = logging.getLogger("workshop.limits")
+log = logging.getLogger("workshop.lib.limits")
 
 
 def install() -> None:
@@ -41,7 +43,7 @@ def install() -> None:
         authorization = (self.requestHeaders.getRawHeaders(b"authorization") or [b""])[0].decode("latin-1")
         cookie = settings.SESSION_COOKIE_NAME.encode() + b"="
         session = any(cookie in c for c in self.requestHeaders.getRawHeaders(b"cookie") or [])
-        self._limit, self._why = limits.body_limit(path, authorization, limits.worker_known(authorization), session)
+        self._limit, self._why = limits.body_limit(path, authorization, tokens.worker_known(authorization), session)
         if self._limit < 0:
             return _refuse(self, 401, self._why, path)
         if length is not None and length > self._limit:

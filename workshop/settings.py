@@ -11,7 +11,7 @@ import dj_database_url
 from django.utils.csp import CSP
 
 from .env import env_bool, env_int, env_list, env_str, load_defaults
-from .private_files import make_private
+from .lib.private_files import make_private
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("WORKSHOP_VAR_DIR", str(BASE_DIR / "var")))

@@ -8,7 +8,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Workspace
-from workshop.files import is_work_in_progress, temporary_name
+from workshop.lib.files import is_work_in_progress, temporary_name
 
 
 def export_workspace(workspace: Workspace, out: Path) -> tuple[Path, int]:
@@ -46,10 +46,10 @@ class Command(BaseCommand):
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CommandError(f"Cannot write to {folder}: {exc}") from None
-        workspaces = Workspace.objects.select_related("owner")
+        chosen = Workspace.objects.select_related("owner")
         if not include_staff:
-            workspaces = workspaces.filter(owner__is_staff=False)
-        workspaces = list(workspaces)
+            chosen = chosen.filter(owner__is_staff=False)
+        workspaces = list(chosen)
         if not workspaces:
             raise CommandError("No participant workspaces to export")
         total = 0

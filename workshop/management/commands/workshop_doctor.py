@@ -12,7 +12,7 @@ from frontend_bridge.frontend import frontend_version
 from jobs import workflows
 from jobs.models import Catalog, Worker
 from workshop import status
-from workshop.private_files import open_to_others, secret_files
+from workshop.lib.private_files import open_to_others, secret_files
 
 
 def _check(ok: bool, good: str, bad: str) -> tuple[bool, str]:

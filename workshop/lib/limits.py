@@ -6,9 +6,6 @@ import re
 
 from django.conf import settings
 
-from jobs.models import hash_token
-from jobs.tokens import signed_here
-
 UPLOAD = re.compile(r"^/user/[A-Za-z0-9_-]{1,16}/(api/)?(upload/(image|mask)|userdata/.+)$")
 OUTPUTS = re.compile(r"^/api/worker/jobs/[0-9a-f-]{36}/outputs$")
 MODEL_PART = re.compile(r"^/user/[A-Za-z0-9_-]{1,16}/my-models/upload$")
@@ -43,18 +40,3 @@ def body_limit(path: str, authorization: str, known_worker: bool, has_session: b
     if UPLOAD.match(path) and has_session:
         return settings.MAX_UPLOAD_BYTES + MULTIPART_SLACK, (f"Files up to {settings.MAX_UPLOAD_BYTES // 2**20} MB.")
     return small(), f"Requests up to {small() // 1024} KB."
-
-
-_known_tokens: set[str] = set()
-
-
-def worker_seen(token_hash: str) -> None:
-    """A token this process accepted: its worker may now send large bodies."""
-    _known_tokens.add(token_hash)
-
-
-def worker_known(authorization: str) -> bool:
-    """Decided from the token alone, before the body: signed by this deployment, or seen."""
-
-    token = (authorization or "").removeprefix("Bearer ").strip()
-    return bool(token) and (signed_here(token) or hash_token(token) in _known_tokens)
