@@ -210,7 +210,7 @@ def test_output_upload_is_idempotent_and_never_overwrites_another_jobs_file(clie
     again = put(jobs[0], b"one").json()
     second = put(jobs[1], b"two").json()
     assert first == again == {"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}
-    assert second["filename"] != first["filename"], "the same GPU-host name from another job gets a new name"
+    assert second["filename"] == "ComfyUI_00001_ (1).png", "another job's same name gets ComfyUI's own suffix"
     assert workspace.file_path("output", first["filename"]).read_bytes() == b"one"
     assert workspace.file_path("output", second["filename"]).read_bytes() == b"two"
 

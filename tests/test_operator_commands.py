@@ -206,6 +206,7 @@ def test_export_makes_one_zip_per_participant_with_exactly_their_files(participa
     (alice.root / "input" / "upload.png").write_bytes(b"an input stays out")
     (bob.root / "output" / "bob.png").write_bytes(b"bob")
     (alice.root / "output" / "link.png").symlink_to(bob.root / "output" / "bob.png")
+    (alice.root / "output" / ".half-sent.png.part").write_bytes(b"an output still arriving stays out")
     out = tmp_path / "export"
     code, text = run("workshop_export", "--out", str(out))
     assert code == 0 and "[3/3]" in text
