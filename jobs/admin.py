@@ -7,7 +7,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from . import dispatcher, lifecycle
-from .models import PRIORITY_WORDS, Job, JobState, QueueSettings, Worker
+from .models import FINAL_STATES, PRIORITY_WORDS, Job, JobState, QueueSettings, Worker
 from .stats import human_bytes
 
 
@@ -144,7 +144,7 @@ class WorkerAdmin(admin.ModelAdmin):
 
     @admin.display(description="jobs done")
     def jobs_done(self, worker):
-        return worker.jobs.filter(state__in=("completed", "failed", "cancelled")).count()
+        return worker.jobs.filter(state__in=FINAL_STATES).count()
 
     @admin.display(description="GPU")
     def gpu(self, worker):
@@ -158,7 +158,7 @@ class WorkerAdmin(admin.ModelAdmin):
         with transaction.atomic():
             for worker in queryset:
                 worker.rotate_token()  # a token nobody knows: the old one is refused from now on
-                Worker.objects.filter(pk=worker.pk).update(enabled=False)
+                worker.disable()
                 _log(request, [worker], "Revoked its token and disabled it")
             lifecycle.changed()
         self.message_user(

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from gpuworker import protocol
 from workshop.lib.files import PartGap, part_name, unique_name, write_part
+from workshop.lib.jsonbody import uuid_or_none
 
 from . import lifecycle, policies, rq, tokens
 from .policies import prompt_models
@@ -352,6 +353,58 @@ class Worker(models.Model):
         """`job` no longer holds this worker."""
         Worker.objects.filter(pk=self.pk, current_job=job).update(current_job=None)
         Worker.objects.filter(pk=self.pk, status=WorkerStatus.BUSY).update(status=WorkerStatus.IDLE)
+
+    def disable(self) -> None:
+        """No new job goes here (what it runs now finishes)."""
+        Worker.objects.filter(pk=self.pk).update(enabled=False)
+        self.enabled = False
+        lifecycle.changed()
+
+    def go_offline(self) -> None:
+        """The worker shuts down and says so: nothing more is dispatched to a slot that is
+        gone, and what waits in its RQ queue goes back without costing an attempt."""
+        Worker.objects.filter(pk=self.pk).update(status=WorkerStatus.OFFLINE, last_heartbeat=None, current_job=None)
+        for job in Job.objects.filter(worker=self, state=JobState.DISPATCHED):
+            job.lose_run(job.run, f"GPU worker {self.name} shut down", crash=False)
+        lifecycle.changed()
+
+    def heard(self, status: str, warm_seconds: float = 0.0, **fields) -> None:
+        """A heartbeat: the worker and the process running its jobs are alive. The runs waiting
+        in its RQ queue keep their lease; a worker that comes online or drops out changes what
+        the dispatcher may do."""
+        could_take_jobs = self.is_online
+        if warm_seconds:  # the seconds since its last beat that it kept GPUs warm, in this beat
+            Worker.objects.filter(pk=self.pk).update(warm_seconds=F("warm_seconds") + warm_seconds)
+        self.beat(status=status, **{"problem": "", **fields})
+        lease = timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)
+        Job.objects.filter(worker=self, state=JobState.DISPATCHED).update(lease_expires_at=lease)
+        if could_take_jobs != self.is_online:
+            lifecycle.changed()
+
+    def runs_heard(self, runs: list[tuple[str, object]]) -> dict[str, dict]:
+        """What a heartbeat's runs are told, by job id: stop (the run is not the job's current
+        run here any more) or cancel (asked meanwhile). A current run's lease is renewed."""
+        said: dict[str, dict] = {}
+        for job_id, run in runs[: max(self.capacity, 1)]:
+            parsed = uuid_or_none(job_id)
+            job = Job.objects.filter(pk=parsed).first() if parsed else None
+            if job is None or not job.is_current_run(self, run):
+                said[job_id] = {"stop": True, "cancel": None}
+            else:
+                job.renew_lease(run)
+                said[job_id] = {"stop": False, "cancel": job.cancel_requested or None}
+        return said
+
+    def warm_share(self) -> int:
+        """This worker's part of the GPUs the instructor wants warm: the online serverless
+        workers in name order, each up to its slots."""
+        wanted = QueueSettings.get().warm_now()
+        for other in Worker.objects.online().filter(serverless=True).order_by("name"):
+            share = min(wanted, other.capacity)
+            if other.pk == self.pk:
+                return share
+            wanted -= share
+        return 0
 
     def beat(self, status: str | None = None, **fields) -> None:
         fields["last_heartbeat"] = timezone.now()

@@ -13,7 +13,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -34,7 +33,6 @@ from .models import (
     Job,
     JobState,
     OutputRefused,
-    QueueSettings,
     RunResult,
     Worker,
     WorkerStatus,
@@ -209,65 +207,32 @@ def heartbeat(request):
         raise BadRequest("status must be idle, busy, offline or comfyui_unreachable")
     with transaction.atomic():
         if status == WorkerStatus.OFFLINE:
-            # A worker shutting down says so: nothing more is dispatched to a slot that is gone,
-            # and what waits in its RQ queue goes back without costing an attempt.
-            Worker.objects.filter(pk=worker.pk).update(
-                status=WorkerStatus.OFFLINE, last_heartbeat=None, current_job=None
-            )
-            for job in Job.objects.filter(worker=worker, state=JobState.DISPATCHED):
-                job.lose_run(job.run, f"GPU worker {worker.name} shut down", crash=False)
-            lifecycle.changed()
+            worker.go_offline()
             return JsonResponse({"ok": True})
-        could_take_jobs = worker.is_online
         kept = _seconds(data.get("warm_seconds")) if worker.serverless else 0.0
-        if kept:  # the seconds since its last beat that it kept GPUs warm
-            # In the beat's own transaction: whoever sees this beat sees what it reported.
-            Worker.objects.filter(pk=worker.pk).update(warm_seconds=F("warm_seconds") + kept)
-        fields = _beat_fields(data)
-        fields.setdefault("problem", "")
-        worker.beat(status=status, **fields)
-        lease = timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)
-        Job.objects.filter(worker=worker, state=JobState.DISPATCHED).update(lease_expires_at=lease)
-        answer: dict[str, Any] = {"ok": True, "cancel": None, "stop": False, "runs": {}}
-        # A worker with several slots names each run it is doing; one with one slot, its run.
-        named = data.get("runs")
-        runs: list = named if isinstance(named, list) else []
-        if data.get("job_id") and not any(isinstance(r, dict) and r.get("job_id") == data["job_id"] for r in runs):
-            runs = [{"job_id": data["job_id"], "run": data.get("run")}, *runs]
-        for item in runs[: max(worker.capacity, 1)]:
-            if not isinstance(item, dict):
-                raise BadRequest("runs must be a list of {job_id, run}")
-            job_id, run = str(item.get("job_id")), item.get("run")
-            parsed = jsonbody.uuid_or_none(job_id)
-            run_job = Job.objects.filter(pk=parsed).first() if parsed else None
-            said: dict[str, Any] = {"stop": False, "cancel": None}
-            if run_job is None or not run_job.is_current_run(worker, run):
-                said["stop"] = True
-            else:
-                run_job.renew_lease(run)
-                said["cancel"] = run_job.cancel_requested or None
-            answer["runs"][job_id] = said
-            if job_id == str(data.get("job_id")):
-                answer.update(said)
-        if could_take_jobs != worker.is_online:
-            lifecycle.changed()
+        worker.heard(status, warm_seconds=kept, **_beat_fields(data))
+        runs = worker.runs_heard(_runs_named(data))
+    # The first run named is the one a one-slot worker asks about; its answer is the top level.
+    first = runs.get(str(data.get("job_id")), {"stop": False, "cancel": None})
+    answer: dict[str, Any] = {"ok": True, **first, "runs": runs}
     if worker.serverless:
-        answer["warm"] = warm_share(worker)
+        answer["warm"] = worker.warm_share()
     if worker.carries_models and isinstance(data.get("models_seen"), int):
         answer["models_gone"] = _models_gone(data["models_seen"])
     return JsonResponse(answer)
 
 
-def warm_share(worker) -> int:
-    """This worker's part of the GPUs the instructor wants warm: the online serverless workers
-    in name order, each up to its slots."""
-    wanted = QueueSettings.get().warm_now()
-    for other in Worker.objects.online().filter(serverless=True).order_by("name"):
-        share = min(wanted, other.capacity)
-        if other.pk == worker.pk:
-            return share
-        wanted -= share
-    return 0
+def _runs_named(data: dict) -> list[tuple[str, object]]:
+    """(job id, run) of every run a heartbeat names: a worker with several slots names each
+    in `runs`; one with one slot, its run in `job_id` and `run`."""
+    named = data.get("runs")
+    runs: list = named if isinstance(named, list) else []
+    if not all(isinstance(r, dict) for r in runs):
+        raise BadRequest("runs must be a list of {job_id, run}")
+    pairs = [(str(r.get("job_id")), r.get("run")) for r in runs]
+    if data.get("job_id") and str(data["job_id"]) not in {job_id for job_id, _ in pairs}:
+        pairs.insert(0, (str(data["job_id"]), data.get("run")))
+    return pairs
 
 
 def _models_gone(seen: int) -> list[dict]:

@@ -411,7 +411,6 @@ def test_keep_serverless_gpus_warm_from_a_time_and_share_them_out(instructor, pa
     from django.utils import timezone
 
     from jobs.models import Worker, WorkerStatus
-    from jobs.worker_api import warm_share
 
     answer = act(instructor, "warm", count=3, **{"from": "09:00", "until": "08:00"})
     assert (
@@ -431,14 +430,14 @@ def test_keep_serverless_gpus_warm_from_a_time_and_share_them_out(instructor, pa
     a = Worker.create_with_token("sls-a", status=WorkerStatus.IDLE, last_heartbeat=now, serverless=True, capacity=2)[0]
     b = Worker.create_with_token("sls-b", status=WorkerStatus.IDLE, last_heartbeat=now, serverless=True, capacity=2)[0]
     local = Worker.create_with_token("h100", status=WorkerStatus.IDLE, last_heartbeat=now)[0]
-    assert (warm_share(a), warm_share(b), warm_share(local)) == (2, 1, 0)
+    assert (a.warm_share(), b.warm_share(), local.warm_share()) == (2, 1, 0)
     state = instructor.get("/admin/console/state").json()
     assert state["warm"] == {"count": 3, "now": 3, "serverless": 4, "from": "", "until": ""}
 
     assert act(instructor, "warm", count=99).status_code == 400
     assert act(instructor, "warm", count=1, **{"from": "noon"}).status_code == 400
     act(instructor, "warm", count=0)
-    assert QueueSettings.get().warm_now() == 0 and warm_share(a) == 0
+    assert QueueSettings.get().warm_now() == 0 and a.warm_share() == 0
 
 
 def test_recent_actions_on_the_admin_index_say_which_lever_was_used(instructor, participants):

@@ -401,18 +401,16 @@ def test_a_beats_warm_seconds_are_stored_with_the_beat_itself(client, online_wor
     """Whoever sees a heartbeat (its last_heartbeat) sees the warm time it reported: the two
     are one write. They were two, and a reader between them on a busy machine saw the beat
     without its warm time (the 'no warm cost once it is off' failure under load)."""
-    from jobs import worker_api
-
     Worker.objects.filter(pk=online_worker.pk).update(serverless=True, warm_seconds=10.0)
     seen = {}
-    real_share = worker_api.warm_share
+    real_share = Worker.warm_share
 
     def share_after_the_commit(worker):  # runs once the beat is committed
         row = Worker.objects.get(pk=worker.pk)
         seen["warm_seconds"] = row.warm_seconds
         return real_share(worker)
 
-    monkeypatch.setattr(worker_api, "warm_share", share_after_the_commit)
+    monkeypatch.setattr(Worker, "warm_share", share_after_the_commit)
     answer = client.post(
         "/api/worker/heartbeat",
         data=json.dumps({"status": "idle", "warm_seconds": 2.5}),
