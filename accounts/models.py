@@ -2,7 +2,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Sum
 from django.utils import timezone
 
 from workshop.lib.files import UnsafePath, part_name, safe_join
@@ -73,14 +72,6 @@ class Workspace(models.Model):
         now = timezone.now()
         Workspace.objects.filter(pk=self.pk).update(last_activity=now)
         self.last_activity = now
-
-    def gpu_seconds_used(self) -> float:
-
-        return self.jobs.aggregate(s=Sum("gpu_seconds"))["s"] or 0.0
-
-    def cancel_waiting(self) -> int:
-        """The instructor's "cancel all of theirs": every waiting job of this workspace."""
-        return sum(job.cancel(by_instructor=True) for job in self.jobs.filter(state="queued"))
 
     def set_limits(self, *, max_waiting_jobs, gpu_budget_seconds, jumps_queue: bool) -> None:
         self.max_waiting_jobs, self.gpu_budget_seconds, self.jumps_queue = (

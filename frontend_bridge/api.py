@@ -40,7 +40,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def comfy_error(status: int, kind: str, message: str, details: str = "") -> JsonResponse:
-    return JsonResponse(SubmitError(kind, message, details).as_comfy(), status=status)
+    return JsonResponse(wire.submit_error(kind, message, details), status=status)
 
 
 def workspace_api(methods):
@@ -114,7 +114,7 @@ def prompt(request, workspace):
             own_models=carried,
         )
     except SubmitError as exc:
-        return JsonResponse(exc.as_comfy(), status=exc.status)
+        return JsonResponse(wire.submit_error(exc.kind, exc.message, exc.details), status=exc.status)
     return JsonResponse({"prompt_id": str(job.id), "number": job.number, "node_errors": node_errors or {}})
 
 
@@ -228,8 +228,8 @@ def queue(request, workspace):
     running = mine.filter(state__in=ACTIVE_STATES).order_by("dispatched_at")
     return JsonResponse(
         {
-            "queue_running": [j.as_queue_item() for j in running],
-            "queue_pending": [j.as_queue_item() for j in pending],
+            "queue_running": [wire.queue_item(j) for j in running],
+            "queue_pending": [wire.queue_item(j) for j in pending],
         }
     )
 
@@ -256,7 +256,7 @@ def history(request, workspace, prompt_id=None):
     if prompt_id is not None:
         ids = _valid_uuids([prompt_id])
         job = visible.filter(pk=ids[0]).first() if ids else None
-        return JsonResponse({str(job.pk): job.as_history_entry()} if job else {})
+        return JsonResponse({str(job.pk): wire.history_entry(job)} if job else {})
     try:
         max_items = _int_param(request, "max_items")
         offset = _int_param(request, "offset")
@@ -269,7 +269,7 @@ def history(request, workspace, prompt_id=None):
     if max_items is not None and max_items <= 0:
         return JsonResponse({})
     jobs = ordered[offset : offset + max_items] if max_items is not None else ordered[offset:]
-    return JsonResponse({str(j.pk): j.as_history_entry() for j in jobs})
+    return JsonResponse({str(j.pk): wire.history_entry(j) for j in jobs})
 
 
 def _int_param(request, name):

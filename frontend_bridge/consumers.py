@@ -64,7 +64,7 @@ class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps(message))
         # The instructor's announcement stays for whoever joins later.
         if announcement:
-            await self.send(text_data=json.dumps({"type": "workshop.announcement", "data": announcement}))
+            await self.send(text_data=json.dumps(wire.announcement(announcement)))
         # A reload in the middle of a run: like ComfyUI, say at once which node is running.
         for message in running:
             await self.send(text_data=json.dumps(message))
@@ -177,4 +177,5 @@ class WorkspaceSocket(GroupMember, AsyncWebsocketConsumer):
 
     async def workshop_broadcast(self, event):
         """The instructor's announcement or pushed workflow, to every open workspace."""
-        await self.send(text_data=json.dumps(event["message"]))
+        shape = wire.announcement if event["kind"] == "announcement" else wire.workflow_pushed
+        await self.send(text_data=json.dumps(shape(event["data"])))

@@ -11,15 +11,57 @@ import mimetypes
 import time
 from urllib.parse import urlencode
 
+from jobs.models import FINAL_STATES, Job, JobState
+
 # Job states as the Jobs API names them (frontend 1.53's queue and Media Assets panels).
 JOB_STATUS = {
-    "queued": "pending",
-    "dispatched": "in_progress",
-    "running": "in_progress",
-    "completed": "completed",
-    "failed": "failed",
-    "cancelled": "cancelled",
+    JobState.QUEUED: "pending",
+    JobState.DISPATCHED: "in_progress",
+    JobState.RUNNING: "in_progress",
+    JobState.COMPLETED: "completed",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "cancelled",
 }
+
+
+def announcement(data: dict) -> dict:
+    """The instructor's announcement ({"id", "text", "at"}; an empty text clears it)."""
+    return {"type": "workshop.announcement", "data": data}
+
+
+def workflow_pushed(data: dict) -> dict:
+    """A workflow the instructor pushed into every sidebar ({"path", "name", "open"})."""
+    return {"type": "workshop.workflow", "data": data}
+
+
+def submit_error(kind: str, message: str, details: str = "") -> dict:
+    """ComfyUI's answer to a prompt it refuses (POST /prompt's 400), which its UI shows."""
+    return {"error": {"type": kind, "message": message, "details": details, "extra_info": {}}, "node_errors": {}}
+
+
+def queue_item(job: Job) -> list:
+    """ComfyUI's queue entry: [number, prompt_id, prompt, extra_data, outputs_to_execute]."""
+    return [job.number, str(job.id), job.prompt, {**job.extra_data, "client_id": job.client_id}, job.outputs_to_execute]
+
+
+def run_status(job: Job) -> dict:
+    """The status block of a finished run, as ComfyUI's history and the Jobs API give it."""
+    if job.state not in FINAL_STATES:
+        return {}
+    completed = job.state == JobState.COMPLETED
+    return {"status_str": "success" if completed else "error", "completed": completed, "messages": job.messages or []}
+
+
+def history_entry(job: Job) -> dict:
+    """One run of ComfyUI's /history."""
+    return {
+        "prompt": queue_item(job),
+        "outputs": job.outputs,
+        "status": run_status(job),
+        "meta": {node: {"node_id": node, "display_node": node} for node in job.outputs},
+    }
+
+
 PREVIEWABLE_MEDIA = ("images", "video", "audio")
 THREE_D = (".obj", ".fbx", ".gltf", ".glb")
 
@@ -71,7 +113,7 @@ def job_update(job: dict) -> list[dict]:
         # The instructor moved a waiting job, or ComfyUI's own end of the run went out already.
         text = job.get("said") or reason
         return [{"type": "workshop.notice", "data": {"prompt_id": prompt_id, "state": state, "text": text}}]
-    if state == "failed":
+    if state == JobState.FAILED:
         # ComfyUI refused the prompt on the GPU host (a rule the bridge does not know): the
         # first node it names is outlined, and the message lists every node error.
         node_id, node = next(iter((job.get("node_errors") or {}).items()), (None, {}))
@@ -92,7 +134,7 @@ def job_update(job: dict) -> list[dict]:
                 },
             }
         )
-    elif state == "cancelled":
+    elif state == JobState.CANCELLED:
         messages.append(
             {
                 "type": "execution_interrupted",
@@ -108,9 +150,9 @@ def job_update(job: dict) -> list[dict]:
     # The UI stops showing the run's node as busy; ComfyUI ends every prompt with this.
     messages.append(executing(None, prompt_id))
     text = job.get("said") or {
-        "queued": f"Your job lost its GPU ({reason}). It is back at the front of the queue.",
-        "cancelled": "Your job was cancelled.",
-        "failed": f"Your job failed: {job.get('error') or reason}",
+        JobState.QUEUED: f"Your job lost its GPU ({reason}). It is back at the front of the queue.",
+        JobState.CANCELLED: "Your job was cancelled.",
+        JobState.FAILED: f"Your job failed: {job.get('error') or reason}",
     }.get(state, reason)
     messages.append({"type": "workshop.notice", "data": {"prompt_id": prompt_id, "state": state, "text": text}})
     return messages
@@ -163,7 +205,7 @@ def outputs_summary(outputs: dict) -> tuple[int, int, dict | None]:
 def _execution_error(job) -> dict | None:
     """ComfyUI's execution_error of the run, or one said on its behalf: every field the
     frontend's schema requires is a string or a list, never null."""
-    if job.state != "failed":
+    if job.state != JobState.FAILED:
         return None
     for kind, data in job.messages or []:
         if kind == "execution_error" and isinstance(data, dict) and isinstance(data.get("node_id"), str):
@@ -186,7 +228,7 @@ def _cancelled_by_instructor(job) -> bool:
     cancelled one as "Job failed" (jobStateFromTask). A run the instructor cancelled has its own
     notice (workshop.notice); with no end time it is left out of that count, and stays listed
     as Cancelled in the queue panel."""
-    return job.state == "cancelled" and job.cancelled_by == "instructor"
+    return job.state == JobState.CANCELLED and job.cancelled_by == "instructor"
 
 
 def job_entry(job, workflow_id=None, full=False) -> dict:
@@ -200,7 +242,7 @@ def job_entry(job, workflow_id=None, full=False) -> dict:
         "create_time": _ms(job.created_at),
         "execution_start_time": _ms(job.started_at),
         "execution_end_time": _ms(job.finished_at)
-        if job.state in ("completed", "failed", "cancelled") and not _cancelled_by_instructor(job)
+        if job.state in FINAL_STATES and not _cancelled_by_instructor(job)
         else None,
         "execution_error": _execution_error(job),
         "outputs_count": count,
@@ -211,15 +253,7 @@ def job_entry(job, workflow_id=None, full=False) -> dict:
     entry = {k: v for k, v in entry.items() if v is not None}
     if full:
         entry["outputs"] = job.outputs or {}
-        entry["execution_status"] = (
-            {
-                "status_str": "success" if job.state == "completed" else "error",
-                "completed": job.state == "completed",
-                "messages": job.messages or [],
-            }
-            if job.state in ("completed", "failed", "cancelled")
-            else {}
-        )
+        entry["execution_status"] = run_status(job)
         entry["workflow"] = {"prompt": job.prompt, "extra_data": job.extra_data or {}}
         entry["update_time"] = _ms(job.finished_at or job.started_at or job.created_at)
     return entry

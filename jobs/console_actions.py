@@ -124,7 +124,7 @@ def workspace_lever(act):
 @workspace_lever
 def cancel_waiting(request, workspace, name):
     with transaction.atomic():
-        n = workspace.cancel_waiting()
+        n = Job.objects.cancel_waiting_of(workspace)
         if n:
             log(request, workspace, f"Cancelled {n} waiting job(s) of {name}")
     return answer(request, f"Cancelled {n} waiting job(s) of {name}.")

@@ -123,8 +123,7 @@ def reap() -> dict:
 
     grace = queue_settings.job_timeout + 120
     for job in Job.objects.filter(state=JobState.RUNNING, started_at__lt=now - timedelta(seconds=grace)):
-        if job.mark_failed(f"Timed out after {queue_settings.job_timeout} s", run=job.run):
-            rq.signal_stop(job.id, job.run, StopKind.CANCEL)
+        if job.time_out(queue_settings.job_timeout):
             counts["timed_out"] += 1
 
     if not any(counts.values()):

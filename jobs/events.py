@@ -66,9 +66,7 @@ def job_update(job, reason: str, said: str | None = None, moved_only: bool = Fal
 
 def announce(announcement: dict) -> None:
     """The instructor's announcement, to every open workspace (and the console)."""
-    _group_send(
-        QUEUE_GROUP, {"type": "workshop.broadcast", "message": {"type": "workshop.announcement", "data": announcement}}
-    )
+    _group_send(QUEUE_GROUP, {"type": "workshop.broadcast", "kind": "announcement", "data": announcement})
 
 
 def workflow_pushed(path: str, name: str, open_now: bool) -> None:
@@ -76,7 +74,8 @@ def workflow_pushed(path: str, name: str, open_now: bool) -> None:
         QUEUE_GROUP,
         {
             "type": "workshop.broadcast",
-            "message": {"type": "workshop.workflow", "data": {"path": path, "name": name, "open": open_now}},
+            "kind": "workflow",
+            "data": {"path": path, "name": name, "open": open_now},
         },
     )
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -517,17 +517,11 @@ class ExtensionFile(models.Model):
 
 
 class SubmitError(Exception):
-    """A prompt the queue refuses; carries ComfyUI's error shape so the UI can show it."""
+    """A prompt the queue refuses, with what ComfyUI's error names (frontend_bridge.wire shows it)."""
 
     def __init__(self, kind: str, message: str, details: str = "", status: int = 400):
         super().__init__(message)
         self.kind, self.message, self.details, self.status = kind, message, details, status
-
-    def as_comfy(self) -> dict:
-        return {
-            "error": {"type": self.kind, "message": self.message, "details": self.details, "extra_info": {}},
-            "node_errors": {},
-        }
 
 
 # comfy.org credentials the web UI adds to extra_data: never stored, never sent to a GPU host.
@@ -537,6 +531,13 @@ SECRET_EXTRA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 class JobQuerySet(models.QuerySet):
     def waiting(self):
         return self.filter(state=JobState.QUEUED)
+
+    def gpu_seconds(self) -> float:
+        return self.aggregate(s=Sum("gpu_seconds"))["s"] or 0.0
+
+    def cancel_waiting_of(self, workspace) -> int:
+        """The instructor's "cancel all of theirs": every waiting job of this workspace."""
+        return sum(job.cancel(by_instructor=True) for job in self.filter(workspace=workspace).waiting())
 
     def active(self):
         return self.filter(state__in=ACTIVE_STATES)
@@ -698,7 +699,7 @@ class Job(models.Model):
                     status=429,
                 )
             budget = workspace.gpu_budget_seconds
-            if budget is not None and workspace.gpu_seconds_used() >= budget:
+            if budget is not None and Job.objects.filter(workspace=workspace).gpu_seconds() >= budget:
                 raise SubmitError(
                     "workshop_gpu_budget",
                     f"You have used your GPU budget of {budget // 60} min. Ask the instructor for more.",
@@ -909,6 +910,16 @@ class Job(models.Model):
             fields["gpu_seconds"] = gpu_seconds
         return self._move(OPEN_STATES if run is None else ACTIVE_STATES, of_run=run, **fields)
 
+    def time_out(self, seconds: int) -> bool:
+        """A run long past its time that its worker never ended (it ignored the interrupt, or
+        is gone without a word): failed here, its tab told, and the worker asked to stop it."""
+        reason = f"Timed out after {seconds} s"
+        if not self.mark_failed(reason, run=self.run):
+            return False
+        rq.signal_stop(self.id, self.run, StopKind.TIMEOUT)
+        lifecycle.changed(notice=(self, reason))
+        return True
+
     def lose_run(self, run: int, reason: str, *, crash: bool) -> bool:
         """Run `run` ended without a result. A cancel stays final; an instructor's interrupt
         comes back at the front without costing an attempt; a crash costs one, and after
@@ -1092,25 +1103,6 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_STATES
-
-    def as_queue_item(self) -> list:
-        """ComfyUI's queue entry: [number, prompt_id, prompt, extra_data, outputs_to_execute]."""
-        extra = dict(self.extra_data)
-        extra["client_id"] = self.client_id
-        return [self.number, str(self.id), self.prompt, extra, self.outputs_to_execute]
-
-    def as_history_entry(self) -> dict:
-        status_str = "success" if self.state == JobState.COMPLETED else "error"
-        return {
-            "prompt": self.as_queue_item(),
-            "outputs": self.outputs,
-            "status": {
-                "status_str": status_str,
-                "completed": self.state == JobState.COMPLETED,
-                "messages": self.messages,
-            },
-            "meta": {node: {"node_id": node, "display_node": node} for node in self.outputs},
-        }
 
 
 def ran_from_cache(prompt, messages) -> bool:

@@ -9,6 +9,7 @@ import pytest
 from django.test import TestCase
 from django.utils import timezone
 
+from gpuworker import protocol
 from jobs import dispatcher, rq
 from jobs.models import (
     PRIORITY_NEXT,
@@ -272,35 +273,56 @@ def test_fair_share_does_not_bill_model_loading(participants, gpu):
     assert usage["001"].gpu_seconds == usage["002"].gpu_seconds == 10.0, "loading the model was billed to nobody"
 
 
-def test_the_reaper_tells_the_participant_why_their_job_came_back(participants, gpu, settings):
+def _job_update_heard(job, reap):
+    """What the participant's tabs hear of `job` when `reap` runs: ComfyUI's messages for the
+    job.update event the workspace's group receives."""
+    import asyncio
+
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
+    from frontend_bridge import wire
     from jobs import events
 
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(events.group_name("001"), channel)
-    job = started(Job.submit(participants[0], SIMPLE), gpu)
-    expire(job)
+    async_to_sync(layer.group_add)(events.group_name(job.workspace.slug), channel)
     with TestCase.captureOnCommitCallbacks(execute=True):
-        dispatcher.reap()
+        reap()
 
     async def next_message():
-        import asyncio
-
         return await asyncio.wait_for(layer.receive(channel), 5)
 
     received = async_to_sync(next_message)()
     while received["type"] != "job.update":
         received = async_to_sync(next_message)()
-    from frontend_bridge import wire
+    return wire.job_update(received["job"])
 
-    messages = wire.job_update(received["job"])
+
+def test_the_reaper_tells_the_participant_why_their_job_came_back(participants, gpu, settings):
+    job = started(Job.submit(participants[0], SIMPLE), gpu)
+    expire(job)
+    messages = _job_update_heard(job, dispatcher.reap)
     notice = messages[-1]
     assert notice["type"] == "workshop.notice" and notice["data"]["state"] == "queued"
     assert "stopped answering" in notice["data"]["text"] and "front of the queue" in notice["data"]["text"]
     assert {"type": "executing", "data": {"node": None, "display_node": None, "prompt_id": str(job.pk)}} in messages
+
+
+def test_a_run_the_worker_never_ended_times_out_and_its_tab_hears_it(participants, gpu, clean_redis):
+    """The worker ignored the interrupt (or went silent with its lease renewed): past the job
+    timeout and its grace the reaper fails the job, the participant's tab gets ComfyUI's end
+    of it, and the worker is asked to stop the run as a timeout."""
+    job = started(Job.submit(participants[0], SIMPLE), gpu)
+    timeout = QueueSettings.get().job_timeout
+    Job.objects.filter(pk=job.pk).update(started_at=timezone.now() - timedelta(seconds=timeout + 121))
+    messages = _job_update_heard(job, dispatcher.reap)
+    job.refresh_from_db()
+    assert job.state == JobState.FAILED and job.error == f"Timed out after {timeout} s"
+    kinds = [m["type"] for m in messages]
+    assert kinds == ["execution_error", "executing", "workshop.notice"], kinds
+    assert messages[0]["data"]["exception_message"] == f"Timed out after {timeout} s"
+    assert clean_redis.get(protocol.CANCEL_KEY.format(protocol.run_id(job.pk, job.run))) == b"timeout"
 
 
 def test_run_now_takes_the_gpu_from_a_run_dispatched_a_moment_ago(client, participants, gpu):
