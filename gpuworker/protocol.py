@@ -30,6 +30,41 @@ IDLE, BUSY, OFFLINE, COMFYUI_DOWN = "idle", "busy", "offline", "comfyui_unreacha
 # `lost` (the host failed) and `returned` (the worker is shutting down) put the job back.
 FINISH_STATUSES = ("success", "error", "interrupted", "lost", "returned")
 
+# Events a worker sends (POST …/events) besides ComfyUI's own messages, which it relays as sent:
+# a live preview frame (data: {"frame": base64}) and a serverless GPU still starting
+# (data: {"prompt_id", "seconds"}).
+PREVIEW = "_preview"
+GPU_STARTING = "workshop.gpu_starting"
+
+
+def progress_of(kind: str, data) -> dict | None:
+    """What a relayed event says of the run's progress (kept for the console and for tabs that
+    join later), or None when it says nothing of it."""
+    if not isinstance(data, dict):
+        return None
+    if kind == "progress":
+        return data
+    if kind == GPU_STARTING:
+        seconds = data.get("seconds")
+        waited = float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else 0.0
+        return {"node": None, "value": 0, "max": 0, "starting_seconds": max(waited, 0.0)}
+    if kind == "executing" and data.get("node") is not None:
+        return {"node": str(data["node"])[:50], "value": 0, "max": 0, "prompt_id": data.get("prompt_id")}
+    return None
+
+
+def ran_from_cache(prompt, messages) -> bool:
+    """Whether ComfyUI took every node of the prompt from its cache (a re-run of a fraction of a
+    second, which says nothing about how long the next job will take). `messages`: the run's
+    history messages as the worker reports them ([kind, data] pairs)."""
+    cached: set[str] = set()
+    for message in messages or []:
+        if isinstance(message, (list, tuple)) and len(message) == 2 and message[0] == "execution_cached":
+            nodes = (message[1] or {}).get("nodes") if isinstance(message[1], dict) else None
+            cached.update(str(n) for n in nodes or [])
+    return bool(prompt) and isinstance(prompt, dict) and set(map(str, prompt)) <= cached
+
+
 # A participant's own model is named ws-<workspace slug>/<file> in ComfyUI's loaders.
 PARTICIPANT_PREFIX = "ws-"
 

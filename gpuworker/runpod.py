@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from . import protocol
 from .app import AppClient, RunFenced, TokenRevoked
 from .comfy import ComfyAuthError, refuse_credentials
 from .config import Timeouts
@@ -161,7 +162,7 @@ class RunpodRun(RunStops):
                     self._cancel_remote()
                     raise requests.Timeout(f"no RunPod worker took the job within {self.timeouts.cold_start:.0f} s")
                 self._events(
-                    [{"type": "workshop.gpu_starting", "data": {"prompt_id": self.job_id, "seconds": round(waited)}}]
+                    [{"type": protocol.GPU_STARTING, "data": {"prompt_id": self.job_id, "seconds": round(waited)}}]
                 )
             elif status == "IN_PROGRESS":
                 if self.started_at is None:

@@ -385,9 +385,9 @@ class JobRun(RunStops):
 
     def _starting(self, seconds: float) -> None:
         """A serverless GPU is starting: the participant sees it counting, not a frozen queue."""
-        self.pending = [e for e in self.pending if e["type"] != "workshop.gpu_starting"]
+        self.pending = [e for e in self.pending if e["type"] != protocol.GPU_STARTING]
         self.pending.append(
-            {"type": "workshop.gpu_starting", "data": {"prompt_id": self.job_id, "seconds": round(seconds)}}
+            {"type": protocol.GPU_STARTING, "data": {"prompt_id": self.job_id, "seconds": round(seconds)}}
         )
         self._flush()
 
@@ -434,7 +434,7 @@ class JobRun(RunStops):
         if now - getattr(self, "last_preview", 0.0) < PREVIEW_EVERY:
             return
         self.last_preview = now
-        self.pending.append({"type": "_preview", "data": {"frame": base64.b64encode(frame).decode()}})
+        self.pending.append({"type": protocol.PREVIEW, "data": {"frame": base64.b64encode(frame).decode()}})
         self._flush_if_due()
 
     # --- files ---

@@ -214,9 +214,7 @@ class WorkerAdmin(admin.ModelAdmin):
         with transaction.atomic():
             super().save_model(request, obj, form, change)
             if not obj.enabled:
-                # What waits in its RQ queue goes elsewhere; a running job finishes there.
-                for job in Job.objects.filter(worker=obj, state=JobState.DISPATCHED):
-                    job.lose_run(job.run, f"GPU worker {obj.name} was disabled", crash=False)
+                obj.disable()
             lifecycle.changed()
 
 

@@ -355,9 +355,21 @@ class Worker(models.Model):
         Worker.objects.filter(pk=self.pk, status=WorkerStatus.BUSY).update(status=WorkerStatus.IDLE)
 
     def disable(self) -> None:
-        """No new job goes here (what it runs now finishes)."""
+        """No new job goes here: what waits in its RQ queue goes elsewhere at no cost; a job it
+        runs now finishes there."""
         Worker.objects.filter(pk=self.pk).update(enabled=False)
         self.enabled = False
+        for job in Job.objects.filter(worker=self, state=JobState.DISPATCHED):
+            job.lose_run(job.run, f"GPU worker {self.name} was disabled", crash=False)
+        lifecycle.changed()
+
+    def restarted(self, status: str, **reported) -> None:
+        """A new process of this worker registered: whatever an earlier one was running is dead
+        (a restart after kill -9 recovers at once instead of waiting out the lease)."""
+        for job in Job.objects.filter(worker=self, state__in=ACTIVE_STATES):
+            job.lose_run(job.run, f"GPU worker {self.name} restarted", crash=job.state == JobState.RUNNING)
+        # A new process: its ComfyUI may have restarted too.
+        self.beat(status=status, loaded_models=[], current_job=None, **{"problem": "", **reported})
         lifecycle.changed()
 
     def go_offline(self) -> None:
@@ -764,6 +776,29 @@ class Job(models.Model):
     def is_current_run(self, worker: Worker, run) -> bool:
         return self.state in ACTIVE_STATES and self.worker_id == worker.pk and str(self.run) == str(run)
 
+    def start_on(self, worker: Worker, run) -> str | None:
+        """The worker says it began the run: None once it runs there; else why not ("" for a
+        run that is not the job's current one here)."""
+        if not self.is_current_run(worker, run):
+            return ""
+        if not worker.enabled:
+            # The instructor disabled the worker after the job was sent to it: the job goes
+            # elsewhere, at no cost to it.
+            self.lose_run(run, f"GPU worker {worker.name} was disabled", crash=False)
+            return "this worker is disabled; the job went back to the queue"
+        with transaction.atomic():
+            if not self.mark_running(worker, run):
+                return ""
+            worker.beat(status=WorkerStatus.BUSY, current_job=self)
+        return None
+
+    def reported(self, run, progress: dict | None) -> None:
+        """The worker reported on the run: its lease is renewed, and its progress kept."""
+        fields: dict = {"lease_expires_at": timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)}
+        if progress is not None:
+            fields["progress"] = progress
+        Job.objects.filter(pk=self.pk, run=run).update(**fields)
+
     def mark_running(self, worker: Worker, run: int) -> bool:
         # A re-sent "started" for the same run is answered as success.
         if self._move(
@@ -863,7 +898,7 @@ class Job(models.Model):
         return self._move(
             ACTIVE_STATES,
             of_run=run,
-            from_cache=ran_from_cache(self.prompt, messages),
+            from_cache=protocol.ran_from_cache(self.prompt, messages),
             end_messages=list(end),
             state=JobState.COMPLETED,
             finished_at=timezone.now(),
@@ -1103,17 +1138,6 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_STATES
-
-
-def ran_from_cache(prompt, messages) -> bool:
-    """Whether ComfyUI took every node of the prompt from its cache (a re-run of a fraction of a
-    second, which says nothing about how long the next job will take)."""
-    cached: set[str] = set()
-    for message in messages or []:
-        if isinstance(message, (list, tuple)) and len(message) == 2 and message[0] == "execution_cached":
-            nodes = (message[1] or {}).get("nodes") if isinstance(message[1], dict) else None
-            cached.update(str(n) for n in nodes or [])
-    return bool(prompt) and isinstance(prompt, dict) and set(map(str, prompt)) <= cached
 
 
 def usage_today() -> dict[str, policies.Usage]:

@@ -8,26 +8,23 @@ import io
 import mimetypes
 import re
 import zlib
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import ModelDeletion, WorkspaceModel
-from gpuworker.protocol import FINISH_STATUSES, without_participant_models
+from gpuworker.protocol import FINISH_STATUSES, PREVIEW, progress_of, without_participant_models
 from workshop.lib import jsonbody, limits
 from workshop.lib.files import UnsafePath
 from workshop.lib.streaming import FileStream
 
-from . import events, lifecycle, tokens
+from . import events, tokens
 from .models import (
-    ACTIVE_STATES,
     Catalog,
     ExtensionFile,
     Job,
@@ -102,9 +99,10 @@ def run_of(request, data=None):
         raise BadRequest("name the run (the payload's `run`) this call belongs to") from None
 
 
-def run_call(methods, *, json_body: bool = True):
+def run_call(methods, *, json_body: bool = True, running: bool = False):
     """A call about one run of a job: the worker authenticated, a bad request a 400, and the
-    job, the run it names and its JSON body (`{}` for a file or a query) handed to the view."""
+    job, the run it names and its JSON body (`{}` for a file or a query) handed to the view.
+    `running`: only for the job's current run, running on this worker; else 409 and stop."""
 
     def decorate(view):
         @worker_call(methods)
@@ -113,7 +111,10 @@ def run_call(methods, *, json_body: bool = True):
         def wrapper(request, job_id, **kwargs):
             job = job_of(request, job_id)
             data = body(request) if json_body else {}
-            return view(request, job, run_of(request, data if json_body else None), data, **kwargs)
+            run = run_of(request, data if json_body else None)
+            if running and not _running(job, request.worker, run):
+                return fenced(job)
+            return view(request, job, run, data, **kwargs)
 
         return wrapper
 
@@ -167,24 +168,18 @@ def register(request):
     dead (a restart after kill -9 recovers at once instead of waiting out the lease)."""
     data = body(request)
     worker = request.worker
+    status = WorkerStatus.COMFYUI_DOWN if data.get("status") == WorkerStatus.COMFYUI_DOWN else WorkerStatus.IDLE
     with transaction.atomic():
-        for job in Job.objects.filter(worker=worker, state__in=ACTIVE_STATES):
-            started = job.state == JobState.RUNNING
-            job.lose_run(job.run, f"GPU worker {worker.name} restarted", crash=started)
-        status = WorkerStatus.COMFYUI_DOWN if data.get("status") == WorkerStatus.COMFYUI_DOWN else WorkerStatus.IDLE
-        worker.beat(
-            status=status,
-            **{"problem": "", **_beat_fields(data)},
+        worker.restarted(
+            status,
+            **_beat_fields(data),
             provider=str(data.get("provider", worker.provider))[:20],
             comfyui_url=str(data.get("comfyui_url", ""))[:300],
             comfyui_version=str(data.get("version", ""))[:50],
             capacity=min(max(1, int(data.get("capacity", 1))), 64),
             carries_models=bool(data.get("carries_models")),
             serverless=bool(data.get("serverless")),
-            loaded_models=[],  # a new process: its ComfyUI may have restarted
-            current_job=None,
         )
-        lifecycle.changed()
     return JsonResponse(
         {
             "worker": worker.name,
@@ -342,10 +337,8 @@ def catalog_file(request):
     return JsonResponse({"ok": True})
 
 
-@run_call(["GET"], json_body=False)
+@run_call(["GET"], json_body=False, running=True)
 def job_input(request, job, run, data):
-    if not _running(job, request.worker, run):
-        return fenced(job)
     wanted = {
         "filename": request.GET.get("filename", ""),
         "subfolder": request.GET.get("subfolder", ""),
@@ -359,13 +352,11 @@ def job_input(request, job, run, data):
     return FileStream(path, "application/octet-stream")
 
 
-@run_call(["GET"], json_body=False)
+@run_call(["GET"], json_body=False, running=True)
 def job_model(request, job, run, data, sha256):
     """A participant's model its job names, for the GPU worker's cache (only while the run is
     this worker's, and only a model of the job's own workspace that the job names)."""
 
-    if not _running(job, request.worker, run):
-        return fenced(job)
     if not any(isinstance(m, dict) and m.get("sha256") == sha256 for m in job.own_models):
         return error(404, "That model is not one this job uses")
     model = WorkspaceModel.objects.filter(workspace=job.workspace, sha256=sha256).first()
@@ -376,72 +367,47 @@ def job_model(request, job, run, data, sha256):
 
 @run_call(["POST"])
 def job_started(request, job, run, data):
-    worker = request.worker
-    if not job.is_current_run(worker, run):
-        return fenced(job)
-    if not worker.enabled:
-        # The instructor disabled the worker after the job was sent to it: the job goes
-        # elsewhere, at no cost to it.
-        job.lose_run(run, f"GPU worker {worker.name} was disabled", crash=False)
-        return fenced(job, "this worker is disabled; the job went back to the queue")
-    with transaction.atomic():
-        if not job.mark_running(worker, run):
-            return fenced(job)
-        worker.beat(status=WorkerStatus.BUSY, current_job=job)
+    refused = job.start_on(request.worker, run)
+    if refused is not None:
+        return fenced(job, refused)
     return JsonResponse({"ok": True})
 
 
-@run_call(["POST"])
+@run_call(["POST"], running=True)
 def job_events(request, job, run, data):
-    items = data.get("events", [])
-    if not isinstance(items, list):
-        raise BadRequest("events must be a list")
-    if not _running(job, request.worker, run):
-        return fenced(job)
-    progress = None
-    relay = []
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
-            raise BadRequest("each event needs a type")
-        kind, event_data = item["type"], item.get("data") or {}
-        if kind == "progress":
-            progress = redact(event_data)
-        elif kind == "workshop.gpu_starting" and isinstance(event_data, dict):
-            progress = {
-                "node": None,
-                "value": 0,
-                "max": 0,
-                "starting_seconds": _seconds(event_data.get("seconds")) or 0,
-            }
-        elif kind == "executing" and isinstance(event_data, dict) and event_data.get("node") is not None:
-            progress = {
-                "node": str(event_data["node"])[:50],
-                "value": 0,
-                "max": 0,
-                "prompt_id": event_data.get("prompt_id"),
-            }
-        if kind == "_preview":
-            try:
-                relay.append({"binary": base64.b64decode(event_data["frame"], validate=True)})
-            except (KeyError, TypeError, ValueError):
-                raise BadRequest("a preview needs its frame in base64") from None
-            continue
-        relay.append({"type": kind, "data": redact(event_data)})
-    if job.state == JobState.RUNNING:
-        events.send(job.workspace.slug, *relay)
-    fields = {"lease_expires_at": timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)}
-    if progress is not None:
-        fields["progress"] = progress
-    Job.objects.filter(pk=job.pk, run=run).update(**fields)
+    relay, progress = _relayed(data.get("events", []))
+    events.send(job.workspace.slug, *relay)
+    job.reported(run, progress)
     if progress is not None:
         events.console_changed("progress")
     return JsonResponse({"ok": True, "cancel": job.cancel_requested or None})
 
 
-@run_call(["PUT", "POST"], json_body=False)
+def _relayed(items) -> tuple[list[dict], dict | None]:
+    """(what goes to the workspace's tabs, the run's latest progress) of a batch of events:
+    ComfyUI's messages cleared of the host's paths, preview frames as binary."""
+    if not isinstance(items, list):
+        raise BadRequest("events must be a list")
+    relay, progress = [], None
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            raise BadRequest("each event needs a type")
+        kind, data = item["type"], item.get("data") or {}
+        if kind == PREVIEW:
+            try:
+                relay.append({"binary": base64.b64decode(data["frame"], validate=True)})
+            except (KeyError, TypeError, ValueError):
+                raise BadRequest("a preview needs its frame in base64") from None
+            continue
+        said = progress_of(kind, data)
+        if said is not None:
+            progress = redact(said)
+        relay.append({"type": kind, "data": redact(data)})
+    return relay, progress
+
+
+@run_call(["PUT", "POST"], json_body=False, running=True)
 def job_output(request, job, run, data):
-    if job.state != JobState.RUNNING or not job.is_current_run(request.worker, run):
-        return fenced(job)
     folder_type = request.GET.get("type", "output")
     if folder_type not in ("output", "temp"):
         raise BadRequest("type must be output or temp")

@@ -8,8 +8,9 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from gpuworker.protocol import ran_from_cache
 from jobs import queue
-from jobs.models import Job, JobState, ran_from_cache
+from jobs.models import Job, JobState
 from tests.test_lifecycle import SIMPLE, call, make_worker
 
 
