@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from . import providers
+from . import protocol, providers
 from .app import AppClient, AppError, TokenRevoked
 from .catalog import catalog_fingerprint
 from .cli import parse
@@ -43,7 +43,7 @@ def refused_at_start(process: WorkerProcess, app: AppClient, exc: ComfyAuthError
         provider=provider.kind,
         comfyui_url=settings.comfyui,
         capacity=settings.config.concurrency,
-        status="comfyui_unreachable",
+        status=protocol.COMFYUI_DOWN,
         problem=str(exc),
     )
     last_probe = time.monotonic()
@@ -57,7 +57,7 @@ def refused_at_start(process: WorkerProcess, app: AppClient, exc: ComfyAuthError
                 exc = again
             except Exception as other:  # not up yet: keep saying why
                 log.warning("GPU probe failed: %s", other)
-        app.heartbeat("comfyui_unreachable", problem=str(exc))
+        app.heartbeat(protocol.COMFYUI_DOWN, problem=str(exc))
 
 
 def main(argv=None) -> int:
@@ -151,7 +151,7 @@ def _work_until_stopped(process: WorkerProcess, app: AppClient, queue_name: str,
         if not process.revoked.is_set():
             try:
                 app.retry_seconds = 5
-                app.heartbeat("offline")
+                app.heartbeat(protocol.OFFLINE)
             except Exception:
                 pass
         print(f"gpuworker {settings.name}: stopped", flush=True)

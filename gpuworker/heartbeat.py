@@ -84,7 +84,8 @@ class Heartbeat:
     def beat(self, runs) -> None:
         stats = self._probe()
         problem = self.process.problem or (self.unreachable if self.failures >= 2 else None)
-        status = "comfyui_unreachable" if problem or self.failures >= 2 else ("busy" if runs else "idle")
+        busy = protocol.BUSY if runs else protocol.IDLE
+        status = protocol.COMFYUI_DOWN if problem or self.failures >= 2 else busy
         first = runs[0] if runs else None
         extra: dict[str, float] = {"models_seen": self.cache.deletions_seen()} if self.cache is not None else {}
         if self.warm is not None:
@@ -106,7 +107,7 @@ class Heartbeat:
             self.cache.saw_deletions(answer["models_gone"])  # deleted by their participants: out of the cache
         for run in runs:
             run.heard((answer.get("runs") or {}).get(run.job_id, answer if run is first else {}))
-        if status == "idle":
+        if status == protocol.IDLE:
             self._publish_if_changed(stats)
 
     def _probe(self) -> dict:

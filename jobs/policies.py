@@ -59,7 +59,7 @@ def order(policy: str, waiting: Sequence[Waiting], usage: Mapping[str, Usage]) -
     """
     if policy not in POLICIES:
         raise ValueError(f"Unknown queue policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    if policy == "fifo":
+    if policy == FIFO:
         return sorted(waiting, key=_own_order)
 
     per_owner: dict[str, list[Waiting]] = defaultdict(list)

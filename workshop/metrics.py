@@ -73,7 +73,9 @@ class WorkshopCollector:
         for state in JobState.values:
             jobs.add_metric([state], counts.get(state, 0))
         yield jobs
-        yield GaugeMetricFamily("workshop_queue_depth", "Jobs waiting in the queue", value=counts.get("queued", 0))
+        yield GaugeMetricFamily(
+            "workshop_queue_depth", "Jobs waiting in the queue", value=counts.get(JobState.QUEUED, 0)
+        )
 
         started = Job.objects.filter(started_at__isnull=False).annotate(wait=F("started_at") - F("created_at"))
         waits = [w.total_seconds() for w in started.values_list("wait", flat=True) if w is not None]

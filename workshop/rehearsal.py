@@ -21,7 +21,7 @@ from accounts.models import Workspace
 from frontend_bridge import releases
 from frontend_bridge.frontend import KNOWN_FRONTEND_ERRORS
 from jobs import workflows
-from jobs.models import FINAL_STATES, Catalog, Job, JobState, Worker
+from jobs.models import FINAL_STATES, Catalog, Job, JobState, Worker, WorkerStatus
 
 PREFIX = "rehearsal-"
 
@@ -94,7 +94,7 @@ def worker_checks(workers: list[Worker]) -> list[Check]:
         if worker.pk not in online:
             reason = worker.problem or (
                 "its ComfyUI does not answer"
-                if worker.status == "comfyui_unreachable"
+                if worker.status == WorkerStatus.COMFYUI_DOWN
                 else "no heartbeat: the worker is not running, or it waits for its ComfyUI"
                 if worker.last_heartbeat is None
                 else "no recent heartbeat"

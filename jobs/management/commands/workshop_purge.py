@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.models import FOLDER_TYPES, Workspace
-from jobs.models import Job
+from jobs.models import ACTIVE_STATES, Job
 
 
 class Command(BaseCommand):
@@ -20,7 +20,7 @@ class Command(BaseCommand):
     def handle(self, *args, accounts, yes, **options):
         workspaces = list(Workspace.objects.filter(owner__is_staff=False).select_related("owner"))
         jobs = Job.objects.filter(workspace__in=workspaces)
-        if jobs.filter(state__in=("dispatched", "running")).exists():
+        if jobs.filter(state__in=ACTIVE_STATES).exists():
             raise CommandError("Jobs are still running: pause the queue and let them finish (or cancel them) first")
         what = f"{len(workspaces)} participant workspace(s), {jobs.count()} job(s)" + (
             " and the accounts" if accounts else ""

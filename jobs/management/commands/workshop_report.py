@@ -11,6 +11,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from jobs import reports, stats
+from jobs.models import FINAL_STATES, OPEN_STATES, JobState
 from jobs.redact import text as redact_text
 
 
@@ -43,10 +44,7 @@ def build(hours: float | None = None, now=None) -> tuple[str, dict[str, str]]:
             "start": timezone.localtime(start),
             "now": timezone.localtime(now),
             "span": seconds(span),
-            "states": [
-                (state, states.get(state, 0))
-                for state in ("completed", "failed", "cancelled", "queued", "dispatched", "running")
-            ],
+            "states": [(state, states.get(state, 0)) for state in (*FINAL_STATES, *OPEN_STATES)],
             "jobs": len(runs),
             "started": len(waits),
             "p50": seconds(stats.percentile(waits, 50)),
@@ -57,7 +55,7 @@ def build(hours: float | None = None, now=None) -> tuple[str, dict[str, str]]:
             "total": {**total, "time": seconds(total["gpu_seconds"]), "cost": f"{total['cost']:.2f}"},
             "errors": [
                 (c.replace("|", "/"), n)
-                for c, n in Counter(cause(r.error) for r in runs if r.state == "failed").most_common()
+                for c, n in Counter(cause(r.error) for r in runs if r.state == JobState.FAILED).most_common()
             ],
         },
     )

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from jobs.models import Catalog, Job, Worker
+from jobs.models import Catalog, Job, JobState, Worker
 from workshop import rehearsal, rehearsal_browser
 from workshop.rehearsal import Check, Findings
 
@@ -184,7 +184,7 @@ class Command(BaseCommand):
     def console(self, findings, results, accounts, timeout) -> None:
         ids = results.prompt_ids
         ended = [rehearsal.wait_for_end(job, timeout) for job in Job.objects.filter(pk__in=ids)]
-        done = sum(1 for job in ended if job.state == "completed")
+        done = sum(1 for job in ended if job.state == JobState.COMPLETED)
         seen = results.console_seen
         ok = not results.console_failure and bool(seen) and done == len(ids) > 0
         detail = (
