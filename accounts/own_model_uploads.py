@@ -9,7 +9,6 @@ The row goes when the file is kept or refused, or after MODEL_PART_MAX_AGE left 
 """
 
 import hashlib
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from django.db import models, transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from workshop.lib.files import part_name, write_part
+from workshop.lib.files import move_into_place, part_name, write_part
 
 from . import own_models
 from .models import ModelUpload, Workspace, WorkspaceModel
@@ -127,7 +126,7 @@ def _finish(workspace, folder, name, target, part, source_url="") -> WorkspaceMo
         if WorkspaceModel.objects.filter(workspace=workspace, folder=folder, name=name).exists():
             raise ModelRefused(f"You already have {name} in {folder}: delete it first to replace it.", 409)
         _check_room(workspace, folder, name, size)
-        os.replace(part, target)
+        move_into_place(part, target)
         ModelUpload.objects.filter(workspace=workspace, folder=folder, name=name).delete()
         return WorkspaceModel.objects.create(
             workspace=workspace, folder=folder, name=name, size=size, sha256=digest, source_url=source_url

@@ -138,11 +138,9 @@ def _prompt_body(request, queue_settings) -> dict:
             )
         )
     try:
-        data = json_body(request)
+        data = json_object(request)
     except jsonbody.BadJSON as exc:
         raise _Refused(comfy_error(400, "invalid_prompt", str(exc))) from None
-    if not isinstance(data, dict):
-        raise _Refused(comfy_error(400, "invalid_prompt", "The request body must be a JSON object."))
     if "prompt" not in data:
         raise _Refused(comfy_error(400, "no_prompt", "No prompt provided", "No prompt provided"))
     return data

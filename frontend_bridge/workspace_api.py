@@ -6,7 +6,6 @@ import json
 import logging
 import mimetypes
 import os
-import shutil
 import warnings
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from jobs import workflows
 from jobs.models import Catalog
 from workshop.lib import jsonbody
-from workshop.lib.files import UnsafePath, atomic_write, safe_join, split_relative, unique_name
+from workshop.lib.files import UnsafePath, atomic_write, move_into_place, safe_join, split_relative, unique_name
 
 from . import own_models
 from .api import INLINE_OTHER, file_response, json_body, workspace_api
@@ -535,7 +534,7 @@ def userdata_move(request, workspace, file, dest):
     if target.exists() and not _flag(request, "overwrite", True):
         return HttpResponse("File already exists", status=409)
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(source, target)
+    move_into_place(source, target)
     if _flag(request, "full_info"):
         return JsonResponse(_info(target, dest))
     return JsonResponse(dest, safe=False)

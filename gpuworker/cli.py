@@ -8,6 +8,7 @@ import socket
 import sys
 
 from . import config as provider_file
+from . import providers
 from .config import ProviderConfig, WorkerSettings
 
 log = logging.getLogger("gpuworker")
@@ -63,16 +64,16 @@ def parse(argv=None) -> WorkerSettings:
     args.token = getattr(args, "token", None) or os.environ.get("GPUWORKER_TOKEN")
     if args.token_file:
         args.token = _read_token(parser, args.token_file)
-    needed = ("redis", "app") if args.provider == "runpod" else ("redis", "app", "comfyui")
+    kind = providers.kind_of(config)
+    needed = ("redis", "app", "comfyui") if kind.needs_comfyui_url else ("redis", "app")
     missing = [name for name in needed if not getattr(args, name)]
     if not args.token:
         missing.append("token-file (or GPUWORKER_TOKEN)")
     if missing:
         parser.error("missing " + ", ".join("--" + m for m in missing))
-    if args.provider == "runpod" and not config.endpoint:
-        parser.error("provider 'runpod' needs a --config file with a [runpod] table (endpoint, api_key, object_info)")
-    if args.provider == "runpod":
-        args.comfyui = args.comfyui or config.endpoint
+    if kind.missing(config):
+        parser.error(kind.missing(config))
+    args.comfyui = args.comfyui or kind.default_url(config)
     return WorkerSettings(
         name=args.name or f"{socket.gethostname()}-{args.comfyui.rstrip('/').rsplit(':', 1)[-1]}",
         app=args.app,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from .app import AppClient
 from .catalog import catalog_of, clear_orphans, publish_catalog, runpod_catalog
 from .comfy import ComfyAuthError, ComfyClient
-from .config import Timeouts, WorkerSettings
+from .config import ProviderConfig, Timeouts, WorkerSettings
 from .own_models import ModelCache
 from .process import WorkerProcess
 from .runpod import RunpodClient, RunpodRun
@@ -30,8 +30,8 @@ class KeepWarm:
     by a request each every `every` seconds, each on a connection of its own so that a load
     balancer spreads them over as many replicas."""
 
-    def __init__(self, base: str, headers: dict, every: float):
-        self.base, self.headers, self.every = base, headers, every
+    def __init__(self, base: str, headers: dict, timeouts: Timeouts):
+        self.base, self.headers, self.timeouts, self.every = base, headers, timeouts, timeouts.keep_warm
         self.count, self.last, self.kept = 0, 0.0, 0.0
         self.since: float | None = None
 
@@ -48,7 +48,9 @@ class KeepWarm:
 
     def _probe(self):
         try:
-            ComfyClient(self.base, self.headers, timeout=30.0).wait_warm(600.0, lambda s: None)
+            ComfyClient(self.base, self.headers, timeout=self.timeouts.request).wait_warm(
+                self.timeouts.cold_start, lambda s: None
+            )
         except Exception as exc:
             log.warning("keep-warm request failed: %s", exc)
 
@@ -58,6 +60,7 @@ class Provider:
     gets its own copy (`for_heartbeat`), because HTTP sessions are not shared between threads."""
 
     kind = "comfyui"  # what the app's console shows
+    needs_comfyui_url = True  # --comfyui is where it runs prompts
     serverless = False
     # Probed at every heartbeat while idle. A serverless GPU is probed only while it has a
     # problem: a probe would keep it warm (and billed) for ever.
@@ -67,6 +70,16 @@ class Provider:
         self.settings = settings
         self.timeouts: Timeouts = settings.timeouts
         self.model_cache: ModelCache | None = None
+
+    @classmethod
+    def missing(cls, config: ProviderConfig) -> str:
+        """What the provider file must still say for this kind of GPU ("" when nothing)."""
+        return ""
+
+    @classmethod
+    def default_url(cls, config: ProviderConfig) -> str:
+        """Where the worker says it runs when --comfyui is not given."""
+        return config.url
 
     @property
     def where(self) -> str:
@@ -183,7 +196,7 @@ class ServerlessComfyUI(LocalComfyUI):
         return stats
 
     def keep_warm(self) -> KeepWarm:
-        return KeepWarm(self.settings.comfyui, self.settings.headers, self.timeouts.keep_warm)
+        return KeepWarm(self.settings.comfyui, self.settings.headers, self.timeouts)
 
 
 class Runpod(Provider):
@@ -192,6 +205,18 @@ class Runpod(Provider):
     kind = "runpod"
     serverless = False
     probes_while_idle = False
+
+    needs_comfyui_url = False
+
+    @classmethod
+    def missing(cls, config: ProviderConfig) -> str:
+        if not config.endpoint:
+            return "provider 'runpod' needs a --config file with a [runpod] table (endpoint, api_key, object_info)"
+        return ""
+
+    @classmethod
+    def default_url(cls, config: ProviderConfig) -> str:
+        return config.endpoint
 
     def __init__(self, settings: WorkerSettings):
         super().__init__(settings)
@@ -222,11 +247,13 @@ class Runpod(Provider):
             log.warning("could not cancel RunPod job %s (%s)", handle, exc)
 
 
+def kind_of(config: ProviderConfig) -> type[Provider]:
+    """The class of the provider a provider file names."""
+    if config.provider == Runpod.kind:
+        return Runpod
+    return ServerlessComfyUI if config.serverless else LocalComfyUI
+
+
 def load(settings: WorkerSettings) -> Provider:
-    """The provider the settings name."""
-    config = settings.config
-    if config.provider == "runpod":
-        return Runpod(settings)
-    if config.serverless:
-        return ServerlessComfyUI(settings)
-    return LocalComfyUI(settings)
+    """The provider the settings name, ready to start."""
+    return kind_of(settings.config)(settings)

@@ -78,6 +78,8 @@ class RunpodClient:
 class RunpodRun(RunStops):
     """The same outer contract as tasks.JobRun: started, events, outputs, finish, fenced."""
 
+    refused_by = "RunPod refused"
+
     def __init__(self, payload: dict, app: AppClient, provider: "Runpod", connection, process: WorkerProcess):
         self.payload, self.app, self.redis, self.process = payload, app, connection, process
         self.provider, self.timeouts = provider, provider.timeouts
@@ -106,14 +108,7 @@ class RunpodRun(RunStops):
             self._cancel_remote()
             return "fenced"
         except ComfyAuthError as exc:
-            self.process.problem = str(exc).replace("ComfyUI refused", "RunPod refused")
-            return self._finish(
-                "lost",
-                reason="the GPU provider refused the worker's credentials",
-                crash=False,
-                comfyui_unreachable=True,
-                problem=self.process.problem,
-            )
+            return self._refused(exc)
         except (requests.ConnectionError, requests.Timeout) as exc:
             self._cancel_remote()
             return self._finish(

@@ -76,6 +76,7 @@ class RunStops:
     cold_start_seconds: float | None
 
     app: AppClient
+    refused_by = "ComfyUI refused"  # who refuses the worker's credentials, in what it says
 
     def run(self) -> str:
         raise NotImplementedError
@@ -106,6 +107,26 @@ class RunStops:
             answer.get("state"),
         )
         return answer
+
+    def _refused(self, exc: ComfyAuthError) -> str:
+        """The provider refused our credentials: the job goes back to the queue at no cost, and
+        this worker reports itself unhealthy (with the reason) until a probe gets through."""
+        self.process.problem = str(exc).replace("ComfyUI refused", self.refused_by)
+        log.error("job %s run %s: %s; the job goes back to the queue", self.job_id, self.run_no, exc)
+        try:
+            self._finish(
+                "lost",
+                reason="the GPU provider refused the worker's credentials",
+                crash=False,
+                comfyui_unreachable=True,
+                problem=self.process.problem,
+            )
+        except RunFenced:
+            pass
+        return "lost"
+
+    def _finish(self, status: str, error: dict | None = None, **extra) -> str:
+        raise NotImplementedError
 
     def heard(self, answer: dict) -> None:
         if answer.get("stop"):
@@ -390,23 +411,6 @@ class JobRun(RunStops):
             {"type": protocol.GPU_STARTING, "data": {"prompt_id": self.job_id, "seconds": round(seconds)}}
         )
         self._flush()
-
-    def _refused(self, exc: ComfyAuthError) -> str:
-        """The provider refused our credentials: the job goes back to the queue at no cost, and
-        this worker reports itself unhealthy (with the reason) until a probe gets through."""
-        self.process.problem = str(exc)
-        log.error("job %s run %s: %s; the job goes back to the queue", self.job_id, self.run_no, exc)
-        try:
-            self._finish(
-                "lost",
-                reason="the GPU provider refused the worker's credentials",
-                crash=False,
-                comfyui_unreachable=True,
-                problem=str(exc),
-            )
-        except RunFenced:
-            pass
-        return "lost"
 
     def _host_fault(self, exc) -> str:
         """ComfyUI is gone (or never answered): the host's fault, not the job's."""

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 
 from accounts import credentials, loginlinks
 from accounts.models import Workspace
-from workshop.lib.jsonbody import BadJSON, loads
+from workshop.lib.jsonbody import BadJSON, object_of
 
 from . import dispatcher
 from .console import page_context
@@ -47,12 +47,9 @@ def form_data(request) -> dict:
     """The live page sends JSON, a plain form sends fields: the same dict either way."""
     if request.content_type == "application/json":
         try:
-            data = loads(request.body or b"{}")
+            return object_of(request.body)
         except BadJSON as exc:
             raise BadRequest(str(exc)) from None
-        if not isinstance(data, dict):
-            raise BadRequest("Send a JSON object")
-        return data
     return request.POST.dict()
 
 

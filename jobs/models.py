@@ -6,7 +6,6 @@ or ending in two states. Methods return True when this call made the change.
 """
 
 import hashlib
-import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,7 +17,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from gpuworker import protocol
-from workshop.lib.files import PartGap, part_name, unique_name, write_part
+from workshop.lib.files import PartGap, move_into_place, part_name, unique_name, write_part
 from workshop.lib.jsonbody import uuid_or_none
 
 from . import lifecycle, policies, rq, tokens
@@ -894,56 +893,49 @@ class Job(models.Model):
             )
         )
 
-    def mark_completed(self, outputs, messages, gpu_seconds, load_seconds=None, run=None, end=()) -> bool:
+    def _end(self, state: str, run, end=(), from_states=None, **reported) -> bool:
+        """The job's end, in one conditional UPDATE: from any open state (a run's end: only
+        from an active state of that run). What the run reported is kept where given."""
         return self._move(
-            ACTIVE_STATES,
+            from_states or (OPEN_STATES if run is None else ACTIVE_STATES),
             of_run=run,
-            from_cache=protocol.ran_from_cache(self.prompt, messages),
-            end_messages=list(end),
-            state=JobState.COMPLETED,
+            state=state,
             finished_at=timezone.now(),
+            cancel_requested="",
+            lease_expires_at=None,
+            end_messages=list(end),
+            **{key: value for key, value in reported.items() if value is not None},
+        )
+
+    def mark_completed(self, outputs, messages, gpu_seconds, load_seconds=None, run=None, end=()) -> bool:
+        return self._end(
+            JobState.COMPLETED,
+            run,
+            end,
+            from_states=ACTIVE_STATES,
+            from_cache=protocol.ran_from_cache(self.prompt, messages),
             outputs=outputs,
             messages=messages,
             gpu_seconds=gpu_seconds,
             load_seconds=load_seconds,
-            cancel_requested="",
-            lease_expires_at=None,
         )
 
     def mark_failed(
         self, error: str, messages=None, node_errors=None, gpu_seconds=None, load_seconds=None, run=None, end=()
     ) -> bool:
-        fields = {
-            "state": JobState.FAILED,
-            "finished_at": timezone.now(),
-            "error": error,
-            "cancel_requested": "",
-            "lease_expires_at": None,
-            "end_messages": list(end),
-        }
-        if messages is not None:
-            fields["messages"] = messages
-        if node_errors is not None:
-            fields["node_errors"] = node_errors
-        if gpu_seconds is not None:
-            fields["gpu_seconds"] = gpu_seconds
-        if load_seconds is not None:
-            fields["load_seconds"] = load_seconds
-        return self._move(OPEN_STATES if run is None else ACTIVE_STATES, of_run=run, **fields)
+        return self._end(
+            JobState.FAILED,
+            run,
+            end,
+            error=error,
+            messages=messages,
+            node_errors=node_errors,
+            gpu_seconds=gpu_seconds,
+            load_seconds=load_seconds,
+        )
 
     def mark_cancelled(self, messages=None, gpu_seconds=None, run=None, end=()) -> bool:
-        fields = {
-            "state": JobState.CANCELLED,
-            "finished_at": timezone.now(),
-            "cancel_requested": "",
-            "lease_expires_at": None,
-            "end_messages": list(end),
-        }
-        if messages is not None:
-            fields["messages"] = messages
-        if gpu_seconds is not None:
-            fields["gpu_seconds"] = gpu_seconds
-        return self._move(OPEN_STATES if run is None else ACTIVE_STATES, of_run=run, **fields)
+        return self._end(JobState.CANCELLED, run, end, messages=messages, gpu_seconds=gpu_seconds)
 
     def time_out(self, seconds: int) -> bool:
         """A run long past its time that its worker never ended (it ignored the interrupt, or
@@ -1119,7 +1111,7 @@ class Job(models.Model):
         else:
             name = unique_name(filename, lambda n: self.workspace.file_path(folder_type, n, subfolder).exists())
             target = self.workspace.file_path(folder_type, name, subfolder)
-        os.replace(staging, target)
+        move_into_place(staging, target)
         stored = {"filename": target.name, "subfolder": subfolder, "type": folder_type}
         if not known:
             # Re-read then write just this key: uploads of one job arrive one after another.

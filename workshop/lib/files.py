@@ -97,6 +97,12 @@ def atomic_write(path: Path, data: bytes | str, *, private: bool = False) -> Non
         raise
 
 
+def move_into_place(source: Path, target: Path) -> None:
+    """A finished part or temporary file becomes `target` at once (one rename, same folder or
+    same file system): readers see the old file or the new one, never half of it."""
+    os.replace(source, target)
+
+
 def write_part(part: Path, chunks: Iterable[bytes], offset: int) -> int:
     """Write `chunks` into the part file at `offset`, dropping whatever followed it first (a
     part sent again replaces itself and everything after); returns the bytes in so far.

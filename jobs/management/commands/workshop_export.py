@@ -1,14 +1,13 @@
 """`manage.py workshop_export --out DIR`: one zip per participant with their outputs and saved
 workflows, for them to take home."""
 
-import os
 import zipfile
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Workspace
-from workshop.lib.files import is_work_in_progress, temporary_name
+from workshop.lib.files import is_work_in_progress, move_into_place, temporary_name
 
 
 def export_workspace(workspace: Workspace, out: Path) -> tuple[Path, int]:
@@ -29,7 +28,7 @@ def export_workspace(workspace: Workspace, out: Path) -> tuple[Path, int]:
                 if path.is_file() and not path.is_symlink() and not is_work_in_progress(path):
                     archive.write(path, f"{prefix}/{path.relative_to(folder).as_posix()}")
                     count += 1
-    os.replace(tmp, target)
+    move_into_place(tmp, target)
     return target, count
 
 

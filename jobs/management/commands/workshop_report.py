@@ -13,6 +13,7 @@ from django.utils import timezone
 from jobs import reports, stats
 from jobs.models import FINAL_STATES, OPEN_STATES, JobState
 from jobs.redact import text as redact_text
+from workshop.lib.files import atomic_write
 
 
 def cause(error: str) -> str:
@@ -75,6 +76,6 @@ class Command(BaseCommand):
         self.stdout.write("reading jobs …")
         markdown, charts = build(hours)
         for name, svg in charts.items():
-            (folder / name).write_text(svg)
-        (folder / "report.md").write_text(markdown)
+            atomic_write(folder / name, svg)
+        atomic_write(folder / "report.md", markdown)
         self.stdout.write(self.style.SUCCESS(f"Wrote {folder / 'report.md'} and {len(charts)} chart(s)"))

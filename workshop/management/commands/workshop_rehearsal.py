@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from jobs.models import Catalog, Job, JobState, Worker
 from workshop import rehearsal, rehearsal_browser
+from workshop.lib.files import atomic_write
 from workshop.rehearsal import Check, Findings
 
 
@@ -223,5 +224,5 @@ class Command(BaseCommand):
             else Path(settings.CREDENTIALS_DIR) / f"rehearsal-{time.strftime('%Y%m%d-%H%M%S')}.md"
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(rehearsal.report_markdown(findings, url, started, timezone.now()))
+        atomic_write(path, rehearsal.report_markdown(findings, url, started, timezone.now()))
         return path
