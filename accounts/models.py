@@ -122,6 +122,8 @@ class WorkspaceModel(models.Model):
 
     @staticmethod
     def prefix(slug: str) -> str:
+        # gpuworker.protocol.PARTICIPANT_PREFIX, which accounts may not import
+        # (tests/test_own_models.py holds the two to one rule).
         return f"ws-{slug}"
 
     @property

@@ -370,20 +370,11 @@ def interrupt(request, workspace):
 def workshop_queue(request, workspace):
     """The `workshop.queue` message's data for this workspace (the badge asks on load)."""
 
-    status, queue_message = wire.queue_messages(events.queue_payload(snapshot()), workspace.slug)
+    _, queue_message = wire.queue_messages(events.queue_payload(snapshot()), workspace.slug)
     return JsonResponse(queue_message["data"])
 
 
 # --- the Jobs API (frontend 1.53 reads the queue and the history only through it) ------------
-
-JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
-STATES_OF = {
-    "pending": [JobState.QUEUED],
-    "in_progress": list(ACTIVE_STATES),
-    "completed": [JobState.COMPLETED],
-    "failed": [JobState.FAILED],
-    "cancelled": [JobState.CANCELLED],
-}
 
 
 def _jobs_of(workspace):
@@ -401,11 +392,11 @@ def _jobs_of(workspace):
 def jobs(request, workspace):
     """`GET /api/jobs`: upstream's filters (status, workflow_id), sorting and pagination."""
     query = request.GET
-    statuses = [s.strip().lower() for s in query.get("status", "").split(",") if s.strip()] or list(JOB_STATUSES)
-    invalid = [s for s in statuses if s not in JOB_STATUSES]
+    statuses = [s.strip().lower() for s in query.get("status", "").split(",") if s.strip()] or list(wire.STATES_OF)
+    invalid = [s for s in statuses if s not in wire.STATES_OF]
     if invalid:
         return JsonResponse(
-            {"error": f"Invalid status value(s): {', '.join(invalid)}. Valid values: {', '.join(JOB_STATUSES)}"},
+            {"error": f"Invalid status value(s): {', '.join(invalid)}. Valid values: {', '.join(wire.STATES_OF)}"},
             status=400,
         )
     sort_by = query.get("sort_by", "created_at").lower()
@@ -428,7 +419,7 @@ def jobs(request, workspace):
     except ValueError:
         return JsonResponse({"error": "offset must be an integer"}, status=400)
 
-    rows = _jobs_of(workspace).filter(state__in=[state for s in statuses for state in STATES_OF[s]])
+    rows = _jobs_of(workspace).filter(state__in=[state for s in statuses for state in wire.STATES_OF[s]])
     if query.get("workflow_id"):
         rows = rows.filter(workflow_id=query["workflow_id"])
     total = rows.count()

@@ -22,6 +22,11 @@ JOB_STATUS = {
     JobState.FAILED: "failed",
     JobState.CANCELLED: "cancelled",
 }
+# The Jobs API's statuses (its `status` filter), in its order, and the states each one covers.
+STATES_OF = {
+    status: [state for state, said in JOB_STATUS.items() if said == status]
+    for status in ("pending", "in_progress", "completed", "failed", "cancelled")
+}
 
 
 def announcement(data: dict) -> dict:

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from .protocol import PARTICIPANT_PREFIX
+
 log = logging.getLogger("gpuworker.own_models")
 FOLDER = re.compile(r"^[a-z0-9_]{1,50}$")
 NAME = re.compile(r"^ws-[A-Za-z0-9_-]{1,16}/[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,150}\.safetensors$")
@@ -96,7 +98,7 @@ class ModelCache:
         for folder in self.root.iterdir():
             if folder.name.startswith(".") or not folder.is_dir():
                 continue
-            for link in folder.glob("ws-*/*"):
+            for link in folder.glob(f"{PARTICIPANT_PREFIX}*/*"):
                 if link.is_symlink():
                     found.setdefault((link.parent / os.readlink(link)).resolve(), []).append(link)
         return found

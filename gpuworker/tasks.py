@@ -391,7 +391,7 @@ class JobRun(RunStops):
     def _place_models(self) -> None:
         """The participant's own models the prompt names, into this host's cache, before ComfyUI
         validates the prompt (which looks for the file)."""
-        wanted = self.payload.get("models") or []
+        wanted = self.payload.get("own_models") or []
         if wanted and self.model_cache is None:
             raise ModelRejected("this GPU worker has no cache for participants' own models")
         for item in wanted:

@@ -44,7 +44,7 @@ def payload_for(job) -> dict:
         "extra_data": job.extra_data,
         "submit_fields": job.submit_fields,
         "inputs": job.inputs,
-        "models": job.own_models,
+        "own_models": job.own_models,
         "timeout": job.timeout_seconds,
         "attempt": job.attempts + 1,
     }

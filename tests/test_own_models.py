@@ -670,3 +670,15 @@ def test_a_part_sent_while_the_last_one_is_kept_is_refused_and_changes_nothing(s
     assert model.path.stat().st_size == model.size == len(data)
     assert real_hash(model.path) == model.sha256
     assert not ModelUpload.objects.exists() and no_part_files(workspace)
+
+
+def test_a_participants_model_name_is_one_the_worker_protocol_knows_as_theirs():
+    """accounts names a participant's model for the loaders, gpuworker.protocol recognises (and
+    keeps out of catalogs) such names: one rule, written in two parts that may not import each
+    other."""
+    from accounts.models import WorkspaceModel
+    from gpuworker.protocol import PARTICIPANT_PREFIX, is_participant_model
+
+    assert WorkspaceModel.prefix("007").startswith(PARTICIPANT_PREFIX)
+    assert is_participant_model(f"{WorkspaceModel.prefix('007')}/style.safetensors")
+    assert not is_participant_model("style.safetensors")
