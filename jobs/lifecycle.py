@@ -73,9 +73,11 @@ def defer_in_background() -> None:
 def changed(*, notice=None, relay=None) -> None:
     """The queue changed in this transaction.
 
-    notice: (job, reason[, said[, moved_only]]) for a job that moved without a word from
-    ComfyUI (jobs.events.job_update): it lost its GPU, or the instructor moved it; relay: (slug,
-    [ComfyUI messages]) the worker sent, passed on untouched.
+    notice: (job, reason[, said[, moved_only]]) for a job the platform moved or ended itself
+    (jobs.events.job_update): it lost its GPU, timed out, or the instructor moved or cancelled
+    it (after ComfyUI's own end too, to say why). relay: (slug, [ComfyUI messages][, (job id,
+    the client_id of the tab that queued it)]): what the worker sent, passed on untouched; the
+    third part marks a run's end, which that tab gets exactly once.
     """
     _state.pending = True
     # Each call's messages ride on its own callback (a rollback drops them with it); the first

@@ -36,7 +36,8 @@ PRIORITY_WORDS = {
     PRIORITY_NOW: "now",
 }
 
-# What a participant is told when the instructor moved their run (jobs.events.notice).
+# What a participant is told when the instructor moved their run: the `said` of a notice
+# (jobs.events.job_update; frontend_bridge.wire.job_update says the rest).
 SAID_CANCELLED = "The instructor cancelled this run."
 SAID_DEMO = "Your run was paused for a demo; it continues first."
 SAID_NEXT = "The instructor moved your run to the front of the queue."
