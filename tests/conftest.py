@@ -280,3 +280,11 @@ def worker_with_token(name):
 
 def login(client, username, password, address="10.0.0.1"):
     return client.post("/accounts/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+# ComfyUI's own answer to a POST /prompt without a prompt (server.py): the double gives it, and
+# so must the platform.
+COMFYUI_NO_PROMPT = {
+    "error": {"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided", "extra_info": {}},
+    "node_errors": {},
+}

@@ -7,7 +7,6 @@ ComfyUI double (real Pillow compute) and returns its files inline as base64 or, 
         runpod.endpoint   # http://127.0.0.1:PORT/v2/ep-test
 """
 
-import asyncio
 import base64
 import json
 import threading
@@ -20,9 +19,10 @@ from aiohttp import web
 from websockets.sync.client import connect
 
 from scripts.comfyui_double import ComfyUIDouble
+from tests.threaded_server import ThreadedServer
 
 
-class RunpodDouble:
+class RunpodDouble(ThreadedServer):
     def __init__(
         self, key="rp-test-key", endpoint_id="ep-test", cold_start=0.0, outputs="base64", workers=1, **double_options
     ):
@@ -36,35 +36,19 @@ class RunpodDouble:
         self.warm_until = 0.0
         self.warm_for = 60.0  # seconds a worker stays up after a job (RunPod's idle timeout)
         self.endpoint = self.base = None
-        self._loop = self._thread = self._runner = None
-        self._started = threading.Event()
+        super().__init__()
         self._workers = threading.Semaphore(workers)  # the endpoint's max workers
         self.in_progress_peak = 0
 
-    def start(self):
-        self.comfy.start()
-        self._thread = threading.Thread(target=self._serve, daemon=True, name="runpod-double")
-        self._thread.start()
-        assert self._started.wait(10)
-        return self
+    thread_name = "runpod-double"
 
-    def stop(self):
-        if self._loop:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+    def start_more(self):
+        self.comfy.start()
+
+    def stop_more(self):
         self.comfy.stop()
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def _serve(self):
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        app = web.Application(client_max_size=1024**3)
+    def routes(self, app):
         ep = f"/v2/{self.endpoint_id}"
         app.router.add_post(ep + "/run", self._run)
         app.router.add_get(ep + "/status/{id}", self._status)
@@ -72,15 +56,9 @@ class RunpodDouble:
         app.router.add_post(ep + "/cancel/{id}", self._cancel)
         app.router.add_get(ep + "/health", self._health)
         app.router.add_get("/bucket/{name}", self._bucket)
-        self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]
-        self.base = f"http://127.0.0.1:{port}"
-        self.endpoint = f"{self.base}{ep}"
-        self._started.set()
-        self._loop.run_forever()
+
+    def started(self, base):
+        self.base, self.endpoint = base, f"{base}/v2/{self.endpoint_id}"
 
     # --- the endpoint API ---
 

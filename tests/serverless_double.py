@@ -14,7 +14,6 @@
 """
 
 import asyncio
-import threading
 import time
 from collections import Counter
 
@@ -22,6 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from scripts.comfyui_double import ComfyUIDouble
+from tests.threaded_server import ThreadedServer
 
 HOP_HEADERS = {
     "host",
@@ -37,7 +37,7 @@ HOP_HEADERS = {
 }
 
 
-class ServerlessComfyUI:
+class ServerlessComfyUI(ThreadedServer):
     def __init__(
         self, replicas=2, prefix="/comfy", key="sk-serverless-test", cold_start=0.0, idle_timeout=None, **double_options
     ):
@@ -51,8 +51,7 @@ class ServerlessComfyUI:
         self.counters = Counter()  # cold_starts, refused, replica-N (requests routed), sockets
         self._next = 0
         self.url = None
-        self._loop = self._thread = self._runner = None
-        self._started = threading.Event()
+        super().__init__()
 
     # --- what tests change while it runs ---
 
@@ -66,42 +65,22 @@ class ServerlessComfyUI:
 
     # --- running ---
 
-    def start(self):
+    thread_name = "serverless-front"
+
+    def start_more(self):
         for replica in self.replicas:
             replica.start()
-        self._thread = threading.Thread(target=self._serve, daemon=True, name="serverless-front")
-        self._thread.start()
-        assert self._started.wait(10), "the serverless front did not start"
-        return self
 
-    def stop(self):
-        if self._loop:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+    def stop_more(self):
         for n, replica in enumerate(self.replicas):
             if self.alive[n]:
                 replica.stop()
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def _serve(self):
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        app = web.Application(client_max_size=1024**3)
+    def routes(self, app):
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}{self.prefix}"
-        self._started.set()
-        self._loop.run_forever()
+
+    def started(self, base):
+        self.url = f"{base}{self.prefix}"
 
     def _choose(self, request) -> int | None:
         wanted = request.cookies.get("replica")

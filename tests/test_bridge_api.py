@@ -3,7 +3,7 @@
 import pytest
 
 from jobs.models import Job, JobState, QueueSettings
-from tests.conftest import post_json
+from tests.conftest import COMFYUI_NO_PROMPT, post_json
 
 SIMPLE = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
@@ -25,15 +25,7 @@ def test_prompt_is_queued_with_comfyui_answer(alice, participants):
 def test_prompt_without_prompt_is_comfyuis_no_prompt_error(alice):
     answer = post_json(alice, "/user/001/api/prompt", {"client_id": "x"})
     assert answer.status_code == 400
-    assert answer.json() == {
-        "error": {
-            "type": "no_prompt",
-            "message": "No prompt provided",
-            "details": "No prompt provided",
-            "extra_info": {},
-        },
-        "node_errors": {},
-    }
+    assert answer.json() == COMFYUI_NO_PROMPT
     assert not Job.objects.exists()
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 from websockets.sync.client import connect
 
 from scripts.comfyui_double import ComfyUIDouble
+from tests.conftest import COMFYUI_NO_PROMPT
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = ROOT / "tests" / "recorded" / "v0.3.64" / "transcripts.json"
@@ -460,15 +461,7 @@ def test_number_counts_every_post_and_refusals_send_nothing(comfy):
     with Socket(comfy, "c") as ws:
         assert post(comfy, REFUSALS["unknown_node"][0]).status_code == 400
         no_prompt = requests.post(comfy.url + "/prompt", json={"client_id": "c"}, timeout=10)
-        assert no_prompt.status_code == 400 and no_prompt.json() == {
-            "error": {
-                "type": "no_prompt",
-                "message": "No prompt provided",
-                "details": "No prompt provided",
-                "extra_info": {},
-            },
-            "node_errors": {},
-        }
+        assert no_prompt.status_code == 400 and no_prompt.json() == COMFYUI_NO_PROMPT
         assert ws.quiet(), "a refused prompt produces no websocket message, not even status"
         answer = post(comfy, SIMPLE, client_id="c", prompt_id="my-own-id")
         assert answer.json() == {"prompt_id": "my-own-id", "number": 2, "node_errors": {}}

@@ -24,6 +24,22 @@ from tests.test_e2e import finished, receive_until
 PART = 8 * 1024 * 1024
 
 
+def start_fetch(session, live_app, url):
+    """user001's *My models* fetch of `url`, its progress lines still streaming."""
+    return session.post(
+        f"{live_app.url}/user/001/my-models/fetch",
+        json={"url": url},
+        headers={"Origin": live_app.url},
+        stream=True,
+        timeout=30,
+    )
+
+
+def fetch_lines(answer) -> list[dict]:
+    """Every progress line of a fetch, and its last (the model or the error)."""
+    return [json.loads(line) for line in answer.iter_lines() if line]
+
+
 def safetensors(n_bytes: int = 4096, seed: int = 1) -> bytes:
     """A real safetensors file: one float32 tensor of n_bytes (patterned, so files differ)."""
     header = json.dumps(
@@ -295,15 +311,9 @@ def test_a_pasted_url_is_fetched_with_progress_and_private_addresses_are_refused
     alice = live_app.login("user001")
 
     def fetch(url):
-        answer = alice.post(
-            f"{live_app.url}/user/001/my-models/fetch",
-            json={"url": url},
-            headers={"Origin": live_app.url},
-            stream=True,
-            timeout=30,
-        )
+        answer = start_fetch(alice, live_app, url)
         assert answer.status_code == 200
-        return [json.loads(line) for line in answer.iter_lines() if line]
+        return fetch_lines(answer)
 
     lines = fetch(f"{base}/loras/detail.safetensors")
     assert lines[-1]["model"]["comfy_name"] == "ws-001/detail.safetensors"
@@ -339,14 +349,8 @@ def test_the_fetch_connects_only_where_it_checked_and_says_nothing_of_what_is_in
     alice = live_app.login("user001")
 
     def error_of(url):
-        answer = alice.post(
-            f"{live_app.url}/user/001/my-models/fetch",
-            json={"url": url},
-            headers={"Origin": live_app.url},
-            stream=True,
-            timeout=30,
-        )
-        return [json.loads(line) for line in answer.iter_lines() if line][-1].get("error")
+        answer = start_fetch(alice, live_app, url)
+        return fetch_lines(answer)[-1].get("error")
 
     attacks = [
         f"http://127.0.0.1:{port}\\@8.8.8.8/loras/ok.safetensors",
@@ -430,35 +434,17 @@ def test_a_fetch_shows_its_progress_while_it_runs_and_a_trickle_is_cut_off(
     _Files.slow = {"/slow.safetensors": lora, "/never.safetensors": lora}
     base = f"http://localhost:{file_server}"
     alice = live_app.login("user001")
-    answer = alice.post(
-        f"{live_app.url}/user/001/my-models/fetch",
-        json={"url": f"{base}/slow.safetensors"},
-        headers={"Origin": live_app.url},
-        stream=True,
-        timeout=30,
-    )
+    answer = start_fetch(alice, live_app, f"{base}/slow.safetensors")
     lines = answer.iter_lines(chunk_size=1)  # each line as it comes, not 512 bytes at a time
     assert json.loads(next(line for line in lines if line)) == {"received": 0, "total": None}, "begun, at once"
     first = json.loads(next(line for line in lines if line))
     _Files.release.set()
     rest = [json.loads(line) for line in lines if line]
     _Files.release = threading.Event()  # the next one never gets its second half
-    never = alice.post(
-        f"{live_app.url}/user/001/my-models/fetch",
-        json={"url": f"{base}/never.safetensors"},
-        headers={"Origin": live_app.url},
-        stream=True,
-        timeout=30,
-    )
-    cut = [json.loads(line) for line in never.iter_lines() if line][-1]
-    headers = alice.post(
-        f"{live_app.url}/user/001/my-models/fetch",
-        json={"url": f"{base}/slow-headers.safetensors"},
-        headers={"Origin": live_app.url},
-        stream=True,
-        timeout=30,
-    )
-    cut_headers = [json.loads(line) for line in headers.iter_lines() if line][-1]
+    never = start_fetch(alice, live_app, f"{base}/never.safetensors")
+    cut = fetch_lines(never)[-1]
+    headers = start_fetch(alice, live_app, f"{base}/slow-headers.safetensors")
+    cut_headers = fetch_lines(headers)[-1]
     assert 0 < first["received"] < len(lora) and first["total"] == len(lora), first
     assert rest[-1]["model"]["name"] == "slow.safetensors"
     assert "took too long (the limit is 3 s)" in cut["error"]
@@ -609,27 +595,15 @@ def test_a_participant_cannot_pile_up_fetches_that_never_end(
     40 threads and sockets. A participant has MAX_UNFINISHED_MODELS running at once (1 here)."""
     url = f"http://localhost:{file_server}/slow-headers.safetensors"
     alice = live_app.login("user001")
-    held = alice.post(
-        f"{live_app.url}/user/001/my-models/fetch",
-        json={"url": url},
-        headers={"Origin": live_app.url},
-        stream=True,
-        timeout=30,
-    )
+    held = start_fetch(alice, live_app, url)
     wait_until(lambda: "/slow-headers.safetensors" in _Files.seen, message="the first fetch to reach the server")
     second = alice.post(
         f"{live_app.url}/user/001/my-models/fetch", json={"url": url}, headers={"Origin": live_app.url}, timeout=30
     )
     _Files.release.set()  # the server gives up: the first fetch ends, and its slot is free again
-    ended = [json.loads(line) for line in held.iter_lines() if line][-1]
-    third = alice.post(
-        f"{live_app.url}/user/001/my-models/fetch",
-        json={"url": url},
-        headers={"Origin": live_app.url},
-        stream=True,
-        timeout=30,
-    )
-    third_lines = [json.loads(line) for line in third.iter_lines() if line]
+    ended = fetch_lines(held)[-1]
+    third = start_fetch(alice, live_app, url)
+    third_lines = fetch_lines(third)
     assert second.status_code == 429 and "downloads running" in second.json()["error"]
     assert "error" in ended and third.status_code == 200 and "error" in third_lines[-1]
 

@@ -112,20 +112,26 @@ def test_etas_unknown_without_workers():
     assert etas([job("a", 0)], 0) == {}
 
 
+def random_queue(rng, owners: str, latest: int, priorities: list[int], estimate, most: int) -> list:
+    """Up to `most` waiting jobs of `owners`, arriving by `latest`, each with a priority drawn
+    from `priorities` and an estimate from `estimate()`."""
+    return [
+        job(
+            rng.choice(owners),
+            rng.randint(0, latest),
+            priority=rng.choice(priorities),
+            estimate=estimate(),
+            name=f"j{n:02d}",
+        )
+        for n in range(rng.randint(0, most))
+    ]
+
+
 @pytest.mark.parametrize("policy", POLICIES)
 def test_random_queues_keep_every_job_priority_and_own_order(policy):
     rng = random.Random(7)
     for _ in range(50):
-        jobs = [
-            job(
-                rng.choice("abcdef"),
-                rng.randint(0, 100),
-                priority=rng.choice([0, 0, 0, 5, 10]),
-                estimate=rng.uniform(1, 300),
-                name=f"j{n}",
-            )
-            for n in range(rng.randint(0, 40))
-        ]
+        jobs = random_queue(rng, "abcdef", 100, [0, 0, 0, 5, 10], lambda: rng.uniform(1, 300), 40)
         usage = {o: Usage(jobs=rng.randint(0, 9), gpu_seconds=rng.uniform(0, 900)) for o in "abcdef"}
         ordered = order(policy, jobs, usage)
         assert sorted(j.id for j in ordered) == sorted(j.id for j in jobs), "a permutation: no job lost or doubled"
@@ -159,16 +165,7 @@ def reference_order(policy, waiting, usage):
 def test_random_queues_match_the_literal_simulation(policy):
     rng = random.Random(11)
     for _ in range(100):
-        jobs = [
-            job(
-                rng.choice("abcdefg"),
-                rng.randint(0, 30),
-                priority=rng.choice([0, 0, 0, 0, 5]),
-                estimate=float(rng.choice([10, 60, 300])),
-                name=f"j{n:02d}",
-            )
-            for n in range(rng.randint(0, 30))
-        ]
+        jobs = random_queue(rng, "abcdefg", 30, [0, 0, 0, 0, 5], lambda: float(rng.choice([10, 60, 300])), 30)
         usage = {o: Usage(jobs=rng.randint(0, 4), gpu_seconds=float(rng.choice([0, 30, 300]))) for o in "abcde"}
         assert [j.id for j in order(policy, jobs, usage)] == [j.id for j in reference_order(policy, jobs, usage)]
 

@@ -2,6 +2,7 @@
 against a double of RunPod's endpoint API, whose handler runs each job on a ComfyUI double."""
 
 import json
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -32,6 +33,17 @@ def provider_file(runpod, tmp_path, concurrency=1, **timeouts) -> str:
         f'[runpod]\nendpoint = "{runpod.endpoint}"\napi_key = "${{RUNPOD_API_KEY}}"\nobject_info = "{catalog}"\n\n'
         f"[timeouts]\n{table}\n"
     )
+
+
+@contextmanager
+def runpod_tab(live_app, tmp_path, name, **double):
+    """A RunPod endpoint's double with a worker in front of it, and user001's tab on its socket:
+    (the double, the logged-in session, the socket)."""
+    with RunpodDouble(**double) as runpod:
+        with live_app.gpu_worker(name=name, config=provider_file(runpod, tmp_path), env={"RUNPOD_API_KEY": runpod.key}):
+            alice = live_app.login("user001")
+            with live_app.ws(alice, "001") as ws:
+                yield runpod, alice, ws
 
 
 def output_file(workspace, job):
@@ -67,18 +79,11 @@ def test_a_run_on_runpod_with_a_cold_start_and_its_outputs(live_app, participant
 
 
 def test_cancel_on_runpod_cancels_the_remote_job(live_app, participants, tmp_path):
-    with RunpodDouble(step_time=0.2, steps=50) as runpod:
-        with live_app.gpu_worker(
-            name="runpod-2", config=provider_file(runpod, tmp_path), env={"RUNPOD_API_KEY": runpod.key}
-        ):
-            alice = live_app.login("user001")
-            with live_app.ws(alice, "001") as ws:
-                prompt_id = post_prompt(alice, live_app, "001", prompt(2))
-                receive_until(ws, lambda m: m["type"] == "progress" and m["data"].get("prompt_id") == prompt_id)
-                alice.post(f"{live_app.url}/user/001/api/interrupt", json={"prompt_id": prompt_id}, timeout=10)
-                receive_until(
-                    ws, lambda m: m["type"] == "execution_interrupted" and m["data"]["prompt_id"] == prompt_id
-                )
+    with runpod_tab(live_app, tmp_path, "runpod-2", step_time=0.2, steps=50) as (runpod, alice, ws):
+        prompt_id = post_prompt(alice, live_app, "001", prompt(2))
+        receive_until(ws, lambda m: m["type"] == "progress" and m["data"].get("prompt_id") == prompt_id)
+        alice.post(f"{live_app.url}/user/001/api/interrupt", json={"prompt_id": prompt_id}, timeout=10)
+        receive_until(ws, lambda m: m["type"] == "execution_interrupted" and m["data"]["prompt_id"] == prompt_id)
     assert Job.objects.get(pk=prompt_id).state == JobState.CANCELLED
     assert runpod.counters["cancels"] >= 1 and runpod.comfy.interrupts, "stopped on the GPU too"
 
@@ -105,16 +110,11 @@ def test_a_refused_runpod_key_fails_no_job(live_app, participants, tmp_path):
 
 def test_a_run_past_the_job_timeout_ends_as_timed_out(live_app, participants, tmp_path):
     QueueSettings.objects.update_or_create(pk=1, defaults={"job_timeout": 1})
-    with RunpodDouble(step_time=0.2, steps=50) as runpod:
-        with live_app.gpu_worker(
-            name="runpod-4", config=provider_file(runpod, tmp_path), env={"RUNPOD_API_KEY": runpod.key}
-        ):
-            alice = live_app.login("user001")
-            with live_app.ws(alice, "001") as ws:
-                prompt_id = post_prompt(alice, live_app, "001", prompt(4))
-                seen = receive_until(
-                    ws, lambda m: m["type"] == "execution_error" and m["data"]["prompt_id"] == prompt_id, timeout=30
-                )
+    with runpod_tab(live_app, tmp_path, "runpod-4", step_time=0.2, steps=50) as (_, alice, ws):
+        prompt_id = post_prompt(alice, live_app, "001", prompt(4))
+        seen = receive_until(
+            ws, lambda m: m["type"] == "execution_error" and m["data"]["prompt_id"] == prompt_id, timeout=30
+        )
     assert "Timed out after 1 s" in seen[-1]["data"]["exception_message"]
     assert Job.objects.get(pk=prompt_id).state == JobState.FAILED
 
