@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
+from django.http import HttpRequest
 
 from . import throttle
 
@@ -21,6 +22,9 @@ class ThrottledLogin:
     its next turn."""
 
     remedy = ASK_INSTRUCTOR
+    # A mixin before AuthenticationForm, which has these.
+    cleaned_data: dict
+    request: HttpRequest | None
 
     def clean(self):
         username = self.cleaned_data.get("username") or ""
@@ -30,7 +34,7 @@ class ThrottledLogin:
             raise forms.ValidationError(
                 THROTTLED.format(seconds=wait, remedy=self.remedy), code="throttled", params={"seconds": wait}
             )
-        return super().clean()
+        return super().clean()  # type: ignore[misc]  # AuthenticationForm's, after this mixin
 
 
 class LoginForm(ThrottledLogin, AuthenticationForm):

@@ -99,7 +99,7 @@ def prompt(request, workspace):
     except _Refused as refused:
         return refused.response
     api_prompt, inputs, outputs, carried, node_errors = checked
-    extra_data = data.get("extra_data") if isinstance(data.get("extra_data"), dict) else {}
+    extra_data: dict = data["extra_data"] if isinstance(data.get("extra_data"), dict) else {}
     try:
         job = Job.submit(
             workspace,
@@ -328,7 +328,7 @@ def file_response(request, path, *, download=False, also=()):
     else:
         response = FileStream(path, content_type)
     response["Accept-Ranges"] = "bytes"
-    response["Content-Disposition"] = content_disposition_header(download or not inline, path.name)
+    response["Content-Disposition"] = content_disposition_header(download or not inline, path.name) or "inline"
     response["Content-Security-Policy"] = FILE_CSP
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, max-age=3600"

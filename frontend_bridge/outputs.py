@@ -78,7 +78,7 @@ def _zip_stream(root: Path, files: list[dict]):
     pipe = _Pipe()
     # Stored, not deflated: pictures and videos are compressed already. Streamed in 1 MB pieces,
     # so a workspace with gigabytes of video never sits in memory.
-    with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+    with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[call-overload]  # a write-only pipe, as zipfile streams to one
         for item in files:
             arcname = f"{item['subfolder']}/{item['filename']}" if item["subfolder"] else item["filename"]
             with (

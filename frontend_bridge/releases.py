@@ -55,7 +55,8 @@ DIFFERENCES = [
 def version_tuple(text: str) -> tuple[int, int, int]:
     """(0, 28, 0) of "0.28.0", "v0.28.0", "0.28.0-rc1" or "0.3.40-12-gabc": each piece's
     leading digits only."""
-    parts = [int(re.match(r"\d*", piece).group() or 0) for piece in (text or "0").strip().lstrip("v").split(".")[:3]]
+    pieces = (text or "0").strip().lstrip("v").split(".")[:3]
+    parts = [int(re.sub(r"\D.*", "", piece) or 0) for piece in pieces]
     parts += [0] * (3 - len(parts))
     return parts[0], parts[1], parts[2]
 

@@ -79,9 +79,9 @@ def target_of(url: str) -> Target:
     if not addresses:
         raise FetchRefused(NEUTRAL)
     if host not in settings.MODEL_FETCH_ALLOWED_HOSTS:
-        if not all(public(ipaddress.ip_address(address.split("%")[0])) for address in addresses):
+        if not all(public(ipaddress.ip_address(str(address).split("%")[0])) for address in addresses):
             raise FetchRefused(NEUTRAL)
-    return Target(scheme, host, port, parsed.request_uri or "/", addresses[0])
+    return Target(scheme, host, port, parsed.request_uri or "/", str(addresses[0]))
 
 
 def _connection(target: Target):
@@ -147,20 +147,21 @@ class Fetch:
             host_header = shown if target.port == default else f"{shown}:{target.port}"
             if self.connection is not None:
                 self.connection.close()
-            self.connection, self.sock = _connection(target), None
+            connection = self.connection = _connection(target)
+            self.sock = None
             try:
                 if self.expired:
                     raise OSError("deadline")
-                self.connection.request(
+                connection.request(
                     "GET",
                     target.request_uri,
                     preload_content=False,
                     headers={"Host": host_header, "User-Agent": "workshop-model-fetch"},
                 )
-                self.sock = self.connection.sock
+                self.sock = connection.sock
                 if self.expired:  # the timer fired while connecting, before there was a socket to shut
                     raise OSError("deadline")
-                response = self.connection.getresponse()
+                response = connection.getresponse()
             except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError):
                 # A port that answers something other than HTTP says the same as a closed one.
                 raise self._failed() from None

@@ -125,7 +125,7 @@ def _finalized_inputs(class_info, inputs):
       first ``min`` of them required, the others optional;
     - a DynamicSlot given a value brings its own inputs.
     """
-    out = {"required": {}, "optional": {}}
+    out: dict[str, dict] = {"required": {}, "optional": {}}
     sections = {k: v for k, v in _sections(class_info).items() if k != "hidden" and isinstance(v, dict)}
     _expand(out, inputs, sections, [])
     return out
@@ -173,7 +173,7 @@ def _autogrow_entries(template, live, path):
         if isinstance(section, dict) and section:
             entry = next(iter(section.values()))
     minimum = template.get("min") or 0
-    found = {}
+    found: dict[str, dict] = {}
     for i, name in enumerate(names):
         if ".".join(path + [name]) in live and entry is not None:
             found.setdefault("required" if i < minimum else "optional", {})[name] = entry
@@ -638,7 +638,9 @@ def validate_prompt(
         return _error("prompt_no_outputs", "Prompt has no outputs"), {}
 
     validator = _Validator(prompt, object_info, file_exists, version)
-    good, failed, node_errors = [], [], {}
+    good: list = []
+    failed: list = []
+    node_errors: dict = {}
     for output in outputs:
         valid, reasons = _validate_output(validator, output)
         if valid is True:

@@ -72,7 +72,7 @@ THREE_D = (".obj", ".fbx", ".gltf", ".glb")
 
 
 def status(queue_remaining: int, sid: str | None = None) -> dict:
-    data = {"status": {"exec_info": {"queue_remaining": queue_remaining}}}
+    data: dict = {"status": {"exec_info": {"queue_remaining": queue_remaining}}}
     if sid is not None:
         data["sid"] = sid
     return {"type": "status", "data": data}
@@ -122,6 +122,7 @@ def job_update(job: dict) -> list[dict]:
         # ComfyUI refused the prompt on the GPU host (a rule the bridge does not know): the
         # first node it names is outlined, and the message lists every node error.
         node_id, node = next(iter((job.get("node_errors") or {}).items()), (None, {}))
+        node = node if isinstance(node, dict) else {}
         messages.append(
             {
                 "type": "execution_error",

@@ -234,7 +234,10 @@ def object_info(request, workspace, node_class=None):
     info = catalog
     if node_class is not None:
         info = {node_class: catalog[node_class]} if node_class in catalog else {}
-    info = own_models.with_own_models(info, _catalog_data().get("model_files") or {}, own_models.own_models(workspace))
+    info = (
+        own_models.with_own_models(info, _catalog_data().get("model_files") or {}, own_models.own_models(workspace))
+        or {}
+    )
     return JsonResponse(_with_workspace_files(info, workspace, _upload_classes(catalog)))
 
 
@@ -468,7 +471,7 @@ def userdata_v2(request, workspace):
         return JsonResponse({"error": str(exc)}, status=400)
     if not base.is_dir():
         return JsonResponse({"error": "Directory not found"}, status=404)
-    items = []
+    items: list[dict] = []
     for path in sorted(base.iterdir()):
         rel = str(path.relative_to(_userdata_root(workspace)))
         if path.is_dir():

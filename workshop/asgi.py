@@ -18,7 +18,7 @@ class OneHopASGIHandler(ASGIHandler):
 
     def load_middleware(self, is_async=False):
         super().load_middleware(is_async=False)
-        self._middleware_chain = sync_to_async(self._middleware_chain, thread_sensitive=True)
+        self._middleware_chain = sync_to_async(self._middleware_chain, thread_sensitive=True)  # type: ignore[has-type]  # Django sets it in load_middleware
 
 
 django_asgi_app = OneHopASGIHandler()

@@ -121,7 +121,7 @@ def _from_redis() -> tuple[int, dict[str, int]]:
         pass
     try:
         raw = rq.connection().hgetall(_key(REFUSED_KEY))
-        refused = {k.decode(): int(v) for k, v in raw.items()}
+        refused = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
     except Exception:
         refused = {}
     return sockets, refused

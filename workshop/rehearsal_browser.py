@@ -52,7 +52,12 @@ class BrowserResults:
 
 def _watch(page, visit: Visit, known) -> None:
     page.on("pageerror", lambda e: visit.errors.append(f"uncaught: {e}"))
-    page.on("console", lambda m: m.type == "error" and not known(m.text) and visit.errors.append(m.text[:300]))
+
+    def console(message) -> None:
+        if message.type == "error" and not known(message.text):
+            visit.errors.append(message.text[:300])
+
+    page.on("console", console)
 
 
 def open_workspace(browser, url: str, account, start: str, known, timeout_ms: int):

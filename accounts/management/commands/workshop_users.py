@@ -68,7 +68,7 @@ class Command(BaseCommand):
         User = get_user_model()
         wanted = list(names)
         taken_slugs = set(Workspace.objects.values_list("slug", flat=True))
-        numbered = []
+        numbered: list[tuple[str, str | None]] = []
         n = 1
         while len(numbered) < count:
             slug = f"{n:03d}"
@@ -82,10 +82,11 @@ class Command(BaseCommand):
             for username in wanted:
                 if User.objects.filter(username=username).exists():
                     raise CommandError(f"{username} exists already (reset-password gives a new password)")
-            for username, slug in [(u, None) for u in wanted] + numbered:
+            chosen: list[tuple[str, str | None]] = [(u, None) for u in wanted] + numbered
+            for username, wanted_slug in chosen:
                 password = credentials.new_password()
                 user = User.objects.create_user(username, password=password)
-                slug = slug or _free_slug(taken_slugs)
+                slug = wanted_slug or _free_slug(taken_slugs)
                 taken_slugs.add(slug)
                 workspace = Workspace.objects.create(owner=user, slug=slug)
                 workspace.ensure_folders()
