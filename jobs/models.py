@@ -332,6 +332,33 @@ class Worker(models.Model):
         Catalog.objects.filter(worker=self).update(trusted=trusted)
         return trusted
 
+    def publish_catalog(self, object_info: dict, data: dict, files: list[str] | None) -> bool:
+        """What its ComfyUI offers, as the worker published it: the catalog prompts are checked
+        against and the UIs show. `files`: the catalog files it names (the others are gone from
+        the GPU host); None from a worker older than catalog files. Returns whether the catalog
+        is trusted (all its custom-node frontend code is)."""
+        Catalog.objects.update_or_create(
+            worker=self,
+            defaults={
+                "object_info": object_info,
+                "comfyui_version": str(data.get("comfyui_version", ""))[:50],
+                "data": data,
+            },
+        )
+        if files is not None:
+            ExtensionFile.objects.filter(worker=self).exclude(path__in=files).delete()
+        return self.refresh_trust()
+
+    def publish_file(self, path: str, content: bytes, content_type: str) -> None:
+        """One catalog file (a custom node's frontend file, an example workflow, a blueprint):
+        new or changed content needs the instructor's trust again before a browser gets it."""
+        ExtensionFile.objects.update_or_create(
+            worker=self,
+            path=path,
+            defaults={"content": content, "content_type": content_type, "sha256": hashlib.sha256(content).hexdigest()},
+        )
+        self.refresh_trust()
+
     def trust_extensions(self) -> dict[str, str]:
         """Trust exactly the files published now (a later change needs trusting again)."""
         self.trusted_extensions = self.published_extensions()

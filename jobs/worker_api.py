@@ -3,7 +3,6 @@
 import base64
 import functools
 import gzip
-import hashlib
 import io
 import mimetypes
 import re
@@ -25,8 +24,6 @@ from workshop.lib.streaming import FileStream
 
 from . import events, tokens
 from .models import (
-    Catalog,
-    ExtensionFile,
     Job,
     JobState,
     OutputRefused,
@@ -260,17 +257,7 @@ def catalog(request):
     # it stays there, and the bridge serves it from there.
     # Also cut by the worker; here too, as a worker's catalog reaches every workspace.
     object_info, data = without_participant_models(object_info), without_participant_models(data)
-    Catalog.objects.update_or_create(
-        worker=request.worker,
-        defaults={
-            "object_info": object_info,
-            "comfyui_version": str(data.get("comfyui_version", ""))[:50],
-            "data": data,
-        },
-    )
-    if files is not None:  # the files this catalog names: the others are gone from the GPU host
-        ExtensionFile.objects.filter(worker=request.worker).exclude(path__in=files).delete()
-    trusted = request.worker.refresh_trust()
+    trusted = request.worker.publish_catalog(object_info, data, files)
     return JsonResponse({"ok": True, "trusted": trusted})
 
 
@@ -328,12 +315,7 @@ def catalog_file(request):
             raise BadRequest(f"a global subgraph must be ComfyUI's JSON answer: {exc}") from None
         if not isinstance(entry, dict):
             raise BadRequest("a global subgraph must be a JSON object")
-    ExtensionFile.objects.update_or_create(
-        worker=request.worker,
-        path=path,
-        defaults={"content": content, "content_type": content_type, "sha256": hashlib.sha256(content).hexdigest()},
-    )
-    request.worker.refresh_trust()
+    request.worker.publish_file(path, content, content_type)
     return JsonResponse({"ok": True})
 
 
