@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from django.contrib.auth import get_user_model
+from django.test import Client
 
+from accounts.models import Workspace
 from jobs.models import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,10 +241,6 @@ def live_app(transactional_db, settings, tmp_path):
 
 def class_of(count: int) -> list:
     """user001… with workspaces, password 'pw', and an instructor."""
-    from django.contrib.auth import get_user_model
-
-    from accounts.models import Workspace
-
     User = get_user_model()
     made = []
     for n in range(1, count + 1):
@@ -263,6 +262,14 @@ def participants(db):
 def alice(client, participants):
     """The test client, logged in as the first participant (user001, workspace 001)."""
     client.login(username="user001", password="pw")
+    return client
+
+
+@pytest.fixture
+def staff(participants):
+    """A test client logged in as the instructor (staff)."""
+    client = Client()
+    client.force_login(get_user_model().objects.get(username="instructor"))
     return client
 
 
