@@ -1,6 +1,7 @@
 """Shared fixtures: the real PostgreSQL test database, Redis DB 13, and for end-to-end tests a
 Daphne server, GPU worker processes and the ComfyUI protocol double."""
 
+import io
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import pytest
 import redis
 import requests
 from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from accounts.models import Workspace
@@ -295,3 +297,30 @@ COMFYUI_NO_PROMPT = {
     "error": {"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided", "extra_info": {}},
     "node_errors": {},
 }
+
+
+def run_command(*args, stdin: str | None = None):
+    """(exit code, output) of `manage.py <args>`, as the operator would see them."""
+    out = io.StringIO()
+    code = 0
+    real_stdin = sys.stdin
+    if stdin is not None:
+        sys.stdin = io.StringIO(stdin)
+    try:
+        call_command(*args, stdout=out)
+    except SystemExit as exc:
+        code = exc.code
+    except CommandError as exc:
+        code, out = 1, io.StringIO(str(exc))
+    finally:
+        sys.stdin = real_stdin
+    return code, out.getvalue()
+
+
+@pytest.fixture
+def online_worker(db):
+    """A GPU worker that beats (online), with its token."""
+    worker, token = Worker.create_with_token("gpu-1")
+    worker.beat(status="idle")
+    worker.token = token
+    return worker
