@@ -71,8 +71,9 @@ def parse(argv=None) -> WorkerSettings:
         missing.append("token-file (or GPUWORKER_TOKEN)")
     if missing:
         parser.error("missing " + ", ".join("--" + m for m in missing))
-    if kind.missing(config):
-        parser.error(kind.missing(config))
+    problem = kind.missing(config)
+    if problem:
+        parser.error(problem)
     args.comfyui = args.comfyui or kind.default_url(config)
     return WorkerSettings(
         name=args.name or f"{socket.gethostname()}-{args.comfyui.rstrip('/').rsplit(':', 1)[-1]}",

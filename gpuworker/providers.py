@@ -6,6 +6,7 @@ Adding a provider is one class here with `probe`, `catalog`, `run`, `cancel` and
 (docs/providers.md has the file format, `gpuworker.config` reads it).
 """
 
+import copy
 import logging
 import threading
 import time
@@ -171,10 +172,11 @@ class LocalComfyUI(Provider):
                 log.warning("could not stop prompt %s on ComfyUI (%s)", handle, exc)
 
     def for_heartbeat(self) -> "LocalComfyUI":
-        # Short waits: a beat that fails is simply the next one's job.
-        copy = type(self)(self.settings, timeout=3.0, connect_timeout=3.0)
-        copy.model_cache = self.model_cache
-        return copy
+        # The same GPU and model cache, with a client of its own and short waits: a beat that
+        # fails is simply the next one's job.
+        beat = copy.copy(self)
+        beat.comfy = self.client(timeout=3.0, connect_timeout=3.0)
+        return beat
 
 
 class ServerlessComfyUI(LocalComfyUI):

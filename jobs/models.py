@@ -386,9 +386,7 @@ class Worker(models.Model):
         runs now finishes there."""
         Worker.objects.filter(pk=self.pk).update(enabled=False)
         self.enabled = False
-        for job in Job.objects.filter(worker=self, state=JobState.DISPATCHED):
-            job.lose_run(job.run, f"GPU worker {self.name} was disabled", crash=False)
-        lifecycle.changed()
+        self._give_back_dispatched(f"GPU worker {self.name} was disabled")
 
     def restarted(self, status: str, **reported) -> None:
         """A new process of this worker registered: whatever an earlier one was running is dead
@@ -403,8 +401,12 @@ class Worker(models.Model):
         """The worker shuts down and says so: nothing more is dispatched to a slot that is
         gone, and what waits in its RQ queue goes back without costing an attempt."""
         Worker.objects.filter(pk=self.pk).update(status=WorkerStatus.OFFLINE, last_heartbeat=None, current_job=None)
+        self._give_back_dispatched(f"GPU worker {self.name} shut down")
+
+    def _give_back_dispatched(self, reason: str) -> None:
+        """What waits in its RQ queue (dispatched, not started) goes back at no cost to the jobs."""
         for job in Job.objects.filter(worker=self, state=JobState.DISPATCHED):
-            job.lose_run(job.run, f"GPU worker {self.name} shut down", crash=False)
+            job.lose_run(job.run, reason, crash=False)
         lifecycle.changed()
 
     def heard(self, status: str, warm_seconds: float = 0.0, **fields) -> None:

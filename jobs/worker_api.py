@@ -381,10 +381,11 @@ def _relayed(items) -> tuple[list[dict], dict | None]:
             except (KeyError, TypeError, ValueError):
                 raise BadRequest("a preview needs its frame in base64") from None
             continue
-        said = progress_of(kind, data)
+        clean = redact(data)  # once: the progress kept is read from what the tabs get
+        said = progress_of(kind, clean)
         if said is not None:
-            progress = redact(said)
-        relay.append({"type": kind, "data": redact(data)})
+            progress = said
+        relay.append({"type": kind, "data": clean})
     return relay, progress
 
 

@@ -3,7 +3,6 @@
 import json
 from datetime import timedelta
 
-import pytest
 from django.core.management import call_command
 from django.utils import timezone
 from rq.serializers import JSONSerializer
@@ -16,14 +15,6 @@ SIMPLE = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
     "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "t"}},
 }
-
-
-@pytest.fixture
-def online_worker(db):
-    worker, token = Worker.create_with_token("gpu-test")
-    worker.beat(status="idle")
-    worker.token = token
-    return worker
 
 
 def queue_job(workspace, **fields):
