@@ -437,6 +437,8 @@ def test_my_outputs_my_models_and_the_admin_pages_load_without_a_page_error(brow
             ],
         )
         outputs.wait_for_function("() => document.getElementById('models').textContent.includes('ws-001/mine')")
+        outputs.goto(f"{live_app.url}/accounts/password/")  # the card page's styles, extended
+        assert outputs.locator("h1").text_content() == "Change your password"
         assert tab_errors == [], tab_errors
         # The badge's words for a time: "starting soon" only when it is.
         words = page.evaluate("""async () => {
