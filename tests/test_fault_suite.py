@@ -135,12 +135,17 @@ def freeze_worker(plat, job):
     proc.signal(signal.SIGSTOP)
     print(f"froze {job.worker.name} at {time.strftime('%H:%M:%S')}")
     run = job.run
-    # Past its lease: the job goes back to the queue and runs elsewhere …
+    # Past its lease: the job goes back to the queue and runs elsewhere … unless its end was
+    # already on its way to the app when the signal landed (a finish in flight): then there is
+    # no frozen run to reap, and nothing late to refuse.
     wait_until(
-        lambda: (j := Job.objects.get(pk=job.pk)).run > run or j.state == JobState.QUEUED,
+        lambda: (j := Job.objects.get(pk=job.pk)).run > run or j.state in (JobState.QUEUED, *FINAL_STATES),
         timeout=LEASE * 4,
         message="the frozen run to be reaped",
     )
+    if (ended := Job.objects.get(pk=job.pk)).run == run and ended.state in FINAL_STATES:
+        proc.signal(signal.SIGCONT)
+        return None
 
     # … then the frozen worker wakes up, its run still going on ComfyUI, and its late reports
     # arrive: refused, and the run is stopped on ComfyUI.
